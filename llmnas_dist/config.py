@@ -33,7 +33,9 @@ class CEConfig(Section):
         8, ge=1, le=100_000, description="LLM proposals generated per cycle (before admission)."
     )
     rho: float = Field(
-        0.25, gt=0.0, lt=1.0,
+        0.25,
+        gt=0.0,
+        lt=1.0,
         description="Elite quantile: E_t is the top-rho share of the run's evaluated programs.",
     )
     min_elites: int = Field(
@@ -80,7 +82,7 @@ class GenerationConfig(Section):
     )
     num_actors: int = Field(1, ge=1, description="Generation actors (engines) in the pool.")
     warm_start: bool = Field(
-        True, description="LoRA-train theta_0 on programmatic mutations of the seeds before cycle 1."
+        True, description="LoRA-train theta_0 on mutations of the seed programs before cycle 1."
     )
 
     @model_validator(mode="after")
@@ -97,8 +99,11 @@ class AdmissionConfig(Section):
     """Validity and novelty filters applied to every proposal before training."""
 
     tau: float = Field(
-        0.90, gt=0.0, le=1.0,
-        description="Novelty threshold: rejected when estimated Jaccard to an archived program >= tau.",
+        0.90,
+        gt=0.0,
+        le=1.0,
+        description="Novelty threshold: rejected when estimated Jaccard to an archived "
+        "program >= tau.",
     )
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
     shingle_size: int = Field(7, ge=1, le=32, description="Tokens per shingle.")
@@ -272,7 +277,9 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {p} must hold a mapping of sections, got {type(data).__name__}"
+        )
     return data
 
 
