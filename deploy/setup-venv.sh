@@ -14,4 +14,5 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # The torch range in pyproject.toml (<2.14) keeps CPU machines on the 2.13 CPU build.
 .venv/bin/python -m pip install --quiet -e '.[dev,postgres]'
-echo "llmnas-dist installed in .venv ($(.venv/bin/llmnas --version))"
+.venv/bin/llmnas --version  # fails loudly if the install is broken
+echo "llmnas-dist installed in .venv"

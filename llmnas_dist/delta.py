@@ -1,0 +1,345 @@
+"""The delta codec: pull a unified diff or a full program out of LLM output, apply a diff to
+its parent, write a diff between two programs, and turn rejections into retry feedback.
+
+LLMs copy example hunk headers and mangle whitespace, so this codec trusts the hunk
+*bodies*, not the headers: headers are recomputed from the bodies, and a hunk is located
+by its context and removed lines (compared token by token, so spacing never matters, and
+with blank lines ignored). A hunk that matches nowhere, or in more than one place, is an
+error that quotes the nearest parent lines; nothing is ever skipped silently. When a hunk
+matches with shifted indentation (the model dropped or added leading spaces), its added
+lines are indented relative to the anchor line above them, as the parent indents it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+from llmnas_dist.errors import CandidateRejected, ErrorClass, truncate
+
+BASELINE_NAME = "baseline.py"
+IMPROVED_NAME = "improved.py"
+MAX_FEEDBACK_CHARS = 1500
+QUOTE_LINES = 6
+
+_DELTA_TAG = re.compile(r"<delta>(.*?)(?:</delta>|\Z)", re.S | re.I)
+_NN_TAG = re.compile(r"<nn>(.*?)(?:</nn>|\Z)", re.S | re.I)
+_FENCE = re.compile(r"^[ \t]*```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:^[ \t]*```|\Z)", re.S | re.M)
+_HUNK_HEADER = re.compile(r"^@@.*?@@(.*)$")
+_FILE_HEADER = re.compile(r"^(---|\+\+\+)( |$)")
+_WORD_OR_SYMBOL = re.compile(r"\w+|[^\s\w]")
+_PREAMBLE = re.compile(r"^(diff |index |new file|deleted file|similarity |rename )")
+
+
+@dataclass(frozen=True)
+class Hunk:
+    """One hunk: ops are (kind, text) with kind ' ' (context), '-' (removed), '+' (added)."""
+
+    ops: tuple[tuple[str, str], ...]
+    number: int  # 1-based position in the delta, for messages
+
+    @property
+    def old_len(self) -> int:
+        return sum(1 for kind, _ in self.ops if kind != "+")
+
+    @property
+    def new_len(self) -> int:
+        return sum(1 for kind, _ in self.ops if kind != "-")
+
+    def header(self, old_start: int, new_start: int) -> str:
+        """The `@@` line recomputed from the body (what the model's header should have been)."""
+        return f"@@ -{old_start},{self.old_len} +{new_start},{self.new_len} @@"
+
+
+# --- extraction ------------------------------------------------------------------
+
+
+def _fenced_blocks(text: str) -> list[tuple[str, str]]:
+    return [(m.group(1).lower(), m.group(2)) for m in _FENCE.finditer(text)]
+
+
+def _looks_like_diff(text: str) -> bool:
+    return any(_HUNK_HEADER.match(line) for line in text.splitlines())
+
+
+def extract_delta(output: str) -> str:
+    """The diff text from `<delta>` tags, a fenced diff block or a raw diff (NO_DELTA if none)."""
+    tagged = _DELTA_TAG.search(output)
+    if tagged:
+        body = tagged.group(1)
+        fenced = [b for _, b in _fenced_blocks(body) if _looks_like_diff(b)]
+        body = fenced[0] if fenced else body
+        if _looks_like_diff(body):
+            return body
+        raise CandidateRejected(ErrorClass.NO_DELTA, "the <delta> block holds no @@ hunk")
+    for lang, body in _fenced_blocks(output):
+        if lang in ("diff", "patch", "udiff", "") and _looks_like_diff(body):
+            return body
+    if _looks_like_diff(output):
+        return output
+    raise CandidateRejected(
+        ErrorClass.NO_DELTA, "no <delta> block, fenced diff or unified diff with @@ hunks found"
+    )
+
+
+def extract_code(output: str) -> str:
+    """The program from `<nn>` tags or a fenced python block (NO_CODE if none). Among several
+    fenced blocks the first that defines `class Net` wins, else the longest."""
+    tagged = _NN_TAG.search(output)
+    if tagged:
+        body = tagged.group(1)
+        fenced = [b for lang, b in _fenced_blocks(body) if lang in ("python", "py", "")]
+        body = fenced[0] if fenced else body
+        if body.strip():
+            return body.strip("\n") + "\n"
+        raise CandidateRejected(ErrorClass.NO_CODE, "the <nn> block is empty")
+    blocks = [b for lang, b in _fenced_blocks(output) if lang in ("python", "py", "python3", "")]
+    if blocks:
+        with_net = [b for b in blocks if "class Net" in b]
+        return (with_net[0] if with_net else max(blocks, key=len)).strip("\n") + "\n"
+    raise CandidateRejected(ErrorClass.NO_CODE, "no <nn> block or fenced python block found")
+
+
+# --- parsing ---------------------------------------------------------------------
+
+
+def parse_hunks(diff: str) -> list[Hunk]:
+    """Split a diff into hunks. Header line numbers are ignored; a body line without a
+    diff prefix ends the hunk, and is an error if more body lines follow it."""
+    hunks: list[Hunk] = []
+    ops: list[tuple[str, str]] | None = None
+    stray: tuple[int, str] | None = None  # first unprefixed line after a hunk body
+
+    def close() -> None:
+        if ops is None:
+            return
+        while ops and ops[-1] == (" ", ""):  # trailing blank lines are separators
+            ops.pop()
+        if not any(kind != " " for kind, _ in ops):
+            raise CandidateRejected(
+                ErrorClass.BAD_HUNK, f"hunk {len(hunks) + 1} changes nothing (no + or - lines)"
+            )
+        hunks.append(Hunk(tuple(ops), len(hunks) + 1))
+
+    for lineno, line in enumerate(diff.splitlines(), 1):
+        if _HUNK_HEADER.match(line):
+            close()
+            ops, stray = [], None
+            continue
+        if ops is None or _PREAMBLE.match(line):
+            continue
+        if _FILE_HEADER.match(line) and not ops:
+            continue
+        if _FILE_HEADER.match(line):  # a second file's headers: this hunk ends
+            close()
+            ops, stray = None, None
+            continue
+        if line.startswith("\\"):  # "\ No newline at end of file"
+            continue
+        prefix, body = (line[:1], line[1:]) if line else (" ", "")
+        if prefix in " +-" and stray is None:
+            ops.append((prefix, body))
+        elif prefix in "+-" and stray is not None:
+            raise CandidateRejected(
+                ErrorClass.BAD_HUNK,
+                f"hunk {len(hunks) + 1}: line {stray[0]} of the delta has no diff prefix "
+                f"(' ', '+' or '-'): {stray[1][:120]!r}",
+            )
+        elif stray is None and prefix not in " +-":
+            stray = (lineno, line)
+    close()
+    if not hunks:
+        raise CandidateRejected(ErrorClass.BAD_HUNK, "the delta holds no hunk with a body")
+    return hunks
+
+
+# --- applying --------------------------------------------------------------------
+
+
+def _norm(line: str) -> str:
+    """Whitespace-free identity of a line: `padding = 1 ,` matches `padding=1,`."""
+    return " ".join(_WORD_OR_SYMBOL.findall(line))
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
+
+
+def _quote(lines: list[str], start: int, count: int) -> str:
+    stop = min(len(lines), start + count)
+    return "\n".join(f"{i + 1:4d}| {lines[i]}" for i in range(max(0, start), stop))
+
+
+def _anchors(hunk: Hunk) -> list[str]:
+    return [text for kind, text in hunk.ops if kind != "+" and text.strip()]
+
+
+def _match_starts(anchors: list[str], parent_nb: list[str]) -> list[int]:
+    k = len(anchors)
+    return [
+        s
+        for s in range(len(parent_nb) - k + 1)
+        if all(parent_nb[s + j] == anchors[j] for j in range(k))
+    ]
+
+
+def _not_found(
+    hunk: Hunk, anchors: list[str], lines: list[str], nb: list[int]
+) -> CandidateRejected:
+    """Quote the first hunk line that matches nowhere and the parent lines nearest to it."""
+    raw = _anchors(hunk)
+    norm_nb = [_norm(lines[i]) for i in nb]
+    best_s, best_len = 0, -1
+    for s in range(len(nb)):  # longest run of hunk lines matching from each position
+        run = 0
+        while run < len(anchors) and s + run < len(nb) and norm_nb[s + run] == anchors[run]:
+            run += 1
+        if run > best_len:
+            best_s, best_len = s, run
+    if best_len > 0:
+        bad = raw[min(best_len, len(raw) - 1)].strip()
+        near = nb[min(best_s + best_len, len(nb) - 1)]
+    else:
+        bad = raw[0].strip()
+        close = difflib.get_close_matches(anchors[0], norm_nb, n=1, cutoff=0.0)
+        near = nb[norm_nb.index(close[0])] if close else 0
+    return CandidateRejected(
+        ErrorClass.HUNK_NOT_FOUND,
+        f"hunk {hunk.number} does not match the parent: its line {bad[:160]!r} is not "
+        f"where the hunk's context puts it. Nearest parent lines:\n"
+        + _quote(lines, near - QUOTE_LINES // 2, QUOTE_LINES),
+    )
+
+
+def _ambiguous(hunk: Hunk, starts: list[int], lines: list[str], nb: list[int]) -> CandidateRejected:
+    quoted = "\n...\n".join(_quote(lines, nb[s], 2) for s in starts[:3])
+    return CandidateRejected(
+        ErrorClass.HUNK_AMBIGUOUS,
+        f"hunk {hunk.number} matches the parent in {len(starts)} places (lines "
+        f"{', '.join(str(nb[s] + 1) for s in starts[:6])}); add context lines that make it "
+        f"unique. The places:\n{quoted}",
+    )
+
+
+def _shift(text: str, offset: int) -> str:
+    if offset > 0:
+        return " " * offset + text
+    if offset < 0 and text[:-offset].strip() == "":
+        return text[-offset:]
+    return text
+
+
+def apply_hunk(lines: list[str], hunk: Hunk) -> list[str]:
+    """Apply one hunk to the parent's lines; raises on no match or several matches."""
+    anchors = [_norm(a) for a in _anchors(hunk)]
+    if not anchors:
+        raise CandidateRejected(
+            ErrorClass.BAD_HUNK,
+            f"hunk {hunk.number} has no context or removed lines to locate it in the parent",
+        )
+    nb = [i for i, line in enumerate(lines) if line.strip()]
+    starts = _match_starts(anchors, [_norm(lines[i]) for i in nb])
+    if not starts:
+        raise _not_found(hunk, anchors, lines, nb)
+    if len(starts) > 1:
+        raise _ambiguous(hunk, starts, lines, nb)
+    s = starts[0]
+    matched = [nb[s + j] for j in range(len(anchors))]
+    anchor_texts = [text for kind, text in hunk.ops if kind != "+" and text.strip()]
+    # an added line keeps its indentation relative to the anchor above it (the first anchor
+    # for lines above all anchors), so a hunk whose indentation the model shifted or
+    # flattened still produces the parent's indentation
+    offsets = [_indent(lines[p]) - _indent(h) for p, h in zip(matched, anchor_texts, strict=True)]
+    offset = offsets[0]
+    first, cursor, j = matched[0], matched[0], 0
+    out: list[str] = []
+    for kind, text in hunk.ops:
+        if kind == "+":
+            out.append(_shift(text, offset) if text.strip() else "")
+        elif text.strip():  # an anchor: keep the parent's blank lines before it
+            target = matched[j]
+            out.extend(lines[cursor:target])
+            offset = offsets[j]
+            if kind == " ":
+                out.append(lines[target])
+            cursor, j = target + 1, j + 1
+        elif cursor < len(lines) and not lines[cursor].strip() and j > 0:
+            # a blank context/removed line that the parent also has here
+            if kind == " ":
+                out.append(lines[cursor])
+            cursor += 1
+    return lines[:first] + out + lines[cursor:]
+
+
+def apply_delta(parent: str, diff: str) -> str:
+    """Apply every hunk of `diff` to `parent` in order; each hunk is located in the text
+    as the previous hunks left it."""
+    lines = parent.splitlines()
+    for hunk in parse_hunks(diff):
+        lines = apply_hunk(lines, hunk)
+    return "\n".join(lines) + "\n"
+
+
+def apply_output(parent: str, output: str) -> str:
+    """Extract the delta from raw LLM output and apply it to the parent."""
+    return apply_delta(parent, extract_delta(output))
+
+
+def make_delta(parent: str, child: str, context: int = 3) -> str:
+    """A unified diff parent -> child with correct headers (training data, normalisation)."""
+    return "".join(
+        difflib.unified_diff(
+            parent.splitlines(keepends=True),
+            child.splitlines(keepends=True),
+            fromfile=BASELINE_NAME,
+            tofile=IMPROVED_NAME,
+            n=context,
+        )
+    )
+
+
+# --- feedback ----------------------------------------------------------------------
+
+_ADVICE = {
+    ErrorClass.NO_DELTA: "Answer with a unified diff inside <delta>...</delta>: '--- baseline.py', "
+    "'+++ improved.py', then @@ hunks.",
+    ErrorClass.NO_CODE: "Answer with the complete program inside <nn>...</nn>.",
+    ErrorClass.BAD_HUNK: "Every hunk line must start with ' ' (context), '-' (removed) or '+' "
+    "(added), and each hunk must change something.",
+    ErrorClass.HUNK_NOT_FOUND: "Copy the context and '-' lines exactly from the parent program "
+    "shown above.",
+    ErrorClass.HUNK_AMBIGUOUS: "Include more unchanged context lines so the hunk matches "
+    "one place.",
+    ErrorClass.SYNTAX_ERROR: "The patched program is not valid Python; check indentation and "
+    "brackets.",
+    ErrorClass.CONTRACT_VIOLATION: "Keep `class Net(nn.Module)` with `__init__(self, in_shape, "
+    "out_shape, prm, device)` and `forward(self, x)`.",
+    ErrorClass.FORBIDDEN_IMPORT: "Import only torch, torch.nn, torch.nn.functional, math, typing, "
+    "collections, functools and dataclasses.",
+    ErrorClass.FORBIDDEN_CALL: "Use only layer code: no eval/exec/open, no file, process or "
+    "network access, no dunder attributes.",
+    ErrorClass.TOO_LARGE: "Make the model smaller (fewer channels or layers).",
+    ErrorClass.BUILD_FAILED: "The model failed to build or run a forward pass; check layer "
+    "sizes and channel counts.",
+    ErrorClass.SHAPE_MISMATCH: "forward must return a (batch, num_classes) tensor; "
+    "num_classes is out_shape[0].",
+    ErrorClass.NAN_OUTPUT: "The output contained NaN or inf; check normalisation and divisions.",
+    ErrorClass.TIMEOUT: "The model is too slow; reduce depth, width or resolution.",
+    ErrorClass.OUT_OF_MEMORY: "The model used too much memory; reduce width or resolution early.",
+    ErrorClass.CRASHED: "The program crashed the process; use only standard layers.",
+    ErrorClass.DUPLICATE: "This program already exists; make a real architectural change.",
+    ErrorClass.NOT_NOVEL: "This is almost the same as an existing program; make a larger "
+    "structural change.",
+}
+
+
+def feedback_for(rejection: CandidateRejected) -> str:
+    """Feedback text for a retry prompt: what failed, the (bounded) message, and advice.
+    Accepts anything with `error_class` and `message` (a CandidateRejected or a verdict)."""
+    error_class = ErrorClass(rejection.error_class)
+    head = f"Your previous answer was rejected ({error_class.value})."
+    advice = _ADVICE.get(error_class, "")
+    # the advice survives; only the program-controlled message is cut
+    room = max(100, MAX_FEEDBACK_CHARS - len(head) - len(advice) - 2)
+    return f"{head}\n{truncate(rejection.message, room)}\n{advice}".strip()

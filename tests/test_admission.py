@@ -1,0 +1,93 @@
+"""The admission pipeline end to end, with the real sandboxed build."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmnas_dist.admission import Admission
+from llmnas_dist.config import AdmissionConfig
+from llmnas_dist.datasets import dataset_spec
+from llmnas_dist.errors import ErrorClass
+from llmnas_dist.novelty import NoveltyIndex, minhash
+from llmnas_dist.program import canonicalize
+from llmnas_dist.seeds import load_seeds
+
+CFG = AdmissionConfig(build_timeout_s=120)
+DIGITS = dataset_spec("digits")
+SEED = load_seeds()["plain_cnn"]
+
+
+def test_seed_admitted_then_duplicate_then_near_copy_not_novel():
+    admission = Admission(CFG, DIGITS)
+    first = admission.admit_program(SEED)
+    assert first.admitted, first.message
+    assert first.error_class is None and first.param_count and first.param_count > 0
+    assert len(first.code_hash or "") == 64 and len(first.signature or b"") == 4 * CFG.num_perm
+    assert (first.nearest_hash, first.nearest_jaccard) == (None, None)
+    assert first.code_hash in admission.index
+
+    reformatted = "# my copy\n" + SEED.replace("bias=False", "bias = False")
+    dup = admission.admit_program(reformatted)
+    assert dup.error_class is ErrorClass.DUPLICATE and dup.param_count is None  # never built
+    assert (dup.code_hash, dup.nearest_hash, dup.nearest_jaccard) == (
+        first.code_hash,
+        first.code_hash,
+        1.0,
+    )
+
+    delta = (
+        "<delta>\n--- baseline.py\n+++ improved.py\n@@ -1,3 +1,3 @@\n"
+        "         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, out_shape[0]))\n"
+        "+        self.scale = 1.0\n</delta>"
+    )
+    near = admission.admit(delta, "delta", SEED)
+    assert near.error_class is ErrorClass.NOT_NOVEL, near.message
+    assert near.param_count == first.param_count  # it was built before the novelty verdict
+    assert near.nearest_hash == first.code_hash and near.nearest_jaccard >= CFG.tau
+    assert "self.scale = 1.0" in (near.canonical or "")
+    assert len(admission.index) == 1  # rejected programs are not indexed
+
+
+def test_build_failure_still_records_hash_and_nearest():
+    index = NoveltyIndex.from_config(CFG)
+    admission = Admission(CFG, DIGITS, index)
+    wrong = SEED.replace("nn.Linear(c_in, out_shape[0])", "nn.Linear(c_in, out_shape[0] + 1)")
+    index.add("seed", _signature_of(SEED))
+    verdict = admission.admit_program(wrong)
+    assert verdict.error_class is ErrorClass.SHAPE_MISMATCH
+    assert verdict.code_hash and verdict.nearest_hash == "seed" and verdict.nearest_jaccard > 0.8
+    assert "seed" in index and len(index) == 1
+
+
+def _no_build(*_args):
+    raise AssertionError("the build must not be reached")
+
+
+def _signature_of(code: str):
+    return minhash(canonicalize(code, CFG)[0])
+
+
+@pytest.mark.parametrize(
+    ("output", "mode", "error_class"),
+    [
+        ("no code at all", "full", ErrorClass.NO_CODE),
+        ("<nn>import os\n" + SEED + "</nn>", "full", ErrorClass.FORBIDDEN_IMPORT),
+        ("```python\nclass Net(:\n```", "full", ErrorClass.SYNTAX_ERROR),
+        ("just words", "delta", ErrorClass.NO_DELTA),
+        ("@@ -1 +1 @@\n-import nothing\n+import math\n", "delta", ErrorClass.HUNK_NOT_FOUND),
+    ],
+)
+def test_rejections_before_the_build_never_run_it(output, mode, error_class):
+    admission = Admission(CFG, DIGITS, build=_no_build)
+    verdict = admission.admit(output, mode, SEED if mode == "delta" else None)
+    assert not verdict.admitted and verdict.error_class is error_class
+    assert verdict.param_count is None and verdict.message
+    assert verdict.to_dict()["error_class"] == error_class.value
+
+
+def test_bad_mode_and_missing_parent_are_caller_errors():
+    admission = Admission(CFG, DIGITS, build=_no_build)
+    with pytest.raises(ValueError, match="parent"):
+        admission.admit("@@", "delta")
+    with pytest.raises(ValueError, match="mode"):
+        admission.admit("x", "diff")  # type: ignore[arg-type]

@@ -1,0 +1,167 @@
+"""The delta codec: extraction, tolerant application, errors that quote the parent."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmnas_dist.config import AdmissionConfig
+from llmnas_dist.delta import (
+    apply_delta,
+    apply_output,
+    extract_code,
+    extract_delta,
+    feedback_for,
+    make_delta,
+    parse_hunks,
+)
+from llmnas_dist.errors import CandidateRejected, ErrorClass
+from llmnas_dist.program import check_static
+from llmnas_dist.seeds import load_seeds
+
+PARENT = load_seeds()["plain_cnn"]
+
+DIFF = """--- baseline.py
++++ improved.py
+@@ -99,7 +99,8 @@
+             layers += [
+                 nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                 nn.BatchNorm2d(c_out),
+-                nn.ReLU(inplace=True),
++                nn.GELU(),
++                nn.Dropout2d(0.05),
+                 nn.MaxPool2d(2),
+             ]
+"""
+
+
+def rejected(fn, *args) -> CandidateRejected:
+    with pytest.raises(CandidateRejected) as info:
+        fn(*args)
+    return info.value
+
+
+def test_apply_ignores_wrong_headers_and_result_is_valid():
+    child = apply_delta(PARENT, DIFF)
+    assert "nn.GELU()," in child and "nn.Dropout2d(0.05)," in child
+    assert "nn.ReLU(inplace=True)" not in child
+    assert child.count("\n") == PARENT.count("\n") + 1
+    check_static(child, AdmissionConfig())
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda d: f"Here is my change.\n<delta>\n{d}</delta>\nDone.",
+        lambda d: f"<delta>\n```diff\n{d}```\n</delta>",
+        lambda d: f"Sure!\n```diff\n{d}```\nThis swaps the activation.",
+        lambda d: f"```\n{d}```",
+        lambda d: d,
+    ],
+    ids=["tags", "tags+fence", "fenced", "bare-fence", "raw"],
+)
+def test_extraction_forms_give_the_same_child(wrap):
+    assert apply_output(PARENT, wrap(DIFF)) == apply_delta(PARENT, DIFF)
+
+
+def test_whitespace_tolerant_context_and_indent_repair():
+    # the model lost the leading indentation and spaced an argument list differently
+    lossy = "\n".join(
+        line[0] + line[1:].lstrip()
+        if line[:1] in " +-" and not line.startswith(("---", "+++"))
+        else line
+        for line in DIFF.splitlines()
+    ).replace("padding=1,", "padding = 1 ,")
+    child = apply_delta(PARENT, lossy)
+    assert child == apply_delta(PARENT, DIFF)  # added lines re-indented like their context
+
+
+def test_blank_line_differences_are_tolerated():
+    diff = """@@ -1 +1 @@
+ def supported_hyperparameters():
+-    return {"lr", "momentum", "dropout"}
++    return {"lr", "momentum"}
+
+ class Net(nn.Module):
+"""
+    child = apply_delta(PARENT, diff)
+    assert 'return {"lr", "momentum"}' in child
+    assert "\n\n\nclass Net(nn.Module):" in child  # the parent's two blank lines are kept
+
+
+def test_hunk_not_found_quotes_the_nearest_parent_lines():
+    diff = DIFF.replace("nn.BatchNorm2d(c_out),", "nn.BatchNorm2d(c_out, eps=1e-3),", 1)
+    err = rejected(apply_delta, PARENT, diff)
+    assert err.error_class is ErrorClass.HUNK_NOT_FOUND
+    assert "eps=1e-3" in err.message  # the offending hunk line
+    assert "nn.BatchNorm2d(c_out)," in err.message  # the parent line nearest to it
+    assert "|" in err.message  # quoted with line numbers
+
+
+def test_hunk_ambiguous_names_every_place():
+    parent = "def a():\n    return 1\n\ndef b():\n    return 1\n"
+    err = rejected(apply_delta, parent, "@@ -1,1 +1,1 @@\n-    return 1\n+    return 2\n")
+    assert err.error_class is ErrorClass.HUNK_AMBIGUOUS
+    assert "lines 2, 5" in err.message
+
+
+def test_multiple_hunks_apply_in_order():
+    diff = (
+        "@@ -1,1 +1,1 @@\n"
+        ' def supported_hyperparameters():\n-    return {"lr", "momentum", "dropout"}\n'
+        '+    return {"lr"}\n'
+        "@@ -50,3 +50,3 @@\n"
+        "     def forward(self, x):\n-        x = self.pool(self.features(x))\n"
+        "+        x = self.pool(self.features(x)) * 2\n"
+    )
+    child = apply_delta(PARENT, diff)
+    assert 'return {"lr"}' in child and "self.features(x)) * 2" in child
+
+
+@pytest.mark.parametrize(
+    ("output", "error_class"),
+    [
+        ("I would add dropout.", ErrorClass.NO_DELTA),
+        ("<delta>add dropout</delta>", ErrorClass.NO_DELTA),
+        ("@@ -1 +1 @@\n context only\n", ErrorClass.BAD_HUNK),
+        ("@@ -1 +1 @@\n+x = 1\n", ErrorClass.BAD_HUNK),  # nothing to locate it with
+        (
+            "@@ -1 +1 @@\n def supported_hyperparameters():\nstray prose\n+    pass\n",
+            ErrorClass.BAD_HUNK,
+        ),
+    ],
+)
+def test_parse_errors(output, error_class):
+    assert rejected(apply_output, PARENT, output).error_class is error_class
+
+
+def test_trailing_prose_after_a_raw_diff_is_not_part_of_the_hunk():
+    assert apply_output(PARENT, DIFF + "\nThis should train faster.\n") == apply_delta(PARENT, DIFF)
+
+
+def test_recomputed_headers_and_make_delta_roundtrip():
+    child = apply_delta(PARENT, DIFF)
+    made = make_delta(PARENT, child)
+    assert made.startswith("--- baseline.py\n+++ improved.py\n")
+    (hunk,) = parse_hunks(made)
+    assert hunk.header(1, 1).endswith(f"+1,{hunk.new_len} @@")
+    assert hunk.new_len == hunk.old_len + 1
+    assert apply_delta(PARENT, made) == child
+
+
+def test_extract_code_forms():
+    code = "import torch\nclass Net: pass\n"
+    assert extract_code(f"<nn>\n{code}</nn>") == code
+    assert extract_code(f"<nn>```python\n{code}```</nn>") == code
+    two = f"```python\nx = 1\n```\ntext\n```python\n{code}```"
+    assert extract_code(two) == code  # the block with class Net wins
+    assert rejected(extract_code, "no code here").error_class is ErrorClass.NO_CODE
+    assert extract_delta(f"<delta>{DIFF}") == DIFF  # an unclosed tag runs to the end
+
+
+def test_feedback_names_class_message_and_advice_and_is_bounded():
+    err = CandidateRejected(ErrorClass.HUNK_NOT_FOUND, "x" * 5000)
+    text = feedback_for(err)
+    assert "hunk_not_found" in text and "Copy the context" in text
+    assert len(text) <= 1500
+    short = feedback_for(CandidateRejected(ErrorClass.SHAPE_MISMATCH, "forward returned [2, 5]"))
+    assert "forward returned [2, 5]" in short and "out_shape[0]" in short

@@ -1,0 +1,266 @@
+"""Static checks, the contract and the canonical form."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmnas_dist.config import AdmissionConfig
+from llmnas_dist.errors import CandidateRejected, ErrorClass
+from llmnas_dist.program import canonicalize, check_static
+
+CFG = AdmissionConfig()
+
+GOOD = '''
+"""A small net."""
+import math
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import nn as tnn
+from torch.nn import Conv2d
+from collections import OrderedDict
+from functools import partial
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return F.relu(self.conv(x)) + x
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super(Net, self).__init__()
+        c = in_shape[1]
+        for i in range(2):
+            setattr(self, f"block{i}", Block(c))
+        self.act = partial(F.leaky_relu, negative_slope=0.1)
+        self.head = tnn.Linear(c, out_shape[0])
+        nn.init.kaiming_normal_(self.head.weight, a=math.sqrt(5))
+        self.name = self.__class__.__name__
+
+    def forward(self, x):
+        for i in range(2):
+            x = getattr(self, "block" + str(i))(x)
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.head(self.act(x))
+
+
+if __name__ == "__main__":
+    print("{} {}".format(1, 2))
+'''
+
+
+def test_good_program_passes_and_canonical_form_ignores_formatting():
+    canonical, digest = canonicalize(GOOD, CFG)
+    reformatted = GOOD.replace('"""A small net."""', "# a comment\n").replace(
+        "self.conv = Conv2d(c, c, 3, padding=1)", "self.conv = Conv2d( c,c , 3,padding = 1 )  # x"
+    )
+    assert canonicalize(reformatted, CFG) == (canonical, digest)
+    assert "A small net" not in canonical
+    compile(canonical, "canonical", "exec")  # still valid Python
+    changed = GOOD.replace("padding=1", "padding=2")
+    assert canonicalize(changed, CFG)[1] != digest
+
+
+HEADER = "import torch\nimport torch.nn as nn\n"
+NET = """
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        {init}
+
+    def forward(self, x):
+        return x
+"""
+
+
+def net_with(init: str, header: str = HEADER) -> str:
+    return header + NET.format(init=init)
+
+
+@pytest.mark.parametrize(
+    ("code", "error_class"),
+    [
+        (net_with("pass", "import os\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("pass", "import torch.hub\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("pass", "from torch import hub\n" + HEADER), ErrorClass.FORBIDDEN_CALL),
+        (net_with("pass", "from torch import load\n" + HEADER), ErrorClass.FORBIDDEN_CALL),
+        (net_with("pass", "from . import x\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("pass", "from torch.nn import *\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("pass", "import numpy as np\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("eval('1')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("exec('x=1')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("open('/etc/passwd')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("f = compile"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("__import__('os')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("g = globals()"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.load('w.pt')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.save(self, 'w.pt')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.from_file('x', size=3)"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.hub.load('a', 'b')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.ops.load_library('x.so')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.utils.cpp_extension.load_inline('x', '')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.os.system('id')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch._C._get_tracing_state()"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.distributions.Normal(0, 1)"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("nn.modules.module.torch.serialization.pickle"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.compile(self)"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("t = torch"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("x = [torch][0]"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("getattr(torch, 'o' + 's')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("getattr(self, '_' + '_class__')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("getattr(self, name)"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("setattr(nn, 'Linear', None)"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("f = getattr"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("x = ().__class__.__mro__[1].__subclasses__()"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("g = self.forward.__globals__"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("s = '__globals__'"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("s = '{0.forward}'.format(self)"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("s = ('{' + '}').format(self)"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("e = self.x.gi_frame.f_globals"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("self.x = x.numpy().tofile('out')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.set_num_threads(64)"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("import typing\n        typing.get_type_hints(Net)"), ErrorClass.FORBIDDEN_CALL),
+        (
+            net_with("pass", "import operator\n" + HEADER) + "f = operator.attrgetter('a')\n",
+            ErrorClass.FORBIDDEN_CALL,
+        ),
+        (net_with("pass") + "def __reduce__(self):\n    return 1\n", ErrorClass.FORBIDDEN_CALL),
+        (net_with("pass") + "def f():\n    return torch.sys\n", ErrorClass.FORBIDDEN_CALL),
+        # a use above the import line is still a module chain
+        (
+            "def f():\n    return torch.distributions\n" + net_with("pass"),
+            ErrorClass.FORBIDDEN_CALL,
+        ),
+        # patching library code
+        (net_with("nn.Module.parameters = lambda s: iter(())"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.Tensor.numel = len"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("del torch.relu"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("type(self).forward = None"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("self.fc.__class__.forward = None"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("setattr(nn.Linear, 'forward', None)"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("setattr(type(self), 'forward', None)"), ErrorClass.FORBIDDEN_CALL),
+        (
+            net_with("Linear.forward = None", "from torch.nn import Linear\n" + HEADER),
+            ErrorClass.FORBIDDEN_CALL,
+        ),
+        (net_with("pass").replace("class Net", "class Model"), ErrorClass.CONTRACT_VIOLATION),
+        (
+            net_with("pass").replace("prm, device", "prm"),
+            ErrorClass.CONTRACT_VIOLATION,
+        ),
+        (
+            net_with("pass").replace("def forward(self, x)", "def fwd(self, x)"),
+            ErrorClass.CONTRACT_VIOLATION,
+        ),
+        (
+            net_with("pass").replace("class Net(nn.Module)", "class Net"),
+            ErrorClass.CONTRACT_VIOLATION,
+        ),
+        ("class Net(:\n", ErrorClass.SYNTAX_ERROR),
+        ("x = 1\x00\n", ErrorClass.SYNTAX_ERROR),
+        ("x = " + "-" * 200_000 + "1\n", ErrorClass.TOO_LARGE),
+    ],
+)
+def test_rejections(code, error_class):
+    with pytest.raises(CandidateRejected) as info:
+        check_static(code, CFG)
+    assert info.value.error_class is error_class, info.value.message
+
+
+LEMUR_STYLE = """
+import torch
+import torch.nn as nn
+from torch import optim
+
+
+def supported_hyperparameters():
+    return {'lr', 'momentum'}
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape: tuple, out_shape: tuple, prm: dict, device) -> None:
+        super().__init__()
+        self.device = device
+        self.features = nn.Sequential(nn.Conv2d(in_shape[1], 8, 3), nn.ReLU())
+        self.fc = nn.Linear(8, out_shape[0])
+
+    def forward(self, x):
+        return self.fc(self.features(x).mean((2, 3)))
+
+    def train_setup(self, prm):
+        self.to(self.device)
+        self.criteria = (nn.CrossEntropyLoss().to(self.device),)
+        self.optimizer = optim.SGD(self.parameters(), lr=prm['lr'], momentum=prm['momentum'])
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, 5)
+        self.scaler = torch.amp.GradScaler('cuda', enabled=torch.cuda.is_available())
+
+    def learn(self, train_data):
+        self.train()
+        for inputs, labels in train_data:
+            inputs, labels = inputs.to(self.device), labels.to(self.device)
+            self.optimizer.zero_grad()
+            loss = self.criteria[0](self(inputs), labels)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.parameters(), 3)
+            self.optimizer.step()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+"""
+
+
+def test_lemur_style_program_with_its_own_trainer_is_accepted_unchanged():
+    tree = check_static(LEMUR_STYLE, CFG)
+    assert {"train_setup", "learn"} <= {
+        f.name for c in tree.body if getattr(c, "name", "") == "Net" for f in c.body
+    }
+
+
+def test_own_attributes_may_be_assigned():
+    check_static(net_with("self.fc = nn.Linear(2, 2)\n        self.fc.bias = None"), CFG)
+    check_static(
+        net_with(
+            "setattr(self, 'fc', nn.Linear(2, 2))\n        self.l = [1]\n        self.l[0] = 2"
+        ),
+        CFG,
+    )
+
+
+def test_deep_nesting_is_rejected_not_crashing():
+    code = "x = " + "(" * 150 + "1" + ")" * 150 + "\n" + "y = " + "not " * 5000 + "1\n"
+    with pytest.raises(CandidateRejected) as info:
+        check_static(code, AdmissionConfig(max_source_bytes=1_000_000))
+    assert info.value.error_class in (ErrorClass.SYNTAX_ERROR, ErrorClass.TOO_LARGE)
+
+
+def test_source_size_limit_uses_config():
+    code = net_with("pass")
+    check_static(code, CFG)
+    with pytest.raises(CandidateRejected) as info:
+        check_static(code + "#" * 400, AdmissionConfig(max_source_bytes=300))
+    assert info.value.error_class is ErrorClass.TOO_LARGE
+
+
+def test_inherited_init_and_forward_satisfy_the_contract():
+    code = HEADER + (
+        "class Base(nn.Module):\n"
+        "    def __init__(self, in_shape, out_shape, prm=None, device=None):\n"
+        "        super().__init__()\n"
+        "    def forward(self, x, *rest):\n"
+        "        return x\n"
+        "class Net(Base):\n"
+        "    pass\n"
+    )
+    tree = check_static(code, CFG)
+    assert any(getattr(n, "name", None) == "Net" for n in tree.body)
+
+
+def test_message_names_the_line():
+    code = net_with("pass") + "\n\nx = eval('1')\n"
+    with pytest.raises(CandidateRejected) as info:
+        check_static(code, CFG)
+    assert info.value.message.startswith(f"line {code.count(chr(10))}:")
