@@ -1,0 +1,20 @@
+# ruff: noqa  (hostile test data, deliberately bad code)
+# attempts: chmod its files and directories to 000 so cleanup fails
+# expect-static: forbidden_import
+# expect-runtime: ok
+import torch
+import os
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[1] * in_shape[2] * in_shape[3], out_shape[0])
+        os.makedirs("a/b")
+        open("a/b/f", "w").write("x")
+        os.chmod("a/b", 0)
+        os.chmod("a", 0)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))

@@ -1,0 +1,18 @@
+# ruff: noqa  (hostile test data, deliberately bad code)
+# attempts: grow a Python list until memory runs out
+# expect-static: -
+# expect-runtime: out_of_memory
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[1] * in_shape[2] * in_shape[3], out_shape[0])
+        hog = []
+        while True:
+            hog.append(bytearray(64 * 1024 * 1024))
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))

@@ -1,0 +1,19 @@
+# ruff: noqa  (hostile test data, deliberately bad code)
+# attempts: hide a 6M-parameter model by patching torch's counting methods
+# expect-static: forbidden_call
+# expect-runtime: too_large
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[1] * in_shape[2] * in_shape[3], out_shape[0])
+        self.big = nn.Linear(1000, 6000)
+        nn.Module.parameters = lambda self, recurse=True: iter(())
+        nn.Module.named_parameters = lambda self, *a, **k: iter(())
+        torch.Tensor.numel = lambda self: 0
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))

@@ -1,0 +1,17 @@
+# ruff: noqa  (hostile test data, deliberately bad code)
+# attempts: os._exit(0) to leave without a result
+# expect-static: forbidden_import
+# expect-runtime: crashed
+import torch
+import os
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[1] * in_shape[2] * in_shape[3], out_shape[0])
+        os._exit(0)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))

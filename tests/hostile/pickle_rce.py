@@ -1,0 +1,17 @@
+# ruff: noqa  (hostile test data, deliberately bad code)
+# attempts: unpickle a payload that calls os.system
+# expect-static: forbidden_import
+# expect-runtime: ok,build_failed
+import torch
+import pickle
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[1] * in_shape[2] * in_shape[3], out_shape[0])
+        pickle.loads(b"cos\nsystem\n(S'echo pwned > CANARY_PATH'\ntR.")
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))

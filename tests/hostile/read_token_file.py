@@ -1,0 +1,16 @@
+# ruff: noqa  (hostile test data, deliberately bad code)
+# attempts: read a token file outside the sandbox and leak it
+# expect-static: forbidden_call
+# expect-runtime: build_failed
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[1] * in_shape[2] * in_shape[3], out_shape[0])
+        raise ValueError(open("TOKEN_PATH").read())
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))

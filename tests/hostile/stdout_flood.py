@@ -1,0 +1,17 @@
+# ruff: noqa  (hostile test data, deliberately bad code)
+# attempts: flood stdout forever
+# expect-static: -
+# expect-runtime: timeout
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[1] * in_shape[2] * in_shape[3], out_shape[0])
+        while True:
+            print("x" * 10000)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
