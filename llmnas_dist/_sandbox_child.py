@@ -183,9 +183,33 @@ def build_task(
 # The evaluation issue adds "train" here. A task gets `load_program` (executes the program
 # and returns its namespace: call it after taking any references the program must not be
 # able to patch) and the JSON payload, and returns a JSON-able dict.
+def train_task(
+    load_program: Callable[[], dict[str, Any]], payload: dict[str, Any]
+) -> dict[str, Any]:
+    """The proxy recipe (llmnas_dist.proxy, imported by `prepare` before the fork)."""
+    from llmnas_dist.proxy import sandbox_train
+
+    return sandbox_train(load_program, payload)
+
+
 TASKS: dict[str, Callable[[Callable[[], dict[str, Any]], dict[str, Any]], dict[str, Any]]] = {
     "build": build_task,
+    "train": train_task,
 }
+# Modules a task needs beyond PRELOAD_MODULES, imported before the fork (by the zygote for
+# all tasks, else by the supervisor): torch's optimizers import torch._dynamo on first use.
+TASK_MODULES: dict[str, tuple[str, ...]] = {"train": ("torch._dynamo", "llmnas_dist.proxy")}
+
+
+def import_keeping_environment(names: tuple[str, ...]) -> None:
+    """Import modules, then undo any environment variable they set (torch._dynamo sets
+    TORCHINDUCTOR_CACHE_DIR), so the program still sees only the scrubbed environment."""
+    saved = dict(os.environ)
+    for name in names:
+        importlib.import_module(name)
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 # ---------------------------------------------------------------- isolation primitives
@@ -456,8 +480,7 @@ def _error(error_class: str, message: str) -> dict[str, Any]:
 def prepare(request: dict[str, Any]) -> None:
     """Thread caps and the imports every task needs, before the fork."""
     threads = int(request["limits"]["threads"])
-    for name in PRELOAD_MODULES:
-        importlib.import_module(name)
+    import_keeping_environment(PRELOAD_MODULES + TASK_MODULES.get(request["task"], ()))
     import torch
 
     torch.set_num_threads(threads)
@@ -544,8 +567,7 @@ def zygote_main(sock_fd: int) -> None:
 
     A request is an 8-byte length with two fds attached (output, result), then the JSON
     body; the reply is the supervisor's pid. Exits when the parent closes the socket."""
-    for name in PRELOAD_MODULES:
-        importlib.import_module(name)
+    import_keeping_environment(PRELOAD_MODULES + sum(TASK_MODULES.values(), ()))
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our supervisors
     sock = socket.socket(fileno=sock_fd)

@@ -1,0 +1,144 @@
+"""One proxy evaluation of a program: static checks, sandboxed training, a checked verdict.
+
+The parent never trusts what comes back from the sandbox: every field of the `train`
+task's result is type- and range-checked here, and a diverging loss becomes a failed
+evaluation with `nan_output`. Infrastructure failures (the sandbox cannot start) raise
+SandboxError to the caller: they are not the program's fault and must not be archived as
+a verdict on it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from llmnas_dist.config import AdmissionConfig
+from llmnas_dist.datasets import dataset_file, dataset_spec
+from llmnas_dist.errors import CandidateRejected, ErrorClass, truncate
+from llmnas_dist.program import check_static
+from llmnas_dist.proxy import Recipe
+from llmnas_dist.sandbox import DEFAULT_PRM, SandboxLimits, run_in_sandbox
+
+FLOAT_FIELDS = ("accuracy", "loss", "epochs_done", "samples_per_s")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """The outcome of one evaluation; `ok` False carries error_class and message."""
+
+    ok: bool
+    dataset: str
+    seed: int
+    epochs: float | None
+    budget_s: float | None
+    accuracy: float | None = None
+    loss: float | None = None
+    epochs_done: float | None = None
+    duration_s: float | None = None
+    samples_per_s: float | None = None
+    params: int | None = None
+    device: str | None = None
+    error_class: str | None = None
+    message: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "budget": self.budget}
+
+    @property
+    def budget(self) -> str:
+        return budget_key(self.epochs, self.budget_s)
+
+
+def budget_key(epochs: float | None, budget_s: float | None) -> str:
+    """The budget as the archive keys it ("epochs=1" or "budget_s=30"; db.archive's format,
+    restated here because llmnas_dist does not import db)."""
+    if (epochs is None) == (budget_s is None):
+        raise ValueError("give exactly one of epochs and budget_s")
+    return f"epochs={epochs:g}" if epochs is not None else f"budget_s={budget_s:g}"
+
+
+def _failed(recipe: Recipe, dataset: str, error_class: ErrorClass, message: str) -> EvalResult:
+    return EvalResult(
+        ok=False,
+        dataset=dataset,
+        seed=recipe.seed,
+        epochs=recipe.epochs,
+        budget_s=recipe.budget_s,
+        error_class=ErrorClass(error_class).value,
+        message=truncate(message),
+    )
+
+
+def _number(result: dict[str, Any], key: str) -> float:
+    value = result.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise CandidateRejected(ErrorClass.CRASHED, f"malformed training result ({key})")
+    if value < 0:
+        raise CandidateRejected(ErrorClass.CRASHED, f"malformed training result ({key})")
+    return float(value)
+
+
+def train_verdict(outcome: dict[str, Any], dataset: str, recipe: Recipe) -> EvalResult:
+    """Judge a `train` run of the sandbox; the program cannot choose its error class."""
+    if not outcome["ok"]:
+        return _failed(recipe, dataset, outcome["error_class"], outcome["message"])
+    result = outcome["result"]
+    try:
+        params = result.get("params")
+        if type(params) is not int or params < 0:
+            raise CandidateRejected(ErrorClass.CRASHED, "malformed training result (params)")
+        if result.get("diverged") is True:
+            step = result.get("step")
+            raise CandidateRejected(
+                ErrorClass.NAN_OUTPUT,
+                f"training loss became NaN or inf (by step {step if type(step) is int else '?'})",
+            )
+        values = {key: _number(result, key) for key in FLOAT_FIELDS}
+        if result.get("diverged") is not False or values["accuracy"] > 1.0:
+            raise CandidateRejected(ErrorClass.CRASHED, "malformed training result")
+    except CandidateRejected as exc:
+        return _failed(recipe, dataset, exc.error_class, exc.message)
+    device = result.get("device")
+    return EvalResult(
+        ok=True,
+        dataset=dataset,
+        seed=recipe.seed,
+        epochs=recipe.epochs,
+        budget_s=recipe.budget_s,
+        params=params,
+        duration_s=float(outcome["duration_s"]),  # measured by the parent, not the program
+        device=device if isinstance(device, str) and len(device) < 32 else None,
+        accuracy=values["accuracy"],
+        loss=values["loss"],
+        epochs_done=values["epochs_done"],
+        samples_per_s=values["samples_per_s"],
+    )
+
+
+def evaluate_program(
+    code: str,
+    dataset: str,
+    recipe: Recipe,
+    limits: SandboxLimits,
+    *,
+    data_root: str | None = None,
+    admission: AdmissionConfig | None = None,
+) -> EvalResult:
+    """Static checks, then proxy training in a fresh sandbox. The split of the data is the
+    dataset's seed-0 split for every evaluation (so seeds vary training, not the test set).
+    Raises UsageError for an unavailable dataset, SandboxError when the sandbox fails."""
+    spec = dataset_spec(dataset)
+    try:
+        check_static(code, admission or AdmissionConfig())
+    except CandidateRejected as exc:
+        return _failed(recipe, dataset, exc.error_class, exc.message)
+    path = dataset_file(dataset, 0, data_root)
+    payload = {
+        "recipe": recipe.to_payload(),
+        "data_path": str(path),
+        "num_classes": spec.num_classes,
+        "prm": DEFAULT_PRM,
+    }
+    outcome = run_in_sandbox(code, "train", payload, limits, extra_read_paths=[str(path.parent)])
+    return train_verdict(outcome, dataset, recipe)

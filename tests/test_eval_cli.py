@@ -1,0 +1,103 @@
+"""`llmnas eval`: exit statuses, JSON output, and reproducibility across processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmnas_dist.cli import main
+from llmnas_dist.seeds import load_seeds
+
+NAN_NET = """
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[-3] * in_shape[-2] * in_shape[-1], out_shape[0])
+
+    def forward(self, x):
+        return self.fc(torch.flatten(x, 1)) * float("nan")
+"""
+
+
+@pytest.fixture()
+def program(tmp_path: Path) -> Path:
+    path = tmp_path / "net.py"
+    path.write_text(load_seeds()["plain_cnn"], encoding="utf-8")
+    return path
+
+
+def _eval_json(program: Path, seed: int) -> dict:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmnas_dist.cli",
+            "eval",
+            str(program),
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--seed",
+            str(seed),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_same_seed_same_accuracy_across_processes(program: Path) -> None:
+    first, second = _eval_json(program, 11), _eval_json(program, 11)
+    for key in ("accuracy", "loss", "duration_s", "samples_per_s", "params"):
+        assert key in first
+    assert first["accuracy"] == second["accuracy"] and first["loss"] == second["loss"]
+    assert first["ok"] is True and first["seed"] == 11 and 0.0 <= first["accuracy"] <= 1.0
+
+
+def test_failed_evaluation_exits_1_with_reason(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "nan.py"
+    path.write_text(NAN_NET, encoding="utf-8")
+    assert main(["eval", str(path), "--dataset", "digits", "--epochs", "0.2"]) == 1
+    out = capsys.readouterr().out
+    assert "failed: nan_output" in out and "NaN" in out
+
+
+def test_text_output_of_a_budgeted_run(program: Path, capsys) -> None:
+    assert main(["eval", str(program), "--budget-s", "0.5", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("evaluated: accuracy") and "budget budget_s=0.5" in out
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--dataset", "nosuch"],
+        ["--epochs", "0"],
+        ["--budget-s", "-3"],
+        ["--seed", "-1"],
+        ["--dataset", "cifar10"],  # no data root configured
+    ],
+)
+def test_bad_usage_exits_2(program: Path, extra: list[str], capsys) -> None:
+    assert main(["eval", str(program), *extra]) == 2
+    assert capsys.readouterr().err.startswith("llmnas: error:")
+
+
+def test_missing_program_and_conflicting_budgets_exit_2(tmp_path: Path, program: Path) -> None:
+    assert main(["eval", str(tmp_path / "absent.py")]) == 2
+    with pytest.raises(SystemExit) as exc:  # argparse: mutually exclusive flags
+        main(["eval", str(program), "--epochs", "1", "--budget-s", "1"])
+    assert exc.value.code == 2

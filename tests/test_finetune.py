@@ -1,0 +1,144 @@
+"""LoRA fine-tuning: examples and encoding (fast), real training on SmolLM2 (integration)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llmnas_dist.config import FinetuneConfig
+from llmnas_dist.datasets import dataset_spec
+from llmnas_dist.delta import apply_output, extract_code
+from llmnas_dist.finetune import (
+    METADATA_FILE,
+    ElitePair,
+    Example,
+    build_examples,
+    encode_example,
+    read_metadata,
+    train_lora,
+)
+from llmnas_dist.seeds import load_seeds
+
+TINY = """import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        c, h, w = in_shape[-3:]
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 64), nn.ReLU())
+        self.head = nn.Linear(64, out_shape[0])
+
+    def forward(self, x):
+        return self.head(self.body(x))
+"""
+# a few "elite" answers the small model would never write unprompted
+ELITES = [
+    Example(f"Improve network {name}: widen it.", f"<delta>\n-{old}\n+{new}\n</delta>")
+    for name, old, new in [
+        ("alpha", "nn.Linear(c * h * w, 64), nn.ReLU()", "nn.Linear(c * h * w, 256), nn.GELU()"),
+        (
+            "beta",
+            "self.head = nn.Linear(64, out_shape[0])",
+            "self.head = nn.Linear(256, out_shape[0])",
+        ),
+        ("gamma", "nn.ReLU()", "nn.SiLU(), nn.Dropout(0.1)"),
+    ]
+]
+SMALL = FinetuneConfig(r=8, alpha=16, dropout=0.0, lr=3e-3, epochs=3, batch_size=3, max_length=256)
+
+
+class CharTokenizer:
+    """A real (if trivial) tokenizer: one id per character, id 0 is end-of-turn."""
+
+    eos_token_id = 0
+    pad_token_id = 0
+    chat_template = None
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(ch) for ch in text]}
+
+
+def test_build_examples_mixes_delta_and_full_and_answers_apply():
+    seeds = load_seeds()
+    pairs = [
+        ElitePair(code, code.replace("nn.ReLU(", "nn.GELU(", 1), 0.5)
+        for code in seeds.values()
+        if "nn.ReLU(" in code
+    ]
+    examples = build_examples(pairs, dataset_spec("digits"), full_code_fraction=0.3, seed=1)
+    assert len(examples) == len(pairs) >= 8
+    full = [e for e in examples if e.completion.startswith("<nn>")]
+    assert 0 < len(full) < len(examples)
+    for pair, ex in zip(pairs, examples, strict=True):
+        if ex.completion.startswith("<delta>"):
+            assert apply_output(pair.parent, ex.completion) == pair.child
+        else:
+            assert extract_code(ex.completion) == pair.child
+        assert "0.5000" in ex.prompt
+    same = build_examples(pairs, dataset_spec("digits"), full_code_fraction=0.3, seed=1)
+    assert same == examples
+
+
+def test_build_examples_rejects_bad_input():
+    with pytest.raises(ValueError, match="child equals"):
+        build_examples([ElitePair(TINY, TINY)], dataset_spec("digits"))
+    with pytest.raises(ValueError, match="full_code_fraction"):
+        build_examples([], dataset_spec("digits"), full_code_fraction=2.0)
+
+
+def test_encode_masks_the_prompt_and_ends_with_eos():
+    ids, start = encode_example(CharTokenizer(), Example("abc", "xy"), max_length=100)
+    assert ids == [97, 98, 99, 120, 121, 0] and start == 3
+    cut, start = encode_example(CharTokenizer(), Example("abc", "xyz"), max_length=4)
+    assert cut == [97, 98, 99, 120] and start == 3
+
+
+def test_train_lora_refuses_existing_folder_and_empty_set(tmp_path):
+    with pytest.raises(ValueError, match="already exists"):
+        train_lora("smollm2-135m-instruct", ELITES, SMALL, tmp_path)
+    with pytest.raises(ValueError, match="no training examples"):
+        train_lora("smollm2-135m-instruct", [], SMALL, tmp_path / "new")
+
+
+def train_small_adapter(out: Path) -> Path:
+    """A rank-8 adapter trained a few steps on ELITES (shared with the vLLM test)."""
+    train_lora("smollm2-135m-instruct", ELITES, SMALL, out, seed=0)
+    return out
+
+
+@pytest.mark.integration
+def test_lora_lowers_elite_nll_and_changes_generations(tmp_path):
+    from llmnas_dist.finetune import mean_nll
+    from llmnas_dist.generation import Sampling, TransformersGenerator
+
+    gen = TransformersGenerator("smollm2-135m-instruct")
+    greedy = Sampling(temperature=0.0, max_new_tokens=24)
+    prompt = ["Improve network delta: widen it."]
+    plain = gen.generate(prompt, greedy)[0].text
+    before = mean_nll(gen.model, gen.tokenizer, ELITES, SMALL.max_length)
+
+    adapter = train_small_adapter(tmp_path / "adapter")
+    meta = read_metadata(adapter)
+    assert meta["base_model"] == "smollm2-135m-instruct"
+    assert meta["examples"] == 3 and meta["steps"] == SMALL.epochs
+    assert meta["train_loss"] < meta["first_loss"]
+    assert json.loads((adapter / METADATA_FILE).read_text())["settings"]["r"] == 8
+
+    adapted = gen.generate(prompt, greedy, adapter=str(adapter))[0].text
+    after = mean_nll(gen.model, gen.tokenizer, ELITES, SMALL.max_length)  # adapter active
+    print(f"elite NLL before {before:.3f} after {after:.3f} nats/token")
+    # measured here: about 3.4 -> 1.5 nats per token; demand a clear margin
+    assert after < before - 0.5, (before, after)
+    assert plain != adapted
+    assert gen.generate(prompt, greedy)[0].text == plain  # base is back without the adapter
+
+
+def test_finetune_actor_asks_for_a_gpu_only_on_gpu_clusters():
+    from llmnas_dist.config import ClusterConfig
+    from workers.finetuner import finetune_options
+
+    assert finetune_options(ClusterConfig(), {"CPU": 8, "GPU": 4})["num_gpus"] == 1.0
+    assert finetune_options(ClusterConfig(), {"CPU": 8})["num_gpus"] == 0.0

@@ -1,0 +1,64 @@
+"""`llmnas generate`: usage errors before any model loads (fast); real proposals (integration)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from llmnas_dist.cli import main
+from llmnas_dist.seeds import load_seeds
+
+
+@pytest.fixture
+def parent(tmp_path):
+    path = tmp_path / "parent.py"
+    path.write_text(load_seeds()["plain_cnn"])
+    return path
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(
+        "generation:\n  max_new_tokens: 48\n  temperature: 0.8\n"
+        f"archive:\n  url: sqlite:///{tmp_path / 'absent.db'}\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--n", "0"], "--n must be between"),
+        (["--adapter", "."], "not a LoRA adapter folder"),
+        (["--dataset", "nope"], "nope"),
+    ],
+)
+def test_bad_usage_exits_2_before_loading_a_model(parent, config, capsys, extra, message):
+    assert main(["generate", "--config", str(config), "--parent", str(parent), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_or_invalid_parent_exits_2(tmp_path, config, capsys):
+    assert main(["generate", "--config", str(config), "--parent", str(tmp_path / "x.py")]) == 2
+    assert "parent program not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\nos.system('true')\n")
+    assert main(["generate", "--config", str(config), "--parent", str(bad)]) == 2
+    assert "not a valid program" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_generate_prints_each_proposal_with_its_verdict(parent, config, capsys):
+    argv = ["generate", "--config", str(config), "--parent", str(parent), "--n", "2", "--json"]
+    status = main(argv)
+    proposals = json.loads(capsys.readouterr().out)
+    assert len(proposals) == 2
+    for p in proposals:
+        assert {"text", "verdict", "error_class", "message"} <= set(p)
+        assert p["verdict"] in ("admitted", "rejected")
+        assert (p["error_class"] is None) == (p["verdict"] == "admitted")
+        assert 0 < p["output_tokens"] <= 48
+    admitted = any(p["verdict"] == "admitted" for p in proposals)
+    assert status == (0 if admitted else 1)

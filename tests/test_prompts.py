@@ -1,0 +1,80 @@
+"""Prompt templates: shipped as files, filled strictly, answers round-trip through the codec."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from llmnas_dist.datasets import dataset_spec
+from llmnas_dist.delta import apply_output, extract_code, make_delta
+from llmnas_dist.prompts import (
+    TEMPLATES,
+    choose_mode,
+    delta_answer,
+    full_answer,
+    load_template,
+    parent_prompt,
+    render,
+    retry_prompt,
+)
+from llmnas_dist.seeds import load_seeds
+
+PARENT = load_seeds()["plain_cnn"]
+
+
+def test_every_template_ships_as_a_file_with_placeholders():
+    for name in TEMPLATES:
+        assert load_template(name).get_identifiers(), name
+
+
+def test_delta_prompt_carries_parent_score_dataset_and_format():
+    spec = dataset_spec("mnist5k")
+    text = parent_prompt("delta", PARENT, spec, score=0.8123, goal="beat the parent")
+    assert PARENT.strip() in text
+    assert "0.8123" in text and "mnist5k" in text and "1x28x28" in text
+    assert "beat the parent" in text and "<delta>" in text
+    assert "$" not in text.replace(PARENT, "")  # every placeholder filled
+
+
+def test_full_prompt_asks_for_nn_block_and_unscored_parent_says_so():
+    text = parent_prompt("full", PARENT, dataset_spec("digits"))
+    assert "<nn>" in text and "not yet measured" in text
+
+
+def test_values_are_inserted_verbatim():
+    code = PARENT + "\n# costs $5 {braces} ${x}\n"
+    text = parent_prompt("full", code, dataset_spec("digits"))
+    assert "# costs $5 {braces} ${x}" in text
+
+
+def test_render_rejects_missing_and_unknown_fields():
+    with pytest.raises(ValueError, match="missing"):
+        render("retry", prompt="p", answer="a")
+    with pytest.raises(ValueError, match="unexpected"):
+        render("retry", prompt="p", answer="a", feedback="f", extra=1)
+    with pytest.raises(ValueError, match="unknown prompt template"):
+        load_template("nope")
+    with pytest.raises(ValueError, match="mode"):
+        parent_prompt("patch", PARENT, dataset_spec("digits"))
+
+
+def test_retry_prompt_quotes_bounded_answer_and_feedback():
+    text = retry_prompt("ORIGINAL", "x" * 10_000, "Your previous answer was rejected (no_delta).")
+    assert text.startswith("ORIGINAL") and "rejected (no_delta)" in text
+    assert len(text) < 4000
+
+
+def test_answer_formats_round_trip_through_the_codec():
+    child = PARENT.replace("nn.ReLU(inplace=True)", "nn.GELU()")
+    assert apply_output(PARENT, delta_answer(make_delta(PARENT, child))) == child
+    assert extract_code(full_answer(child)) == child
+
+
+def test_choose_mode_follows_the_configured_fraction():
+    rng = random.Random(0)
+    modes = [choose_mode(rng, 0.8) for _ in range(2000)]
+    assert 0.75 < modes.count("delta") / len(modes) < 0.85
+    assert {choose_mode(rng, 0.0) for _ in range(50)} == {"full"}
+    with pytest.raises(ValueError):
+        choose_mode(rng, 1.5)

@@ -1,0 +1,66 @@
+"""FinetuneActor: a thin Ray actor that trains one LoRA adapter per cycle on the elites.
+
+The work is `llmnas_dist.finetune.train_lora`; the actor turns elite (parent, child)
+pairs into delta and full-code examples and returns the adapter's metadata for the
+archive (path, base model, example count, train loss). Placement: one GPU
+(`cluster.finetune_num_gpus`) on clusters with GPUs, CPUs otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import ray
+
+from llmnas_dist.config import ClusterConfig, FinetuneConfig
+from llmnas_dist.datasets import dataset_spec
+from llmnas_dist.finetune import ElitePair, build_examples, train_lora
+
+
+def finetune_options(
+    cfg: ClusterConfig, cluster_resources: dict[str, float], num_cpus: float = 1.0
+) -> dict[str, Any]:
+    """Ray actor options: `finetune_num_gpus` GPUs where the cluster has GPUs, else none."""
+    gpus = cluster_resources.get("GPU", 0.0)
+    return {
+        "num_gpus": min(cfg.finetune_num_gpus, gpus) if gpus else 0.0,
+        "num_cpus": num_cpus,
+        "max_restarts": 0,
+    }
+
+
+class Finetuner:
+    """The actor's body (a plain class, so it also runs without Ray)."""
+
+    def __init__(self, model: str, cfg: FinetuneConfig) -> None:
+        self.model = model
+        self.cfg = cfg
+
+    def train(
+        self,
+        elites: Sequence[ElitePair],
+        dataset: str,
+        out_dir: str,
+        version: int,
+        seed: int = 0,
+        init_adapter: str | None = None,
+    ) -> dict[str, Any]:
+        """Train the cycle's adapter on the elite pairs; returns its metadata."""
+        examples = build_examples(
+            elites, dataset_spec(dataset), self.cfg.full_code_fraction, seed=seed
+        )
+        result = train_lora(
+            self.model,
+            examples,
+            self.cfg,
+            out_dir,
+            seed=seed,
+            init_adapter=init_adapter,
+            version=version,
+        )
+        return asdict(result)
+
+
+FinetuneActor = ray.remote(Finetuner)

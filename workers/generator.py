@@ -1,0 +1,84 @@
+"""GenerationActor: a thin Ray actor around one generation engine (vLLM or transformers).
+
+The engine loads once per actor; each cycle's LoRA adapter is swapped in with
+`set_adapter` (vLLM: a new LoRARequest, no engine restart). Placement: on a cluster with
+GPUs the actor asks for `tensor_parallel_size` GPUs (one vLLM engine spans them); without
+GPUs it asks for none and runs on CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from llmnas_dist.config import GenerationConfig
+from llmnas_dist.errors import ConfigError
+from llmnas_dist.generation import Sampling, make_generator
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """One prompt to answer; results come back under `key` (the caller's candidate id)."""
+
+    key: str
+    prompt: str
+    mode: str = "delta"
+
+
+def generation_options(
+    cfg: GenerationConfig, cluster_resources: dict[str, float], num_cpus: float = 1.0
+) -> dict[str, Any]:
+    """Ray actor options: tensor_parallel_size GPUs where the cluster has GPUs, else none."""
+    gpus = cluster_resources.get("GPU", 0.0)
+    if gpus and cfg.tensor_parallel_size > gpus:
+        raise ConfigError(
+            f"generation.tensor_parallel_size={cfg.tensor_parallel_size} exceeds the "
+            f"cluster's {gpus:g} GPUs"
+        )
+    return {
+        "num_gpus": float(cfg.tensor_parallel_size) if gpus else 0.0,
+        "num_cpus": num_cpus,
+        "max_restarts": 0,
+    }
+
+
+class Generation:
+    """The actor's body (a plain class, so it also runs without Ray)."""
+
+    def __init__(self, cfg: GenerationConfig, max_lora_rank: int = 32) -> None:
+        self.cfg = cfg
+        self.engine = make_generator(cfg, max_lora_rank=max_lora_rank)
+        self.adapter: str | None = None
+
+    def set_adapter(self, adapter: str | None) -> None:
+        """Use this LoRA adapter folder from now on (None: the base model)."""
+        if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+            raise ConfigError(f"not a LoRA adapter folder: {adapter}")
+        self.adapter = adapter
+
+    def generate(self, requests: Sequence[GenRequest], seed: int) -> list[dict[str, Any]]:
+        """Answer a batch with the current adapter; one result dict per request, in order."""
+        results = self.engine.generate(
+            [r.prompt for r in requests], Sampling.from_config(self.cfg, seed), self.adapter
+        )
+        return [
+            {**asdict(res), "key": req.key, "mode": req.mode, "adapter": self.adapter}
+            for req, res in zip(requests, results, strict=True)
+        ]
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "backend": self.cfg.backend,
+            "model_path": self.engine.model_path,
+            "adapter": self.adapter,
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else [],
+            "pid": os.getpid(),
+        }
+
+
+GenerationActor = ray.remote(Generation)
