@@ -559,7 +559,8 @@ class Archive:
             with self._session() as s:
                 batch = s.execute(q).all()
             for h, num_perm, sig in batch:
-                yield h, num_perm, bytes(sig)
+                # the WHERE clause guarantees a signature; num_perm is written with it
+                yield h, int(num_perm or 0), bytes(sig or b"")
             if len(batch) < batch_size:
                 return
             last = batch[-1][0]

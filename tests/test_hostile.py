@@ -41,8 +41,8 @@ TOKEN_FILE_TEXT = "secret-canary-file-9c2d"
 CANARY_TEXT = "canary: untouched\n"
 NUM_CLASSES = 10
 IN_SHAPE = [2, 1, 8, 8]
-# Statically visible attacks the static checks do not catch yet (reported to their owner);
-# strict, so the day they are caught this list must shrink.
+
+
 def read_header(path: Path) -> dict[str, str]:
     header = dict(re.findall(r"^# ([a-z-]+): (.*)$", path.read_text(), flags=re.M))
     for key in ("attempts", "expect-static", "expect-runtime"):

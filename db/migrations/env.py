@@ -32,6 +32,9 @@ connection = config.attributes.get("connection")
 if connection is not None:
     run_on(connection)
 else:
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("alembic: no connection and no sqlalchemy.url configured")
+    engine = create_engine(url)
     with engine.begin() as conn:
         run_on(conn)
