@@ -142,3 +142,41 @@ def test_finetune_actor_asks_for_a_gpu_only_on_gpu_clusters():
 
     assert finetune_options(ClusterConfig(), {"CPU": 8, "GPU": 4})["num_gpus"] == 1.0
     assert finetune_options(ClusterConfig(), {"CPU": 8})["num_gpus"] == 0.0
+
+
+@pytest.mark.integration
+def test_finetune_actor_trains_an_adapter_on_ray(tmp_path):
+    """The actor path end to end on real Ray: elite (parent, child) pairs in, adapter out."""
+    import ray
+
+    from llmnas_dist.config import ClusterConfig
+    from llmnas_dist.finetune import ElitePair
+    from llmnas_dist.seeds import load_seeds
+    from workers.finetuner import FinetuneActor, finetune_options
+
+    parent = load_seeds()["plain_cnn"]
+    assert "inplace=True" in parent
+    child = parent.replace("inplace=True", "inplace=False", 1)
+    elites = [ElitePair(parent, child, 0.5), ElitePair(parent, child, 0.5)]
+    cfg = FinetuneConfig(
+        r=4,
+        alpha=8,
+        dropout=0.0,
+        lr=1e-3,
+        epochs=1,
+        batch_size=2,
+        max_length=1536,
+        full_code_fraction=0.0,
+    )
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        options = finetune_options(ClusterConfig(), ray.cluster_resources())
+        actor = FinetuneActor.options(**options).remote("smollm2-135m-instruct", cfg)
+        out = tmp_path / "adapter-c1"
+        meta = ray.get(actor.train.remote(elites, "digits", str(out), version=1))
+    finally:
+        ray.shutdown()
+    assert meta["adapter_dir"] == str(out) and (out / METADATA_FILE).is_file()
+    assert meta["examples"] == 2 and meta["version"] == 1 and meta["steps"] >= 1
+    assert meta["base_model"] == "smollm2-135m-instruct"
+    assert read_metadata(out)["train_loss"] == pytest.approx(meta["train_loss"])
