@@ -72,6 +72,7 @@ class EvaluatorPool:
     evaluation: EvaluationConfig
     admission: AdmissionConfig | None = None
     placement: Placement | None = None
+    actor_cls: Any = None  # a Ray actor class with evaluate(EvalTask) -> dict (default: ours)
     actors: list[Any] = field(default_factory=list)
     replaced: int = 0
 
@@ -85,7 +86,8 @@ class EvaluatorPool:
         self.resize(self._placement.count)
 
     def _new_actor(self) -> Any:
-        actor = EvaluatorActor.options(**self._placement.options()).remote(
+        actor_cls = self.actor_cls or EvaluatorActor
+        actor = actor_cls.options(**self._placement.options()).remote(
             self.evaluation, self.admission
         )
         self.actors.append(actor)

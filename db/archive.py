@@ -11,17 +11,19 @@ read-then-write never fails on a stale snapshot. PostgreSQL: pre-ping pooled con
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import math
 import re
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 from alembic import command
@@ -48,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
@@ -76,6 +78,9 @@ from db.models import (
 from db.readonly_sql import vet_select
 from llmnas_dist.config import ArchiveConfig, Config
 from llmnas_dist.errors import ErrorClass, UsageError, truncate
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -162,6 +167,33 @@ def _signature_bytes(signature: Any, num_perm: int | None) -> tuple[bytes, int]:
 
 def _error_class(value: ErrorClass | str | None) -> str | None:
     return None if value is None else ErrorClass(value).value
+
+
+def _disconnected(exc: DBAPIError) -> bool:
+    """A lost or refused connection (server restart, network), as opposed to a bad query."""
+    return bool(exc.connection_invalidated) or isinstance(exc, (OperationalError, InterfaceError))
+
+
+def _reconnecting(method: Callable[..., _T]) -> Callable[..., _T]:
+    """Retry a public method while the database is unreachable (1 s apart, up to
+    `connect_retries` times): every method is one transaction and every write is
+    idempotent, so repeating one whose commit was not acknowledged is safe."""
+
+    @functools.wraps(method)
+    def wrapper(self: Archive, *args: Any, **kwargs: Any) -> _T:
+        for attempt in range(self.cfg.connect_retries + 1):
+            try:
+                return method(self, *args, **kwargs)
+            except DBAPIError as exc:
+                if not _disconnected(exc) or attempt == self.cfg.connect_retries:
+                    raise
+                log.warning(
+                    "archive %s unreachable (%s); retrying in 1 s", self.safe_url, _db_message(exc)
+                )
+                time.sleep(1.0)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    return wrapper
 
 
 class Archive:
@@ -340,6 +372,7 @@ class Archive:
 
     # ---- runs ----------------------------------------------------------------------------
 
+    @_reconnecting
     def create_run(
         self,
         config: Config | Mapping[str, Any] | None = None,
@@ -372,6 +405,7 @@ class Archive:
             s.add(run)
         return run
 
+    @_reconnecting
     def get_run(self, run_id: str) -> Run:
         with self._session() as s:
             run = s.get(Run, run_id)
@@ -383,6 +417,7 @@ class Archive:
         with self._session() as s:
             return list(s.scalars(select(Run).order_by(Run.created_at, Run.id)))
 
+    @_reconnecting
     def finish_run(self, run_id: str, status: RunStatus | str = RunStatus.COMPLETED) -> Run:
         """Mark a run completed, failed or stopped (or running again, to resume it)."""
         with self._session() as s:
@@ -396,6 +431,7 @@ class Archive:
                 run.finished_at = None if new is RunStatus.RUNNING else utcnow()
         return run
 
+    @_reconnecting
     def run_summaries(self) -> list[dict[str, Any]]:
         """One row per run with its progress: what `llmnas archive runs` prints."""
         c, e, y = Candidate, Evaluation, Cycle
@@ -432,22 +468,52 @@ class Archive:
 
     # ---- cycles --------------------------------------------------------------------------
 
-    def start_cycle(self, run_id: str, t: int, n_evaluators: int | None = None) -> Cycle:
-        """Open cycle t (a no-op for an open or completed one, so a resumed driver may repeat)."""
+    @_reconnecting
+    def start_cycle(
+        self,
+        run_id: str,
+        t: int,
+        n_evaluators: int | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> Cycle:
+        """Open cycle t (a no-op for an open or completed one, so a resumed driver may repeat).
+
+        `settings` (what the cycle runs with) are written when the cycle is created only: a
+        resumed driver reads them back instead of recomputing them.
+        """
         with self._session() as s:
             if s.get(Run, run_id) is None:
                 raise NotFound(f"no run {run_id!r} in the archive")
             cycle = s.get(Cycle, (run_id, t))
             if cycle is None:
-                cycle = Cycle(run_id=run_id, t=t, n_evaluators=n_evaluators, started_at=utcnow())
+                cycle = Cycle(
+                    run_id=run_id,
+                    t=t,
+                    n_evaluators=n_evaluators,
+                    settings=dict(settings) if settings is not None else None,
+                    started_at=utcnow(),
+                )
                 s.add(cycle)
             elif n_evaluators is not None and cycle.status is CycleStatus.RUNNING:
                 cycle.n_evaluators = n_evaluators
         return cycle
 
+    @_reconnecting
     def complete_cycle(
-        self, run_id: str, t: int, gamma_t: float | None = None, n_elites: int | None = None
+        self,
+        run_id: str,
+        t: int,
+        gamma_t: float | None = None,
+        n_elites: int | None = None,
+        elites: Sequence[Elite] | None = None,
     ) -> Cycle:
+        """Close cycle t with its threshold and elite set E_t (kept as a snapshot: the next
+        cycle's parents come from it). Completing a completed cycle changes nothing."""
+        snapshot = (
+            None
+            if elites is None
+            else [{"hash": e.hash, "score": e.score, "n_seeds": e.n_seeds} for e in elites]
+        )
         with self._session() as s:
             cycle = s.get(Cycle, (run_id, t), with_for_update=True)
             if cycle is None:
@@ -456,9 +522,27 @@ class Archive:
             if cycle.status is CycleStatus.RUNNING:
                 cycle.status = CycleStatus.COMPLETED
                 cycle.gamma_t, cycle.n_elites = gamma_t, n_elites
+                cycle.elites = snapshot
                 cycle.finished_at = utcnow()
         return cycle
 
+    @_reconnecting
+    def set_evaluators_target(self, run_id: str, count: int) -> Run:
+        """Ask a running driver for `count` evaluators (applied between cycles)."""
+        if count < 1:
+            raise ValueError(f"an evaluator count must be at least 1, got {count}")
+        with self._session() as s:
+            run = s.get(Run, run_id, with_for_update=True)
+            if run is None:
+                raise NotFound(f"no run {run_id!r} in the archive")
+            if run.status is not RunStatus.RUNNING:
+                raise UsageError(
+                    f"run {run_id!r} is {run.status.value}; only a running run can be scaled"
+                )
+            run.evaluators_target = count
+        return run
+
+    @_reconnecting
     def last_completed_cycle(self, run_id: str) -> int | None:
         q = select(func.max(Cycle.t)).where(
             Cycle.run_id == run_id, Cycle.status == CycleStatus.COMPLETED
@@ -466,12 +550,14 @@ class Archive:
         with self._session() as s:
             return s.scalar(q)
 
+    @_reconnecting
     def cycles(self, run_id: str) -> list[Cycle]:
         with self._session() as s:
             return list(s.scalars(select(Cycle).where(Cycle.run_id == run_id).order_by(Cycle.t)))
 
     # ---- architectures -------------------------------------------------------------------
 
+    @_reconnecting
     def add_architecture(
         self,
         code: str,
@@ -510,6 +596,7 @@ class Archive:
         with self._session() as s:
             return s.connection().execute(stmt).rowcount == 1
 
+    @_reconnecting
     def get_architecture(self, hash_: str) -> Architecture:
         with self._session() as s:
             arch = s.get(Architecture, hash_)
@@ -567,6 +654,7 @@ class Archive:
 
     # ---- candidates ----------------------------------------------------------------------
 
+    @_reconnecting
     def add_candidate(
         self,
         run_id: str,
@@ -619,6 +707,7 @@ class Archive:
             s.connection().execute(stmt)
         return cid
 
+    @_reconnecting
     def update_candidate_status(
         self,
         candidate_id: str,
@@ -657,6 +746,35 @@ class Archive:
                     setattr(cand, name, value)
         return True
 
+    @_reconnecting
+    def origins(self, run_id: str, hashes: Sequence[str]) -> dict[str, str]:
+        """Architecture hash -> the parent it was proposed from, for the given hashes that
+        a candidate of this run produced from a parent (seed programs have none)."""
+        if not hashes:
+            return {}
+        q = (
+            select(Candidate.arch_hash, Candidate.parent_hash)
+            .where(
+                Candidate.run_id == run_id,
+                Candidate.arch_hash.in_(list(hashes)),
+                Candidate.parent_hash.is_not(None),
+                Candidate.status.in_(
+                    [
+                        CandidateStatus.EVALUATED,
+                        CandidateStatus.EVALUATING,
+                        CandidateStatus.ADMITTED,
+                    ]
+                ),
+            )
+            .order_by(Candidate.cycle, Candidate.slot, Candidate.attempt)
+        )
+        with self._session() as s:
+            out: dict[str, str] = {}
+            for child, parent in s.execute(q):
+                out.setdefault(child, parent)
+            return out
+
+    @_reconnecting
     def get_candidate(self, candidate_id: str) -> Candidate:
         with self._session() as s:
             cand = s.get(Candidate, candidate_id)
@@ -664,6 +782,7 @@ class Archive:
             raise NotFound(f"no candidate {candidate_id!r} in the archive")
         return cand
 
+    @_reconnecting
     def candidates(
         self,
         run_id: str,
@@ -683,6 +802,7 @@ class Archive:
 
     # ---- evaluations, adapters -----------------------------------------------------------
 
+    @_reconnecting
     def record_evaluation(
         self,
         run_id: str,
@@ -769,6 +889,7 @@ class Archive:
             },
         )
 
+    @_reconnecting
     def evaluations(self, run_id: str, arch_hash: str | None = None) -> list[Evaluation]:
         q = select(Evaluation).where(Evaluation.run_id == run_id)
         if arch_hash is not None:
@@ -776,6 +897,7 @@ class Archive:
         with self._session() as s:
             return list(s.scalars(q.order_by(Evaluation.id)))
 
+    @_reconnecting
     def record_adapter(
         self,
         run_id: str,
@@ -805,6 +927,7 @@ class Archive:
         with self._session() as s:
             return s.connection().execute(stmt).rowcount == 1
 
+    @_reconnecting
     def adapters(self, run_id: str) -> list[Adapter]:
         q = select(Adapter).where(Adapter.run_id == run_id).order_by(Adapter.version)
         with self._session() as s:
@@ -816,6 +939,7 @@ class Archive:
         run = self.get_run(run_id)
         return dataset or run.dataset, run.budget
 
+    @_reconnecting
     def elites(
         self, run_id: str, rho: float, dataset: str | None = None, min_elites: int = 1
     ) -> tuple[float | None, list[Elite]]:
@@ -872,6 +996,7 @@ class Archive:
             rows = [Elite(int(r[0]), r[1], float(r[2]), int(r[3]), r[4]) for r in s.execute(q)]
         return (rows[-1].score if rows else None), rows
 
+    @_reconnecting
     def top(self, run_id: str, k: int = 10, dataset: str | None = None) -> list[TopRow]:
         """The run's k best architectures (same score and order as elites and v_leaderboard)."""
         if k < 1:

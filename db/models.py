@@ -147,6 +147,8 @@ class Run(Base):
     # the proxy budget whose scores rank this run's architectures, e.g. "epochs=1"
     budget: Mapped[str] = mapped_column(String(64))
     notes: Mapped[str | None] = mapped_column(Text)
+    # evaluator count asked for by `llmnas scale`; the driver applies it between cycles
+    evaluators_target: Mapped[int | None] = mapped_column(Integer)
 
 
 class Cycle(Base):
@@ -158,6 +160,10 @@ class Cycle(Base):
     gamma_t: Mapped[float | None] = mapped_column(Float)
     n_elites: Mapped[int | None] = mapped_column(Integer)
     n_evaluators: Mapped[int | None] = mapped_column(Integer)
+    # E_t when the cycle completed: [{"hash", "score", "n_seeds"}, ...] in rank order
+    elites: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # what the cycle ran with: {"seeds": k, "budget": "epochs=1", ...}
+    settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 

@@ -84,6 +84,22 @@ class GenerationConfig(Section):
     warm_start: bool = Field(
         True, description="LoRA-train theta_0 on mutations of the seed programs before cycle 1."
     )
+    warm_start_per_seed: int = Field(
+        8, ge=1, le=200, description="Warm start: mutation pairs built from each seed program."
+    )
+    warm_start_epochs: int = Field(
+        2, ge=1, le=50, description="Warm start: epochs over the mutation pairs."
+    )
+    warm_start_lr: float = Field(
+        2e-4, gt=0.0, lt=1.0, description="Warm start: LoRA learning rate."
+    )
+    batch_size: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Prompts per generation call: results stream back to admission and "
+        "evaluation batch by batch, so evaluators start before the cycle's generation ends.",
+    )
 
     @model_validator(mode="after")
     def _context_fits_output(self) -> GenerationConfig:
@@ -153,6 +169,24 @@ class EvaluationConfig(Section):
     data_root: str | None = Field(
         None, description="Folder with torchvision datasets (cifar10, svhn, ...) on clusters."
     )
+    noise_sample: int = Field(
+        0,
+        ge=0,
+        description="Noise study: architectures re-evaluated with `noise_seeds` seeds each "
+        "(sigma^2_noise, sigma^2_arch, SNR); 0 turns the study off.",
+    )
+    noise_seeds: int = Field(
+        3, ge=2, le=100, description="Noise study: seeds per sampled architecture."
+    )
+    reference_sample: int = Field(
+        0,
+        ge=0,
+        description="Reference study: architectures also trained with `reference_epochs` "
+        "to measure the proxy's Spearman against it; 0 turns it off.",
+    )
+    reference_epochs: float = Field(
+        5.0, gt=0.0, description="Reference study: the longer training budget, in epochs."
+    )
 
     @model_validator(mode="after")
     def _one_budget(self) -> EvaluationConfig:
@@ -178,6 +212,27 @@ class FinetuneConfig(Section):
     )
     full_code_fraction: float = Field(
         0.2, ge=0.0, le=1.0, description="Share of examples written as full code, not deltas."
+    )
+
+
+class ReliabilityConfig(Section):
+    """The proxy-reliability gate: what the driver does when the proxy's SNR is too low."""
+
+    snr_threshold: float = Field(
+        1.0,
+        ge=0.0,
+        description="Warn when SNR = sigma^2_arch / sigma^2_noise of the noise study is below this.",
+    )
+    action: Literal["warn", "raise_budget", "add_seeds"] = Field(
+        "warn",
+        description="On low SNR: only warn, or also multiply the proxy budget by "
+        "`budget_factor`, or add one seed per architecture, for the next cycle.",
+    )
+    budget_factor: float = Field(
+        2.0, gt=1.0, le=100.0, description="raise_budget: factor applied to epochs or budget_s."
+    )
+    max_seeds: int = Field(
+        5, ge=1, le=100, description="add_seeds: the most seeds per architecture it may reach."
     )
 
 
@@ -239,6 +294,9 @@ class Config(Section):
         default_factory=EvaluationConfig, description="Proxy training."
     )
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="LoRA CE update.")
+    reliability: ReliabilityConfig = Field(
+        default_factory=ReliabilityConfig, description="Proxy-reliability gate."
+    )
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig, description="The SQL archive.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Ray placement.")
 
