@@ -33,19 +33,37 @@ log = logging.getLogger(__name__)
 CPU_MACHINE_EVALUATORS = 2  # evaluators on a cluster without GPUs when none is configured
 
 
+EVALUATOR_RESOURCE = "llmnas_evaluator"  # custom resource of evaluator nodes (deploy/)
+
+
 @dataclass(frozen=True)
 class Placement:
     count: int
     num_gpus: float
     num_cpus: float
+    resources: dict[str, float] = field(default_factory=dict)
 
     def options(self) -> dict[str, Any]:
-        return {"num_gpus": self.num_gpus, "num_cpus": self.num_cpus, "max_restarts": 0}
+        return {
+            "num_gpus": self.num_gpus,
+            "num_cpus": self.num_cpus,
+            "resources": dict(self.resources),
+            "max_restarts": 0,
+        }
 
 
 def evaluator_placement(cfg: EvaluationConfig, cluster_resources: dict[str, float]) -> Placement:
-    """How many evaluators, and what each asks Ray for, given the cluster's resources."""
+    """How many evaluators, and what each asks Ray for, given the cluster's resources.
+
+    A cluster whose evaluator nodes carry the `llmnas_evaluator` resource (deploy/) gets one
+    evaluator per such GPU, pinned there, so inference GPUs are left to vLLM.
+    """
     gpus = int(cluster_resources.get("GPU", 0))
+    tagged = int(cluster_resources.get(EVALUATOR_RESOURCE, 0))
+    if gpus > 0 and tagged > 0:
+        return Placement(
+            cfg.evaluators or tagged, 1.0, cfg.cpus_per_evaluator, {EVALUATOR_RESOURCE: 1.0}
+        )
     if gpus > 0:
         return Placement(cfg.evaluators or gpus, 1.0, cfg.cpus_per_evaluator)
     return Placement(cfg.evaluators or CPU_MACHINE_EVALUATORS, 0.0, cfg.cpus_per_evaluator)
@@ -126,30 +144,42 @@ class EvaluatorPool:
             self._idle.append(self._new_actor())
             self.replaced += 1
 
+    def refs(self) -> list[Any]:
+        """The object refs of the evaluations running now (for a caller's own ray.wait)."""
+        return list(self._in_flight)
+
+    def busy(self) -> bool:
+        return bool(self._in_flight or self._pending)
+
+    def collect(self, ref: Any) -> PoolResult | None:
+        """Take one finished ref: its result, or None when the task was queued again (its
+        actor died, or raised) and will come back under a later ref."""
+        flight = self._in_flight.pop(ref)
+        try:
+            result = ray.get(ref)
+        except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+            log.warning(
+                "evaluator died on %s (attempt %d): %s",
+                flight.task.key,
+                flight.attempt,
+                type(exc).__name__,
+            )
+            self._replace(flight.actor)
+            done = self._retry_or_give_up(flight, f"actor died ({type(exc).__name__})")
+        except Exception as exc:  # noqa: BLE001 - the actor raised: infrastructure, retry
+            self._idle.append(flight.actor)
+            done = self._retry_or_give_up(flight, str(exc)[:500])
+        else:
+            self._idle.append(flight.actor)
+            done = PoolResult(flight.task, result, flight.attempt)
+        self._dispatch()
+        return done
+
     def results(self) -> Iterator[PoolResult]:
         """Each submitted task's one result, in completion order, until none is left."""
         while self._in_flight:
             ready, _ = ray.wait(list(self._in_flight), num_returns=1)
-            ref = ready[0]
-            flight = self._in_flight.pop(ref)
-            try:
-                result = ray.get(ref)
-            except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
-                log.warning(
-                    "evaluator died on %s (attempt %d): %s",
-                    flight.task.key,
-                    flight.attempt,
-                    type(exc).__name__,
-                )
-                self._replace(flight.actor)
-                done = self._retry_or_give_up(flight, f"actor died ({type(exc).__name__})")
-            except Exception as exc:  # noqa: BLE001 - the actor raised: infrastructure, retry
-                self._idle.append(flight.actor)
-                done = self._retry_or_give_up(flight, str(exc)[:500])
-            else:
-                self._idle.append(flight.actor)
-                done = PoolResult(flight.task, result, flight.attempt)
-            self._dispatch()
+            done = self.collect(ready[0])
             if done is not None:
                 yield done
 

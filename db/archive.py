@@ -527,6 +527,16 @@ class Archive:
         return cycle
 
     @_reconnecting
+    def set_run_budget(self, run_id: str, budget: str) -> Run:
+        """Rank the run at another proxy budget from now on (the reliability gate)."""
+        with self._session() as s:
+            run = s.get(Run, run_id, with_for_update=True)
+            if run is None:
+                raise NotFound(f"no run {run_id!r} in the archive")
+            run.budget = budget
+        return run
+
+    @_reconnecting
     def set_evaluators_target(self, run_id: str, count: int) -> Run:
         """Ask a running driver for `count` evaluators (applied between cycles)."""
         if count < 1:
@@ -575,6 +585,31 @@ class Archive:
         `signature` is a datasketch MinHash (num_perm, seed and scheme are read from it) or
         its hashvalues bytes with num_perm (and seed, scheme) given.
         """
+        stmt = self._architecture_insert(
+            code,
+            signature=signature,
+            num_perm=num_perm,
+            seed=seed,
+            scheme=scheme,
+            shingle_size=shingle_size,
+            param_count=param_count,
+            run_id=run_id,
+        )
+        with self._session() as s:
+            return s.connection().execute(stmt).rowcount == 1
+
+    def _architecture_insert(
+        self,
+        code: str,
+        *,
+        signature: Any,
+        num_perm: int | None,
+        seed: int | None,
+        scheme: str | None,
+        shingle_size: int | None,
+        param_count: int | None,
+        run_id: str | None,
+    ) -> Any:
         values: dict[str, Any] = {
             "hash": code_hash(code),
             "code": code,
@@ -588,13 +623,11 @@ class Archive:
             values |= {"signature": raw, "num_perm": num_perm}
             values["seed"] = seed if seed is not None else getattr(signature, "seed", None)
             values["scheme"] = scheme or getattr(signature, "scheme", None)
-        stmt = (
+        return (
             self._insert(Architecture)
             .values(**values)
             .on_conflict_do_nothing(index_elements=["hash"])
         )
-        with self._session() as s:
-            return s.connection().execute(stmt).rowcount == 1
 
     @_reconnecting
     def get_architecture(self, hash_: str) -> Architecture:
@@ -724,7 +757,6 @@ class Archive:
         Setting the status it already has is a no-op (a resumed driver may repeat it);
         a transition the state machine forbids raises IllegalTransition.
         """
-        new = CandidateStatus(status)
         updates = {
             "arch_hash": arch_hash,
             "error_class": _error_class(error_class),
@@ -733,18 +765,64 @@ class Archive:
             "nearest_jaccard": nearest_jaccard,
         }
         with self._session() as s:
-            cand = s.get(Candidate, candidate_id, with_for_update=True)
-            if cand is None:
-                raise NotFound(f"no candidate {candidate_id!r} in the archive")
-            cand.status.check_transition(new, f"candidate {candidate_id}")
-            if new is cand.status:
-                return False
-            cand.status = new
-            cand.updated_at = utcnow()
-            for name, value in updates.items():
-                if value is not None:
-                    setattr(cand, name, value)
+            return self._move(s, candidate_id, CandidateStatus(status), updates)
+
+    @staticmethod
+    def _move(
+        s: Session, candidate_id: str, new: CandidateStatus, updates: Mapping[str, Any]
+    ) -> bool:
+        cand = s.get(Candidate, candidate_id, with_for_update=True)
+        if cand is None:
+            raise NotFound(f"no candidate {candidate_id!r} in the archive")
+        cand.status.check_transition(new, f"candidate {candidate_id}")
+        if new is cand.status:
+            return False
+        cand.status = new
+        cand.updated_at = utcnow()
+        for name, value in updates.items():
+            if value is not None:
+                setattr(cand, name, value)
         return True
+
+    @_reconnecting
+    def admit_candidate(
+        self,
+        candidate_id: str,
+        code: str,
+        *,
+        signature: Any = None,
+        num_perm: int | None = None,
+        seed: int | None = None,
+        scheme: str | None = None,
+        shingle_size: int | None = None,
+        param_count: int | None = None,
+        nearest_hash: str | None = None,
+        nearest_jaccard: float | None = None,
+    ) -> str:
+        """Store the admitted program and mark its candidate admitted, in one transaction
+        (a crash never leaves an archived program whose candidate still looks unjudged).
+        Returns the program's hash; repeating it changes nothing."""
+        hash_ = code_hash(code)
+        cand_run = candidate_id.split(":", 1)[0]
+        stmt = self._architecture_insert(
+            code,
+            signature=signature,
+            num_perm=num_perm,
+            seed=seed,
+            scheme=scheme,
+            shingle_size=shingle_size,
+            param_count=param_count,
+            run_id=cand_run,
+        )
+        updates = {
+            "arch_hash": hash_,
+            "nearest_hash": nearest_hash,
+            "nearest_jaccard": nearest_jaccard,
+        }
+        with self._session() as s:
+            s.connection().execute(stmt)
+            self._move(s, candidate_id, CandidateStatus.ADMITTED, updates)
+        return hash_
 
     @_reconnecting
     def origins(self, run_id: str, hashes: Sequence[str]) -> dict[str, str]:
@@ -771,7 +849,8 @@ class Archive:
         with self._session() as s:
             out: dict[str, str] = {}
             for child, parent in s.execute(q):
-                out.setdefault(child, parent)
+                if child is not None and parent is not None:
+                    out.setdefault(child, parent)
             return out
 
     @_reconnecting

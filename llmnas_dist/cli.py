@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from llmnas_dist import __version__, archive_cli, check_cli, config_cli, eval_cli, generate_cli
 from llmnas_dist.cli_common import EXIT_USAGE, common_parser
@@ -18,7 +19,9 @@ from llmnas_dist.errors import ConfigError, UsageError
 COMMAND_MODULES = (config_cli, archive_cli, check_cli, eval_cli, generate_cli)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_modules: Sequence[ModuleType] = ()) -> argparse.ArgumentParser:
+    """The parser of every command; `extra_modules` are commands of packages above this one
+    (the driver's `run` and `scale` live in cluster/, which llmnas_dist must not import)."""
     parser = argparse.ArgumentParser(
         prog="llmnas",
         description="LLM-driven neural architecture search as a parametric Cross-Entropy method.",
@@ -26,13 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llmnas {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = common_parser()
-    for module in COMMAND_MODULES:
+    for module in (*COMMAND_MODULES, *extra_modules):
         module.register(sub, common)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, extra_modules: Sequence[ModuleType] = ()) -> int:
+    parser = build_parser(extra_modules)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -55,6 +55,14 @@ def test_placement_pins_one_evaluator_per_gpu() -> None:
     assert evaluator_placement(fixed, {"CPU": 8}).count == 3
 
 
+def test_placement_leaves_inference_gpus_alone() -> None:
+    # 6 GPUs, of which 4 on evaluator nodes: 4 evaluators, each pinned to such a node
+    tagged = evaluator_placement(CFG, {"CPU": 64, "GPU": 6, "llmnas_evaluator": 4})
+    assert (tagged.count, tagged.num_gpus) == (4, 1.0)
+    assert tagged.options()["resources"] == {"llmnas_evaluator": 1.0}
+    assert evaluator_placement(CFG, {"CPU": 64, "GPU": 6}).options()["resources"] == {}
+
+
 def test_two_actors_stream_seed_results() -> None:
     pool = _pool(2)
     names = ["plain_cnn", "mlp_mixer", "squeezenet_fire"]

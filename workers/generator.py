@@ -9,6 +9,8 @@ GPUs it asks for none and runs on CPUs.
 from __future__ import annotations
 
 import os
+import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,12 +56,30 @@ class Generation:
         self.cfg = cfg
         self.engine = make_generator(cfg, max_lora_rank=max_lora_rank)
         self.adapter: str | None = None
+        self._adapter_root: Path | None = None
 
     def set_adapter(self, adapter: str | None) -> None:
         """Use this LoRA adapter folder from now on (None: the base model)."""
         if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
             raise ConfigError(f"not a LoRA adapter folder: {adapter}")
         self.adapter = adapter
+
+    def install_adapter(self, name: str, files: dict[str, bytes]) -> str:
+        """Write an adapter shipped as files (from another node) into this actor's folder
+        and use it from now on; returns the local path."""
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+            raise ValueError(f"bad adapter name {name!r}")
+        bad = [f for f in files if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", f)]
+        if bad:
+            raise ValueError(f"adapter file names must be plain names, got {bad}")
+        if self._adapter_root is None:
+            self._adapter_root = Path(tempfile.mkdtemp(prefix="llmnas-adapters-"))
+        folder = self._adapter_root / name
+        folder.mkdir(exist_ok=True)
+        for fname, data in files.items():
+            (folder / fname).write_bytes(data)
+        self.set_adapter(str(folder))
+        return str(folder)
 
     def generate(self, requests: Sequence[GenRequest], seed: int) -> list[dict[str, Any]]:
         """Answer a batch with the current adapter; one result dict per request, in order."""

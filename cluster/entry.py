@@ -1,0 +1,87 @@
+"""What `llmnas run` does around the driver: open the archive, find or create the run,
+connect Ray, start the actors, run, record how it ended, print the table.
+
+A run that fails is marked failed (resumable); Ctrl-C marks it stopped. Either way the
+actors are stopped and a Ray instance this process started is shut down.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+import ray
+
+from cluster.driver import Driver
+from cluster.factory import connect_ray, evaluators_wanted, start_actors
+from cluster.progress import cycle_rows, format_table
+from cluster.run_cli import stored_config
+from db.archive import Archive
+from db.errors import ArchiveError, NotFound
+from db.models import RunStatus
+from llmnas_dist.config import Config
+from llmnas_dist.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+
+def open_run(archive: Archive, cfg: Config, resume: str | None, run_id: str | None) -> Config:
+    """The run's id and effective config: a new run, or an existing one to continue."""
+    name = resume or run_id
+    try:
+        run = archive.get_run(name) if name else None
+    except NotFound:
+        if resume:
+            raise UsageError(f"no run {resume!r} in {archive.safe_url} to resume") from None
+        run = None
+    if run is None:
+        return cfg
+    if run.status is RunStatus.COMPLETED:
+        raise UsageError(f"run {run.id!r} is already completed; start a new one")
+    return stored_config(run.config, cfg)
+
+
+def run_search(
+    cfg: Config, *, resume: str | None, run_id: str | None, evaluators: int | None
+) -> bool:
+    """Run or resume a search; True when it completed."""
+    try:
+        archive = Archive(cfg.archive)
+    except ArchiveError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        cfg = open_run(archive, cfg, resume, run_id)
+        name = resume or run_id
+        existing = name is not None and any(r.id == name for r in archive.list_runs())
+        run = archive.get_run(name) if existing and name else archive.create_run(cfg, run_id=name)
+        if existing:
+            archive.finish_run(run.id, RunStatus.RUNNING)
+        print(f"run {run.id}: archive {archive.safe_url}", flush=True)
+        print(f"  (resume with: llmnas run --resume {run.id})", flush=True)
+        return _drive(cfg, archive, run.id, evaluators)
+    finally:
+        archive.close()
+
+
+def _drive(cfg: Config, archive: Archive, run_id: str, evaluators: int | None) -> bool:
+    started_ray = connect_ray(cfg, evaluators or cfg.evaluation.evaluators or 2)
+    actors = None
+    status = RunStatus.FAILED
+    try:
+        actors = start_actors(cfg, evaluators_wanted(cfg, evaluators))
+        Driver(cfg, archive, run_id, actors).run()
+        status = RunStatus.COMPLETED
+    except KeyboardInterrupt:
+        status = RunStatus.STOPPED
+        print(f"\nstopped; resume with: llmnas run --resume {run_id}", flush=True)
+    except Exception:  # noqa: BLE001 - any failure: record it, say how to resume
+        log.error("run %s failed:\n%s", run_id, traceback.format_exc())
+        print(f"run {run_id} failed; resume with: llmnas run --resume {run_id}", flush=True)
+    finally:
+        archive.finish_run(run_id, status)
+        if actors is not None:
+            actors.shutdown()
+        if started_ray:
+            ray.shutdown()
+    print(format_table(cycle_rows(archive, run_id)), flush=True)
+    return status is RunStatus.COMPLETED

@@ -1,0 +1,115 @@
+"""What a user watches: a live progress line per cycle and the table at the end.
+
+On a terminal the line is redrawn in place; in a log (a Ray job, CI) a line is printed at
+most every `LOG_EVERY_S` seconds, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from db.models import CandidateStatus
+
+LOG_EVERY_S = 10.0
+VALID = {
+    CandidateStatus.ADMITTED,
+    CandidateStatus.EVALUATING,
+    CandidateStatus.EVALUATED,
+    CandidateStatus.FAILED,
+}
+
+
+@dataclass
+class Progress:
+    """Counters of the running cycle, shown as one line."""
+
+    t: int
+    planned: int
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    generated: int = 0
+    admitted: int = 0
+    evaluating: int = 0
+    done: int = 0
+    best: float | None = None
+    _last: float = 0.0
+
+    def line(self) -> str:
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        return (
+            f"cycle {self.t}: generated {self.generated}/{self.planned} | admitted "
+            f"{self.admitted} | evaluating {self.evaluating} | done {self.done} | best {best}"
+        )
+
+    def score(self, value: float | None) -> None:
+        if value is not None and (self.best is None or value > self.best):
+            self.best = value
+
+    def show(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.out.isatty():
+            self.out.write("\r\033[K" + self.line() + ("\n" if final else ""))
+            self.out.flush()
+        elif final or now - self._last >= LOG_EVERY_S:
+            print(self.line(), file=self.out, flush=True)
+            self._last = now
+
+
+COUNTS = ("generated", "valid", "novel", "evaluated")
+TABLE_COLUMNS = (
+    "cycle",
+    "generated",
+    "valid",
+    "novel",
+    "evaluated",
+    "gamma_t",
+    "best",
+    "elite_mean",
+)
+
+
+def cycle_rows(archive: Any, run_id: str) -> list[dict[str, Any]]:
+    """One row per cycle: generated, valid (passed parsing, checks and the build), novel
+    (admitted), evaluated, gamma_t, best score so far, mean score of E_t."""
+    per_cycle: dict[int, dict[str, Any]] = {}
+    for c in archive.candidates(run_id):
+        row = per_cycle.setdefault(c.cycle, dict.fromkeys(COUNTS, 0))
+        row["generated"] += 1
+        row["evaluated"] += c.status is CandidateStatus.EVALUATED
+        novelty = c.error_class in ("duplicate", "not_novel")
+        row["valid"] += c.status in VALID or novelty
+        row["novel"] += c.status in VALID
+    rows, best = [], None
+    for cycle in archive.cycles(run_id):
+        counts = per_cycle.get(cycle.t, dict.fromkeys(COUNTS, 0))
+        elites = cycle.elites or []
+        top = max((e["score"] for e in elites), default=None)
+        best = top if best is None or (top is not None and top > best) else best
+        mean = sum(e["score"] for e in elites) / len(elites) if elites else None
+        rows.append(
+            {
+                "cycle": cycle.t,
+                **counts,
+                "gamma_t": cycle.gamma_t,
+                "best": best,
+                "elite_mean": mean,
+                "completed": cycle.status.value == "completed",
+            }
+        )
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The per-cycle table printed at the end of a run."""
+
+    def cell(value: Any) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    widths = {c: max(len(c), *(len(cell(r[c])) for r in rows)) for c in TABLE_COLUMNS}
+    head = "  ".join(c.rjust(widths[c]) for c in TABLE_COLUMNS)
+    body = ["  ".join(cell(r[c]).rjust(widths[c]) for c in TABLE_COLUMNS) for r in rows]
+    return "\n".join([head, *body])
