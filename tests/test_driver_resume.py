@@ -1,0 +1,228 @@
+"""The driver for real: `llmnas run` in a child process (local Ray, the small LLM, sandboxed
+training), killed with SIGKILL mid-run and resumed; a PostgreSQL restart mid-run.
+
+Exactly-once is checked on the archive itself: every slot of every cycle ends in a final
+state, no (architecture, seed, budget) is recorded twice, every evaluated candidate has its
+result, cycles are numbered without gaps, and the resumed run drew the same parents, modes
+and LLM answers as an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from db.archive import Archive
+from db.models import CandidateStatus, CycleStatus, RunStatus
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CYCLES = 2
+TINY = {
+    "ce": {"cycles": CYCLES, "candidates_per_cycle": 2, "rho": 0.25, "dataset": "digits"},
+    "generation": {
+        "backend": "transformers",
+        "max_new_tokens": 24,
+        "max_model_len": 2048,
+        "warm_start": False,
+        "batch_size": 2,
+        "max_retries": 0,
+    },
+    "evaluation": {"epochs": 0.15, "evaluators": 2, "cpus_per_evaluator": 1.0},
+    "finetune": {"epochs": 1, "max_length": 1024, "r": 8, "alpha": 8},
+}
+FINAL = {
+    CandidateStatus.REJECTED,
+    CandidateStatus.EVALUATED,
+    CandidateStatus.FAILED,
+}
+
+
+def write_config(tmp: Path, url: str) -> Path:
+    cfg = {**TINY, "archive": {"url": url}, "cluster": {"run_dir": str(tmp / "runs")}}
+    path = tmp / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def llmnas(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cluster.cli", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: SIGKILL takes Ray's children too
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def wait_for(db: Path, query: str, at_least: int, proc: subprocess.Popen, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"driver exited early:\n{proc.stdout.read()[-4000:]}")
+        if db.exists():
+            try:
+                with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+                    if conn.execute(query).fetchone()[0] >= at_least:
+                        return
+            except sqlite3.OperationalError:
+                pass  # the schema is being created
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {query!r} >= {at_least}")
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+def assert_exactly_once(archive: Archive, run_id: str) -> None:
+    run = archive.get_run(run_id)
+    assert run.status is RunStatus.COMPLETED
+    cycles = archive.cycles(run_id)
+    assert [c.t for c in cycles] == list(range(CYCLES + 1))  # 0 = the seeds
+    assert all(c.status is CycleStatus.COMPLETED and c.elites for c in cycles)
+    cands = archive.candidates(run_id)
+    assert all(c.status in FINAL for c in cands), [(c.id, c.status) for c in cands]
+    slots = {(c.cycle, c.slot) for c in cands}
+    assert {(t, s) for t, s in slots if t > 0} == {
+        (t, s) for t in range(1, CYCLES + 1) for s in range(TINY["ce"]["candidates_per_cycle"])
+    }
+    evals = archive.evaluations(run_id)
+    keys = Counter((e.arch_hash, e.dataset, e.seed, e.budget) for e in evals)
+    assert max(keys.values()) == 1
+    evaluated = {c.arch_hash for c in cands if c.status is CandidateStatus.EVALUATED}
+    scored = {e.arch_hash for e in evals if e.score is not None}
+    assert evaluated <= scored
+
+
+def stream(archive: Archive, run_id: str) -> dict:
+    """What the random stream decided: per (cycle, slot, attempt) parent, mode, answer."""
+    return {
+        (c.cycle, c.slot, c.attempt): (c.parent_hash, c.mode, c.raw_output)
+        for c in archive.candidates(run_id)
+    }
+
+
+def test_sigkilled_driver_resumes_exactly_once_with_the_same_stream(tmp_path: Path) -> None:
+    ref_dir, dir_ = tmp_path / "reference", tmp_path / "killed"
+    ref_dir.mkdir()
+    dir_.mkdir()
+    ref_cfg = write_config(ref_dir, f"sqlite:///{ref_dir / 'a.db'}")
+    cfg = write_config(dir_, f"sqlite:///{dir_ / 'a.db'}")
+
+    # killed while the seeds are being evaluated (evaluations in flight), then resumed
+    proc = llmnas("run", "--config", str(cfg), "--run-id", "r1", cwd=dir_)
+    wait_for(dir_ / "a.db", "SELECT COUNT(*) FROM evaluations", 3, proc)
+    kill_group(proc)
+    with Archive.from_url(f"sqlite:///{dir_ / 'a.db'}") as archive:
+        assert archive.get_run("r1").status is RunStatus.RUNNING  # nobody marked it
+        assert archive.last_completed_cycle("r1") is None
+    out = finish(llmnas("run", "--resume", "r1", "--config", str(cfg), cwd=dir_))
+    assert "cycle  generated" in out  # the per-cycle table
+
+    finish(llmnas("run", "--config", str(ref_cfg), "--run-id", "r1", cwd=ref_dir))
+
+    with Archive.from_url(f"sqlite:///{dir_ / 'a.db'}") as killed:
+        assert_exactly_once(killed, "r1")
+        resumed = stream(killed, "r1")
+    with Archive.from_url(f"sqlite:///{ref_dir / 'a.db'}") as ref:
+        assert_exactly_once(ref, "r1")
+        assert stream(ref, "r1") == resumed
+
+
+def test_resubmitting_the_same_run_id_continues_it(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path / 'a.db'}")
+    proc = llmnas("run", "--config", str(cfg), "--run-id", "job-1", cwd=tmp_path)
+    # killed once cycle 1 has started: the seeds' cycle 0 is complete
+    wait_for(tmp_path / "a.db", "SELECT COUNT(*) FROM cycles WHERE t = 1", 1, proc)
+    kill_group(proc)
+    out = finish(llmnas("run", "--config", str(cfg), "--run-id", "job-1", cwd=tmp_path))
+    assert "run job-1" in out
+    with Archive.from_url(f"sqlite:///{tmp_path / 'a.db'}") as archive:
+        assert_exactly_once(archive, "job-1")
+        assert [r.id for r in archive.list_runs()] == ["job-1"]
+    # a completed run is not started over
+    again = llmnas("run", "--config", str(cfg), "--run-id", "job-1", cwd=tmp_path)
+    out, _ = again.communicate(timeout=120)
+    assert again.returncode == 2 and "already completed" in out
+
+
+def pg_cluster() -> list[str]:
+    """(version, name) of the local PostgreSQL cluster, for pg_ctlcluster."""
+    lines = subprocess.run(["pg_lsclusters", "-h"], capture_output=True, text=True).stdout
+    return lines.split()[:2]
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh database on the local server; made and dropped with connections of its own,
+    because the restart kills every connection the test suite holds."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from conftest import PG_ADMIN_URL
+
+    name = f"llmnas_restart_{os.getpid()}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL not reachable: {exc}")
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    admin.dispose()
+    with create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.mark.postgres
+def test_postgres_restart_mid_run(tmp_path: Path, pg_url: str) -> None:
+    ctl = shutil.which("pg_ctlcluster")
+    if ctl is None or os.geteuid() != 0 or not shutil.which("pg_lsclusters"):
+        if os.environ.get("CI"):
+            pytest.fail("CI must be able to restart PostgreSQL (pg_ctlcluster as root)")
+        pytest.skip("needs pg_ctlcluster and root to restart PostgreSQL")
+    cfg = write_config(tmp_path, pg_url)
+    proc = llmnas("run", "--config", str(cfg), "--run-id", "pg-1", cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"driver exited early:\n{proc.stdout.read()[-4000:]}")
+        try:
+            with Archive.from_url(pg_url, connect_retries=0) as archive:
+                if len(archive.evaluations("pg-1")) >= 3:
+                    break
+        except Exception:  # noqa: BLE001 - the run row may not exist yet
+            pass
+        time.sleep(0.5)
+    version, name = pg_cluster()
+    # down long enough that the driver's writes meet the outage, not just a restart
+    subprocess.run([ctl, version, name, "stop"], check=True, timeout=120)
+    time.sleep(6)
+    subprocess.run([ctl, version, name, "start"], check=True, timeout=120)
+    out = finish(proc)
+    with Archive.from_url(pg_url) as archive:
+        assert_exactly_once(archive, "pg-1")
+    assert "unreachable" in out  # the driver saw the outage and waited it out
