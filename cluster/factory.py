@@ -45,7 +45,8 @@ def connect_ray(cfg: Config, evaluators: int) -> bool:
         cfg.generation.num_actors + 1
     )
     num_cpus = max(cfg.cluster.num_cpus or os.cpu_count() or 1, int(wanted + 0.999))
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    # address="local": a new instance even if `ray start` left a cluster on this machine
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     return True
 
 

@@ -48,6 +48,8 @@ class Placement:
             "num_gpus": self.num_gpus,
             "num_cpus": self.num_cpus,
             "resources": dict(self.resources),
+            # spread over nodes: a lost node costs a share of the evaluators, not all of them
+            "scheduling_strategy": "SPREAD",
             "max_restarts": 0,
         }
 
