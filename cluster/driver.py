@@ -45,10 +45,10 @@ from llmnas_dist.admission import Admission, Verdict
 from llmnas_dist.config import Config
 from llmnas_dist.datasets import DatasetSpec, dataset_spec
 from llmnas_dist.delta import feedback_for
+from llmnas_dist.diagnostics import noise_gate
 from llmnas_dist.errors import CandidateRejected, ErrorClass
 from llmnas_dist.evaluation import budget_key
 from llmnas_dist.finetune import ElitePair
-from llmnas_dist.noise import estimate_noise, scores_by_arch
 from llmnas_dist.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex
 from llmnas_dist.prompts import choose_mode, parent_prompt, retry_prompt
 from llmnas_dist.seeds import load_seeds
@@ -178,7 +178,7 @@ class Driver:
             log.info("scaling evaluators %d -> %d", len(self.actors.pool.actors), target)
             self.actors.pool.resize(target)
         previous = self.cycle_settings(t - 1)
-        decided = self.reliability_gate(previous, t)
+        decided = self.reliability_gate(previous)
         cycle = self.archive.start_cycle(
             self.run_id, t, len(self.actors.pool.actors), decided.to_dict()
         )
@@ -582,7 +582,7 @@ class Driver:
                     )
         return tasks
 
-    def reliability_gate(self, previous: Settings, t: int) -> Settings:
+    def reliability_gate(self, previous: Settings) -> Settings:
         """SNR of the noise study so far; below the threshold: warn, and if configured add
         a seed or raise the budget for cycle t."""
         rows = [
@@ -590,24 +590,14 @@ class Driver:
             for e in self.archive.evaluations(self.run_id)
             if e.budget == previous.budget and e.dataset == self.spec.name
         ]
-        groups = {a: s for a, s in scores_by_arch(rows).items() if len(s) >= 2}
-        if len(groups) < 2:
-            return previous
-        est = estimate_noise(groups)
         rel = self.cfg.reliability
-        gate = {"snr": est.snr, "n_archs": len(groups), "threshold": rel.snr_threshold}
-        if not (est.snr < rel.snr_threshold):  # NaN and inf pass: nothing to act on
+        decision = noise_gate(rows, rel.snr_threshold)
+        if decision is None:
+            return previous
+        gate = decision.to_dict()
+        if not decision.low:
             return Settings(previous.seeds, previous.epochs, previous.budget_s, gate)
-        log.warning(
-            "proxy reliability: SNR %.3f < %.3f over %d architectures (predicted Spearman "
-            "%.3f); action: %s",
-            est.snr,
-            rel.snr_threshold,
-            len(groups),
-            est.predicted_spearman,
-            rel.action,
-        )
-        gate["low"] = True
+        log.warning("%s; action: %s", decision.message, rel.action)
         if rel.action == "add_seeds":
             return Settings(min(previous.seeds + 1, rel.max_seeds), *_budget(previous), gate)
         if rel.action == "raise_budget":

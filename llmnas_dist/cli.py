@@ -12,11 +12,19 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from llmnas_dist import __version__, archive_cli, check_cli, config_cli, eval_cli, generate_cli
+from llmnas_dist import (
+    __version__,
+    archive_cli,
+    check_cli,
+    config_cli,
+    eval_cli,
+    generate_cli,
+    report_cli,
+)
 from llmnas_dist.cli_common import EXIT_USAGE, common_parser
 from llmnas_dist.errors import ConfigError, UsageError
 
-COMMAND_MODULES = (config_cli, archive_cli, check_cli, eval_cli, generate_cli)
+COMMAND_MODULES = (config_cli, archive_cli, check_cli, eval_cli, generate_cli, report_cli)
 
 
 def build_parser(extra_modules: Sequence[ModuleType] = ()) -> argparse.ArgumentParser:
