@@ -8,7 +8,9 @@ Runs as two processes so the program never holds the pipe its verdict travels on
 - the worker (PID 1 of the new PID namespace, so every process it forks dies with it)
   closes the result pipe, sets rlimits, drops to `nobody` when started as root, applies
   Landlock, executes the program and runs the task, and reports to the supervisor over a
-  private pipe;
+  private pipe. A GPU run (the parent sets CUDA_VISIBLE_DEVICES to the assigned GPUs and
+  grants their device files) creates the CUDA context after Landlock and before the
+  program, then caps the address space at what CUDA reserved plus the memory limit;
 - the supervisor validates the worker's report and its exit status (signal, CPU time)
   and writes newline-delimited JSON frames on the result fd: `started` (the worker's pid,
   so the parent can kill it even if it leaves the process group), then one `result`.
@@ -18,9 +20,10 @@ can misreport its own measurements (parameter count, output shape) through the p
 pipe. It cannot reach the result fd, the parent, its environment, the network, or files
 outside its working directory (where the kernel provides the namespaces and Landlock).
 
-This module imports only the standard library at import time (torch inside functions) and
-never anything that reads configuration or the environment: the parent imports it to know
-`TASKS`, the child runs it with a scrubbed environment.
+This module imports only the standard library at import time (torch and the static
+allowlist of llmnas_dist.program inside functions) and never reads configuration or the
+environment: the parent imports it to know `TASKS`, the child runs it with a scrubbed
+environment.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 MAX_REPORT_BYTES = 256 * 1024  # the worker's report and each frame, at most
@@ -44,30 +47,22 @@ MAX_MESSAGE_CHARS = 2000
 NOBODY = 65534
 PROGRAM_FILENAME = "<program>"
 
-# Modules the program may import (the static allowlist): imported before the fork so a
-# worker that can no longer read the interpreter's files (uid nobody) still has them.
-PRELOAD_MODULES = (
-    "math",
-    "typing",
-    "collections",
-    "collections.abc",
-    "functools",
-    "dataclasses",
-    "itertools",
-    "operator",
-    "numbers",
-    "abc",
-    "enum",
-    "torch",
-    "torch.nn",
-    "torch.nn.functional",
-    "torch.nn.init",
-    "torch.nn.utils",
-    "torch.nn.utils.parametrize",
-    "torch.nn.utils.parametrizations",
-    "torch.optim",
-    "traceback",
-)
+# Modules the sandbox itself needs in the worker, beyond what a program may import.
+SANDBOX_MODULES = ("traceback",)
+
+
+def preload_modules() -> tuple[str, ...]:
+    """What to import before the fork, so a worker that can no longer read the interpreter's
+    files (uid nobody, Landlock) still has them: every module a program may import, taken
+    from the static allowlist (llmnas_dist.program, the one source of truth), plus ours.
+    Imported here, not at module level: the parent imports this module for TASKS."""
+    from llmnas_dist.program import ALLOWED_IMPORTS
+
+    return (*sorted(ALLOWED_IMPORTS), *SANDBOX_MODULES)
+
+
+# Device files every run may read and write (a GPU run adds its GPU's, see sandbox.py).
+BASE_DEVICE_FILES = ("/dev/null", "/dev/zero", "/dev/urandom")
 
 # Classes the worker may report; the parent decides shape, NaN and size verdicts itself.
 WORKER_ERROR_CLASSES = frozenset({"build_failed", "out_of_memory"})
@@ -196,7 +191,7 @@ TASKS: dict[str, Callable[[Callable[[], dict[str, Any]], dict[str, Any]], dict[s
     "build": build_task,
     "train": train_task,
 }
-# Modules a task needs beyond PRELOAD_MODULES, imported before the fork (by the zygote for
+# Modules a task needs beyond preload_modules(), imported before the fork (by the zygote for
 # all tasks, else by the supervisor): torch's optimizers import torch._dynamo on first use.
 TASK_MODULES: dict[str, tuple[str, ...]] = {"train": ("torch._dynamo", "llmnas_dist.proxy")}
 
@@ -254,9 +249,30 @@ def _landlock_fs_rights(abi: int) -> int:
     return rights
 
 
-def apply_landlock(abi: int, workdir: str, read_paths: list[str]) -> None:
-    """Writes only beneath workdir, reads only beneath read_paths, no execve, no TCP,
-    no signals to or abstract sockets of processes outside the sandbox (as the ABI allows)."""
+def landlock_rules(
+    abi: int, workdir: str, read_paths: Sequence[str], device_paths: Sequence[str]
+) -> list[tuple[str, int]]:
+    """The (path, rights) rules: everything but execute beneath workdir, read beneath
+    read_paths, read/write/ioctl on device_paths (the parent decides which: BASE_DEVICE_FILES
+    for a CPU run, plus the assigned GPUs' files for a GPU run)."""
+    handled_fs = _landlock_fs_rights(abi)
+    device_rights = FS_READ_FILE | FS_WRITE_FILE | (handled_fs & (FS_TRUNCATE | FS_IOCTL_DEV))
+    rules = [(workdir, handled_fs & ~FS_EXECUTE)]
+    rules += [(path, FS_READ_FILE | FS_READ_DIR) for path in read_paths]
+    rules += [(dev, device_rights) for dev in device_paths]
+    return rules
+
+
+def apply_landlock(
+    abi: int,
+    workdir: str,
+    read_paths: Sequence[str],
+    device_paths: Sequence[str] = BASE_DEVICE_FILES,
+) -> None:
+    """Writes only beneath workdir, reads only beneath read_paths, devices only device_paths,
+    no execve, no TCP, no signals to or abstract sockets of processes outside the sandbox
+    (as the ABI allows). A path is resolved here, by the confined process: "/proc/self" is
+    its own /proc entry."""
     handled_fs = _landlock_fs_rights(abi)
     fields: list[tuple[str, Any]] = [("handled_access_fs", ctypes.c_uint64)]
     values = [handled_fs]
@@ -278,14 +294,8 @@ def apply_landlock(abi: int, workdir: str, read_paths: list[str]) -> None:
     file_rights = (
         FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | (handled_fs & (FS_TRUNCATE | FS_IOCTL_DEV))
     )
-    rules = [(workdir, handled_fs & ~FS_EXECUTE)]
-    rules += [(path, FS_READ_FILE | FS_READ_DIR) for path in read_paths]
-    rules += [
-        (dev, FS_READ_FILE | FS_WRITE_FILE | (handled_fs & (FS_TRUNCATE | FS_IOCTL_DEV)))
-        for dev in ("/dev/null", "/dev/zero", "/dev/urandom")
-    ]
     try:
-        for path, rights in rules:
+        for path, rights in landlock_rules(abi, workdir, read_paths, device_paths):
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
             except OSError:
@@ -311,14 +321,40 @@ def apply_landlock(abi: int, workdir: str, read_paths: list[str]) -> None:
         os.close(ruleset)
 
 
-def set_rlimits(limits: dict[str, Any]) -> None:
+def set_rlimits(limits: dict[str, Any], *, address_space: bool = True) -> None:
+    """CPU time, processes, file size, no core dumps, and (unless `address_space` is False:
+    a GPU run, capped later by `cap_address_space`) the address space."""
     cpu = int(limits["cpu_time_s"])
-    memory = int(limits["memory_mb"]) * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU, then SIGKILL
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    if address_space:
+        memory = int(limits["memory_mb"]) * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_NPROC, (int(limits["max_processes"]),) * 2)
     resource.setrlimit(resource.RLIMIT_FSIZE, (int(limits["max_file_bytes"]),) * 2)
+
+
+def warm_cuda() -> None:
+    """Create the CUDA context (and a cuBLAS handle) before the program runs: the driver
+    reserves address space of about twice the GPU's memory for it, which no fixed address-space
+    limit would allow. When CUDA cannot start, the task falls back to the CPU (torch prints
+    why to stderr, which reaches the parent's output tail)."""
+    import torch
+
+    if torch.cuda.is_available():
+        x = torch.ones((1, 1, 8, 8), device="cuda")
+        # a convolution and a matmul load cuDNN and cuBLAS (hundreds of MB of mappings)
+        y = torch.nn.functional.conv2d(x, x[:, :, :3, :3]).flatten(1)
+        float((y @ y.T).sum())
+
+
+def cap_address_space(memory_mb: int) -> None:
+    """Limit further growth of the address space to memory_mb beyond what it is now (CUDA's
+    reservations included): the GPU run's equivalent of the CPU run's RLIMIT_AS."""
+    with open("/proc/self/statm", "rb") as fh:
+        current = int(fh.read().split()[0]) * resource.getpagesize()
+    limit = current + int(memory_mb) * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def drop_to_nobody() -> None:
@@ -377,11 +413,17 @@ def worker_main(request: dict[str, Any], report_fd: int, setup: dict[str, Any]) 
     """Confine this process, run the program, write the report; never returns."""
     try:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        set_rlimits(request["limits"])
+        gpu = request["gpu"] is True
+        set_rlimits(request["limits"], address_space=not gpu)
         if setup["drop_uid"]:
             drop_to_nobody()
         if setup["landlock_abi"]:
-            apply_landlock(setup["landlock_abi"], os.getcwd(), request["read_paths"])
+            apply_landlock(
+                setup["landlock_abi"], os.getcwd(), request["read_paths"], request["device_paths"]
+            )
+        if gpu:
+            warm_cuda()  # confined already: it opens only what the GPU grant allows
+            cap_address_space(request["limits"]["memory_mb"])
         report = run_program(request)
         data = json.dumps(report, allow_nan=False).encode()
     except BaseException as exc:  # noqa: BLE001 - a report must always be attempted
@@ -480,7 +522,7 @@ def _error(error_class: str, message: str) -> dict[str, Any]:
 def prepare(request: dict[str, Any]) -> None:
     """Thread caps and the imports every task needs, before the fork."""
     threads = int(request["limits"]["threads"])
-    import_keeping_environment(PRELOAD_MODULES + TASK_MODULES.get(request["task"], ()))
+    import_keeping_environment(preload_modules() + TASK_MODULES.get(request["task"], ()))
     import torch
 
     torch.set_num_threads(threads)
@@ -567,7 +609,7 @@ def zygote_main(sock_fd: int) -> None:
 
     A request is an 8-byte length with two fds attached (output, result), then the JSON
     body; the reply is the supervisor's pid. Exits when the parent closes the socket."""
-    import_keeping_environment(PRELOAD_MODULES + sum(TASK_MODULES.values(), ()))
+    import_keeping_environment(preload_modules() + sum(TASK_MODULES.values(), ()))
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our supervisors
     sock = socket.socket(fileno=sock_fd)

@@ -10,7 +10,9 @@ a verdict on it.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from llmnas_dist.config import AdmissionConfig
@@ -116,6 +118,22 @@ def train_verdict(outcome: dict[str, Any], dataset: str, recipe: Recipe) -> Eval
     )
 
 
+def gpu_ids_for_device(device: str, parent_env: Mapping[str, str]) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES entry that `cuda[:N]` names in this process (the N-th of
+    this process's visible GPUs), for callers that name a device instead of passing GPU ids."""
+    _, _, index_text = device.partition(":")
+    if index_text and not index_text.isdigit():
+        raise ValueError(f"device must be 'cuda' or 'cuda:N', got {device!r}")
+    index = int(index_text or 0)
+    visible = parent_env.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return [str(index)]
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    if index >= len(entries):
+        raise ValueError(f"{device} is not among CUDA_VISIBLE_DEVICES={visible!r}")
+    return [entries[index]]
+
+
 def evaluate_program(
     code: str,
     dataset: str,
@@ -124,21 +142,32 @@ def evaluate_program(
     *,
     data_root: str | None = None,
     admission: AdmissionConfig | None = None,
+    gpu_ids: Sequence[str] | None = None,
 ) -> EvalResult:
     """Static checks, then proxy training in a fresh sandbox. The split of the data is the
     dataset's seed-0 split for every evaluation (so seeds vary training, not the test set).
-    Raises UsageError for an unavailable dataset, SandboxError when the sandbox fails."""
+    A cuda recipe trains on `gpu_ids` (default: the GPU its device names here); the sandbox
+    shows the child only those, so the child trains on cuda:0. A cpu recipe ignores gpu_ids.
+    Raises UsageError for an unavailable dataset, SandboxError when the sandbox fails, and
+    ValueError for a device that names no visible GPU."""
     spec = dataset_spec(dataset)
     try:
         check_static(code, admission or AdmissionConfig())
     except CandidateRejected as exc:
         return _failed(recipe, dataset, exc.error_class, exc.message)
     path = dataset_file(dataset, 0, data_root)
+    ids: Sequence[str] = ()
+    child_recipe = recipe
+    if recipe.device != "cpu":
+        ids = gpu_ids if gpu_ids else gpu_ids_for_device(recipe.device, os.environ)
+        child_recipe = replace(recipe, device="cuda:0")
     payload = {
-        "recipe": recipe.to_payload(),
+        "recipe": child_recipe.to_payload(),
         "data_path": str(path),
         "num_classes": spec.num_classes,
         "prm": DEFAULT_PRM,
     }
-    outcome = run_in_sandbox(code, "train", payload, limits, extra_read_paths=[str(path.parent)])
+    outcome = run_in_sandbox(
+        code, "train", payload, limits, extra_read_paths=[str(path.parent)], gpu_ids=ids
+    )
     return train_verdict(outcome, dataset, recipe)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from llmnas_dist import sandbox
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected
 from llmnas_dist.sandbox import SandboxLimits, build_verdict, run_in_sandbox
@@ -127,3 +128,76 @@ def test_sandbox_contains(path: Path, outside, monkeypatch: pytest.MonkeyPatch):
     assert (os.getcwd(), os.getpid()) == (cwd, pid)
     assert {s: signal.getsignal(s) for s in handlers} == handlers
     assert sum(i * i for i in range(10_000)) == 333283335000
+
+
+# ---------------------------------------------------------------- device files
+
+PROBE_OPEN = """
+for path in PATHS:
+    try:
+        open(path, "r+b").close()
+        print("OPENED", path)
+    except OSError as exc:
+        print("REFUSED", path, type(exc).__name__)
+"""
+
+
+@pytest.fixture()
+def stand_in_dev():
+    """World-writable regular files standing in for GPU device files (this machine has no
+    GPU): Landlock treats them exactly like /dev/nvidia*, by path."""
+    folder = Path(tempfile.mkdtemp(prefix="llmnas-dev-"))
+    folder.chmod(0o755)
+    for name in ("nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm"):
+        (folder / name).write_text("")
+        (folder / name).chmod(0o666)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def _probe(paths: list[str], **kwargs) -> str:
+    code = f"PATHS = {paths!r}\n" + PROBE_OPEN
+    payload = {"in_shape": IN_SHAPE, "num_classes": NUM_CLASSES, "prm": {}}
+    return run_in_sandbox(code, "build", payload, LIMITS, **kwargs)["stdout_tail"]
+
+
+def test_cpu_run_opens_no_device_file_beyond_null_zero_urandom(stand_in_dev: Path):
+    if not sandbox.sandbox_capabilities().filesystem_confined:
+        pytest.skip("no Landlock here")
+    # /dev/full is a world-writable character device like /dev/nvidiactl; the nvidia paths
+    # are refused as well where this machine has them.
+    devices = ["/dev/full", "/dev/random", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia0"]
+    refused = [p for p in devices if os.path.exists(p)] + [
+        str(stand_in_dev / n) for n in ("nvidia0", "nvidiactl")
+    ]
+    tail = _probe(["/dev/null", *refused])
+    assert "OPENED /dev/null" in tail, tail
+    for path in refused:
+        assert f"REFUSED {path} PermissionError" in tail, tail
+
+
+def test_gpu_run_opens_its_gpu_but_not_another(stand_in_dev: Path, outside, monkeypatch):
+    if not sandbox.sandbox_capabilities().filesystem_confined:
+        pytest.skip("no Landlock here")
+    canary, token = outside
+    dev = str(stand_in_dev)
+    gpus = [
+        sandbox.NvidiaGpu("0000:18:00.0", 0, "GPU-aaaa"),
+        sandbox.NvidiaGpu("0000:3a:00.0", 1, "GPU-bbbb"),
+    ]
+    present = [f"{dev}/nvidia0", f"{dev}/nvidia1"]
+    real_grant = sandbox.gpu_grant
+    monkeypatch.setattr(
+        sandbox,
+        "gpu_grant",
+        lambda ids: real_grant(ids, {}, gpus=gpus, present=present, dev_dir=dev),
+    )
+    monkeypatch.setenv("LLMNAS_ARCHIVE_URL", SECRET_URL)
+    own = [f"{dev}/nvidia1", f"{dev}/nvidiactl", f"{dev}/nvidia-uvm", "/dev/null"]
+    refused = [f"{dev}/nvidia0", "/dev/full", str(canary), str(token), "/proc/1/environ"]
+    tail = _probe([*own, *refused], gpu_ids=["1"])
+    for path in own:
+        assert f"OPENED {path}" in tail, tail
+    for path in refused:
+        assert f"REFUSED {path} PermissionError" in tail, tail
+    assert canary.read_text() == CANARY_TEXT and SECRET_URL not in tail

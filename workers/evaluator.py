@@ -42,12 +42,17 @@ class Evaluator:
     """The actor's body (plain class, so it can also run without Ray)."""
 
     def __init__(
-        self, evaluation: EvaluationConfig, admission: AdmissionConfig | None = None
+        self,
+        evaluation: EvaluationConfig,
+        admission: AdmissionConfig | None = None,
+        gpu_ids: list[str] | None = None,
     ) -> None:
         self.cfg = evaluation
         self.admission = admission or AdmissionConfig()
         self.limits = SandboxLimits.from_evaluation(evaluation)
-        self.gpu_ids = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
+        if gpu_ids is None:  # the GPUs Ray assigned to this actor (none without Ray)
+            gpu_ids = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
+        self.gpu_ids = [str(g) for g in gpu_ids]
 
     def where(self) -> dict[str, Any]:
         """Node, GPU and actor this evaluator runs on."""
@@ -60,9 +65,9 @@ class Evaluator:
         }
 
     def device(self) -> str:
-        # The sandbox's child gets a scrubbed environment (no CUDA_VISIBLE_DEVICES), so it
-        # sees every GPU of the node: address ours by its physical index.
-        return f"cuda:{self.gpu_ids[0]}" if self.gpu_ids else "cpu"
+        # The sandbox shows its child exactly our GPUs (CUDA_VISIBLE_DEVICES = self.gpu_ids),
+        # so the first of them is cuda:0 there.
+        return "cuda:0" if self.gpu_ids else "cpu"
 
     def evaluate(self, task: EvalTask) -> dict[str, Any]:
         """Evaluate one task; always returns a result dict (failures included)."""
@@ -81,13 +86,14 @@ class Evaluator:
                 self.limits,
                 data_root=self.cfg.data_root,
                 admission=self.admission,
+                gpu_ids=self.gpu_ids,
             ).to_dict()
         except (SandboxError, CandidateRejected, ValueError) as exc:
             # Not the program's verdict: the pool retries it like a lost worker.
             raise RuntimeError(f"evaluation infrastructure failed: {truncate(str(exc))}") from exc
         if self.gpu_ids and result.get("ok") and result.get("device") == "cpu":
-            # The sandbox could not reach the GPU (device files, driver): say so loudly
-            # rather than let a GPU cluster train on CPUs unnoticed.
+            # CUDA could not start in the sandbox (driver, device files: the child's output
+            # says why): say so loudly rather than let a GPU cluster train on CPUs unnoticed.
             log.warning("evaluator on GPU %s trained %s on the CPU", self.gpu_ids, task.key)
         return {**result, **self.where(), "key": task.key}
 

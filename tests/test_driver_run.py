@@ -25,6 +25,7 @@ import yaml
 
 from db.archive import Archive
 from db.models import CandidateStatus, CycleStatus, RunStatus
+from llmnas_dist.diagnostics import diagnose, load_run_data
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,7 +40,13 @@ TINY = {
         "batch_size": 2,
         "max_retries": 0,
     },
-    "evaluation": {"epochs": 0.15, "evaluators": 2, "cpus_per_evaluator": 1.0},
+    "evaluation": {
+        "epochs": 0.15,
+        "evaluators": 2,
+        "cpus_per_evaluator": 1.0,
+        "noise_sample": 3,
+        "noise_seeds": 2,
+    },
     "finetune": {"epochs": 1, "max_length": 1024, "r": 8, "alpha": 8},
 }
 FINAL = {
@@ -140,7 +147,12 @@ def test_sigkilled_driver_resumes_exactly_once_with_the_same_stream(tmp_path: Pa
     out = finish(llmnas("run", "--resume", "r1", "--config", str(cfg), cwd=dir_))
     assert "cycle  generated" in out  # the per-cycle table
 
-    finish(llmnas("run", "--config", str(ref_cfg), "--run-id", "r1", cwd=ref_dir))
+    # the uninterrupted reference run, scaled from 2 to 3 evaluators while it runs
+    proc = llmnas("run", "--config", str(ref_cfg), "--run-id", "r1", cwd=ref_dir)
+    wait_for(ref_dir / "a.db", "SELECT COUNT(*) FROM cycles", 1, proc)
+    scaled = llmnas("scale", "r1", "3", "--config", str(ref_cfg), cwd=ref_dir)
+    assert "3 evaluators requested" in finish(scaled, timeout=120)
+    finish(proc)
 
     with Archive.from_url(f"sqlite:///{dir_ / 'a.db'}") as killed:
         assert_exactly_once(killed, "r1")
@@ -148,6 +160,23 @@ def test_sigkilled_driver_resumes_exactly_once_with_the_same_stream(tmp_path: Pa
     with Archive.from_url(f"sqlite:///{ref_dir / 'a.db'}") as ref:
         assert_exactly_once(ref, "r1")
         assert stream(ref, "r1") == resumed
+        cycles = ref.cycles("r1")
+        assert (cycles[0].n_evaluators, cycles[-1].n_evaluators) == (2, 3)
+        results = diagnose(load_run_data(ref, "r1"))
+    # the diagnostics of a real run: the noise study ran on 3 architectures, 2 seeds each,
+    # and the reliability gate of cycle 1 saw exactly that
+    assert len(results) == 6
+    assert results["proxy_reliability"].samples["noise_archs"] == 3
+    assert cycles[1].settings["gate"]["n_archs"] == 3
+    report = subprocess.run(
+        [sys.executable, "-m", "cluster.cli", "report", "r1", "--out", str(tmp_path / "rep")]
+        + ["--config", str(ref_cfg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "rep" / "r1.html").stat().st_size > 1000
 
 
 def test_resubmitting_the_same_run_id_continues_it(tmp_path: Path) -> None:
@@ -177,10 +206,9 @@ def pg_cluster() -> list[str]:
 def pg_url() -> Iterator[str]:
     """A fresh database on the local server; made and dropped with connections of its own,
     because the restart kills every connection the test suite holds."""
+    from conftest import PG_ADMIN_URL
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
-
-    from conftest import PG_ADMIN_URL
 
     name = f"llmnas_restart_{os.getpid()}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")

@@ -1,0 +1,261 @@
+"""The sandbox's GPU grant (pure rules, checked here without a GPU), the preload list drawn
+from the static allowlist, and `gpu`-marked training on CUDA through the sandbox."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import torch
+
+from llmnas_dist import _sandbox_child, sandbox
+from llmnas_dist.config import EvaluationConfig
+from llmnas_dist.datasets import dataset_file
+from llmnas_dist.evaluation import evaluate_program, gpu_ids_for_device
+from llmnas_dist.program import ALLOWED_IMPORTS
+from llmnas_dist.proxy import Recipe
+from llmnas_dist.sandbox import (
+    NvidiaGpu,
+    SandboxLimits,
+    check_gpu_ids,
+    confinement,
+    gpu_grant,
+    parse_nvidia_information,
+    run_in_sandbox,
+)
+from llmnas_dist.seeds import load_seeds
+
+SCRUBBED_KEYS = {"PATH", "HOME", "TMPDIR", "LANG", *sandbox.THREAD_ENV_VARS}
+SHARED = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-caps"]
+# Four GPUs as a driver lists them: minors in probe order, not in PCI bus order.
+GPUS = [
+    NvidiaGpu("0000:b8:00.0", 0, "GPU-aaaa1111-0000-0000-0000-000000000000"),
+    NvidiaGpu("0000:18:00.0", 1, "GPU-bbbb2222-0000-0000-0000-000000000000"),
+    NvidiaGpu("0000:3a:00.0", 2, "GPU-cccc3333-0000-0000-0000-000000000000"),
+    NvidiaGpu("0000:9a:00.0", 3, "GPU-dddd4444-0000-0000-0000-000000000000"),
+]
+ALL_FILES = [f"/dev/nvidia{n}" for n in range(4)]
+PARENT_ENV = {
+    "LLMNAS_ARCHIVE_URL": "postgresql://secret@db/archive",
+    "RAY_ADDRESS": "10.0.0.1:6379",
+    "CUDA_VISIBLE_DEVICES": "0,1,2,3",  # the parent's own view: never passed on as is
+    "PATH": "/opt/secret/bin:/usr/bin",
+}
+LIMITS = SandboxLimits(timeout_s=120.0, memory_mb=4096, cpu_time_s=121.0, threads=1)
+
+
+def grant(ids: list[str], env: dict | None = None, present: list[str] = ALL_FILES):
+    return gpu_grant(ids, PARENT_ENV if env is None else env, gpus=GPUS, present=present)
+
+
+# ---------------------------------------------------------------- the CPU case: unchanged
+
+
+def test_cpu_run_gets_todays_paths_and_environment() -> None:
+    read_paths, device_paths = confinement(["/data/digits"], None)
+    assert read_paths == sandbox._read_paths(["/data/digits"])
+    assert device_paths == ["/dev/null", "/dev/zero", "/dev/urandom"]
+    assert not [p for p in read_paths if p.startswith(("/proc", "/sys", "/dev"))]
+    env = sandbox._child_env("/tmp/w", 2)
+    assert set(env) == SCRUBBED_KEYS and env["HOME"] == "/tmp/w" and env["OMP_NUM_THREADS"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("abi", "workdir_rights", "device_rights"),
+    [(1, 0x1FFE, 0x6), (3, 0x7FFE, 0x4006), (5, 0xFFFE, 0xC006), (7, 0xFFFE, 0xC006)],
+)
+def test_landlock_rules_of_a_cpu_run_are_pinned(abi, workdir_rights, device_rights) -> None:
+    # Literal rights: workdir everything but execute, read paths read file/dir, devices
+    # read/write (+truncate, +ioctl as the ABI has them), exactly as before GPU runs existed.
+    rules = _sandbox_child.landlock_rules(
+        abi, "/w", ["/usr", "/lib"], _sandbox_child.BASE_DEVICE_FILES
+    )
+    assert rules == [
+        ("/w", workdir_rights),
+        ("/usr", 0xC),
+        ("/lib", 0xC),
+        ("/dev/null", device_rights),
+        ("/dev/zero", device_rights),
+        ("/dev/urandom", device_rights),
+    ]
+
+
+# ---------------------------------------------------------------- the GPU grant
+
+
+def test_gpu_grant_has_exactly_the_assigned_device_and_variables() -> None:
+    g = grant(["2"])  # index 2 in PCI bus order: 0000:9a:00.0, minor 3
+    assert g.device_files == (*SHARED, "/dev/nvidia3")
+    assert g.env == {"CUDA_VISIBLE_DEVICES": "2", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    env = sandbox._child_env("/tmp/w", 1, g)
+    assert set(env) == SCRUBBED_KEYS | {"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"}
+    assert env["PATH"] == "/usr/bin:/bin"  # nothing else of the parent's
+    read_paths, device_paths = confinement([], g)
+    assert device_paths == ["/dev/null", "/dev/zero", "/dev/urandom", *SHARED, "/dev/nvidia3"]
+    assert set(sandbox._read_paths([])) < set(read_paths)
+    assert {"/proc/driver/nvidia", "/sys/bus/pci"} <= set(read_paths)
+    assert "/proc" not in read_paths and "/dev" not in read_paths
+
+
+def test_two_gpus_and_uuids_resolve_to_their_own_files() -> None:
+    assert grant(["0", "3"]).device_files == (*SHARED, "/dev/nvidia0", "/dev/nvidia1")
+    assert grant(["GPU-cccc3333"]).device_files == (*SHARED, "/dev/nvidia2")
+    assert grant(["GPU-cccc3333"]).env["CUDA_VISIBLE_DEVICES"] == "GPU-cccc3333"
+
+
+def test_container_numbering_counts_only_present_gpus() -> None:
+    # A container that was given the GPU with minor 3 only: CUDA calls it 0.
+    assert grant(["0"], present=["/dev/nvidia3"]).device_files == (*SHARED, "/dev/nvidia3")
+
+
+@pytest.mark.parametrize(
+    ("ids", "env"),
+    [
+        (["MIG-4b7c8f2e-0000-0000-0000-000000000000"], None),  # parent GPU unknown
+        (["GPU-ffff"], None),  # no such UUID
+        (["7"], None),  # index beyond the listing
+        (["1"], {"CUDA_DEVICE_ORDER": "FASTEST_FIRST"}),  # index order unknown to us
+    ],
+)
+def test_unresolvable_ids_fall_back_to_all_gpu_files(ids, env) -> None:
+    g = grant(ids, env)
+    assert g.device_files == (*SHARED, *ALL_FILES)
+    assert g.env["CUDA_VISIBLE_DEVICES"] == ids[0]
+
+
+def test_library_path_keeps_only_absolute_folders() -> None:
+    g = grant(["0"], {"LD_LIBRARY_PATH": ":.:lib:/usr/local/nvidia/lib64:/opt/x:/opt/x"})
+    assert g.env["LD_LIBRARY_PATH"] == "/usr/local/nvidia/lib64:/opt/x"
+    assert g.read_paths[-2:] == ("/usr/local/nvidia/lib64", "/opt/x")
+    assert "LD_LIBRARY_PATH" not in grant(["0"]).env
+
+
+def test_driver_information_is_parsed() -> None:
+    text = (
+        "Model: \t\t NVIDIA H100 80GB HBM3\nIRQ:   \t\t 17\n"
+        "GPU UUID: \t GPU-5b1c1a9e-1111-2222-3333-444455556666\nBus Type: \t PCIe\n"
+        "Bus Location: \t 0000:18:00.0\nDevice Minor: \t 5\nGPU Excluded:\t No\n"
+    )
+    gpu = parse_nvidia_information("0000:18:00.0", text)
+    assert gpu == NvidiaGpu("0000:18:00.0", 5, "GPU-5b1c1a9e-1111-2222-3333-444455556666")
+    assert parse_nvidia_information("0000:18:00.0", "Model: x\n") is None
+
+
+@pytest.mark.parametrize("bad", ["0", [True], ["0,1"], ["0", "0"], [""], [None], ["a b"]])
+def test_bad_gpu_ids_raise_value_error(bad) -> None:
+    with pytest.raises(ValueError, match="gpu_ids"):
+        check_gpu_ids(bad)
+
+
+def test_a_device_name_maps_to_this_process_visible_gpu() -> None:
+    assert gpu_ids_for_device("cuda", {}) == ["0"]
+    assert gpu_ids_for_device("cuda:1", {"CUDA_VISIBLE_DEVICES": "4, 6"}) == ["6"]
+    with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES"):
+        gpu_ids_for_device("cuda:2", {"CUDA_VISIBLE_DEVICES": "4,6"})
+
+
+# ---------------------------------------------------------------- one list of modules
+
+
+def test_preload_list_is_the_static_allowlist() -> None:
+    assert set(_sandbox_child.preload_modules()) == ALLOWED_IMPORTS | set(
+        _sandbox_child.SANDBOX_MODULES
+    )
+    assert not hasattr(_sandbox_child, "PRELOAD_MODULES")  # no second, hand-kept copy
+
+
+def test_every_allowlisted_module_is_loaded_before_the_program_runs() -> None:
+    # A module imported only after the uid drop and Landlock could not be read any more.
+    code = (
+        "import sys\n"
+        f"print('MISSING', sorted(set({sorted(ALLOWED_IMPORTS)!r}) - set(sys.modules)))\n"
+    )
+    payload = {"in_shape": [2, 1, 8, 8], "num_classes": 10, "prm": {}}
+    out = run_in_sandbox(code, "build", payload, SandboxLimits(timeout_s=10.0, memory_mb=1536))
+    assert "MISSING []" in out["stdout_tail"], out["stdout_tail"]
+
+
+# ---------------------------------------------------------------- on a GPU
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+SMALL_NET = """
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[-3] * in_shape[-2] * in_shape[-1], out_shape[0])
+
+    def forward(self, x):
+        return self.fc(torch.flatten(x, 1))
+"""
+
+
+def _train_payload(device: str) -> tuple[dict, str]:
+    path = dataset_file("digits", 0)
+    recipe = Recipe(epochs=0.5, device=device).to_payload()
+    return {"recipe": recipe, "data_path": str(path), "num_classes": 10, "prm": {}}, str(
+        path.parent
+    )
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_seed_program_trains_on_cuda_through_the_sandbox() -> None:
+    payload, data_dir = _train_payload("cuda:0")
+    code = load_seeds()["plain_cnn"]
+    ids = gpu_ids_for_device("cuda", os.environ)
+    out = run_in_sandbox(code, "train", payload, LIMITS, extra_read_paths=[data_dir], gpu_ids=ids)
+    assert out["ok"], out  # the output tail says why CUDA did not start, if it did not
+    assert out["result"]["device"] == "cuda:0", out["stdout_tail"]
+    assert out["result"]["accuracy"] > 0.1
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_evaluator_trains_on_its_gpu() -> None:
+    from workers.evaluator import EvalTask, Evaluator
+
+    ids = gpu_ids_for_device("cuda", os.environ)
+    evaluator = Evaluator(EvaluationConfig(timeout_s=120.0), gpu_ids=ids)
+    code = load_seeds()["plain_cnn"]
+    result = evaluator.evaluate(EvalTask(key="k", code=code, dataset="digits", epochs=0.5))
+    assert result["ok"], result["message"]
+    assert result["device"].startswith("cuda") and result["gpu_id"] == ids[0]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_run_opens_only_its_own_gpu_and_the_shared_files() -> None:
+    ids = gpu_ids_for_device("cuda", os.environ)
+    granted = gpu_grant(ids).device_files
+    own = [p for p in granted if re.fullmatch(r"/dev/nvidia\d+", p)]
+    others = [p for p in sandbox.present_gpu_device_files() if p not in own]
+    refused = [*others, "/dev/full", "/proc/1/environ"]
+    code = (
+        "for p in %r:\n"
+        "    try:\n        open(p, 'rb').close()\n        print('OPENED', p)\n"
+        "    except OSError as e:\n        print('REFUSED', p, type(e).__name__)\n"
+        % [*own, "/dev/nvidiactl", *refused]
+    )
+    payload = {"in_shape": [2, 1, 8, 8], "num_classes": 10, "prm": {}}
+    out = run_in_sandbox(code, "build", payload, LIMITS, gpu_ids=ids)
+    tail = out["stdout_tail"]
+    assert own and all(f"OPENED {p}" in tail for p in [*own, "/dev/nvidiactl"]), tail
+    for path in refused:
+        assert f"REFUSED {path} PermissionError" in tail, tail
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_host_memory_bomb_on_a_gpu_run_is_out_of_memory() -> None:
+    code = SMALL_NET.replace(
+        "return self.fc(torch.flatten(x, 1))",
+        "self.keep = [torch.ones(1 << 28) for _ in range(40)]\n        return self.fc(x)",
+    )
+    limits = SandboxLimits(timeout_s=60.0, memory_mb=2048, cpu_time_s=61.0)
+    result = evaluate_program(code, "digits", Recipe(device="cuda"), limits)
+    assert (result.ok, result.error_class) == (False, "out_of_memory"), result.message
