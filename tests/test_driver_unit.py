@@ -1,0 +1,155 @@
+"""The driver's pure parts and its command line, without Ray: keyed random streams, cycle
+settings, the reliability gate over a real archive, the per-cycle table, usage errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster.cli import main
+from cluster.driver import Driver, Settings, keyed_rng, keyed_seed
+from cluster.progress import cycle_rows, format_table
+from cluster.run_cli import default_config
+from db.archive import Archive, code_hash
+from db.models import CandidateStatus, RunStatus
+from llmnas_dist.config import Config, build_config
+
+
+def test_keyed_streams_do_not_depend_on_order_or_process() -> None:
+    first = [keyed_rng(7, "parent", 1, s).random() for s in range(5)]
+    backwards = [keyed_rng(7, "parent", 1, s).random() for s in reversed(range(5))]
+    assert first == list(reversed(backwards))
+    assert keyed_rng(7, "parent", 1, 0).random() != keyed_rng(8, "parent", 1, 0).random()
+    assert keyed_seed(0, "generate", 1, 0, 0) == keyed_seed(0, "generate", 1, 0, 0)
+    assert keyed_seed(0, "generate", 1, 0, 0) != keyed_seed(0, "generate", 1, 2, 0)
+
+
+def test_settings_round_trip_and_budget() -> None:
+    s = Settings(2, 1.0, None, {"snr": 0.5})
+    assert Settings.from_dict(s.to_dict()) == s
+    assert s.budget == "epochs=1"
+    assert Settings(1, None, 30.0).budget == "budget_s=30"
+
+
+def _noisy_archive(tmp_path: Path, action: str) -> tuple[Archive, Driver]:
+    """Three architectures whose seeds disagree far more than they differ: SNR << 1."""
+    cfg = build_config(
+        {
+            "reliability": {"snr_threshold": 1.0, "action": action, "max_seeds": 2},
+            "archive": {"url": f"sqlite:///{tmp_path / 'a.db'}"},
+        }
+    )
+    archive = Archive(cfg.archive)
+    archive.create_run(cfg, run_id="r")
+    for i, scores in enumerate([(0.1, 0.9), (0.8, 0.2), (0.5, 0.55)]):
+        code = f"# program {i}\n"
+        archive.add_architecture(code, run_id="r")
+        for seed, score in enumerate(scores):
+            archive.record_evaluation(
+                "r", code_hash(code), dataset="digits", seed=seed, budget="epochs=1", score=score
+            )
+    return archive, Driver(cfg, archive, "r", actors=None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [("warn", (1, 1.0)), ("add_seeds", (2, 1.0)), ("raise_budget", (1, 2.0))],
+)
+def test_reliability_gate_acts_on_low_snr(tmp_path: Path, action: str, expected) -> None:
+    archive, driver = _noisy_archive(tmp_path, action)
+    try:
+        decided = driver.reliability_gate(Settings(1, 1.0, None))
+        assert (decided.seeds, decided.epochs) == expected
+        assert decided.gate["low"] is True and decided.gate["n_archs"] == 3
+        assert decided.gate["snr"] < 1.0
+        # add_seeds stops at max_seeds
+        assert driver.reliability_gate(Settings(2, 1.0, None)).seeds == 2
+    finally:
+        archive.close()
+
+
+def test_gate_needs_two_studied_architectures(tmp_path: Path) -> None:
+    cfg = build_config({"archive": {"url": f"sqlite:///{tmp_path / 'a.db'}"}})
+    with Archive(cfg.archive) as archive:
+        archive.create_run(cfg, run_id="r")
+        driver = Driver(cfg, archive, "r", actors=None)  # type: ignore[arg-type]
+        same = Settings(1, 1.0, None)
+        assert driver.reliability_gate(same) is same
+
+
+def test_cycle_table_counts_valid_novel_and_evaluated(tmp_path: Path) -> None:
+    cfg = Config()
+    with Archive.from_url(f"sqlite:///{tmp_path / 'a.db'}") as archive:
+        archive.create_run(cfg, run_id="r")
+        archive.start_cycle("r", 1)
+        outcomes = ["evaluated", "not_novel", "no_delta", "failed"]
+        for slot, outcome in enumerate(outcomes):
+            cid = archive.add_candidate("r", 1, slot, mode="delta")
+            if outcome in ("not_novel", "no_delta"):
+                archive.update_candidate_status(cid, "rejected", error_class=outcome)
+                continue
+            code = f"# p{slot}\n"
+            h = archive.admit_candidate(cid, code)
+            archive.update_candidate_status(cid, "evaluating")
+            ok = outcome == "evaluated"
+            archive.record_evaluation(
+                "r", h, dataset="digits", seed=0, budget="epochs=1", score=0.5 if ok else None
+            )
+            archive.update_candidate_status(cid, CandidateStatus.EVALUATED if ok else "failed")
+        gamma, elites = archive.elites("r", 0.25)
+        archive.complete_cycle("r", 1, gamma, len(elites), elites)
+        rows = cycle_rows(archive, "r")
+    assert rows == [
+        {
+            "cycle": 1,
+            "generated": 4,
+            "valid": 3,
+            "novel": 2,
+            "evaluated": 1,
+            "gamma_t": 0.5,
+            "best": 0.5,
+            "elite_mean": 0.5,
+            "completed": True,
+        }
+    ]
+    table = format_table(rows)
+    assert table.splitlines()[0].split() == [
+        "cycle",
+        "generated",
+        "valid",
+        "novel",
+        "evaluated",
+        "gamma_t",
+        "best",
+        "elite_mean",
+    ]
+    assert table.splitlines()[1].split() == ["1", "4", "3", "2", "1", "0.5000", "0.5000", "0.5000"]
+
+
+def test_default_run_config_is_the_embedded_file() -> None:
+    cfg = default_config(None)
+    shipped = yaml.safe_load(
+        (Path(__file__).parents[1] / "llmnas_dist" / "configs" / "default.yaml").read_text()
+    )
+    assert cfg.generation.max_new_tokens == shipped["generation"]["max_new_tokens"]
+    assert cfg.ce.cycles == shipped["ce"]["cycles"] >= 3
+
+
+def test_run_and_scale_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    assert main(["run", "--evaluators", "0", "--archive", url]) == 2
+    assert "--evaluators" in capsys.readouterr().err
+    assert main(["run", "--resume", "nope", "--archive", url]) == 2
+    assert "no run 'nope'" in capsys.readouterr().err
+    assert main(["scale", "nope", "3", "--archive", url]) == 2
+    assert "no run 'nope'" in capsys.readouterr().err
+    with Archive.from_url(url) as archive:
+        archive.create_run(Config(), run_id="done")
+        archive.finish_run("done", RunStatus.COMPLETED)
+    assert main(["scale", "done", "3", "--archive", url]) == 2
+    assert "only a running run" in capsys.readouterr().err
+    assert main(["run", "--resume", "done", "--archive", url]) == 2
+    assert "already completed" in capsys.readouterr().err
+    assert main(["scale", "done", "0", "--archive", url]) == 2
