@@ -1,7 +1,10 @@
 """The evaluator pool: candidates stream through evaluator actors, results stream back.
 
-- One candidate per actor at a time: a task is sent only to an idle actor, so an actor
-  that dies loses at most the one candidate it holds, and nothing queues behind it.
+- An actor evaluates one candidate at a time and holds at most `evaluation.queue_depth`
+  (default 2): the next task already waits on the actor when one finishes, so a short
+  proxy does not leave the actor idle for the driver's round trip. Tasks go to the least
+  loaded actor first, so no task queues while an actor is idle; an actor that dies loses
+  at most the tasks it holds, which are retried.
 - Results come back in completion order (`ray.wait` with num_returns=1), never behind a
   batch barrier; the driver passes a callback that records each one as it arrives.
 - An actor that dies (ray.kill, node loss, OOM killer) is replaced by a fresh one, and its
@@ -100,7 +103,7 @@ class EvaluatorPool:
         self._placement = self.placement or evaluator_placement(
             self.evaluation, ray.cluster_resources()
         )
-        self._idle: deque[Any] = deque()
+        self._load: dict[Any, int] = {}  # actor -> tasks sent to it and not yet back
         self._pending: deque[tuple[EvalTask, int]] = deque()
         self._in_flight: dict[Any, _InFlight] = {}
         self.resize(self._placement.count)
@@ -111,6 +114,7 @@ class EvaluatorPool:
             self.evaluation, self.admission
         )
         self.actors.append(actor)
+        self._load[actor] = 0
         return actor
 
     def resize(self, count: int) -> None:
@@ -118,12 +122,13 @@ class EvaluatorPool:
         if count < 1:
             raise ValueError(f"an evaluator pool needs at least one actor, got {count}")
         while len(self.actors) < count:
-            self._idle.append(self._new_actor())
-        busy = {flight.actor for flight in self._in_flight.values()}
-        for actor in [a for a in self.actors if a not in busy][: max(0, len(self.actors) - count)]:
+            self._new_actor()
+        idle = [a for a in self.actors if self._load[a] == 0]
+        for actor in idle[: max(0, len(self.actors) - count)]:
             self.actors.remove(actor)
-            self._idle.remove(actor)
+            del self._load[actor]
             ray.kill(actor, no_restart=True)
+        self._dispatch()
 
     def submit(self, tasks: Iterable[EvalTask]) -> None:
         self._pending.extend((task, 1) for task in tasks)
@@ -133,17 +138,29 @@ class EvaluatorPool:
         """Candidate key -> the actor evaluating it now."""
         return {f.task.key: f.actor for f in self._in_flight.values()}
 
+    def _free_actor(self) -> Any | None:
+        """The least loaded actor that can take one more task (first in order on ties)."""
+        actor = min(self.actors, key=self._load.__getitem__, default=None)
+        if actor is None or self._load[actor] >= self.evaluation.queue_depth:
+            return None
+        return actor
+
     def _dispatch(self) -> None:
-        while self._pending and self._idle:
+        while self._pending and (actor := self._free_actor()) is not None:
             task, attempt = self._pending.popleft()
-            actor = self._idle.popleft()
             ref = actor.evaluate.remote(task)
+            self._load[actor] += 1
             self._in_flight[ref] = _InFlight(task, actor, attempt)
+
+    def _release(self, actor: Any) -> None:
+        if actor in self._load:
+            self._load[actor] -= 1
 
     def _replace(self, dead: Any) -> None:
         if dead in self.actors:
             self.actors.remove(dead)
-            self._idle.append(self._new_actor())
+            del self._load[dead]
+            self._new_actor()
             self.replaced += 1
 
     def refs(self) -> list[Any]:
@@ -169,10 +186,10 @@ class EvaluatorPool:
             self._replace(flight.actor)
             done = self._retry_or_give_up(flight, f"actor died ({type(exc).__name__})")
         except Exception as exc:  # noqa: BLE001 - the actor raised: infrastructure, retry
-            self._idle.append(flight.actor)
+            self._release(flight.actor)
             done = self._retry_or_give_up(flight, str(exc)[:500])
         else:
-            self._idle.append(flight.actor)
+            self._release(flight.actor)
             done = PoolResult(flight.task, result, flight.attempt)
         self._dispatch()
         return done
@@ -206,7 +223,7 @@ class EvaluatorPool:
         for actor in self.actors:
             ray.kill(actor, no_restart=True)
         self.actors.clear()
-        self._idle.clear()
+        self._load.clear()
         self._in_flight.clear()
 
 

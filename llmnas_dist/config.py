@@ -163,6 +163,13 @@ class EvaluationConfig(Section):
     memory_limit_mb: int = Field(
         8192, ge=256, description="Address-space limit of one training child process."
     )
+    queue_depth: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Tasks an evaluator holds at once (it runs one; the rest wait on it so it "
+        "never idles between short evaluations). 1: strictly one at a time.",
+    )
     max_attempts: int = Field(
         3, ge=1, le=10, description="Tries of one evaluation whose actor died, before giving up."
     )
@@ -221,7 +228,8 @@ class ReliabilityConfig(Section):
     snr_threshold: float = Field(
         1.0,
         ge=0.0,
-        description="Warn when SNR = sigma^2_arch / sigma^2_noise of the noise study is below this.",
+        description="Warn when the noise study's SNR (sigma^2_arch / sigma^2_noise) is below "
+        "this.",
     )
     action: Literal["warn", "raise_budget", "add_seeds"] = Field(
         "warn",

@@ -37,7 +37,7 @@ def _all_sections(model: type[BaseModel]) -> list[type[BaseModel]]:
 
 def test_every_field_has_a_description_and_forbids_extras():
     sections = _all_sections(Config)
-    assert len(sections) == 8  # Config + its seven component sections
+    assert len(sections) == 9  # Config + its eight component sections
     for section in sections:
         assert section.model_config.get("extra") == "forbid", section.__name__
         for name, field in section.model_fields.items():
