@@ -93,16 +93,21 @@ def cluster() -> Iterator[dict[str, str]]:
 
 def stop_cluster(base: Path) -> None:
     """Kill this cluster's processes only (`ray stop` would kill every Ray on the machine):
-    each of them names our temp dir on its command line."""
-    mine = []
+    those that name our temp dir on their command line, and their children."""
+    named, parent = set(), {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
+            parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
             if str(base).encode() in (proc / "cmdline").read_bytes():
-                mine.append(int(proc.name))
-        except OSError:
+                named.add(int(proc.name))
+        except (OSError, IndexError, ValueError):
             continue
+    # and their descendants: some Ray processes rename themselves ("ray::DashboardAgent")
+    mine = set(named)
+    while grown := {pid for pid, ppid in parent.items() if ppid in mine} - mine:
+        mine |= grown
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in mine:
             with contextlib.suppress(ProcessLookupError, PermissionError):
