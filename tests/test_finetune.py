@@ -180,3 +180,102 @@ def test_finetune_actor_trains_an_adapter_on_ray(tmp_path):
     assert meta["examples"] == 2 and meta["version"] == 1 and meta["steps"] >= 1
     assert meta["base_model"] == "smollm2-135m-instruct"
     assert read_metadata(out)["train_loss"] == pytest.approx(meta["train_loss"])
+
+
+def test_learning_rate_schedules():
+    from llmnas_dist.finetune import learning_rate
+
+    assert [learning_rate("constant", 1e-3, s, 10) for s in (0, 9)] == [1e-3, 1e-3]
+    linear = [learning_rate("linear", 1.0, s, 20) for s in range(20)]
+    assert linear[0] == 0.5 and linear[1] == 1.0  # two warm-up steps (a tenth)
+    assert all(a > b for a, b in zip(linear[1:], linear[2:], strict=False))
+    assert 0 < linear[-1] < 0.1
+    with pytest.raises(ValueError, match="schedule"):
+        learning_rate("cosine", 1.0, 0, 10)
+
+
+def test_prompt_batches_group_examples_that_share_a_prompt():
+    import random
+
+    from llmnas_dist.finetune import prompt_batches
+
+    prompts = [(1, 2)] * 6 + [(3,)] * 2 + [(4, 5)]
+    batches = prompt_batches(prompts, 4, random.Random(0))
+    assert sorted(j for b in batches for j in b) == list(range(9))
+    assert sorted(len(b) for b in batches) == [1, 2, 2, 4]
+    assert all(len({prompts[j] for j in b}) == 1 for b in batches)
+
+
+def test_length_batches_cover_every_example_once_and_pad_little():
+    import random
+
+    from llmnas_dist.finetune import length_batches
+
+    lengths = [random.Random(i).randint(100, 2000) for i in range(64)]
+    batches = length_batches(lengths, 4, random.Random(0))
+    assert sorted(j for b in batches for j in b) == list(range(64))
+    assert all(len(b) == 4 for b in batches)
+    padded = sum(max(lengths[j] for j in b) * len(b) for b in batches)
+    naive = sum(max(lengths[j] for j in range(i, i + 4)) * 4 for i in range(0, 64, 4))
+    assert padded < 0.8 * naive
+    assert batches != length_batches(lengths, 4, random.Random(1))  # reshuffled per epoch
+
+
+def test_completion_loss_from_kept_logits_equals_the_full_computation():
+    """The loss computes logits only from the first completion position; on a small real
+    Llama it must equal the loss over full logits."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmnas_dist.finetune import IGNORE, _batch, _completion_loss
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    model = LlamaForCausalLM(cfg).eval()
+    encoded = [(list(range(1, 12)), 7), (list(range(3, 9)), 4)]  # (ids, completion start)
+    batch = _batch(encoded, pad_id=0)
+    kept = _completion_loss(model, batch)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    full = F.cross_entropy(
+        logits[:, :-1].reshape(-1, 50), batch["labels"][:, 1:].reshape(-1), ignore_index=IGNORE
+    )
+    assert torch.allclose(kept, full, atol=1e-6)
+
+
+def test_prompt_cached_loss_equals_the_full_loss_and_trains_the_adapter():
+    """Stopping the gradient at the prompt changes the gradient, never the loss: on a
+    small real Llama with a LoRA the cached path reports the full loss and fills grads."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmnas_dist.finetune import _backward
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    lora = LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
+    model = get_peft_model(LlamaForCausalLM(cfg), lora)
+    # two examples share a prompt (one cache, repeated over both), a third has its own
+    items = [(list(range(1, 12)), 7), ([*range(1, 8), 30, 31], 7), (list(range(3, 9)), 4)]
+    full = _backward(model, items, "cpu", 0, prompt_grad=True)
+    model.zero_grad()
+    cached = _backward(model, items, "cpu", 0, prompt_grad=False)
+    assert cached == pytest.approx(full, rel=1e-5)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads)
+    assert any(float(g.abs().sum()) > 0 for g in grads)

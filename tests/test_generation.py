@@ -13,10 +13,12 @@ import pytest
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.generation import (
+    STOP_STRINGS,
     Sampling,
     TransformersGenerator,
     _answer_length,
     chat_text,
+    cut_at_stop,
     make_generator,
 )
 
@@ -31,6 +33,18 @@ def test_sampling_from_config_and_validation():
     for bad in ({"temperature": -1}, {"top_p": 0}, {"top_k": -1}, {"max_new_tokens": 0}):
         with pytest.raises(ValueError):
             Sampling(**bad)
+
+
+def test_answers_stop_at_the_end_tags_by_default():
+    assert Sampling().stop == STOP_STRINGS == ("</delta>", "</nn>")
+    assert cut_at_stop("<delta>\n@@ x\n</delta>\nmore text", STOP_STRINGS) == (
+        "<delta>\n@@ x\n</delta>"
+    )
+    assert cut_at_stop("<nn>a</nn> b </delta>", STOP_STRINGS) == "<nn>a</nn>"
+    assert cut_at_stop("no tag", STOP_STRINGS) == "no tag"
+    for bad in ("</delta>", ("",), (3,)):
+        with pytest.raises(ValueError, match="stop"):
+            Sampling(stop=bad)  # type: ignore[arg-type]
 
 
 def test_answer_length_counts_through_first_eos():
@@ -77,6 +91,19 @@ def test_seed_reproduces_and_changes_samples(generator):
     other = [r.text for r in generator.generate(PROMPTS, Sampling(1.0, 0.9, 50, 24, seed=8))]
     assert first == again
     assert first != other
+
+
+@pytest.mark.integration
+def test_generation_ends_at_a_stop_string(generator):
+    prompt = ["Describe the weather of a rainy day in the mountains, in one long paragraph."]
+    free = generator.generate(prompt, Sampling(temperature=0.0, max_new_tokens=40, stop=()))[0]
+    assert " the" in free.text and free.output_tokens == 40
+    stopped = generator.generate(
+        prompt, Sampling(temperature=0.0, max_new_tokens=40, stop=(" the",))
+    )[0]
+    assert stopped.text.endswith(" the") and stopped.text.count(" the") == 1
+    assert free.text.startswith(stopped.text)
+    assert stopped.output_tokens < free.output_tokens
 
 
 @pytest.mark.integration

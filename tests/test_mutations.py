@@ -10,10 +10,15 @@ from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.datasets import dataset_spec
 from llmnas_dist.delta import apply_output, make_delta
 from llmnas_dist.mutations import (
+    DEFAULT_MAX_JACCARD,
     OPERATORS,
     REVERSIBLE,
+    Mutation,
     mutate,
+    novel_mutation,
+    parent_jaccard,
     passes_static_checks,
+    reverse,
     warm_start_pairs,
 )
 from llmnas_dist.prompts import delta_answer
@@ -56,15 +61,46 @@ def test_mutate_rejects_unknown_operator():
         mutate(SEEDS["plain_cnn"], random.Random(0), ["teleport"])
 
 
-def test_warm_start_pairs_are_seeded_distinct_and_cover_operators():
+def test_warm_start_pairs_are_seeded_distinct_novel_and_cover_operators():
     pairs = warm_start_pairs(SEEDS, 4, random.Random(3))
     assert pairs == warm_start_pairs(SEEDS, 4, random.Random(3))
     assert len(pairs) >= 3 * len(SEEDS)
     assert len({(p.parent, p.child) for p in pairs}) == len(pairs)
-    ops = {p.operator for p in pairs}
-    assert len(ops) >= 6 and ops & set(REVERSIBLE.values())  # some reversed (remove/narrow)
+    steps = {step for p in pairs for step in p.operator.split("+")}
+    assert len(steps & set(OPERATORS)) >= len(OPERATORS) - 2
+    assert steps & set(REVERSIBLE.values())  # some reversed (remove/narrow)
     for p in pairs:
         assert p.parent != p.child and passes_static_checks(p.child)
+        # far enough from the parent for admission's novelty test (tau 0.90)
+        assert parent_jaccard(p.parent, p.child) < DEFAULT_MAX_JACCARD
+
+
+def test_novel_mutation_stacks_operators_until_the_child_is_novel():
+    code = SEEDS["resnet_basic"]
+    for seed in range(10):
+        m = novel_mutation(code, random.Random(seed))
+        assert m is not None and m.parent == code
+        names = m.operator.split("+")
+        assert len(set(names)) == len(names) <= 3
+        assert parent_jaccard(code, m.child) < DEFAULT_MAX_JACCARD
+    # asked for an impossible distance it gives up instead of looping
+    assert novel_mutation(code, random.Random(0), max_jaccard=0.05) is None
+    with pytest.raises(ValueError, match="max_jaccard"):
+        novel_mutation(code, random.Random(0), max_jaccard=0.0)
+
+
+def test_single_operators_are_too_small_to_be_novel_but_blocks_come_close():
+    """Why operators are stacked: one changed token is a near-copy under 7-token shingles."""
+    code = SEEDS["resnet_basic"]
+    swap = OPERATORS["swap_activation"](code, random.Random(0))
+    assert swap is not None and parent_jaccard(code, swap) > 0.95
+    block = OPERATORS["add_residual_block"](code, random.Random(0))
+    assert block is not None and parent_jaccard(code, block) < 0.9
+
+
+def test_reverse_swaps_parent_and_child_and_names_the_inverse_steps():
+    m = Mutation("add_input_norm+swap_activation+widen_channels", "P", "C")
+    assert reverse(m) == Mutation("narrow_channels+swap_activation+remove_input_norm", "C", "P")
 
 
 def test_build_filter_drops_children_that_fail_it():
@@ -77,10 +113,10 @@ def test_build_filter_drops_children_that_fail_it():
     pairs = warm_start_pairs(
         {"plain_cnn": SEEDS["plain_cnn"]}, 3, random.Random(0), only_input_norm
     )
-    assert calls and all(
-        "self.input_norm" in (p.child if not p.operator.startswith("remove") else p.parent)
-        for p in pairs
-    )
+    assert calls and any("self.input_norm" not in child for child in calls)  # some dropped
+    for p in pairs:
+        grown = p.child if "remove_input_norm" not in p.operator else p.parent
+        assert "self.input_norm" in grown
 
 
 def test_a_sample_of_children_builds_in_the_sandbox():
@@ -97,6 +133,9 @@ def test_a_sample_of_children_builds_in_the_sandbox():
             ("vgg_small", "widen_channels"),
             ("mobilenet_v2", "add_input_norm"),
             ("convnext_tiny", "swap_activation"),
+            ("vit_tiny", "add_input_gate"),
+            ("wide_resnet", "mlp_head"),
+            ("resnet_basic", "add_post_block"),
         ]
     ]
     for child in sample:

@@ -17,6 +17,7 @@ from llmnas_dist.prompts import (
     parent_prompt,
     render,
     retry_prompt,
+    training_delta,
 )
 from llmnas_dist.seeds import load_seeds
 
@@ -78,3 +79,37 @@ def test_choose_mode_follows_the_configured_fraction():
     assert {choose_mode(rng, 0.0) for _ in range(50)} == {"full"}
     with pytest.raises(ValueError):
         choose_mode(rng, 1.5)
+
+
+def test_training_delta_uses_the_fewest_context_lines_that_place_every_hunk():
+    from llmnas_dist.delta import parse_hunks
+
+    child = PARENT.replace("nn.ReLU(inplace=True)", "nn.GELU()")
+    diff = training_delta(PARENT, child)
+    assert apply_output(PARENT, delta_answer(diff)) == child
+    (hunk,) = parse_hunks(diff)
+    assert [kind for kind, _ in hunk.ops] == [" ", "-", "+", " "]  # one context line a side
+    assert len(diff) < len(make_delta(PARENT, child))
+    assert diff.splitlines()[:3] == ["--- baseline.py", "+++ improved.py", "@@ @@"]
+    with pytest.raises(ValueError, match="identical"):
+        training_delta(PARENT, PARENT)
+
+
+def test_training_delta_widens_context_where_one_line_is_ambiguous():
+    parent = "a = 1\nb = 2\nx = 0\nc = 3\nb = 2\nx = 0\nd = 4\n"
+    child = parent.replace("b = 2\nx = 0\nd = 4", "b = 2\nx = 5\nd = 4")
+    diff = training_delta(parent, child)
+    assert apply_output(parent, delta_answer(diff)) == child
+    assert diff.count("\n ") == 2  # one context line a side: "d = 4" pins the "x = 0"
+    twice = "p = 0\nq = 1\nr = 2\np = 0\nq = 1\nr = 2\n"
+    edited = "p = 0\nq = 1\nr = 2\np = 0\nq = 9\nr = 2\n"
+    diff = training_delta(twice, edited)
+    assert apply_output(twice, delta_answer(diff)) == edited
+    assert diff.count("\n ") == 3  # one line was ambiguous: two above (one left below)
+
+
+def test_delta_prompt_is_short():
+    """A 135M model follows a short instruction after the program better than a long one."""
+    text = parent_prompt("delta", PARENT, dataset_spec("digits"), 0.5)
+    assert len(text) - len(PARENT) < 700
+    assert text.index(PARENT.strip()) < text.index("<delta>")  # instruction after the code

@@ -2,8 +2,9 @@
 
 The work is `llmnas_dist.finetune.train_lora`; the actor turns elite (parent, child)
 pairs into delta and full-code examples and returns the adapter's metadata for the
-archive (path, base model, example count, train loss). Placement: one GPU
-(`cluster.finetune_num_gpus`) on clusters with GPUs, CPUs otherwise.
+archive (path, base model, example count, train loss). Before cycle 1 it also provides
+the warm-start adapter theta_0 (`llmnas_dist.warmstart`, cached across runs on its node).
+Placement: one GPU (`cluster.finetune_num_gpus`) on clusters with GPUs, CPUs otherwise.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any
 
 import ray
 
-from llmnas_dist.config import ClusterConfig, FinetuneConfig
+from llmnas_dist.config import AdmissionConfig, ClusterConfig, FinetuneConfig, GenerationConfig
 from llmnas_dist.datasets import dataset_spec
 from llmnas_dist.finetune import ElitePair, build_examples, train_lora
+from llmnas_dist.warmstart import warm_start_adapter
 
 
 def finetune_options(
@@ -61,6 +63,18 @@ class Finetuner:
             version=version,
         )
         return asdict(result)
+
+    def warm_start(
+        self, generation: GenerationConfig, admission: AdmissionConfig, dataset: str
+    ) -> dict[str, Any]:
+        """theta_0 for this model: the cached warm-start adapter, or trained now; returns
+        path, cached, n_examples, train_loss, seconds (this call's) and key."""
+        if generation.model != self.model:
+            raise ValueError(
+                f"warm start for model {generation.model!r}, but this fine-tuner trains "
+                f"{self.model!r}: the adapters would not fit one base model"
+            )
+        return asdict(warm_start_adapter(generation, self.cfg, admission, dataset))
 
 
 FinetuneActor = ray.remote(Finetuner)

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 from importlib import resources
 from string import Template
 
 from llmnas_dist.datasets import DatasetSpec
-from llmnas_dist.errors import truncate
+from llmnas_dist.delta import apply_delta, make_delta
+from llmnas_dist.errors import CandidateRejected, truncate
 
 TEMPLATES = ("delta", "full", "retry")
 DEFAULT_GOAL = "the highest test accuracy after a short, fixed training budget"
 MAX_ECHOED_ANSWER_CHARS = 3000  # a retry prompt quotes the failed answer, bounded
+# context lines per hunk in taught deltas: the fewest that still place every hunk in one
+# spot, from MIN_CONTEXT up; every context line is one more line the model must copy
+# exactly, so short hunks are the ones a small model gets right
+MIN_CONTEXT = 1
+MAX_CONTEXT = 3
+_HEADER_NUMBERS = re.compile(r"^@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@$", re.M)
 
 
 @functools.cache
@@ -78,6 +86,28 @@ def retry_prompt(prompt: str, answer: str, feedback: str) -> str:
         answer=truncate(answer.strip(), MAX_ECHOED_ANSWER_CHARS),
         feedback=feedback.strip(),
     )
+
+
+def _bare_headers(diff: str) -> str:
+    """Hunk headers without line numbers: the prompt shows no numbers, so the model could
+    only guess them (and the codec recomputes them from the bodies anyway)."""
+    return _HEADER_NUMBERS.sub("@@ @@", diff)
+
+
+def training_delta(parent: str, child: str) -> str:
+    """The diff parent -> child that the model is taught to write: the fewest context lines
+    (MIN_CONTEXT..MAX_CONTEXT) with which it applies back to exactly the child, and bare
+    `@@ @@` hunk headers."""
+    if parent == child:
+        raise ValueError("parent and child are identical: there is no delta")
+    for context in range(MIN_CONTEXT, MAX_CONTEXT + 1):
+        diff = _bare_headers(make_delta(parent, child, context))
+        try:
+            if apply_delta(parent, diff) == child:
+                return diff
+        except CandidateRejected:
+            continue
+    return _bare_headers(make_delta(parent, child, MAX_CONTEXT))
 
 
 def delta_answer(diff: str) -> str:

@@ -1,0 +1,169 @@
+"""Warm start (theta_0): the cache key, the cache, the examples, and a real tiny training."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from llmnas_dist.config import AdmissionConfig, FinetuneConfig, GenerationConfig
+from llmnas_dist.delta import apply_output
+from llmnas_dist.finetune import METADATA_FILE
+from llmnas_dist.mutations import DEFAULT_MAX_JACCARD, parent_jaccard
+from llmnas_dist.program import canonicalize
+from llmnas_dist.seeds import load_seeds
+from llmnas_dist.warmstart import (
+    ADAPTERS_DIR,
+    WarmStart,
+    warm_start_adapter,
+    warm_start_examples,
+    warm_start_key,
+)
+
+SEEDS = load_seeds()
+SMALL_SEEDS = {name: SEEDS[name] for name in ("plain_cnn", "vit_tiny")}
+GEN = GenerationConfig(warm_start_per_seed=1, warm_start_epochs=1, warm_start_lr=1e-3)
+TINY = FinetuneConfig(r=4, alpha=8, dropout=0.0, batch_size=2, max_length=1024)
+ADM = AdmissionConfig()
+
+
+def key(gen=GEN, ft=TINY, adm=ADM, dataset="digits", seeds=None) -> str:
+    return warm_start_key(gen, ft, adm, dataset, SMALL_SEEDS if seeds is None else seeds)
+
+
+def test_key_changes_with_every_determining_field():
+    base = key()
+    assert base == key()  # deterministic
+    changed = [
+        key(gen=GEN.model_copy(update={"model": "./some-other-model"})),
+        key(gen=GEN.model_copy(update={"warm_start_per_seed": 2})),
+        key(gen=GEN.model_copy(update={"warm_start_epochs": 2})),
+        key(gen=GEN.model_copy(update={"warm_start_lr": 5e-4})),
+        key(ft=TINY.model_copy(update={"r": 8})),
+        key(ft=TINY.model_copy(update={"alpha": 16})),
+        key(ft=TINY.model_copy(update={"dropout": 0.1})),
+        key(ft=TINY.model_copy(update={"target_modules": ["q_proj", "v_proj"]})),
+        key(adm=ADM.model_copy(update={"tau": 0.8})),
+        key(dataset="mnist5k"),
+        key(seeds={**SMALL_SEEDS, "plain_cnn": SMALL_SEEDS["plain_cnn"] + "\n# edited\n"}),
+        key(seeds={"plain_cnn": SMALL_SEEDS["plain_cnn"]}),
+    ]
+    assert len({base, *changed}) == len(changed) + 1
+
+
+def test_key_ignores_fields_that_do_not_shape_the_adapter():
+    assert key() == key(gen=GEN.model_copy(update={"temperature": 0.9, "max_new_tokens": 64}))
+    assert key() == key(ft=TINY.model_copy(update={"lr": 3e-5, "epochs": 7}))
+
+
+def test_examples_show_canonical_parents_and_teach_novel_deltas_that_apply():
+    examples = warm_start_examples(
+        GEN.model_copy(update={"warm_start_per_seed": 3}), ADM, "digits", SMALL_SEEDS, build=False
+    )
+    assert len(examples) >= 4
+    canonical = {canonicalize(code, ADM)[0] for code in SMALL_SEEDS.values()}
+    shown_seed = 0
+    for ex in examples:
+        parent = ex.prompt.split("```python\n", 1)[1].split("\n```", 1)[0] + "\n"
+        shown_seed += parent in canonical
+        assert canonicalize(parent, ADM)[0] == parent  # the archive's form
+        child = apply_output(parent, ex.completion)
+        assert ex.completion.startswith("<delta>") and ex.completion.endswith("</delta>")
+        assert parent_jaccard(parent, child, ADM) < DEFAULT_MAX_JACCARD
+    assert shown_seed >= 2
+
+
+def test_examples_keep_only_children_that_build_for_the_dataset():
+    examples = warm_start_examples(GEN, ADM, "digits", {"plain_cnn": SEEDS["plain_cnn"]})
+    assert len(examples) == 1  # per_seed 1, and the child passed the sandboxed build
+
+
+def fake_adapter(folder: Path, examples: int = 7, loss: float = 0.25) -> None:
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    (folder / METADATA_FILE).write_text(json.dumps({"examples": examples, "train_loss": loss}))
+
+
+def test_a_cached_adapter_is_reused_without_training(tmp_path):
+    folder = tmp_path / ADAPTERS_DIR / f"warm-start-{key()[:24]}"
+    fake_adapter(folder)
+    started = time.perf_counter()
+    ws = warm_start_adapter(GEN, TINY, ADM, "digits", cache=tmp_path, seeds=SMALL_SEEDS)
+    assert time.perf_counter() - started < 1.0
+    assert ws == WarmStart(str(folder), True, 7, 0.25, ws.seconds, key())
+    assert ws.seconds < 1.0
+
+
+def test_a_staging_leftover_is_never_taken_for_a_cached_adapter(tmp_path, monkeypatch):
+    import llmnas_dist.warmstart as warmstart
+
+    fake_adapter(tmp_path / ADAPTERS_DIR / f".warm-start-{key()[:24]}-killed")
+    trained = []
+
+    def no_training(*args, **kwargs):
+        trained.append(True)
+        raise RuntimeError("training started")
+
+    monkeypatch.setattr(warmstart, "train_lora", no_training)
+    with pytest.raises(RuntimeError, match="training started"):
+        warm_start_adapter(
+            GEN, TINY, ADM, "digits", cache=tmp_path, seeds={"plain_cnn": SEEDS["plain_cnn"]}
+        )
+    assert trained
+    # the failed attempt left neither a final folder nor its staging folder behind
+    left = sorted(p.name for p in (tmp_path / ADAPTERS_DIR).iterdir())
+    assert left == [f".warm-start-{key()[:24]}-killed"]
+
+
+def test_warm_start_needs_seeds(tmp_path):
+    with pytest.raises(ValueError, match="at least one seed"):
+        warm_start_adapter(GEN, TINY, ADM, "digits", cache=tmp_path, seeds={})
+
+
+def test_finetuner_warm_start_refuses_another_model():
+    from workers.finetuner import Finetuner
+
+    with pytest.raises(ValueError, match="would not fit one base model"):
+        Finetuner("./another-model", TINY).warm_start(GEN, ADM, "digits")
+
+
+def test_finetuner_warm_start_returns_the_cached_adapter_as_a_dict(tmp_path, monkeypatch):
+    from workers.finetuner import Finetuner
+
+    monkeypatch.setenv("LLMNAS_CACHE", str(tmp_path))
+    folder = tmp_path / ADAPTERS_DIR / f"warm-start-{key(seeds=SEEDS)[:24]}"
+    fake_adapter(folder, examples=60, loss=0.1)
+    out = Finetuner(GEN.model, TINY).warm_start(GEN, ADM, "digits")
+    assert out["path"] == str(folder) and out["cached"] is True
+    assert out["n_examples"] == 60 and out["train_loss"] == 0.1 and out["seconds"] < 1.0
+
+
+@pytest.mark.integration
+def test_tiny_warm_start_trains_caches_and_changes_generations(tmp_path):
+    from llmnas_dist.datasets import dataset_spec
+    from llmnas_dist.finetune import read_metadata
+    from llmnas_dist.generation import Sampling, TransformersGenerator
+    from llmnas_dist.prompts import parent_prompt
+
+    seeds = {"plain_cnn": SEEDS["plain_cnn"]}
+    gen_cfg = GEN.model_copy(update={"warm_start_per_seed": 2})
+    ws = warm_start_adapter(gen_cfg, TINY, ADM, "digits", cache=tmp_path, seeds=seeds)
+    assert not ws.cached and ws.n_examples == 2 and ws.train_loss > 0
+    folder = Path(ws.path)
+    assert folder.parent == tmp_path / ADAPTERS_DIR and (folder / "adapter_config.json").is_file()
+    assert read_metadata(folder)["adapter_dir"] == str(folder.resolve())
+    assert json.loads((folder / "adapter_config.json").read_text())["r"] == TINY.r
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no staging left
+
+    again = warm_start_adapter(gen_cfg, TINY, ADM, "digits", cache=tmp_path, seeds=seeds)
+    assert again.cached and again.path == ws.path and again.seconds < 1.0
+
+    parent = canonicalize(SEEDS["vgg_small"], ADM)[0]
+    prompt = [parent_prompt("delta", parent, dataset_spec("digits"), 0.5)]
+    greedy = Sampling(temperature=0.0, max_new_tokens=24)
+    generator = TransformersGenerator(gen_cfg.model)
+    plain = generator.generate(prompt, greedy)[0].text
+    adapted = generator.generate(prompt, greedy, adapter=ws.path)[0].text
+    assert adapted != plain
