@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # bump when the examples change in a way the key's inputs do not show (operators, answer
 # format, scores in prompts), so stale adapters are never reused
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ADAPTERS_DIR = "adapters"
 PAIR_SEED = 0  # the mutation draw and the training order are fixed: same key, same adapter
 UNSCORED_FRACTION = 0.25  # share of prompts whose parent has no score yet (cycle-0 seeds)
@@ -120,8 +120,16 @@ def warm_start_examples(
     rng = random.Random(PAIR_SEED)
     canonical = {name: canonicalize(code, admission)[0] for name, code in seeds.items()}
     builds = _builds_for(spec, admission) if build else None
+    # forward pairs only: a reversed pair (remove a block) has a parent that holds the
+    # block, and a small model taught both directions starts "removing" blocks that the
+    # parent does not have; removal is left to the CE cycles, whose parents have blocks
     pairs = warm_start_pairs(
-        canonical, generation.warm_start_per_seed, rng, builds=builds, cfg=admission
+        canonical,
+        generation.warm_start_per_seed,
+        rng,
+        builds=builds,
+        reverse_fraction=0.0,
+        cfg=admission,
     )
     examples, scores = [], {}
     for pair in pairs:

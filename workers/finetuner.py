@@ -9,7 +9,9 @@ Placement: one GPU (`cluster.finetune_num_gpus`) on clusters with GPUs, CPUs oth
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -31,6 +33,24 @@ def finetune_options(
         "num_cpus": num_cpus,
         "max_restarts": 0,
     }
+
+
+@contextlib.contextmanager
+def node_threads() -> Iterator[None]:
+    """torch uses every core of the node for the duration (on CPUs). Ray starts the actor
+    with OMP_NUM_THREADS = its num_cpus (1), but the warm start runs before cycle 1,
+    while the generation and evaluation actors wait, and on a 2-core machine one thread
+    takes almost twice as long."""
+    import torch
+
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere all cores
+    cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(before, cores))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Finetuner:
@@ -74,7 +94,8 @@ class Finetuner:
                 f"warm start for model {generation.model!r}, but this fine-tuner trains "
                 f"{self.model!r}: the adapters would not fit one base model"
             )
-        return asdict(warm_start_adapter(generation, self.cfg, admission, dataset))
+        with node_threads():
+            return asdict(warm_start_adapter(generation, self.cfg, admission, dataset))
 
 
 FinetuneActor = ray.remote(Finetuner)
