@@ -228,8 +228,7 @@ class ReliabilityConfig(Section):
     snr_threshold: float = Field(
         1.0,
         ge=0.0,
-        description="Warn when the noise study's SNR (sigma^2_arch / sigma^2_noise) is below "
-        "this.",
+        description="Warn when the noise study's SNR (sigma^2_arch / sigma^2_noise) is below this.",
     )
     action: Literal["warn", "raise_budget", "add_seeds"] = Field(
         "warn",

@@ -41,6 +41,8 @@ _FUNCTIONAL_ACTS = ("F.relu(", "F.gelu(", "F.silu(", "F.elu(", "F.mish(")
 _KERNEL = re.compile(r"(\b(?:kernel_size=)?)([357]), padding=([123])\b")
 _KERNEL_SWAP = {"3": ("5", "2"), "5": ("3", "1"), "7": ("5", "2")}
 _DROPOUT_DEFAULT = re.compile(r"""(get\(["']dropout["'], )([0-9.]+)(\))""")
+_FIRST_LINEAR = re.compile(r"nn\.Linear\(([^(),\n]+?),")
+_INPUT_BLOCKS = ("self.pre_block", "self.input_gate", "self.input_norm")
 _HEAD_LINEAR = re.compile(r"nn\.Linear\(([^()\n]+?), out_shape\[0\]\)")
 # exact Jaccard a warm-start child must stay under: tau 0.90 minus a margin for the
 # MinHash estimate (128 permutations: standard error about 0.03 near 0.86)
@@ -238,13 +240,23 @@ def add_post_block(code: str, rng: random.Random) -> str | None:
     if methods is None:
         return None
     init, forward = methods
-    head, body = _head_statement(init), forward.body
-    found = _HEAD_LINEAR.search(ast.unparse(head)) if head is not None else None
-    if head is None or found is None or len(body) < 2 or len(forward.args.args) < 2:
+    head = _head_statement(init)
+    found = _FIRST_LINEAR.search(ast.unparse(head)) if head is not None else None
+    if head is None or found is None or len(forward.args.args) < 2:
         return None
-    first, x = body[0], forward.args.args[1].arg
-    if not (isinstance(first, ast.Assign) and ast.unparse(first.targets[0]) == x):
+    x = forward.args.args[1].arg
+    # the statement that computes the feature map: the first assignment to x that is not
+    # one of the input blocks the other operators put at the top of forward
+    features = [
+        s
+        for s in forward.body[:-1]
+        if isinstance(s, ast.Assign)
+        and ast.unparse(s.targets[0]) == x
+        and not any(name in ast.unparse(s) for name in _INPUT_BLOCKS)
+    ]
+    if not features:
         return None
+    first = features[0]
     width, kernel = found.group(1), rng.choice((1, 3))
     act = rng.choice(_BLOCK_ACTS)
     module = (
@@ -326,21 +338,25 @@ def novel_mutation(
     max_ops: int = 3,
     cfg: AdmissionConfig | None = None,
     block_first: float = 0.75,
+    operators: Iterable[str] | None = None,
 ) -> Mutation | None:
     """A child of `code` made by stacking up to `max_ops` different operators until its
     exact Jaccard to `code` is below `max_jaccard`; None when that is not reached. The
     operator field names the stack, in order ('mlp_head+swap_activation'). With
     probability `block_first` the first is a block operator, which alone is often enough:
-    fewer hunks make a delta the small model can learn to write."""
+    fewer hunks make a delta the small model can learn to write. `operators` limits the
+    choice (all by default)."""
     if not 0.0 < max_jaccard <= 1.0:
         raise ValueError(f"max_jaccard must be in (0, 1], got {max_jaccard}")
+    allowed = tuple(operators) if operators is not None else tuple(OPERATORS)
+    blocks = tuple(n for n in BLOCK_OPERATORS if n in allowed) or allowed
     current, names = code, []
-    first_pool = BLOCK_OPERATORS if rng.random() < block_first else tuple(OPERATORS)
+    first_pool = blocks if rng.random() < block_first else allowed
     for i in range(max_ops):
-        pool = first_pool if i == 0 else tuple(OPERATORS)
+        pool = first_pool if i == 0 else allowed
         step = mutate(current, rng, [n for n in pool if n not in names])
         if step is None and i == 0:  # no block operator applies: any other may
-            step = mutate(current, rng)
+            step = mutate(current, rng, [n for n in allowed if n not in names])
         if step is None:
             return None
         current = step.child
@@ -364,17 +380,19 @@ def warm_start_pairs(
     reverse_fraction: float = 0.25,
     max_jaccard: float = DEFAULT_MAX_JACCARD,
     cfg: AdmissionConfig | None = None,
+    operators: Iterable[str] | None = None,
 ) -> list[Mutation]:
-    """Up to `per_seed` distinct novel mutations of each seed (tries bounded). A
-    `reverse_fraction` share of reversible ones is flipped (child -> parent: narrow, remove
-    a block). With `builds`, only children whose sandboxed build passes are kept."""
+    """Up to `per_seed` distinct novel mutations of each seed (tries bounded), made of
+    `operators` (all by default). A `reverse_fraction` share is flipped (child -> parent:
+    narrow, remove a block). With `builds`, only children whose sandboxed build passes
+    are kept."""
     out: list[Mutation] = []
     for code in seeds.values():
         seen: set[str] = set()
         for _ in range(per_seed * 4):
             if len(seen) >= per_seed:
                 break
-            m = novel_mutation(code, rng, max_jaccard, cfg=cfg)
+            m = novel_mutation(code, rng, max_jaccard, cfg=cfg, operators=operators)
             if m is None or m.child in seen or (builds is not None and not builds(m.child)):
                 continue
             seen.add(m.child)

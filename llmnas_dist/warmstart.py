@@ -34,7 +34,7 @@ from llmnas_dist.datasets import DatasetSpec, dataset_spec
 from llmnas_dist.errors import CandidateRejected
 from llmnas_dist.finetune import METADATA_FILE, Example, read_metadata, train_lora
 from llmnas_dist.models import cache_root
-from llmnas_dist.mutations import warm_start_pairs
+from llmnas_dist.mutations import BLOCK_OPERATORS, warm_start_pairs
 from llmnas_dist.program import canonicalize
 from llmnas_dist.prompts import delta_answer, load_template, parent_prompt, training_delta
 from llmnas_dist.seeds import load_seeds
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 # bump when the examples change in a way the key's inputs do not show (operators, answer
 # format, scores in prompts), so stale adapters are never reused
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 ADAPTERS_DIR = "adapters"
 PAIR_SEED = 0  # the mutation draw and the training order are fixed: same key, same adapter
 UNSCORED_FRACTION = 0.25  # share of prompts whose parent has no score yet (cycle-0 seeds)
@@ -120,9 +120,11 @@ def warm_start_examples(
     rng = random.Random(PAIR_SEED)
     canonical = {name: canonicalize(code, admission)[0] for name, code in seeds.items()}
     builds = _builds_for(spec, admission) if build else None
-    # forward pairs only: a reversed pair (remove a block) has a parent that holds the
-    # block, and a small model taught both directions starts "removing" blocks that the
-    # parent does not have; removal is left to the CE cycles, whose parents have blocks
+    # Block insertions only, never reversed. Measured on held-out parents: a small model
+    # taught removals starts "removing" blocks the parent does not have, and one taught
+    # the small in-place edits (kernel, activation, width) writes their hunks with context
+    # it makes up; the block hunks sit at anchors every program has (super().__init__(),
+    # the classifier, the top of forward). The CE cycles teach the rest from elites.
     pairs = warm_start_pairs(
         canonical,
         generation.warm_start_per_seed,
@@ -130,6 +132,7 @@ def warm_start_examples(
         builds=builds,
         reverse_fraction=0.0,
         cfg=admission,
+        operators=BLOCK_OPERATORS,
     )
     examples, scores = [], {}
     for pair in pairs:

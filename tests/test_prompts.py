@@ -81,16 +81,23 @@ def test_choose_mode_follows_the_configured_fraction():
         choose_mode(rng, 1.5)
 
 
-def test_training_delta_uses_the_fewest_context_lines_that_place_every_hunk():
+def test_training_delta_uses_the_least_context_that_places_every_hunk():
     from llmnas_dist.delta import parse_hunks
 
     child = PARENT.replace("nn.ReLU(inplace=True)", "nn.GELU()")
     diff = training_delta(PARENT, child)
     assert apply_output(PARENT, delta_answer(diff)) == child
     (hunk,) = parse_hunks(diff)
-    assert [kind for kind, _ in hunk.ops] == [" ", "-", "+", " "]  # one context line a side
-    assert len(diff) < len(make_delta(PARENT, child))
+    assert [kind for kind, _ in hunk.ops] == ["-", "+"]  # the removed line places it
     assert diff.splitlines()[:3] == ["--- baseline.py", "+++ improved.py", "@@ @@"]
+    added = PARENT.replace(
+        "        self.device = device\n",
+        "        self.device = device\n        self.extra = nn.Identity()\n",
+    )
+    diff = training_delta(PARENT, added)
+    (hunk,) = parse_hunks(diff)
+    assert [kind for kind, _ in hunk.ops] == [" ", "+", " "]  # an insertion: a line a side
+    assert apply_output(PARENT, delta_answer(diff)) == added
     with pytest.raises(ValueError, match="identical"):
         training_delta(PARENT, PARENT)
 

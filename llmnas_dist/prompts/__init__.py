@@ -9,24 +9,27 @@ model is fine-tuned on always match what the prompts ask for.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import random
 import re
+from collections.abc import Sequence
 from importlib import resources
 from string import Template
 
 from llmnas_dist.datasets import DatasetSpec
-from llmnas_dist.delta import apply_delta, make_delta
+from llmnas_dist.delta import BASELINE_NAME, IMPROVED_NAME, apply_delta, make_delta
 from llmnas_dist.errors import CandidateRejected, truncate
 
 TEMPLATES = ("delta", "full", "retry")
 DEFAULT_GOAL = "the highest test accuracy after a short, fixed training budget"
 MAX_ECHOED_ANSWER_CHARS = 3000  # a retry prompt quotes the failed answer, bounded
-# context lines per hunk in taught deltas: the fewest that still place every hunk in one
-# spot, from MIN_CONTEXT up; every context line is one more line the model must copy
-# exactly, so short hunks are the ones a small model gets right
-MIN_CONTEXT = 1
-MAX_CONTEXT = 3
+# Context in taught deltas: every context line is one more line the model must copy
+# exactly, so a hunk that removes lines (its removed lines locate it) gets none, a pure
+# insertion one line on each side; more only where that does not place the hunk in one
+# spot. Measured on held-out parents: the small model copies the lines next to a fixed
+# anchor well and makes up the context it has to look for.
+MAX_EXTRA_CONTEXT = 3
 _HEADER_NUMBERS = re.compile(r"^@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@$", re.M)
 
 
@@ -88,26 +91,59 @@ def retry_prompt(prompt: str, answer: str, feedback: str) -> str:
     )
 
 
-def _bare_headers(diff: str) -> str:
-    """Hunk headers without line numbers: the prompt shows no numbers, so the model could
-    only guess them (and the codec recomputes them from the bodies anyway)."""
-    return _HEADER_NUMBERS.sub("@@ @@", diff)
+def _hunks(
+    parent: list[str],
+    child: list[str],
+    changes: Sequence[tuple[str, int, int, int, int]],
+    extra: int,
+) -> list[str]:
+    """Hunk lines for the changes (difflib opcodes), each with its context; changes whose
+    context windows touch share one hunk, so no line is context to two hunks."""
+    out: list[str] = []
+    group: list[tuple[int, int, int, int, int, int]] = []  # (from, to, i1, i2, j1, j2)
+
+    def flush() -> None:
+        if not group:
+            return
+        out.append("@@ @@")
+        cursor = group[0][0]
+        for _, _, i1, i2, j1, j2 in group:
+            out.extend(" " + line for line in parent[cursor:i1])
+            out.extend("-" + line for line in parent[i1:i2])
+            out.extend("+" + line for line in child[j1:j2])
+            cursor = i2
+        out.extend(" " + line for line in parent[cursor : group[-1][1]])
+        group.clear()
+
+    for _, i1, i2, j1, j2 in changes:
+        context = (0 if i2 > i1 else 1) + extra
+        window = (max(0, i1 - context), min(len(parent), i2 + context))
+        if group and window[0] > group[-1][1]:
+            flush()
+        group.append((*window, i1, i2, j1, j2))
+    flush()
+    return out
 
 
 def training_delta(parent: str, child: str) -> str:
-    """The diff parent -> child that the model is taught to write: the fewest context lines
-    (MIN_CONTEXT..MAX_CONTEXT) with which it applies back to exactly the child, and bare
-    `@@ @@` hunk headers."""
+    """The diff parent -> child that the model is taught to write: one hunk per changed
+    run of lines, bare `@@ @@` headers (the prompt shows no line numbers, so the model
+    could only guess them; the codec recomputes them), and the least context with which
+    the diff applies back to exactly the child (see MAX_EXTRA_CONTEXT)."""
     if parent == child:
         raise ValueError("parent and child are identical: there is no delta")
-    for context in range(MIN_CONTEXT, MAX_CONTEXT + 1):
-        diff = _bare_headers(make_delta(parent, child, context))
+    a, b = parent.splitlines(), child.splitlines()
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    changes = [op for op in matcher.get_opcodes() if op[0] != "equal"]
+    head = f"--- {BASELINE_NAME}\n+++ {IMPROVED_NAME}\n"
+    for extra in range(MAX_EXTRA_CONTEXT + 1):
+        diff = head + "\n".join(_hunks(a, b, changes, extra)) + "\n"
         try:
             if apply_delta(parent, diff) == child:
                 return diff
         except CandidateRejected:
             continue
-    return _bare_headers(make_delta(parent, child, MAX_CONTEXT))
+    return _HEADER_NUMBERS.sub("@@ @@", make_delta(parent, child, MAX_EXTRA_CONTEXT))
 
 
 def delta_answer(diff: str) -> str:
