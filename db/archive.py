@@ -798,6 +798,7 @@ class Archive:
         param_count: int | None = None,
         nearest_hash: str | None = None,
         nearest_jaccard: float | None = None,
+        message: str | None = None,
     ) -> str:
         """Store the admitted program and mark its candidate admitted, in one transaction
         (a crash never leaves an archived program whose candidate still looks unjudged).
@@ -818,6 +819,7 @@ class Archive:
             "arch_hash": hash_,
             "nearest_hash": nearest_hash,
             "nearest_jaccard": nearest_jaccard,
+            "message": message or None,
         }
         with self._session() as s:
             s.connection().execute(stmt)

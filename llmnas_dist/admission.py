@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.datasets import DatasetSpec
-from llmnas_dist.delta import apply_output, extract_code
+from llmnas_dist.delta import extract_code, extract_delta, patch
 from llmnas_dist.errors import CandidateRejected, ErrorClass
 from llmnas_dist.novelty import NoveltyIndex, minhash, signature_bytes
 from llmnas_dist.program import canonicalize
@@ -93,22 +93,25 @@ class Admission:
 
     def admit(self, output: str, mode: Mode = "full", parent: str | None = None) -> Verdict:
         """Admit a raw LLM answer: a delta against `parent`, or a full program."""
+        notes: tuple[str, ...] = ()
         try:
             if mode == "delta":
                 if parent is None:
                     raise ValueError("delta mode needs the parent program")
-                code = apply_output(parent, output)
+                patched = patch(parent, extract_delta(output), self.cfg.delta_fuzz)
+                code, notes = patched.code, patched.notes
             elif mode == "full":
                 code = extract_code(output)
             else:
                 raise ValueError(f"mode must be 'delta' or 'full', got {mode!r}")
         except CandidateRejected as exc:
             return Verdict(False, exc.error_class, exc.message)
-        return self.admit_program(code)
+        return self.admit_program(code, "; ".join(notes))
 
-    def admit_program(self, code: str) -> Verdict:
-        """Admit program source as it is (a hand-written file, an applied delta)."""
-        verdict = Verdict(False, code=code)
+    def admit_program(self, code: str, note: str = "") -> Verdict:
+        """Admit program source as it is (a hand-written file, an applied delta); `note`
+        (how fuzz placed a delta) stays the message of an admitted verdict."""
+        verdict = Verdict(False, message=note, code=code)
         try:
             self._run_stages(verdict, code)
         except CandidateRejected as exc:

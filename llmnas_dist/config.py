@@ -123,6 +123,15 @@ class AdmissionConfig(Section):
     )
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
     shingle_size: int = Field(7, ge=1, le=32, description="Tokens per shingle.")
+    delta_fuzz: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="Context lines per delta hunk that may match no parent line (as patch's "
+        "--fuzz); above 0 a hunk matching several places also goes to the first after the "
+        "previous hunk. Every such placement is noted in the candidate's message. 0: a hunk "
+        "must match exactly one place.",
+    )
     max_source_bytes: int = Field(
         65_536, ge=256, description="Largest accepted program source, in bytes."
     )

@@ -175,13 +175,41 @@ def _anchors(hunk: Hunk) -> list[str]:
     return [text for kind, text in hunk.ops if kind != "+" and text.strip()]
 
 
-def _match_starts(anchors: list[str], parent_nb: list[str]) -> list[int]:
-    k = len(anchors)
-    return [
-        s
-        for s in range(len(parent_nb) - k + 1)
-        if all(parent_nb[s + j] == anchors[j] for j in range(k))
-    ]
+@dataclass(frozen=True)
+class _Placement:
+    """Where a hunk's anchors go: `start` indexes the parent's non-blank lines and `kept`
+    says, per anchor, whether it matched (False: a context line ignored under fuzz)."""
+
+    start: int
+    kept: tuple[bool, ...]
+
+    @property
+    def dropped(self) -> int:
+        return self.kept.count(False)
+
+
+def _placements(
+    anchors: list[str], kinds: list[str], parent_nb: list[str], fuzz: int
+) -> list[_Placement]:
+    """Every start where the anchors match consecutive parent lines, up to `fuzz` context
+    lines ignored (removed lines must always match: deleting a guessed line is worse than
+    rejecting the hunk); at least one anchor must match."""
+    found = []
+    for s in range(len(parent_nb)):
+        p, kept, dropped = s, [], 0
+        for anchor, kind in zip(anchors, kinds, strict=True):
+            if p < len(parent_nb) and parent_nb[p] == anchor:
+                kept.append(True)
+                p += 1
+            elif kind == " " and dropped < fuzz:
+                kept.append(False)
+                dropped += 1
+            else:
+                break
+        else:
+            if any(kept):
+                found.append(_Placement(s, tuple(kept)))
+    return found
 
 
 def _not_found(
@@ -230,60 +258,110 @@ def _shift(text: str, offset: int) -> str:
     return text
 
 
-def apply_hunk(lines: list[str], hunk: Hunk) -> list[str]:
-    """Apply one hunk to the parent's lines; raises on no match or several matches."""
-    anchors = [_norm(a) for a in _anchors(hunk)]
-    if not anchors:
+def _choose(
+    hunk: Hunk, placements: list[_Placement], after: int, lines: list[str], nb: list[int], fuzz: int
+) -> tuple[_Placement, str | None]:
+    """The placement with the fewest ignored context lines; under fuzz, ties go to the first
+    at or after the previous hunk (as `patch` does), and the choice is described."""
+    least = min(p.dropped for p in placements)
+    best = [p for p in placements if p.dropped == least]
+    if len(best) > 1 and fuzz == 0:
+        raise _ambiguous(hunk, [p.start for p in best], lines, nb)
+    chosen = next((p for p in best if nb[p.start] >= after), best[0])
+    notes = []
+    if len(best) > 1:
+        notes.append(f"placed at line {nb[chosen.start] + 1}, the first of {len(best)} matches")
+    if least:
+        notes.append(f"ignored {least} context line(s) that match no parent line there")
+    return chosen, f"hunk {hunk.number}: {'; '.join(notes)}" if notes else None
+
+
+def apply_hunk(
+    lines: list[str], hunk: Hunk, fuzz: int = 0, after: int = 0
+) -> tuple[list[str], int, str | None]:
+    """Apply one hunk to the parent's lines: the new lines, the index just past the hunk's
+    output in them, and a note if fuzz placed it. Raises on no match, or (fuzz 0) several.
+    `fuzz` context lines per hunk may fail to match; `after` is where the previous hunk ended."""
+    anchor_ops = [(kind, text) for kind, text in hunk.ops if kind != "+" and text.strip()]
+    if not anchor_ops:
         raise CandidateRejected(
             ErrorClass.BAD_HUNK,
             f"hunk {hunk.number} has no context or removed lines to locate it in the parent",
         )
+    anchors = [_norm(text) for _, text in anchor_ops]
     nb = [i for i, line in enumerate(lines) if line.strip()]
-    starts = _match_starts(anchors, [_norm(lines[i]) for i in nb])
-    if not starts:
+    placements = _placements(
+        anchors, [kind for kind, _ in anchor_ops], [_norm(lines[i]) for i in nb], fuzz
+    )
+    if not placements:
         raise _not_found(hunk, anchors, lines, nb)
-    if len(starts) > 1:
-        raise _ambiguous(hunk, starts, lines, nb)
-    s = starts[0]
-    matched = [nb[s + j] for j in range(len(anchors))]
-    anchor_texts = [text for kind, text in hunk.ops if kind != "+" and text.strip()]
-    # an added line keeps its indentation relative to the anchor above it (the first anchor
-    # for lines above all anchors), so a hunk whose indentation the model shifted or
-    # flattened still produces the parent's indentation
-    offsets = [_indent(lines[p]) - _indent(h) for p, h in zip(matched, anchor_texts, strict=True)]
-    offset = offsets[0]
-    first, cursor, j = matched[0], matched[0], 0
+    placement, note = _choose(hunk, placements, after, lines, nb, fuzz)
+    # parent line of each anchor (None: a context line ignored under fuzz)
+    matched: list[int | None] = []
+    p = placement.start
+    for kept in placement.kept:
+        matched.append(nb[p] if kept else None)
+        p += kept
+    # an added line keeps its indentation relative to the anchor above it (the first
+    # matched anchor for lines above all anchors), so a hunk whose indentation the model
+    # shifted or flattened still produces the parent's indentation
+    offsets = [
+        None if m is None else _indent(lines[m]) - _indent(text)
+        for m, (_, text) in zip(matched, anchor_ops, strict=True)
+    ]
+    offset = next(o for o in offsets if o is not None)
+    first = next(m for m in matched if m is not None)
+    cursor, j = first, 0
     out: list[str] = []
     for kind, text in hunk.ops:
         if kind == "+":
             out.append(_shift(text, offset) if text.strip() else "")
         elif text.strip():  # an anchor: keep the parent's blank lines before it
-            target = matched[j]
+            target, j = matched[j], j + 1
+            if target is None:  # an ignored context line: nothing in the parent to keep
+                continue
             out.extend(lines[cursor:target])
-            offset = offsets[j]
+            offset = offsets[j - 1] or 0
             if kind == " ":
                 out.append(lines[target])
-            cursor, j = target + 1, j + 1
+            cursor = target + 1
         elif cursor < len(lines) and not lines[cursor].strip() and j > 0:
             # a blank context/removed line that the parent also has here
             if kind == " ":
                 out.append(lines[cursor])
             cursor += 1
-    return lines[:first] + out + lines[cursor:]
+    return lines[:first] + out + lines[cursor:], first + len(out), note
 
 
-def apply_delta(parent: str, diff: str) -> str:
+@dataclass(frozen=True)
+class Patched:
+    """A delta applied: the child program and what fuzz did to place its hunks."""
+
+    code: str
+    notes: tuple[str, ...] = ()
+
+
+def patch(parent: str, diff: str, fuzz: int = 0) -> Patched:
     """Apply every hunk of `diff` to `parent` in order; each hunk is located in the text
-    as the previous hunks left it."""
-    lines = parent.splitlines()
+    as the previous hunks left it. With `fuzz` > 0, up to that many context lines per hunk
+    may match nothing, and a hunk that matches several places goes to the first after the
+    previous hunk; each such placement is noted, never silent."""
+    lines, after, notes = parent.splitlines(), 0, []
     for hunk in parse_hunks(diff):
-        lines = apply_hunk(lines, hunk)
-    return "\n".join(lines) + "\n"
+        lines, after, note = apply_hunk(lines, hunk, fuzz, after)
+        if note:
+            notes.append(note)
+    return Patched("\n".join(lines) + "\n", tuple(notes))
 
 
-def apply_output(parent: str, output: str) -> str:
+def apply_delta(parent: str, diff: str, fuzz: int = 0) -> str:
+    """The child program of `patch`."""
+    return patch(parent, diff, fuzz).code
+
+
+def apply_output(parent: str, output: str, fuzz: int = 0) -> str:
     """Extract the delta from raw LLM output and apply it to the parent."""
-    return apply_delta(parent, extract_delta(output))
+    return patch(parent, extract_delta(output), fuzz).code
 
 
 def make_delta(parent: str, child: str, context: int = 3) -> str:

@@ -91,3 +91,23 @@ def test_bad_mode_and_missing_parent_are_caller_errors():
         admission.admit("@@", "delta")
     with pytest.raises(ValueError, match="mode"):
         admission.admit("x", "diff")  # type: ignore[arg-type]
+
+
+FUZZY_DELTA = """<delta>
+@@ @@
+                 nn.BatchNorm2d(c_out),
+-                nn.ReLU(inplace=True),
++                nn.GELU(),
+                 nn.MaxPool2d(2),
+                 nn.Identity(),
+</delta>"""  # the last context line is made up
+
+
+def test_fuzz_is_a_config_choice_and_its_placement_is_the_admitted_message():
+    strict = Admission(CFG, DIGITS).admit(FUZZY_DELTA, "delta", SEED)
+    assert strict.error_class is ErrorClass.HUNK_NOT_FOUND
+    fuzzy = Admission(CFG.model_copy(update={"delta_fuzz": 1}), DIGITS)
+    verdict = fuzzy.admit(FUZZY_DELTA, "delta", SEED)
+    assert verdict.admitted, verdict.message
+    assert "nn.GELU()" in (verdict.code or "") and "nn.Identity()" not in (verdict.code or "")
+    assert verdict.message == "hunk 1: ignored 1 context line(s) that match no parent line there"

@@ -185,6 +185,11 @@ def test_candidate_status_follows_the_state_machine(archive: Archive) -> None:
         archive.update_candidate_status(rejected, "rejected", error_class="no_such_class")
     with pytest.raises(NotFound):
         archive.update_candidate_status("r1:9:9:9", "admitted")
+    fuzzed = archive.add_candidate("r1", 1, 2, mode="delta")
+    note = "hunk 1: placed at line 7, the first of 2 matches"
+    h = archive.admit_candidate(fuzzed, program(2), message=note)
+    cand = archive.get_candidate(fuzzed)
+    assert (cand.status, cand.arch_hash, cand.message) == ("admitted", h, note)
 
 
 def test_run_and_cycle_status(archive: Archive) -> None:

@@ -13,6 +13,7 @@ from llmnas_dist.delta import (
     feedback_for,
     make_delta,
     parse_hunks,
+    patch,
 )
 from llmnas_dist.errors import CandidateRejected, ErrorClass
 from llmnas_dist.program import check_static
@@ -102,6 +103,43 @@ def test_hunk_ambiguous_names_every_place():
     err = rejected(apply_delta, parent, "@@ -1,1 +1,1 @@\n-    return 1\n+    return 2\n")
     assert err.error_class is ErrorClass.HUNK_AMBIGUOUS
     assert "lines 2, 5" in err.message
+
+
+# DIFF with a context line the parent does not have (what the small model writes)
+MADE_UP = DIFF.replace(
+    "                nn.MaxPool2d(2),\n",
+    "                nn.MaxPool2d(2),\n                nn.Identity(),\n",
+)
+
+
+def test_fuzz_ignores_made_up_context_and_says_so():
+    assert rejected(apply_delta, PARENT, MADE_UP).error_class is ErrorClass.HUNK_NOT_FOUND
+    patched = patch(PARENT, MADE_UP, fuzz=1)
+    assert patched.code == apply_delta(PARENT, DIFF)  # the made-up line is not inserted
+    assert patched.notes == ("hunk 1: ignored 1 context line(s) that match no parent line there",)
+    assert patch(PARENT, DIFF, fuzz=1).notes == ()  # an exact hunk needs no note
+
+
+def test_fuzz_has_a_limit_and_never_guesses_removed_lines():
+    two_made_up = MADE_UP.replace("             layers += [\n", "             layers += [  # x\n")
+    two_made_up = two_made_up.replace("layers += [  # x", "layers.extend([")
+    assert patch(PARENT, two_made_up, fuzz=2).code == apply_delta(PARENT, DIFF)
+    assert rejected(patch, PARENT, two_made_up, 1).error_class is ErrorClass.HUNK_NOT_FOUND
+    wrong_removed = DIFF.replace(
+        "-                nn.ReLU(inplace=True),", "-                nn.ReLU(),"
+    )
+    assert rejected(patch, PARENT, wrong_removed, 8).error_class is ErrorClass.HUNK_NOT_FOUND
+    only_made_up = "@@ @@\n x = self.nowhere(x)\n+x = 1\n"  # at least one line must match
+    assert rejected(patch, PARENT, only_made_up, 8).error_class is ErrorClass.HUNK_NOT_FOUND
+
+
+def test_fuzz_places_an_ambiguous_hunk_first_after_the_previous_hunk():
+    parent = "def a():\n    return 1\n\ndef b():\n    return 1\n"
+    one = "@@ @@\n-    return 1\n+    return 2\n"
+    assert apply_delta(parent, one, fuzz=1) == parent.replace("return 1", "return 2", 1)
+    assert patch(parent, one, fuzz=1).notes == ("hunk 1: placed at line 2, the first of 2 matches",)
+    two = "@@ @@\n-def b():\n+def c():\n" + one
+    assert apply_delta(parent, two, fuzz=1) == "def a():\n    return 1\n\ndef c():\n    return 2\n"
 
 
 def test_multiple_hunks_apply_in_order():
