@@ -8,10 +8,15 @@ with blank lines ignored). A hunk that matches nowhere, or in more than one plac
 error that quotes the nearest parent lines; nothing is ever skipped silently. When a hunk
 matches with shifted indentation (the model dropped or added leading spaces), its added
 lines are indented relative to the anchor line above them, as the parent indents it.
+Opt-in fuzz (`patch(..., fuzz=N)`, AdmissionConfig.delta_fuzz) relaxes the placement as
+`patch --fuzz` does: up to N context lines a hunk may match nothing, and a hunk matching
+several places goes to the first inside `class Net`, then the first after the previous
+hunk; each such placement comes back as a note, so it is recorded rather than silent.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import re
 from dataclasses import dataclass
@@ -38,6 +43,11 @@ class Hunk:
 
     ops: tuple[tuple[str, str], ...]
     number: int  # 1-based position in the delta, for messages
+
+    @property
+    def is_noop(self) -> bool:
+        """Context lines only: the hunk changes nothing."""
+        return all(kind == " " for kind, _ in self.ops)
 
     @property
     def old_len(self) -> int:
@@ -104,9 +114,10 @@ def extract_code(output: str) -> str:
 # --- parsing ---------------------------------------------------------------------
 
 
-def parse_hunks(diff: str) -> list[Hunk]:
+def parse_hunks(diff: str, keep_noop: bool = False) -> list[Hunk]:
     """Split a diff into hunks. Header line numbers are ignored; a body line without a
-    diff prefix ends the hunk, and is an error if more body lines follow it."""
+    diff prefix ends the hunk, and is an error if more body lines follow it. A hunk of
+    context lines only is an error, unless `keep_noop` (the caller skips it)."""
     hunks: list[Hunk] = []
     ops: list[tuple[str, str]] | None = None
     stray: tuple[int, str] | None = None  # first unprefixed line after a hunk body
@@ -116,11 +127,12 @@ def parse_hunks(diff: str) -> list[Hunk]:
             return
         while ops and ops[-1] == (" ", ""):  # trailing blank lines are separators
             ops.pop()
-        if not any(kind != " " for kind, _ in ops):
+        hunk = Hunk(tuple(ops), len(hunks) + 1)
+        if hunk.is_noop and not keep_noop:
             raise CandidateRejected(
-                ErrorClass.BAD_HUNK, f"hunk {len(hunks) + 1} changes nothing (no + or - lines)"
+                ErrorClass.BAD_HUNK, f"hunk {hunk.number} changes nothing (no + or - lines)"
             )
-        hunks.append(Hunk(tuple(ops), len(hunks) + 1))
+        hunks.append(hunk)
 
     for lineno, line in enumerate(diff.splitlines(), 1):
         if _HUNK_HEADER.match(line):
@@ -258,19 +270,32 @@ def _shift(text: str, offset: int) -> str:
     return text
 
 
+def _net_lines(lines: list[str]) -> range:
+    """The 0-based line span of `class Net` (the contract class, which a proposal most
+    often means to change), or an empty range if the text does not parse or has none."""
+    try:
+        tree = ast.parse("\n".join(lines))
+    except (SyntaxError, ValueError):
+        return range(0)
+    nets = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Net"]
+    return range(nets[0].lineno - 1, nets[0].end_lineno or nets[0].lineno) if nets else range(0)
+
+
 def _choose(
     hunk: Hunk, placements: list[_Placement], after: int, lines: list[str], nb: list[int], fuzz: int
 ) -> tuple[_Placement, str | None]:
-    """The placement with the fewest ignored context lines; under fuzz, ties go to the first
-    at or after the previous hunk (as `patch` does), and the choice is described."""
+    """The placement with the fewest ignored context lines; under fuzz, ties go to one
+    inside `class Net`, then to the first at or after the previous hunk (as `patch` does),
+    and the choice is described."""
     least = min(p.dropped for p in placements)
     best = [p for p in placements if p.dropped == least]
     if len(best) > 1 and fuzz == 0:
         raise _ambiguous(hunk, [p.start for p in best], lines, nb)
-    chosen = next((p for p in best if nb[p.start] >= after), best[0])
+    net = _net_lines(lines) if len(best) > 1 else range(0)
+    chosen = min(best, key=lambda p: (nb[p.start] not in net, nb[p.start] < after, p.start))
     notes = []
     if len(best) > 1:
-        notes.append(f"placed at line {nb[chosen.start] + 1}, the first of {len(best)} matches")
+        notes.append(f"placed at line {nb[chosen.start] + 1} of {len(best)} matching places")
     if least:
         notes.append(f"ignored {least} context line(s) that match no parent line there")
     return chosen, f"hunk {hunk.number}: {'; '.join(notes)}" if notes else None
@@ -344,10 +369,16 @@ class Patched:
 def patch(parent: str, diff: str, fuzz: int = 0) -> Patched:
     """Apply every hunk of `diff` to `parent` in order; each hunk is located in the text
     as the previous hunks left it. With `fuzz` > 0, up to that many context lines per hunk
-    may match nothing, and a hunk that matches several places goes to the first after the
-    previous hunk; each such placement is noted, never silent."""
+    may match nothing, a hunk that matches several places is placed as `_choose` says,
+    and a hunk of context lines only (a no-op) is skipped; each is noted, never silent."""
     lines, after, notes = parent.splitlines(), 0, []
-    for hunk in parse_hunks(diff):
+    hunks = parse_hunks(diff, keep_noop=fuzz > 0)
+    if all(hunk.is_noop for hunk in hunks):
+        raise CandidateRejected(ErrorClass.BAD_HUNK, "no hunk of the delta changes anything")
+    for hunk in hunks:
+        if hunk.is_noop:
+            notes.append(f"hunk {hunk.number}: context lines only, skipped")
+            continue
         lines, after, note = apply_hunk(lines, hunk, fuzz, after)
         if note:
             notes.append(note)

@@ -137,9 +137,31 @@ def test_fuzz_places_an_ambiguous_hunk_first_after_the_previous_hunk():
     parent = "def a():\n    return 1\n\ndef b():\n    return 1\n"
     one = "@@ @@\n-    return 1\n+    return 2\n"
     assert apply_delta(parent, one, fuzz=1) == parent.replace("return 1", "return 2", 1)
-    assert patch(parent, one, fuzz=1).notes == ("hunk 1: placed at line 2, the first of 2 matches",)
+    assert patch(parent, one, fuzz=1).notes == ("hunk 1: placed at line 2 of 2 matching places",)
     two = "@@ @@\n-def b():\n+def c():\n" + one
     assert apply_delta(parent, two, fuzz=1) == "def a():\n    return 1\n\ndef c():\n    return 2\n"
+
+
+def test_fuzz_skips_a_hunk_that_changes_nothing_but_not_a_delta_that_does():
+    noop = "@@ @@\n     def forward(self, x):\n"
+    assert rejected(apply_delta, PARENT, DIFF + noop).error_class is ErrorClass.BAD_HUNK
+    patched = patch(PARENT, DIFF + noop, fuzz=1)
+    assert patched.code == apply_delta(PARENT, DIFF)
+    assert patched.notes == ("hunk 2: context lines only, skipped",)
+    assert rejected(patch, PARENT, noop + noop, 1).error_class is ErrorClass.BAD_HUNK
+
+
+def test_fuzz_places_an_ambiguous_hunk_in_class_net_first():
+    parent = load_seeds()["resnet_basic"]
+    hunk = "@@ @@\n         super().__init__()\n+        self.scale = 2.0\n"
+    assert rejected(apply_delta, parent, hunk).error_class is ErrorClass.HUNK_AMBIGUOUS
+    patched = patch(parent, hunk, fuzz=1)
+    lines = patched.code.splitlines()
+    added = lines.index("        self.scale = 2.0")
+    assert lines[added - 1].strip() == "super().__init__()"
+    net = next(i for i, line in enumerate(lines) if line.startswith("class Net"))
+    assert added > net  # not in the block class above Net, though that match comes first
+    assert patched.notes[0].startswith(f"hunk 1: placed at line {added} of ")
 
 
 def test_multiple_hunks_apply_in_order():

@@ -56,6 +56,7 @@ def test_key_changes_with_every_determining_field():
 def test_key_ignores_fields_that_do_not_shape_the_adapter():
     assert key() == key(gen=GEN.model_copy(update={"temperature": 0.9, "max_new_tokens": 64}))
     assert key() == key(ft=TINY.model_copy(update={"lr": 3e-5, "epochs": 7}))
+    assert key() == key(adm=ADM.model_copy(update={"delta_fuzz": 2}))  # judges answers only
 
 
 def test_examples_show_canonical_parents_and_teach_novel_deltas_that_apply():
