@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from db.archive import Archive
+from db.archive import Archive, budget_key
 from db.models import CandidateStatus, CycleStatus, RunStatus
 from llmnas_dist.diagnostics import diagnose, load_run_data
 
@@ -56,8 +56,9 @@ FINAL = {
 }
 
 
-def write_config(tmp: Path, url: str) -> Path:
-    cfg = {**TINY, "archive": {"url": url}, "cluster": {"run_dir": str(tmp / "runs")}}
+def write_config(tmp: Path, url: str, **sections: dict) -> Path:
+    """TINY with `sections` replacing whole config sections."""
+    cfg = {**TINY, **sections, "archive": {"url": url}, "cluster": {"run_dir": str(tmp / "runs")}}
     path = tmp / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -194,6 +195,37 @@ def test_resubmitting_the_same_run_id_continues_it(tmp_path: Path) -> None:
     again = llmnas("run", "--config", str(cfg), "--run-id", "job-1", cwd=tmp_path)
     out, _ = again.communicate(timeout=120)
     assert again.returncode == 2 and "already completed" in out
+
+
+def test_raise_budget_gate_reranks_the_run_at_the_raised_budget(tmp_path: Path) -> None:
+    """A gate that always finds the proxy too noisy, with action raise_budget: cycle 1 runs
+    at twice cycle 0's epochs, E_0 is re-evaluated at the new budget, and E_1 is ranked
+    only by scores at it (a score at another budget is not comparable)."""
+    epochs = TINY["evaluation"]["epochs"]
+    cfg = write_config(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'a.db'}",
+        ce={**TINY["ce"], "cycles": 1},
+        reliability={"snr_threshold": 1e9, "action": "raise_budget", "budget_factor": 2.0},
+    )
+    out = finish(llmnas("run", "--config", str(cfg), "--run-id", "gate", cwd=tmp_path))
+    old, new = budget_key(epochs, None), budget_key(epochs * 2, None)
+    assert f"proxy budget is now {new}" in out
+    with Archive.from_url(f"sqlite:///{tmp_path / 'a.db'}") as archive:
+        run = archive.get_run("gate")
+        assert run.status is RunStatus.COMPLETED and run.budget == new
+        c0, c1 = archive.cycles("gate")
+        assert c1.settings["gate"]["low"] is True
+        assert (c0.settings["budget"], c1.settings["budget"]) == (old, new)
+        evals = archive.evaluations("gate")
+    keys = Counter((e.arch_hash, e.dataset, e.seed, e.budget) for e in evals)
+    assert max(keys.values()) == 1
+    at_new = {e.arch_hash: e.score for e in evals if e.budget == new and e.score is not None}
+    # E_0 (ranked at the old budget) was re-evaluated at the new one
+    assert {e["hash"] for e in c0.elites} <= set(at_new)
+    # E_1 holds only architectures scored at the new budget, with their new scores
+    assert c1.elites and all(e["score"] == pytest.approx(at_new[e["hash"]]) for e in c1.elites)
+    assert max(e["score"] for e in c1.elites) == pytest.approx(max(at_new.values()))
 
 
 def pg_cluster() -> list[str]:
