@@ -234,11 +234,11 @@ def transformers_throughput(prompts: list[str], max_new_tokens: int) -> dict:
 
 def vllm_worker(args: argparse.Namespace) -> None:
     """Runs inside .venv-vllm: engine start, throughput, adapter hot-swap; one JSON line."""
-    from llmnas_dist.generation import Sampling, VLLMGenerator
+    from llmnas_dist.generation import Sampling, VLLMGenerator, adapter_rank
 
     prompts = bench_prompts(args.batch)
     start = time.perf_counter()
-    engine = VLLMGenerator(MODEL, max_model_len=2048, max_lora_rank=args.lora_rank)
+    engine = VLLMGenerator(MODEL, max_model_len=2048, max_lora_rank=adapter_rank(args.adapter))
     start_s = time.perf_counter() - start
     sampling = Sampling(0.35, 0.9, 50, args.max_new_tokens, seed=0)
     engine.generate(prompts[:1], Sampling(max_new_tokens=4))  # warm-up
@@ -279,8 +279,6 @@ def throughput(args: argparse.Namespace) -> dict:
         str(args.batch),
         "--max-new-tokens",
         str(args.max_new_tokens),
-        "--lora-rank",
-        str(args.lora_rank),
     ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
@@ -316,7 +314,6 @@ def main() -> None:
     p.add_argument("--skip-before", action="store_true", help="measure the adapter only")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, help="token budget (default: config)")
-    p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument(
         "--fuzz",
         type=lambda v: [int(x) for x in v.split(",")],

@@ -20,7 +20,7 @@ from llmnas_dist.check_cli import archive_index
 from llmnas_dist.cli_common import EXIT_FAILED, EXIT_OK, config_from_args
 from llmnas_dist.datasets import dataset_spec
 from llmnas_dist.errors import CandidateRejected, UsageError
-from llmnas_dist.generation import GenerationResult, Sampling, make_generator
+from llmnas_dist.generation import GenerationResult, Sampling, adapter_rank, make_generator
 from llmnas_dist.novelty import minhash
 from llmnas_dist.program import canonicalize
 from llmnas_dist.prompts import parent_prompt
@@ -101,7 +101,9 @@ def generate_proposals(args: argparse.Namespace) -> int:
     )
     admission = Admission(config.admission, spec, index)
 
-    generator = make_generator(config.generation, max_lora_rank=config.finetune.r)
+    # an adapter trained elsewhere may have a higher rank than this config's fine-tuner
+    rank = max(config.finetune.r, adapter_rank(args.adapter) if args.adapter else 1)
+    generator = make_generator(config.generation, max_lora_rank=rank)
     prompt = parent_prompt(args.mode, parent, spec, args.score)
     sampling = Sampling.from_config(config.generation, seed=args.seed)
     results = generator.generate([prompt] * args.n, sampling, adapter=args.adapter)

@@ -14,6 +14,7 @@ large install that pins its own torch.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from llmnas_dist.models import resolve_model
 
 VLLM_INSTALL = "GPU: pip install vllm; CPU: bash deploy/setup-vllm-cpu.sh (builds .venv-vllm)"
 STOP_STRINGS = ("</delta>", "</nn>")  # the end tags of the two answer formats
+# the LoRA ranks a vLLM engine accepts as max_lora_rank (vllm.config.lora.MaxLoRARanks);
+# any other value fails the engine's start, so a configured rank is rounded up to one
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,29 @@ def _check_adapter(adapter: str) -> str:
     if not (path / "adapter_config.json").is_file():
         raise ConfigError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
     return str(path.resolve())
+
+
+def adapter_rank(adapter: str) -> int:
+    """The largest LoRA rank in an adapter folder: its `r`, or a per-module `rank_pattern`
+    entry above it (PEFT's adapter_config.json)."""
+    path = Path(_check_adapter(adapter)) / "adapter_config.json"
+    try:
+        config = json.loads(path.read_text())
+        ranks = [config["r"], *(config.get("rank_pattern") or {}).values()]
+        return max(int(r) for r in ranks)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError(f"{path} does not state the adapter's LoRA rank: {exc!r}") from None
+
+
+def vllm_lora_rank(rank: int) -> int:
+    """The smallest max_lora_rank a vLLM engine accepts that holds adapters of `rank`."""
+    fitting = [r for r in VLLM_LORA_RANKS if r >= rank]
+    if rank < 1 or not fitting:
+        raise ConfigError(
+            f"LoRA rank {rank} is outside what vLLM serves (1..{VLLM_LORA_RANKS[-1]}); "
+            "lower finetune.r or use the transformers backend"
+        )
+    return fitting[0]
 
 
 def _check_prompts(prompts: Sequence[str]) -> list[str]:
@@ -229,12 +256,13 @@ class VLLMGenerator:
             "max_model_len": max_model_len,
             "tensor_parallel_size": tensor_parallel_size,
             "enable_lora": True,
-            "max_lora_rank": max_lora_rank,
+            "max_lora_rank": vllm_lora_rank(max_lora_rank),
             "seed": seed,
         }
         if not torch.cuda.is_available():  # the CPU build: bf16, no CUDA graphs
             kwargs.update(dtype="bfloat16", enforce_eager=True)
         kwargs.update(engine_kwargs)
+        self.max_lora_rank = int(kwargs["max_lora_rank"])
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self._lora_ids: dict[str, int] = {}  # adapter folder -> LoRARequest id (1-based)
@@ -245,6 +273,14 @@ class VLLMGenerator:
         if adapter is None:
             return None
         path = _check_adapter(adapter)
+        # an adapter above max_lora_rank kills the engine (EngineDeadError), not the request
+        rank = adapter_rank(path)
+        if rank > self.max_lora_rank:
+            raise ConfigError(
+                f"adapter {path} has LoRA rank {rank}, above this vLLM engine's max_lora_rank "
+                f"{self.max_lora_rank}; start the engine with a rank of at least {rank} "
+                "(finetune.r)"
+            )
         lora_id = self._lora_ids.setdefault(path, len(self._lora_ids) + 1)
         return LoRARequest(f"adapter{lora_id}", lora_id, path)
 

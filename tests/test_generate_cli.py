@@ -40,6 +40,15 @@ def test_bad_usage_exits_2_before_loading_a_model(parent, config, capsys, extra,
     assert message in capsys.readouterr().err
 
 
+def test_adapter_without_a_rank_exits_2_before_loading_a_model(parent, config, tmp_path, capsys):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"lora_alpha": 8}')
+    argv = ["generate", "--config", str(config), "--parent", str(parent)]
+    assert main([*argv, "--adapter", str(adapter)]) == 2
+    assert "does not state the adapter's LoRA rank" in capsys.readouterr().err
+
+
 def test_missing_or_invalid_parent_exits_2(tmp_path, config, capsys):
     assert main(["generate", "--config", str(config), "--parent", str(tmp_path / "x.py")]) == 2
     assert "parent program not found" in capsys.readouterr().err

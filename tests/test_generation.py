@@ -17,9 +17,11 @@ from llmnas_dist.generation import (
     Sampling,
     TransformersGenerator,
     _answer_length,
+    adapter_rank,
     chat_text,
     cut_at_stop,
     make_generator,
+    vllm_lora_rank,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +35,37 @@ def test_sampling_from_config_and_validation():
     for bad in ({"temperature": -1}, {"top_p": 0}, {"top_k": -1}, {"max_new_tokens": 0}):
         with pytest.raises(ValueError):
             Sampling(**bad)
+
+
+def test_adapter_rank_reads_r_and_the_largest_rank_pattern(tmp_path):
+    config = tmp_path / "adapter_config.json"
+    config.write_text(json.dumps({"r": 8, "rank_pattern": {}}))
+    assert adapter_rank(str(tmp_path)) == 8
+    config.write_text(json.dumps({"r": 8, "rank_pattern": {"q_proj": 48, "v_proj": 4}}))
+    assert adapter_rank(str(tmp_path)) == 48
+    for broken in ("{", json.dumps({"lora_alpha": 8}), json.dumps({"r": "eight"}), "[]"):
+        config.write_text(broken)
+        with pytest.raises(ConfigError, match="LoRA rank"):
+            adapter_rank(str(tmp_path))
+    with pytest.raises(ConfigError, match="not a LoRA adapter folder"):
+        adapter_rank(str(tmp_path / "absent"))
+
+
+def test_vllm_lora_rank_rounds_up_to_a_rank_vllm_accepts():
+    # vLLM refuses to start with any other max_lora_rank (finetune.r may be any positive int)
+    assert [vllm_lora_rank(r) for r in (1, 2, 8, 12, 32, 33, 300, 512)] == [
+        1,
+        8,
+        8,
+        16,
+        32,
+        64,
+        320,
+        512,
+    ]
+    for bad in (0, 513):
+        with pytest.raises(ConfigError, match="outside what vLLM serves"):
+            vllm_lora_rank(bad)
 
 
 def test_answers_stop_at_the_end_tags_by_default():
@@ -139,6 +172,10 @@ def test_vllm_hot_swaps_a_lora_adapter(tmp_path):
     assert report["engines_started"] == 1
     assert report["base"] != report["adapted"]
     assert report["base"] == report["base_again"]  # base unchanged after the adapter ran
+    # an adapter above the engine's max_lora_rank is refused with a clear error, and the
+    # engine (which vLLM itself would have killed) still serves
+    assert "LoRA rank 16, above this vLLM engine's max_lora_rank 8" in report["too_large"]
+    assert report["base_after_refusal"] == report["base"]
 
 
 def test_generation_actor_asks_for_tensor_parallel_gpus_only_on_gpu_clusters():

@@ -3,20 +3,34 @@
     python tests/vllm_swap_check.py ADAPTER_DIR
 
 Starts one engine, samples greedily with the base model, then with the adapter (a new
-LoRARequest on the same engine), then with the base again; prints one tagged JSON line. The
-`__main__` guard matters: vLLM spawns its workers by re-importing this file.
+LoRARequest on the same engine), then with the base again, then asks for an adapter of a
+higher rank than the engine holds (refused; the engine still serves); prints one tagged
+JSON line. The `__main__` guard matters: vLLM spawns its workers by re-importing this file.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 RESULT_PREFIX = "LLMNAS_RESULT "  # vLLM logs to stdout too; the result line is tagged
 
 
+def _with_rank(adapter: str, rank: int) -> str:
+    """A copy of the adapter whose config claims another rank (for the refusal check)."""
+    copy = Path(tempfile.mkdtemp()) / "adapter"
+    shutil.copytree(adapter, copy)
+    config = json.loads((copy / "adapter_config.json").read_text())
+    (copy / "adapter_config.json").write_text(json.dumps({**config, "r": rank}))
+    return str(copy)
+
+
 def main(adapter: str) -> None:
+    from llmnas_dist.errors import ConfigError
     from llmnas_dist.generation import Sampling, VLLMGenerator
 
     start = time.perf_counter()
@@ -29,6 +43,12 @@ def main(adapter: str) -> None:
     adapted = engine.generate(prompt, greedy, adapter=adapter)[0].text
     swap_s = time.perf_counter() - swap_start
     base_again = engine.generate(prompt, greedy)[0].text
+    too_large = _with_rank(adapter, 16)
+    try:
+        engine.generate(prompt, greedy, adapter=too_large)
+        refusal = "accepted"
+    except ConfigError as exc:
+        refusal = str(exc)
     report = {
         "engines_started": 1,
         "start_s": started,
@@ -36,6 +56,8 @@ def main(adapter: str) -> None:
         "base": base,
         "adapted": adapted,
         "base_again": base_again,
+        "too_large": refusal,
+        "base_after_refusal": engine.generate(prompt, greedy)[0].text,
     }
     print(RESULT_PREFIX + json.dumps(report), flush=True)
 
