@@ -392,6 +392,9 @@ class Driver:
                 output_tokens=res.get("output_tokens"),
             )
             self.progress.generated += attempt == 0
+            if res.get("error"):  # never sent to the LLM; a retry prompt would be longer still
+                self.judge(cid, Verdict(False, ErrorClass.PROMPT_TOO_LONG, res["error"]))
+                continue
             verdict = self.admission.admit(res["text"], slot.mode, slot.parent_code)  # type: ignore[arg-type]
             self.judge(cid, verdict)
             if verdict.admitted:

@@ -46,6 +46,7 @@ Z95 = 1.959963984540054  # two-sided 95% normal quantile
 SEED_CYCLE = 0  # the seed programs: evaluated, but not samples of the LLM
 ADMITTED = frozenset({"admitted", "evaluating", "evaluated"})
 NOVELTY_CLASSES = frozenset({"duplicate", "not_novel"})
+UNANSWERED = "prompt_too_long"  # the prompt never reached the LLM: not one of its samples
 MIN_MODE_SAMPLES = 10  # attempts per mode before comparing valid rates
 MIN_TREND_POINTS = 3  # Mann-Kendall has no power below this
 MIN_SPEARMAN_PAIRS = 4  # Fisher's z interval needs n > 3
@@ -457,8 +458,11 @@ def elite_scores_by_cycle(data: RunData) -> dict[int, list[float]]:
 
 
 def llm_candidates(candidates: Iterable[CandidateRow]) -> list[CandidateRow]:
-    """Judged proposals of the LLM (cycle 0 holds the seed programs, not generations)."""
-    return [c for c in candidates if c.cycle > SEED_CYCLE and c.decided]
+    """Judged proposals of the LLM (cycle 0 holds the seed programs, not generations; a
+    prompt too long for the model was never answered)."""
+    return [
+        c for c in candidates if c.cycle > SEED_CYCLE and c.decided and c.error_class != UNANSWERED
+    ]
 
 
 # ---- 1. CE equivalence -----------------------------------------------------------------

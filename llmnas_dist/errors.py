@@ -15,6 +15,8 @@ MAX_MESSAGE_CHARS = 2000
 class ErrorClass(str, enum.Enum):
     """Why a candidate was rejected or an evaluation failed."""
 
+    # generation
+    PROMPT_TOO_LONG = "prompt_too_long"  # prompt + answer budget exceed max_model_len
     # parsing the LLM output
     NO_DELTA = "no_delta"  # no <delta>, fenced diff or raw diff found
     NO_CODE = "no_code"  # full mode: no <nn> or fenced python block found

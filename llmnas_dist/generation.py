@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,12 +59,43 @@ class Sampling:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """One answer. `seconds` is the wall time of the whole batch it was sampled in."""
+    """One answer. `seconds` is the wall time of the whole batch it was sampled in. `error`
+    says why a prompt was not answered (then `text` is empty)."""
 
     text: str
     prompt_tokens: int
     output_tokens: int
     seconds: float
+    error: str | None = None
+
+
+def answer_fitting(
+    texts: list[str],
+    lengths: list[int],
+    sampling: Sampling,
+    max_model_len: int | None,
+    sample: Callable[[list[str]], list[GenerationResult]],
+) -> list[GenerationResult]:
+    """`sample` the prompts whose tokens plus the answer budget fit in max_model_len; the
+    others are not sent (vLLM fails the whole batch on one over-long prompt) and get an
+    empty answer that says why."""
+    budget = sampling.max_new_tokens
+    fits = [max_model_len is None or n + budget <= max_model_len for n in lengths]
+    answers = iter(
+        sample([t for t, ok in zip(texts, fits, strict=True) if ok]) if any(fits) else []
+    )
+    return [
+        next(answers)
+        if ok
+        else GenerationResult(
+            "",
+            n,
+            0,
+            0.0,
+            f"prompt of {n} tokens + max_new_tokens {budget} exceeds max_model_len {max_model_len}",
+        )
+        for n, ok in zip(lengths, fits, strict=True)
+    ]
 
 
 class Generator(Protocol):
@@ -137,11 +168,14 @@ def _check_prompts(prompts: Sequence[str]) -> list[str]:
 class TransformersGenerator:
     """Batched sampling with transformers `generate`; LoRA adapters through peft."""
 
-    def __init__(self, model: str, device: str | None = None) -> None:
+    def __init__(
+        self, model: str, device: str | None = None, max_model_len: int | None = None
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_path = resolve_model(model)
+        self.max_model_len = max_model_len
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         # bf16 matmuls are slow on most CPUs; fp32 there, bf16 on GPUs
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
@@ -178,16 +212,27 @@ class TransformersGenerator:
     def generate(
         self, prompts: Sequence[str], sampling: Sampling, adapter: str | None = None
     ) -> list[GenerationResult]:
+        texts = [chat_text(self.tokenizer, p) for p in _check_prompts(prompts)]
+        if not texts:
+            return []
+        self._select_adapter(adapter)
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False).input_ids]
+        return answer_fitting(
+            texts,
+            lengths,
+            sampling,
+            self.max_model_len,
+            lambda fit: self._sample(fit, sampling, base=adapter is None),
+        )
+
+    def _sample(self, texts: list[str], sampling: Sampling, base: bool) -> list[GenerationResult]:
+        """One batched `generate` call (the active adapter unless `base`)."""
         import contextlib
 
         import torch
         from peft import PeftModel
 
-        texts = [chat_text(self.tokenizer, p) for p in _check_prompts(prompts)]
-        if not texts:
-            return []
-        self._select_adapter(adapter)
-        use_base = adapter is None and isinstance(self.model, PeftModel)
+        use_base = base and isinstance(self.model, PeftModel)
         batch = self.tokenizer(
             texts, return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.device)
@@ -263,6 +308,7 @@ class VLLMGenerator:
             kwargs.update(dtype="bfloat16", enforce_eager=True)
         kwargs.update(engine_kwargs)
         self.max_lora_rank = int(kwargs["max_lora_rank"])
+        self.max_model_len = int(kwargs["max_model_len"])
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self._lora_ids: dict[str, int] = {}  # adapter folder -> LoRARequest id (1-based)
@@ -287,11 +333,23 @@ class VLLMGenerator:
     def generate(
         self, prompts: Sequence[str], sampling: Sampling, adapter: str | None = None
     ) -> list[GenerationResult]:
-        from vllm import SamplingParams
-
         texts = [chat_text(self.tokenizer, p) for p in _check_prompts(prompts)]
         if not texts:
             return []
+        request = self._lora_request(adapter)
+        lengths = [len(self.tokenizer.encode(t)) for t in texts]  # as vLLM tokenizes them
+        return answer_fitting(
+            texts,
+            lengths,
+            sampling,
+            self.max_model_len,
+            lambda fit: self._sample(fit, sampling, request),
+        )
+
+    def _sample(self, texts: list[str], sampling: Sampling, request: Any) -> list[GenerationResult]:
+        """One `LLM.generate` call with the LoRA `request` (None: the base model)."""
+        from vllm import SamplingParams
+
         # one seed per request: identical prompts in a batch must still differ
         params = [
             SamplingParams(
@@ -306,9 +364,7 @@ class VLLMGenerator:
             for i in range(len(texts))
         ]
         start = time.perf_counter()
-        outs = self.llm.generate(
-            texts, params, lora_request=self._lora_request(adapter), use_tqdm=False
-        )
+        outs = self.llm.generate(texts, params, lora_request=request, use_tqdm=False)
         seconds = time.perf_counter() - start
         return [
             GenerationResult(
@@ -331,5 +387,5 @@ def make_generator(cfg: GenerationConfig, max_lora_rank: int = 32) -> Generator:
             max_lora_rank=max_lora_rank,
         )
     if cfg.backend == "transformers":
-        return TransformersGenerator(cfg.model)
+        return TransformersGenerator(cfg.model, max_model_len=cfg.max_model_len)
     raise ConfigError(f"unknown generation backend {cfg.backend!r}")

@@ -233,9 +233,11 @@ def test_novelty_rejected_programs_count_as_valid() -> None:
         CandidateRow(1, 1, 0, "delta", "failed", error_class="timeout", arch_hash="h"),
         CandidateRow(1, 2, 0, "delta", "rejected", error_class="hunk_not_found"),
         CandidateRow(1, 3, 0, "delta", "generated"),
+        CandidateRow(1, 4, 0, "delta", "rejected", error_class="prompt_too_long"),
     ]
-    assert [c.valid for c in rows] == [True, True, False, False]
+    assert [c.valid for c in rows] == [True, True, False, False, False]
     res = delta_vs_full(rows)
+    # undecided and never-answered candidates are not samples of the LLM
     assert res.numbers["delta"]["n"] == 3 and res.numbers["delta"]["valid"] == 2
 
 

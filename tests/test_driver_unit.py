@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from cluster.cli import main
-from cluster.driver import Driver, Settings, keyed_rng, keyed_seed
+from cluster.driver import Call, Driver, Settings, Slot, keyed_rng, keyed_seed
 from cluster.progress import cycle_rows, format_table
 from cluster.run_cli import default_config
 from db.archive import Archive, code_hash
@@ -77,6 +77,26 @@ def test_gate_needs_two_studied_architectures(tmp_path: Path) -> None:
         driver = Driver(cfg, archive, "r", actors=None)  # type: ignore[arg-type]
         same = Settings(1, 1.0, None)
         assert driver.reliability_gate(same) is same
+
+
+def test_a_prompt_the_model_could_not_take_is_rejected_without_retry(tmp_path: Path) -> None:
+    cfg = build_config(
+        {"archive": {"url": f"sqlite:///{tmp_path / 'a.db'}"}, "generation": {"max_retries": 2}}
+    )
+    with Archive(cfg.archive) as archive:
+        archive.create_run(cfg, run_id="r")
+        archive.start_cycle("r", 1)
+        driver = Driver(cfg, archive, "r", actors=None)  # type: ignore[arg-type]
+        slot = Slot(1, 0, "delta", "the prompt", parent_code="class Net: ...\n")
+        error = "prompt of 3000 tokens + max_new_tokens 384 exceeds max_model_len 2048"
+        answer = {"text": "", "output_tokens": 0, "error": error}
+        driver.on_generated(Call([(slot, 0, "the prompt")]), [answer], Settings(1, 1.0, None))
+        [cand] = archive.candidates("r", cycle=1)
+    assert cand.status is CandidateStatus.REJECTED
+    assert (cand.error_class, cand.message) == ("prompt_too_long", error)
+    assert cand.prompt == "the prompt"  # recorded as asked
+    # a retry prompt carries the parent and the answer again: it would not fit either
+    assert not driver._calls
 
 
 def test_cycle_table_counts_valid_novel_and_evaluated(tmp_path: Path) -> None:

@@ -14,10 +14,12 @@ from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.generation import (
     STOP_STRINGS,
+    GenerationResult,
     Sampling,
     TransformersGenerator,
     _answer_length,
     adapter_rank,
+    answer_fitting,
     chat_text,
     cut_at_stop,
     make_generator,
@@ -68,6 +70,26 @@ def test_vllm_lora_rank_rounds_up_to_a_rank_vllm_accepts():
             vllm_lora_rank(bad)
 
 
+def test_prompts_without_room_for_the_answer_are_not_sampled():
+    sent = []
+
+    def sample(texts):
+        sent.append(texts)
+        return [GenerationResult(f"answer to {t}", 1, 2, 0.5) for t in texts]
+
+    sampling = Sampling(max_new_tokens=10)
+    out = answer_fitting(["a", "b", "c"], [90, 91, 5], sampling, 100, sample)
+    assert sent == [["a", "c"]]  # 91 + 10 > 100: "b" never reaches the engine
+    assert [r.text for r in out] == ["answer to a", "", "answer to c"]
+    assert out[1].error == "prompt of 91 tokens + max_new_tokens 10 exceeds max_model_len 100"
+    assert (out[1].prompt_tokens, out[1].output_tokens) == (91, 0)
+    assert all(r.error is None for r in (out[0], out[2]))
+    # nothing fits: the engine is not called at all; no limit: everything is sent
+    assert [r.text for r in answer_fitting(["x"], [95], sampling, 100, sample)] == [""]
+    assert len(sent) == 1
+    assert len(answer_fitting(["x"], [10**6], sampling, None, sample)[0].text) > 0
+
+
 def test_answers_stop_at_the_end_tags_by_default():
     assert Sampling().stop == STOP_STRINGS == ("</delta>", "</nn>")
     assert cut_at_stop("<delta>\n@@ x\n</delta>\nmore text", STOP_STRINGS) == (
@@ -114,6 +136,17 @@ def test_batch_generates_text_with_token_counts(generator):
         assert r.seconds > 0
     # left padding: the shorter prompt's count excludes its padding
     assert results[0].prompt_tokens != results[1].prompt_tokens
+
+
+@pytest.mark.integration
+def test_a_prompt_over_max_model_len_is_refused_and_the_rest_answered(generator):
+    long_prompt = "Describe this layer: nn.Conv2d(3, 16, 3). " * 40
+    limited = TransformersGenerator("smollm2-135m-instruct", max_model_len=128)
+    results = limited.generate([PROMPTS[1], long_prompt], Sampling(max_new_tokens=16, seed=1))
+    assert results[0].text.strip() and results[0].error is None
+    assert results[1].text == "" and results[1].output_tokens == 0
+    assert results[1].prompt_tokens > 128
+    assert "exceeds max_model_len 128" in (results[1].error or "")
 
 
 @pytest.mark.integration
@@ -176,6 +209,10 @@ def test_vllm_hot_swaps_a_lora_adapter(tmp_path):
     # engine (which vLLM itself would have killed) still serves
     assert "LoRA rank 16, above this vLLM engine's max_lora_rank 8" in report["too_large"]
     assert report["base_after_refusal"] == report["base"]
+    # a prompt longer than max_model_len fails vLLM's whole batch; it is not sent, the
+    # other prompt of the batch is answered
+    assert report["too_long"]["answered"] and not report["too_long"]["refused_text"]
+    assert "exceeds max_model_len 512" in report["too_long"]["error"]
 
 
 def test_generation_actor_asks_for_tensor_parallel_gpus_only_on_gpu_clusters():

@@ -4,7 +4,8 @@
 
 Starts one engine, samples greedily with the base model, then with the adapter (a new
 LoRARequest on the same engine), then with the base again, then asks for an adapter of a
-higher rank than the engine holds (refused; the engine still serves); prints one tagged
+higher rank than the engine holds (refused; the engine still serves), then a batch with
+a prompt longer than max_model_len (not sent; the other is answered); prints one tagged
 JSON line. The `__main__` guard matters: vLLM spawns its workers by re-importing this file.
 """
 
@@ -49,6 +50,7 @@ def main(adapter: str) -> None:
         refusal = "accepted"
     except ConfigError as exc:
         refusal = str(exc)
+    short, long = engine.generate([prompt[0], "Widen every layer. " * 200], greedy)
     report = {
         "engines_started": 1,
         "start_s": started,
@@ -58,6 +60,7 @@ def main(adapter: str) -> None:
         "base_again": base_again,
         "too_large": refusal,
         "base_after_refusal": engine.generate(prompt, greedy)[0].text,
+        "too_long": {"answered": short.text, "refused_text": long.text, "error": long.error},
     }
     print(RESULT_PREFIX + json.dumps(report), flush=True)
 
