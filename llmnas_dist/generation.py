@@ -8,8 +8,10 @@ fine-tuning examples, so training and sampling see identical text), take an opti
 adapter folder per call without reloading the base model, and return raw text with token
 counts and wall time. Sampling stops at the end tag of an answer (`</delta>`, `</nn>`):
 the codec ignores everything after it, and a small model otherwise keeps writing until the
-token budget runs out. vLLM is imported only when that backend is built: it is a separate,
-large install that pins its own torch.
+token budget runs out. A prompt that leaves no room for the token budget within
+`max_model_len` is not sent (`answer_fitting`): its result carries an `error` instead. vLLM
+is imported only when that backend is built: it is a separate, large install that pins its
+own torch.
 """
 
 from __future__ import annotations
