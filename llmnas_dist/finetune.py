@@ -64,6 +64,7 @@ class FinetuneResult:
     first_loss: float  # mean loss of the first optimizer step (before any update)
     steps: int
     seconds: float
+    cut: int = 0  # examples longer than max_length: completion's tail cut, or left out
     version: int | None = None
     init_adapter: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
@@ -97,15 +98,15 @@ def build_examples(
 def encode_example(tokenizer: Any, example: Example, max_length: int) -> tuple[list[int], int]:
     """Token ids of prompt + completion + end-of-turn, and where the completion starts.
     Prompt and completion are tokenized apart so the split is exact (and matches sampling,
-    which starts from the prompt's tokens). Too long: the completion's tail is cut."""
+    which starts from the prompt's tokens). Too long: cut to max_length (the completion's
+    tail goes first)."""
     prompt_ids = tokenizer(chat_text(tokenizer, example.prompt), add_special_tokens=False)[
         "input_ids"
     ]
     answer_ids = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
     if tokenizer.eos_token_id is not None:
         answer_ids = [*answer_ids, tokenizer.eos_token_id]
-    ids = (prompt_ids + answer_ids)[:max_length]
-    return ids, len(prompt_ids)
+    return (prompt_ids + answer_ids)[:max_length], len(prompt_ids)
 
 
 def _batch(encoded: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, Any]:
@@ -145,16 +146,23 @@ def _completion_loss(model: Any, batch: dict[str, Any]) -> Any:
     )
 
 
-def _encode_all(tokenizer: Any, examples: Sequence[Example], max_length: int) -> list:
-    encoded = [encode_example(tokenizer, ex, max_length) for ex in examples]
-    # an example whose prompt fills the whole budget has nothing left to learn from
-    kept = [(ids, start) for ids, start in encoded if len(ids) > start]
+def encode_examples(
+    tokenizer: Any, examples: Sequence[Example], max_length: int
+) -> tuple[list[tuple[list[int], int]], int]:
+    """The encoded examples that keep completion tokens, and how many examples did not fit
+    in max_length (cut, or left out when the prompt alone fills it)."""
+    # one token over the budget shows an example does not fit, without a second encoding
+    encoded = [encode_example(tokenizer, ex, max_length + 1) for ex in examples]
+    cut = sum(len(ids) > max_length for ids, _ in encoded)
+    kept = [
+        (ids[:max_length], start) for ids, start in encoded if min(len(ids), max_length) > start
+    ]
     if not kept:
         raise ValueError(
             f"no example has completion tokens within max_length={max_length} "
             f"({len(examples)} examples given)"
         )
-    return kept
+    return kept, cut
 
 
 def mean_nll(model: Any, tokenizer: Any, examples: Sequence[Example], max_length: int) -> float:
@@ -164,7 +172,7 @@ def mean_nll(model: Any, tokenizer: Any, examples: Sequence[Example], max_length
     was_training = model.training
     model.eval()
     total = 0.0
-    encoded = _encode_all(tokenizer, examples, max_length)
+    encoded, _ = encode_examples(tokenizer, examples, max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with torch.inference_mode():
         for item in encoded:
@@ -416,7 +424,15 @@ def train_lora(
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.config.use_cache = False
     peft_model = _lora_model(base, cfg, init_adapter)
-    encoded = _encode_all(tokenizer, examples, cfg.max_length)
+    encoded, cut = encode_examples(tokenizer, examples, cfg.max_length)
+    if cut:
+        log.warning(
+            "%d of %d examples are longer than max_length=%d: their completions are cut "
+            "(or left out); raise finetune.max_length to train on whole programs",
+            cut,
+            len(examples),
+            cfg.max_length,
+        )
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr)
     rng = random.Random(seed)
@@ -456,6 +472,7 @@ def train_lora(
         first_loss=first_loss,
         steps=steps,
         seconds=time.perf_counter() - start_time,
+        cut=cut,
         version=version,
         init_adapter=init_adapter,
         settings=cfg.model_dump(mode="json")

@@ -16,6 +16,7 @@ from llmnas_dist.finetune import (
     Example,
     build_examples,
     encode_example,
+    encode_examples,
     read_metadata,
     train_lora,
 )
@@ -96,6 +97,17 @@ def test_encode_masks_the_prompt_and_ends_with_eos():
     assert cut == [97, 98, 99, 120] and start == 3
 
 
+def test_encode_examples_counts_the_examples_that_do_not_fit():
+    examples = [Example("abc", "xy"), Example("abc", "xyz"), Example("abcdefg", "x")]
+    # "abc"+"xy"+eos is 6 tokens: fits 6; "abcxyz"+eos is 7: cut; the last prompt fills 6
+    kept, cut = encode_examples(CharTokenizer(), examples, max_length=6)
+    assert cut == 2
+    assert kept == [([97, 98, 99, 120, 121, 0], 3), ([97, 98, 99, 120, 121, 122], 3)]
+    assert encode_examples(CharTokenizer(), examples, max_length=20)[1] == 0
+    with pytest.raises(ValueError, match="no example has completion tokens"):
+        encode_examples(CharTokenizer(), [Example("abcdefg", "x")], max_length=6)
+
+
 def test_train_lora_refuses_existing_folder_and_empty_set(tmp_path):
     with pytest.raises(ValueError, match="already exists"):
         train_lora("smollm2-135m-instruct", ELITES, SMALL, tmp_path)
@@ -124,6 +136,7 @@ def test_lora_lowers_elite_nll_and_changes_generations(tmp_path):
     meta = read_metadata(adapter)
     assert meta["base_model"] == "smollm2-135m-instruct"
     assert meta["examples"] == 3 and meta["steps"] == SMALL.epochs
+    assert meta["cut"] == 0  # the elites fit in max_length 256
     assert meta["train_loss"] < meta["first_loss"]
     assert json.loads((adapter / METADATA_FILE).read_text())["settings"]["r"] == 8
 
