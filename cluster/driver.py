@@ -392,14 +392,16 @@ class Driver:
                 output_tokens=res.get("output_tokens"),
             )
             self.progress.generated += attempt == 0
-            if res.get("error"):  # never sent to the LLM; a retry prompt would be longer still
-                self.judge(cid, Verdict(False, ErrorClass.PROMPT_TOO_LONG, res["error"]))
-                continue
-            verdict = self.admission.admit(res["text"], slot.mode, slot.parent_code)  # type: ignore[arg-type]
+            verdict = self.admission.admit(
+                res["text"],
+                slot.mode,  # type: ignore[arg-type]
+                slot.parent_code,
+                unanswered=res.get("error"),
+            )
             self.judge(cid, verdict)
             if verdict.admitted:
                 self.queue(cid, verdict.code_hash or "", verdict.canonical or "", settings)
-            elif self.retryable(slot, attempt):
+            elif self.retryable(slot, attempt, verdict.error_class):
                 retries.append((slot, attempt + 1, self.retry_text(prompt, res["text"], verdict)))
         self.retry(retries)
 
@@ -432,8 +434,10 @@ class Driver:
                 nearest_jaccard=verdict.nearest_jaccard,
             )
 
-    def retryable(self, slot: Slot, attempt: int) -> bool:
-        return slot.mode == "delta" and attempt < self.cfg.generation.max_retries
+    def retryable(self, slot: Slot, attempt: int, error_class: str | None) -> bool:
+        # a prompt too long to answer: the retry prompt (with the answer) would be longer
+        too_long = error_class == ErrorClass.PROMPT_TOO_LONG
+        return slot.mode == "delta" and attempt < self.cfg.generation.max_retries and not too_long
 
     @staticmethod
     def retry_text(prompt: str, answer: str, verdict: Any) -> str:
@@ -456,7 +460,7 @@ class Driver:
                 return []
             last = self.archive.get_candidate(last.id)
         if last.status is CandidateStatus.REJECTED:
-            if self.retryable(slot, last.attempt):
+            if self.retryable(slot, last.attempt, last.error_class):
                 text = self.retry_text(last.prompt, last.raw_output, last)
                 return [(slot, last.attempt + 1, text)]
             return []

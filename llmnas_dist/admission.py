@@ -91,8 +91,18 @@ class Admission:
         self.index = index if index is not None else NoveltyIndex.from_config(cfg)
         self.build = build
 
-    def admit(self, output: str, mode: Mode = "full", parent: str | None = None) -> Verdict:
-        """Admit a raw LLM answer: a delta against `parent`, or a full program."""
+    def admit(
+        self,
+        output: str,
+        mode: Mode = "full",
+        parent: str | None = None,
+        unanswered: str | None = None,
+    ) -> Verdict:
+        """Admit a raw LLM answer: a delta against `parent`, or a full program.
+        `unanswered` is the generator's reason for not answering (`GenerationResult.error`:
+        the prompt did not fit max_model_len); such a candidate is rejected as that."""
+        if unanswered:
+            return Verdict(False, ErrorClass.PROMPT_TOO_LONG, unanswered)
         notes: tuple[str, ...] = ()
         try:
             if mode == "delta":

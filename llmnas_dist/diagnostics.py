@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from llmnas_dist.errors import ErrorClass
 from llmnas_dist.noise import estimate_noise, scores_by_arch, spearman
 from llmnas_dist.novelty import code_tokens, signature_from_bytes
 
@@ -46,7 +47,7 @@ Z95 = 1.959963984540054  # two-sided 95% normal quantile
 SEED_CYCLE = 0  # the seed programs: evaluated, but not samples of the LLM
 ADMITTED = frozenset({"admitted", "evaluating", "evaluated"})
 NOVELTY_CLASSES = frozenset({"duplicate", "not_novel"})
-UNANSWERED = "prompt_too_long"  # the prompt never reached the LLM: not one of its samples
+UNANSWERED = ErrorClass.PROMPT_TOO_LONG.value  # never reached the LLM: not one of its samples
 MIN_MODE_SAMPLES = 10  # attempts per mode before comparing valid rates
 MIN_TREND_POINTS = 3  # Mann-Kendall has no power below this
 MIN_SPEARMAN_PAIRS = 4  # Fisher's z interval needs n > 3

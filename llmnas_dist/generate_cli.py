@@ -19,7 +19,7 @@ from llmnas_dist.admission import Admission, Verdict
 from llmnas_dist.check_cli import archive_index
 from llmnas_dist.cli_common import EXIT_FAILED, EXIT_OK, config_from_args
 from llmnas_dist.datasets import dataset_spec
-from llmnas_dist.errors import CandidateRejected, ErrorClass, UsageError
+from llmnas_dist.errors import CandidateRejected, UsageError
 from llmnas_dist.generation import GenerationResult, Sampling, adapter_rank, make_generator
 from llmnas_dist.novelty import minhash
 from llmnas_dist.program import canonicalize
@@ -72,13 +72,6 @@ def _proposal(result: GenerationResult, verdict: Verdict, mode: str) -> dict[str
     }
 
 
-def _judge(admission: Admission, result: GenerationResult, mode: str, parent: str) -> Verdict:
-    """Admission's verdict; a prompt the model could not take is rejected as such."""
-    if result.error:
-        return Verdict(False, ErrorClass.PROMPT_TOO_LONG, result.error)
-    return admission.admit(result.text, mode, parent)  # type: ignore[arg-type]
-
-
 def _print_text(proposals: list[dict[str, object]]) -> None:
     for i, p in enumerate(proposals, 1):
         head = "admitted" if p["verdict"] == "admitted" else f"rejected: {p['error_class']}"
@@ -114,7 +107,10 @@ def generate_proposals(args: argparse.Namespace) -> int:
     prompt = parent_prompt(args.mode, parent, spec, args.score)
     sampling = Sampling.from_config(config.generation, seed=args.seed)
     results = generator.generate([prompt] * args.n, sampling, adapter=args.adapter)
-    proposals = [_proposal(r, _judge(admission, r, args.mode, parent), args.mode) for r in results]
+    proposals = [
+        _proposal(r, admission.admit(r.text, args.mode, parent, r.error), args.mode)
+        for r in results
+    ]
     if args.json:
         print(json.dumps(proposals, indent=2))
     else:

@@ -90,8 +90,10 @@ def test_a_prompt_the_model_could_not_take_is_rejected_without_retry(tmp_path: P
         slot = Slot(1, 0, "delta", "the prompt", parent_code="class Net: ...\n")
         error = "prompt of 3000 tokens + max_new_tokens 384 exceeds max_model_len 2048"
         answer = {"text": "", "output_tokens": 0, "error": error}
-        driver.on_generated(Call([(slot, 0, "the prompt")]), [answer], Settings(1, 1.0, None))
+        settings = Settings(1, 1.0, None)
+        driver.on_generated(Call([(slot, 0, "the prompt")]), [answer], settings)
         [cand] = archive.candidates("r", cycle=1)
+        assert driver.resume_slot(slot, cand, settings) == []  # nor after a restart
     assert cand.status is CandidateStatus.REJECTED
     assert (cand.error_class, cand.message) == ("prompt_too_long", error)
     assert cand.prompt == "the prompt"  # recorded as asked
