@@ -169,9 +169,17 @@ def parse_hunks(diff: str, keep_noop: bool = False) -> list[Hunk]:
 # --- applying --------------------------------------------------------------------
 
 
-def _norm(line: str) -> str:
-    """Whitespace-free identity of a line: `padding = 1 ,` matches `padding=1,`."""
+def anchor_key(line: str) -> str:
+    """Whitespace-free identity of a line: `padding = 1 ,` matches `padding=1,`. The one
+    normalisation by which hunk lines are matched to parent lines (the delta grammar uses it
+    too, so what it calls unique is what the codec finds once)."""
     return " ".join(_WORD_OR_SYMBOL.findall(line))
+
+
+def is_blank(line: str) -> bool:
+    """A line the codec ignores when placing a hunk (blank or whitespace only)."""
+    return not line.strip()
+
 
 
 def _indent(line: str) -> int:
@@ -184,7 +192,7 @@ def _quote(lines: list[str], start: int, count: int) -> str:
 
 
 def _anchors(hunk: Hunk) -> list[str]:
-    return [text for kind, text in hunk.ops if kind != "+" and text.strip()]
+    return [text for kind, text in hunk.ops if kind != "+" and not is_blank(text)]
 
 
 @dataclass(frozen=True)
@@ -229,7 +237,7 @@ def _not_found(
 ) -> CandidateRejected:
     """Quote the first hunk line that matches nowhere and the parent lines nearest to it."""
     raw = _anchors(hunk)
-    norm_nb = [_norm(lines[i]) for i in nb]
+    norm_nb = [anchor_key(lines[i]) for i in nb]
     best_s, best_len = 0, -1
     for s in range(len(nb)):  # longest run of hunk lines matching from each position
         run = 0
@@ -301,22 +309,31 @@ def _choose(
     return chosen, f"hunk {hunk.number}: {'; '.join(notes)}" if notes else None
 
 
-def apply_hunk(
-    lines: list[str], hunk: Hunk, fuzz: int = 0, after: int = 0
-) -> tuple[list[str], int, str | None]:
-    """Apply one hunk to the parent's lines: the new lines, the index just past the hunk's
-    output in them, and a note if fuzz placed it. Raises on no match, or (fuzz 0) several.
-    `fuzz` context lines per hunk may fail to match; `after` is where the previous hunk ended."""
-    anchor_ops = [(kind, text) for kind, text in hunk.ops if kind != "+" and text.strip()]
+@dataclass(frozen=True)
+class Edit:
+    """A hunk placed in the parent: parent lines [first, stop) become `lines`."""
+
+    hunk: Hunk
+    first: int
+    stop: int
+    lines: tuple[str, ...]
+    note: str | None = None
+
+
+def locate_hunk(lines: list[str], hunk: Hunk, fuzz: int = 0, after: int = 0) -> Edit:
+    """Place one hunk in the parent's lines and compute what replaces them; raises on no
+    match, or (fuzz 0) several. `fuzz` context lines per hunk may fail to match; `after` is
+    where the previous hunk ended (fuzz prefers places from there on)."""
+    anchor_ops = [(kind, text) for kind, text in hunk.ops if kind != "+" and not is_blank(text)]
     if not anchor_ops:
         raise CandidateRejected(
             ErrorClass.BAD_HUNK,
             f"hunk {hunk.number} has no context or removed lines to locate it in the parent",
         )
-    anchors = [_norm(text) for _, text in anchor_ops]
-    nb = [i for i, line in enumerate(lines) if line.strip()]
+    anchors = [anchor_key(text) for _, text in anchor_ops]
+    nb = [i for i, line in enumerate(lines) if not is_blank(line)]
     placements = _placements(
-        anchors, [kind for kind, _ in anchor_ops], [_norm(lines[i]) for i in nb], fuzz
+        anchors, [kind for kind, _ in anchor_ops], [anchor_key(lines[i]) for i in nb], fuzz
     )
     if not placements:
         raise _not_found(hunk, anchors, lines, nb)
@@ -340,8 +357,8 @@ def apply_hunk(
     out: list[str] = []
     for kind, text in hunk.ops:
         if kind == "+":
-            out.append(_shift(text, offset) if text.strip() else "")
-        elif text.strip():  # an anchor: keep the parent's blank lines before it
+            out.append(_shift(text, offset) if not is_blank(text) else "")
+        elif not is_blank(text):  # an anchor: keep the parent's blank lines before it
             target, j = matched[j], j + 1
             if target is None:  # an ignored context line: nothing in the parent to keep
                 continue
@@ -350,12 +367,30 @@ def apply_hunk(
             if kind == " ":
                 out.append(lines[target])
             cursor = target + 1
-        elif cursor < len(lines) and not lines[cursor].strip() and j > 0:
+        elif cursor < len(lines) and is_blank(lines[cursor]) and j > 0:
             # a blank context/removed line that the parent also has here
             if kind == " ":
                 out.append(lines[cursor])
             cursor += 1
-    return lines[:first] + out + lines[cursor:], first + len(out), note
+    return Edit(hunk, first, cursor, tuple(out), note)
+
+
+def _splice(lines: list[str], edits: list[Edit]) -> list[str]:
+    """The parent's lines with every edit made; edits may come in any order but must not
+    share a parent line (a unified diff's hunks each rewrite their own part of the file)."""
+    edits = sorted(edits, key=lambda e: e.first)
+    for a, b in zip(edits, edits[1:]):
+        if b.first < a.stop:
+            raise CandidateRejected(
+                ErrorClass.BAD_HUNK,
+                f"hunks {a.hunk.number} and {b.hunk.number} both change parent line "
+                f"{b.first + 1}: each hunk must cover its own lines",
+            )
+    out, cursor = [], 0
+    for e in edits:
+        out += lines[cursor : e.first] + list(e.lines)
+        cursor = e.stop
+    return out + lines[cursor:]
 
 
 @dataclass(frozen=True)
@@ -367,11 +402,13 @@ class Patched:
 
 
 def patch(parent: str, diff: str, fuzz: int = 0) -> Patched:
-    """Apply every hunk of `diff` to `parent` in order; each hunk is located in the text
-    as the previous hunks left it. With `fuzz` > 0, up to that many context lines per hunk
-    may match nothing, a hunk that matches several places is placed as `_choose` says,
-    and a hunk of context lines only (a no-op) is skipped; each is noted, never silent."""
-    lines, after, notes = parent.splitlines(), 0, []
+    """Apply every hunk of `diff` to `parent`. Each hunk is located in the parent as given
+    (as `patch` and `git apply` read a unified diff), never in lines an earlier hunk added,
+    so an added line cannot make a later hunk ambiguous; hunks may not overlap. With
+    `fuzz` > 0, up to that many context lines per hunk may match nothing, a hunk that
+    matches several places is placed as `_choose` says, and a hunk of context lines only
+    (a no-op) is skipped; each is noted, never silent."""
+    lines, after, notes, edits = parent.splitlines(), 0, [], []
     hunks = parse_hunks(diff, keep_noop=fuzz > 0)
     if all(hunk.is_noop for hunk in hunks):
         raise CandidateRejected(ErrorClass.BAD_HUNK, "no hunk of the delta changes anything")
@@ -379,10 +416,12 @@ def patch(parent: str, diff: str, fuzz: int = 0) -> Patched:
         if hunk.is_noop:
             notes.append(f"hunk {hunk.number}: context lines only, skipped")
             continue
-        lines, after, note = apply_hunk(lines, hunk, fuzz, after)
-        if note:
-            notes.append(note)
-    return Patched("\n".join(lines) + "\n", tuple(notes))
+        edit = locate_hunk(lines, hunk, fuzz, after)
+        edits.append(edit)
+        after = edit.stop
+        if edit.note:
+            notes.append(edit.note)
+    return Patched("\n".join(_splice(lines, edits)) + "\n", tuple(notes))
 
 
 def apply_delta(parent: str, diff: str, fuzz: int = 0) -> str:

@@ -1,0 +1,183 @@
+"""The delta grammar: every answer it accepts applies to its parent (by construction).
+
+Random walks go through llguidance's own allowed-token masks (a byte-level vocabulary here;
+the real SmolLM2 tokenizer in test_generation.py), and real difflib deltas of mutated seeds
+are judged by the grammar and the codec. Parents: all seeds and adversarial ones.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from llmnas_dist.constrain import (
+    accepts,
+    byte_tokenizer,
+    compile_grammar,
+    random_walk,
+)
+from llmnas_dist.delta import extract_delta, make_delta, patch
+from llmnas_dist.grammar import (
+    FULL_GRAMMAR,
+    GrammarUnsupported,
+    delta_grammar,
+    unique_lengths,
+)
+from llmnas_dist.mutations import mutate
+from llmnas_dist.prompts import delta_answer, training_delta
+from llmnas_dist.seeds import load_seeds
+
+SEEDS = load_seeds()
+
+ADVERSARIAL = {
+    "tabs_and_backslashes": (
+        "import torch\nimport torch.nn as nn\n\n\nclass Net(nn.Module):\n"
+        "\tdef __init__(self, in_shape, out_shape, prm, device):\n"
+        "\t\tsuper().__init__()\n"
+        '\t\tself.path = "a\\\\b\\tc"  # a "quoted" \\ comment\n'
+        "\t\tself.fc = nn.Linear(in_shape[1], out_shape[0])\n\n"
+        "\tdef forward(self, x):\n"
+        "\t\treturn self.fc(x.mean(dim=(2, 3)))\n"
+    ),
+    "quotes_non_ascii_comments": (
+        "# Réseau « simple » — with 'quotes' and \"double quotes\"\n"
+        "import torch.nn as nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, in_shape, out_shape, prm, device):  # ünïcode\n"
+        "        super().__init__()\n"
+        "        self.name = 'ß∂ƒ'  # 漢字 <b>not a tag</b>\n"
+        "        self.fc = nn.Linear(in_shape[1], out_shape[0])\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x.mean(dim=(2, 3)))\n"
+    ),
+    "repeated_lines": (
+        "import torch.nn as nn\n\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, in_shape, out_shape, prm, device):\n"
+        "        super().__init__()\n"
+        "        self.a = nn.Sequential(\n            nn.ReLU(),\n            nn.ReLU(),\n        )\n"
+        "        self.b = nn.Sequential(\n            nn.ReLU(),\n            nn.ReLU(),\n        )\n"
+        "        self.c = nn.Sequential(\n            nn.ReLU(),\n            nn.ReLU(),\n        )\n"
+        "\n\n\n"
+        "    def forward(self, x):\n        return x\n"
+        "    def forward2(self, x):\n        return x\n"
+        "    def forward3(self, x):\n        return x\n"
+    ),
+    "long_250_lines": "import torch.nn as nn\n\nclass Net(nn.Module):\n"
+    "    def __init__(self, in_shape, out_shape, prm, device):\n        super().__init__()\n"
+    + "".join(
+        f"        self.l{i} = nn.Conv2d({i % 7 + 1}, {i % 5 + 1}, 3)\n"
+        + ("        x = x  # again\n" if i % 10 == 0 else "")
+        for i in range(225)
+    )
+    + "    def forward(self, x):\n        return x\n",
+}
+PARENTS = {**SEEDS, **ADVERSARIAL}
+TOKENIZER = byte_tokenizer()
+
+
+def walk(parent: str, grammar: str, seed: int) -> tuple[str, bool]:
+    constraint = compile_grammar(TOKENIZER, grammar)
+    assert constraint.matcher is not None, constraint.note
+    tokens, accepted = random_walk(constraint.matcher, TOKENIZER, random.Random(seed))
+    return TOKENIZER.decode_str(tokens), accepted
+
+
+@pytest.mark.parametrize("name", sorted(PARENTS))
+def test_every_random_walk_the_grammar_accepts_applies(name):
+    parent = PARENTS[name]
+    grammar = delta_grammar(parent)
+    accepted = 0
+    for seed in range(6):
+        text, ok = walk(parent, grammar, seed)
+        if not ok:
+            continue  # cut off by the walk's length limit: not an answer the grammar accepts
+        accepted += 1
+        assert accepts(grammar, text)
+        child = patch(parent, extract_delta(text)).code  # raises if it does not apply
+        assert child != parent or "+" not in text
+    assert accepted >= 3, f"only {accepted}/6 walks finished"
+
+
+@pytest.mark.parametrize("name", sorted(SEEDS))
+def test_real_difflib_deltas_of_mutated_seeds(name):
+    """The grammar accepts what the model is taught (training_delta) and what difflib
+    writes with 3 lines of context where that is unique; whatever it accepts applies and
+    gives exactly the child."""
+    parent, rng = SEEDS[name], random.Random(name)
+    grammar = delta_grammar(parent)
+    taught = 0
+    for _ in range(4):
+        mutation = mutate(parent, rng)
+        assert mutation is not None
+        for answer in (
+            delta_answer(training_delta(parent, mutation.child)),
+            delta_answer(make_delta(parent, mutation.child)),
+        ):
+            if accepts(grammar, answer):
+                assert patch(parent, extract_delta(answer)).code.strip() == (
+                    mutation.child.strip()
+                )
+                taught += answer.count("@@ @@") > 0
+    assert taught >= 3, "the grammar refused most taught deltas"
+
+
+def test_miscopied_context_and_ambiguous_or_empty_hunks_are_refused():
+    parent = SEEDS["plain_cnn"]
+    grammar = delta_grammar(parent)
+    line = next(x for x in parent.splitlines() if "nn.ReLU(inplace=True)" in x)
+    good = delta_answer(f"--- baseline.py\n+++ improved.py\n@@ @@\n-{line}\n+{line[:-1]}  # x,\n")
+    assert accepts(grammar, good) == (parent.count(line) == 1)
+    miscopied = good.replace("inplace=True", "inplace = True", 1)
+    assert not accepts(grammar, miscopied)
+    no_change = delta_answer(f"--- baseline.py\n+++ improved.py\n@@ @@\n {line}\n")
+    assert not accepts(grammar, no_change)
+    repeated = ADVERSARIAL["repeated_lines"]
+    relu = "            nn.ReLU(),"
+    ambiguous = delta_answer(f"--- baseline.py\n+++ improved.py\n@@ @@\n-{relu}\n")
+    assert not accepts(delta_grammar(repeated), ambiguous)
+    unique = ambiguous.replace("@@ @@\n", "@@ @@\n         self.b = nn.Sequential(\n")
+    assert accepts(delta_grammar(repeated), unique)
+    one_left = "self.b = nn.Sequential(\n            nn.ReLU(),\n        )"
+    assert one_left in patch(repeated, extract_delta(unique)).code
+
+
+def test_added_lines_that_would_break_the_codec_are_refused():
+    parent = SEEDS["plain_cnn"]
+    grammar = delta_grammar(parent)
+    first = parent.splitlines()[0]
+    frame = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n {first}\n+{added}\n</delta>"
+    assert accepts(grammar, frame.format(first=first, added="x = 1  # fine < 2 > 1"))
+    for added in ("x = '</delta>'", "```", "++ y", "a\rb", "x = '\u2028'"):
+        assert not accepts(grammar, frame.format(first=first, added=added)), added
+
+
+def test_hunks_follow_each_other_in_parent_order():
+    parent = SEEDS["plain_cnn"]
+    lines = [x for x in parent.splitlines() if x.strip()]
+    early, late = lines[0], lines[-1]
+    body = "--- baseline.py\n+++ improved.py\n@@ @@\n-{a}\n+# a\n@@ @@\n-{b}\n+# b\n"
+    grammar = delta_grammar(parent)
+    assert accepts(grammar, delta_answer(body.format(a=early, b=late)))
+    assert not accepts(grammar, delta_answer(body.format(a=late, b=early)))
+
+
+def test_unique_lengths():
+    assert unique_lengths(["a", "b", "a", "c"]) == [2, 1, 2, 1]
+    assert unique_lengths(["x", "y", "x", "y"]) == [3, None, None, None]
+
+
+@pytest.mark.parametrize(
+    "parent",
+    ["\n\n   \n", 'x = "</delta>"\n', "s = '''\n```\n'''\n", "y = '</NN>'\n"],
+)
+def test_parents_without_a_grammar_say_why(parent):
+    with pytest.raises(GrammarUnsupported):
+        delta_grammar(parent)
+
+
+def test_full_mode_frame():
+    assert accepts(FULL_GRAMMAR, "<nn>\nimport torch\nx = a < b\n</nn>")
+    assert not accepts(FULL_GRAMMAR, "<nn>\nimport torch\n</nn> trailing")
+    assert not accepts(FULL_GRAMMAR, "```python\nimport torch\n```")
