@@ -49,6 +49,7 @@ from llmnas_dist.diagnostics import noise_gate
 from llmnas_dist.errors import CandidateRejected, ErrorClass
 from llmnas_dist.evaluation import budget_key
 from llmnas_dist.finetune import ElitePair
+from llmnas_dist.grammar import answer_grammar
 from llmnas_dist.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex
 from llmnas_dist.prompts import choose_mode, parent_prompt, retry_prompt
 from llmnas_dist.seeds import load_seeds
@@ -137,6 +138,7 @@ class Driver:
         self._pending: dict[str, set[int]] = {}
         self._ok: dict[str, bool] = {}
         self._calls: dict[Any, Call] = {}
+        self._grammars: dict[tuple[str, str], tuple[str | None, str | None]] = {}  # per parent
         self._next_gen = 0
         self.progress = Progress(0, 0)
 
@@ -342,11 +344,23 @@ class Driver:
         actor = gens[self._next_gen % len(gens)]
         self._next_gen += 1
         requests = [
-            GenRequest(key=f"{slot.index}:{attempt}", prompt=prompt, mode=slot.mode)
+            GenRequest(f"{slot.index}:{attempt}", prompt, slot.mode, *self.grammar(slot))
             for slot, attempt, prompt in items
         ]
         seed = keyed_seed(self.cfg.ce.seed, "generate", *key)
         self._calls[actor.generate.remote(requests, seed)] = Call(items)
+
+    def grammar(self, slot: Slot) -> tuple[str | None, str | None]:
+        """The grammar of the slot's answer and why there is none (generation.constrained;
+        built once per parent and mode)."""
+        gen = self.cfg.generation
+        if not gen.constrained:
+            return None, None
+        key = (slot.parent_hash or "", slot.mode)
+        if key not in self._grammars:
+            parent = slot.parent_code or ""
+            self._grammars[key] = answer_grammar(slot.mode, parent, gen.backend)
+        return self._grammars[key]
 
     def drain(self, settings: Settings | None = None) -> None:
         """Until nothing is generating or evaluating: take the next finished result."""
@@ -390,6 +404,7 @@ class Driver:
                 parent_hash=slot.parent_hash,
                 adapter_version=self.adapter_version,
                 output_tokens=res.get("output_tokens"),
+                constrained=bool(res.get("constrained")),
             )
             self.progress.generated += attempt == 0
             verdict = self.admission.admit(
@@ -397,6 +412,7 @@ class Driver:
                 slot.mode,  # type: ignore[arg-type]
                 slot.parent_code,
                 unanswered=res.get("error"),
+                note=res.get("grammar_note"),
             )
             self.judge(cid, verdict)
             if verdict.admitted:

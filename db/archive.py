@@ -707,6 +707,7 @@ class Archive:
         nearest_hash: str | None = None,
         nearest_jaccard: float | None = None,
         output_tokens: int | None = None,
+        constrained: bool | None = None,
     ) -> str:
         """Record one generation attempt; returns its id. Repeating it changes nothing."""
         cid = candidate_id(run_id, cycle, slot, attempt)
@@ -731,6 +732,7 @@ class Archive:
                 nearest_hash=nearest_hash,
                 nearest_jaccard=nearest_jaccard,
                 output_tokens=output_tokens,
+                constrained=constrained,
                 created_at=now,
                 updated_at=now,
             )

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Enum,
     Float,
@@ -215,6 +216,8 @@ class Candidate(Base):
     nearest_hash: Mapped[str | None] = mapped_column(String(HASH_LEN))
     nearest_jaccard: Mapped[float | None] = mapped_column(Float)
     output_tokens: Mapped[int | None] = mapped_column(Integer)
+    # sampled under a grammar (None: recorded before constrained decoding existed)
+    constrained: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.datasets import DatasetSpec
-from llmnas_dist.delta import extract_code, extract_delta, patch
+from llmnas_dist.delta import drop_unfinished_line, extract_code, extract_delta, patch
 from llmnas_dist.errors import CandidateRejected, ErrorClass
 from llmnas_dist.novelty import NoveltyIndex, minhash, signature_bytes
 from llmnas_dist.program import canonicalize
@@ -97,25 +97,31 @@ class Admission:
         mode: Mode = "full",
         parent: str | None = None,
         unanswered: str | None = None,
+        note: str | None = None,
     ) -> Verdict:
         """Admit a raw LLM answer: a delta against `parent`, or a full program.
         `unanswered` is the generator's reason for not answering (`GenerationResult.error`:
-        the prompt did not fit max_model_len); such a candidate is rejected as that."""
+        the prompt did not fit max_model_len); such a candidate is rejected as that. `note`
+        (how it was generated, e.g. why no grammar applied) leads the verdict's message, as
+        does the dropping of a cut-off delta's unfinished last line."""
         if unanswered:
             return Verdict(False, ErrorClass.PROMPT_TOO_LONG, unanswered)
-        notes: tuple[str, ...] = ()
+        notes: list[str] = [note] if note else []
         try:
             if mode == "delta":
                 if parent is None:
                     raise ValueError("delta mode needs the parent program")
+                output, cut = drop_unfinished_line(output)
+                notes += [cut] if cut else []
                 patched = patch(parent, extract_delta(output), self.cfg.delta_fuzz)
-                code, notes = patched.code, patched.notes
+                code = patched.code
+                notes += patched.notes
             elif mode == "full":
                 code = extract_code(output)
             else:
                 raise ValueError(f"mode must be 'delta' or 'full', got {mode!r}")
         except CandidateRejected as exc:
-            return Verdict(False, exc.error_class, exc.message)
+            return Verdict(False, exc.error_class, "; ".join([*notes, exc.message]))
         return self.admit_program(code, "; ".join(notes))
 
     def admit_program(self, code: str, note: str = "") -> Verdict:

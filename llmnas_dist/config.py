@@ -77,6 +77,12 @@ class GenerationConfig(Section):
     max_retries: int = Field(
         1, ge=0, le=10, description="Retries of a failed delta with the admission error fed back."
     )
+    constrained: bool = Field(
+        True,
+        description="Grammar-constrained decoding: a delta's context and removed lines can only "
+        "be its parent's lines (in order, each hunk unique), a full answer keeps its <nn> frame. "
+        "false samples freely (the codec judges either way).",
+    )
     tensor_parallel_size: int = Field(
         1, ge=1, description="GPUs per vLLM engine; a generation actor asks for this many GPUs."
     )

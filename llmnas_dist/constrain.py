@@ -23,8 +23,12 @@ import torch
 # items per row beyond ~108 lines, so the row limit is raised for MAX_PARENT_LINES (400).
 # vLLM builds its matchers with the defaults: see VLLM_MAX_PARENT_LINES.
 LIMITS = llguidance.LLParserLimits(
-    max_items_in_row=20_000, step_max_items=200_000, step_lexer_fuel=2_000_000,
-    initial_lexer_fuel=10_000_000, max_lexer_states=1_000_000, verbose_errors=False,
+    max_items_in_row=20_000,
+    step_max_items=200_000,
+    step_lexer_fuel=2_000_000,
+    initial_lexer_fuel=10_000_000,
+    max_lexer_states=1_000_000,
+    verbose_errors=False,
 )
 
 
@@ -99,7 +103,9 @@ def _unpack(bitmask: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 
 def random_walk(
-    matcher: llguidance.LLMatcher, tokenizer: llguidance.LLTokenizer, rng: random.Random,
+    matcher: llguidance.LLMatcher,
+    tokenizer: llguidance.LLTokenizer,
+    rng: random.Random,
     max_tokens: int = 4000,
 ) -> tuple[list[int], bool]:
     """Sample tokens the matcher allows until it stops (a property-test driver): mostly
@@ -149,7 +155,7 @@ class GrammarLogitsProcessor:
         bitmask = llguidance.torch.allocate_token_bitmask(len(self.constraints), self.vocab_size)
         for i in rows:
             matcher = self.constraints[i].matcher
-            if matcher is not None and matcher.is_stopped():
+            if matcher is None or matcher.is_stopped():
                 bitmask[i] = 0
                 continue
             llguidance.torch.fill_next_token_bitmask(matcher, bitmask, i)

@@ -20,6 +20,7 @@ import ast
 import difflib
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 
 from llmnas_dist.errors import CandidateRejected, ErrorClass, truncate
 
@@ -109,6 +110,20 @@ def extract_code(output: str) -> str:
         with_net = [b for b in blocks if "class Net" in b]
         return (with_net[0] if with_net else max(blocks, key=len)).strip("\n") + "\n"
     raise CandidateRejected(ErrorClass.NO_CODE, "no <nn> block or fenced python block found")
+
+
+def drop_unfinished_line(output: str) -> tuple[str, str | None]:
+    """A delta answer cut off by the token budget (a `<delta>` block with no `</delta>`)
+    ends inside a line; that line is dropped (a half-copied context line would not match,
+    a half-written added line is not code) and a note says so. Other answers pass as-is."""
+    low = output.lower()
+    if "<delta>" not in low or "</delta>" in low or output.endswith("\n"):
+        return output, None
+    kept, _, last = output.rpartition("\n")
+    return kept + "\n", (
+        f"answer cut off by max_new_tokens (no </delta>): its unfinished last line "
+        f"{truncate(last, 80)!r} was dropped"
+    )
 
 
 # --- parsing ---------------------------------------------------------------------
@@ -379,7 +394,7 @@ def _splice(lines: list[str], edits: list[Edit]) -> list[str]:
     """The parent's lines with every edit made; edits may come in any order but must not
     share a parent line (a unified diff's hunks each rewrite their own part of the file)."""
     edits = sorted(edits, key=lambda e: e.first)
-    for a, b in zip(edits, edits[1:]):
+    for a, b in pairwise(edits):
         if b.first < a.stop:
             raise CandidateRejected(
                 ErrorClass.BAD_HUNK,

@@ -62,13 +62,17 @@ class Sampling:
 @dataclass(frozen=True)
 class GenerationResult:
     """One answer. `seconds` is the wall time of the whole batch it was sampled in. `error`
-    says why a prompt was not answered (then `text` is empty)."""
+    says why a prompt was not answered (then `text` is empty). `constrained`: a grammar
+    masked the answer from its first token; `grammar_note` says why a grammar that was
+    asked for did not (engine refused it, or it failed mid-answer)."""
 
     text: str
     prompt_tokens: int
     output_tokens: int
     seconds: float
     error: str | None = None
+    constrained: bool = False
+    grammar_note: str | None = None
 
 
 def answer_fitting(
@@ -76,16 +80,15 @@ def answer_fitting(
     lengths: list[int],
     sampling: Sampling,
     max_model_len: int | None,
-    sample: Callable[[list[str]], list[GenerationResult]],
+    sample: Callable[[list[str], list[int]], list[GenerationResult]],
 ) -> list[GenerationResult]:
-    """`sample` the prompts whose tokens plus the answer budget fit in max_model_len; the
-    others are not sent (vLLM fails the whole batch on one over-long prompt) and get an
-    empty answer that says why."""
+    """`sample` the prompts whose tokens plus the answer budget fit in max_model_len (with
+    their positions in the batch); the others are not sent (vLLM fails the whole batch on
+    one over-long prompt) and get an empty answer that says why."""
     budget = sampling.max_new_tokens
     fits = [max_model_len is None or n + budget <= max_model_len for n in lengths]
-    answers = iter(
-        sample([t for t, ok in zip(texts, fits, strict=True) if ok]) if any(fits) else []
-    )
+    sent = [i for i, ok in enumerate(fits) if ok]
+    answers = iter(sample([texts[i] for i in sent], sent) if sent else [])
     return [
         next(answers)
         if ok
@@ -101,13 +104,25 @@ def answer_fitting(
 
 
 class Generator(Protocol):
-    """What the generation actor and `llmnas generate` need from a backend."""
+    """What the generation actor and `llmnas generate` need from a backend. `grammars`
+    holds one Lark grammar (or None: unconstrained) per prompt."""
 
     model_path: str
 
     def generate(
-        self, prompts: Sequence[str], sampling: Sampling, adapter: str | None = None
+        self,
+        prompts: Sequence[str],
+        sampling: Sampling,
+        adapter: str | None = None,
+        grammars: Sequence[str | None] | None = None,
     ) -> list[GenerationResult]: ...
+
+
+def _check_grammars(grammars: Sequence[str | None] | None, n: int) -> list[str | None]:
+    out: list[str | None] = [None] * n if grammars is None else list(grammars)
+    if len(out) != n:
+        raise ValueError(f"{len(out)} grammars for {n} prompts")
+    return out
 
 
 def chat_text(tokenizer: Any, prompt: str) -> str:
@@ -193,6 +208,7 @@ class TransformersGenerator:
         self.model.to(self.device)  # type: ignore[arg-type]
         self.model.eval()
         self._adapters: dict[str, str] = {}  # adapter folder -> peft adapter name
+        self._ll_tokenizer: Any = None  # llguidance's view of the tokenizer, made on first use
 
     def _select_adapter(self, adapter: str | None) -> None:
         """Make `adapter` the active one (loading it once); None runs the base model."""
@@ -212,9 +228,14 @@ class TransformersGenerator:
         self.model.set_adapter(self._adapters[path])
 
     def generate(
-        self, prompts: Sequence[str], sampling: Sampling, adapter: str | None = None
+        self,
+        prompts: Sequence[str],
+        sampling: Sampling,
+        adapter: str | None = None,
+        grammars: Sequence[str | None] | None = None,
     ) -> list[GenerationResult]:
         texts = [chat_text(self.tokenizer, p) for p in _check_prompts(prompts)]
+        lark = _check_grammars(grammars, len(texts))
         if not texts:
             return []
         self._select_adapter(adapter)
@@ -224,15 +245,33 @@ class TransformersGenerator:
             lengths,
             sampling,
             self.max_model_len,
-            lambda fit: self._sample(fit, sampling, base=adapter is None),
+            lambda fit, idx: self._sample(
+                fit, sampling, base=adapter is None, grammars=[lark[i] for i in idx]
+            ),
         )
 
-    def _sample(self, texts: list[str], sampling: Sampling, base: bool) -> list[GenerationResult]:
-        """One batched `generate` call (the active adapter unless `base`)."""
+    def _constraints(self, grammars: list[str | None]) -> list[Any]:
+        """One llguidance matcher per row that has a grammar (see constrain.py)."""
+        from llmnas_dist.constrain import Constraint, compile_grammar, hf_tokenizer
+
+        if all(g is None for g in grammars):
+            return []
+        if self._ll_tokenizer is None:
+            self._ll_tokenizer = hf_tokenizer(self.tokenizer)
+        return [Constraint(None) if g is None else compile_grammar(self._ll_tokenizer, g)
+                for g in grammars]
+
+    def _sample(
+        self, texts: list[str], sampling: Sampling, base: bool, grammars: list[str | None]
+    ) -> list[GenerationResult]:
+        """One batched `generate` call (the active adapter unless `base`); rows with a
+        grammar sample under it, the others freely."""
         import contextlib
 
         import torch
         from peft import PeftModel
+
+        from llmnas_dist.constrain import GrammarLogitsProcessor
 
         use_base = base and isinstance(self.model, PeftModel)
         batch = self.tokenizer(
@@ -248,6 +287,14 @@ class TransformersGenerator:
             )
         else:  # the model's generation_config may carry sampling defaults; greedy needs none
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        constraints = self._constraints(grammars)
+        if any(c.matcher is not None for c in constraints):
+            # transformers runs custom processors before temperature/top-k/top-p (FACTS.md)
+            kwargs["logits_processor"] = [
+                GrammarLogitsProcessor(
+                    constraints, self._ll_tokenizer.vocab_size, int(self.tokenizer.eos_token_id)
+                )
+            ]
         start = time.perf_counter()
         torch.manual_seed(sampling.seed)
         base_only = self.model.disable_adapter() if use_base else contextlib.nullcontext()
@@ -264,8 +311,10 @@ class TransformersGenerator:
                 prompt_tokens=int(n),
                 output_tokens=_answer_length(row.tolist(), self.tokenizer.eos_token_id),
                 seconds=seconds,
+                constrained=bool(constraints) and constraints[i].constrained,
+                grammar_note=constraints[i].note if constraints else None,
             )
-            for row, n in zip(out[:, width:], prompt_tokens, strict=True)
+            for i, (row, n) in enumerate(zip(out[:, width:], prompt_tokens, strict=True))
         ]
 
 
@@ -305,6 +354,9 @@ class VLLMGenerator:
             "enable_lora": True,
             "max_lora_rank": vllm_lora_rank(max_lora_rank),
             "seed": seed,
+            # the engine's structured-output backend is fixed per engine; llguidance is the
+            # one the transformers backend uses too (and keeps special tokens out of text)
+            "structured_outputs_config": {"backend": "guidance"},
         }
         if not torch.cuda.is_available():  # the CPU build: bf16, no CUDA graphs
             kwargs.update(dtype="bfloat16", enforce_eager=True)
@@ -314,6 +366,7 @@ class VLLMGenerator:
         self.llm = LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self._lora_ids: dict[str, int] = {}  # adapter folder -> LoRARequest id (1-based)
+        self._llt: Any = None  # llguidance's view of the tokenizer, for validating grammars
 
     def _lora_request(self, adapter: str | None) -> Any:
         from vllm.lora.request import LoRARequest
@@ -333,9 +386,14 @@ class VLLMGenerator:
         return LoRARequest(f"adapter{lora_id}", lora_id, path)
 
     def generate(
-        self, prompts: Sequence[str], sampling: Sampling, adapter: str | None = None
+        self,
+        prompts: Sequence[str],
+        sampling: Sampling,
+        adapter: str | None = None,
+        grammars: Sequence[str | None] | None = None,
     ) -> list[GenerationResult]:
         texts = [chat_text(self.tokenizer, p) for p in _check_prompts(prompts)]
+        lark = _check_grammars(grammars, len(texts))
         if not texts:
             return []
         request = self._lora_request(adapter)
@@ -345,13 +403,39 @@ class VLLMGenerator:
             lengths,
             sampling,
             self.max_model_len,
-            lambda fit: self._sample(fit, sampling, request),
+            lambda fit, idx: self._sample(fit, sampling, request, [lark[i] for i in idx]),
         )
 
-    def _sample(self, texts: list[str], sampling: Sampling, request: Any) -> list[GenerationResult]:
-        """One `LLM.generate` call with the LoRA `request` (None: the base model)."""
+    def _structured(self, grammar: str | None) -> tuple[Any, str | None]:
+        """A request's structured-output parameters for `grammar`, or None and the reason
+        when the engine's llguidance refuses it (vLLM would fail the whole batch)."""
+        import llguidance
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if grammar is None:
+            return None, None
+        error = llguidance.LLMatcher.validate_grammar(
+            llguidance.LLMatcher.grammar_from_lark(grammar), self._ll_tokenizer()
+        )
+        if error:
+            return None, f"grammar refused by the engine: {error[:300]}"
+        return StructuredOutputsParams(grammar=grammar), None
+
+    def _ll_tokenizer(self) -> Any:
+        from llmnas_dist.constrain import hf_tokenizer
+
+        if self._llt is None:
+            self._llt = hf_tokenizer(self.tokenizer)
+        return self._llt
+
+    def _sample(
+        self, texts: list[str], sampling: Sampling, request: Any, grammars: list[str | None]
+    ) -> list[GenerationResult]:
+        """One `LLM.generate` call with the LoRA `request` (None: the base model); a prompt
+        with a grammar carries it in its own sampling parameters."""
         from vllm import SamplingParams
 
+        structured = [self._structured(g) for g in grammars]
         # one seed per request: identical prompts in a batch must still differ
         params = [
             SamplingParams(
@@ -362,6 +446,7 @@ class VLLMGenerator:
                 seed=sampling.seed + i,
                 stop=list(sampling.stop),
                 include_stop_str_in_output=True,
+                structured_outputs=structured[i][0],
             )
             for i in range(len(texts))
         ]
@@ -374,8 +459,10 @@ class VLLMGenerator:
                 prompt_tokens=len(o.prompt_token_ids or []),
                 output_tokens=len(o.outputs[0].token_ids),
                 seconds=seconds,
+                constrained=params is not None,
+                grammar_note=note,
             )
-            for o in outs
+            for o, (params, note) in zip(outs, structured, strict=True)
         ]
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 
 from llmnas_dist.delta import BASELINE_NAME, IMPROVED_NAME, anchor_key, is_blank
 
@@ -56,7 +57,7 @@ _HEADER = r"/@@( -[0-9]{1,5}(,[0-9]{1,5})? \+[0-9]{1,5}(,[0-9]{1,5})?)? @@\n/"
 # lines cost the parser nothing: with `BLANK? BLANK?` as symbols the Earley row at a hunk's
 # start grew fourfold.
 _GAP = r"/(( [ \t]*|-[ \t]*|)\n){0,2}/"
-FULL_GRAMMAR = f'start: "<nn>\\n" CODE\nCODE: /([^<`]|<+[^<`\\/])*<\\/nn>/\n'
+FULL_GRAMMAR = 'start: "<nn>\\n" CODE\nCODE: /([^<`]|<+[^<`\\/])*<\\/nn>/\n'
 
 
 class GrammarUnsupported(ValueError):
@@ -141,7 +142,7 @@ def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step]
     def after(s: int, p: int) -> Callable[[int], str]:
         """The state after anchor p of a hunk whose first anchor is s."""
         unique = need[s] is not None and p + 1 - s >= (need[s] or 0)
-        return (lambda c: f"free_{p + 1}_{c}") if unique else (lambda c: f"in_{s}_{p + 1}_{c}")
+        return partial(_free, p + 1) if unique else (lambda c: f"in_{s}_{p + 1}_{c}")
 
     startable = [s for s in range(m) if need[s] is not None]
     steps.append(("start", "HEAD HEADER", "pre_0_0"))
@@ -155,7 +156,7 @@ def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step]
             steps.append((f"seek_{p}_{c}", "", f"seek_{p + 1}_{c}"))
             steps.append((f"free_{p}_{c}", "ADDED", f"free_{p}_1"))
             if p < m:
-                copy(f"free_{p}_{c}", p, lambda c2, p=p: f"free_{p + 1}_{c2}", c)
+                copy(f"free_{p}_{c}", p, partial(_free, p + 1), c)
             if p in startable:
                 copy(f"seek_{p}_{c}", p, after(p, p), c)
     for s in startable:
@@ -164,6 +165,10 @@ def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step]
                 steps.append((f"in_{s}_{p}_{c}", "ADDED", f"in_{s}_{p}_1"))
                 copy(f"in_{s}_{p}_{c}", p, after(s, p), c)
     return steps, terms
+
+
+def _free(p: int, c: int) -> str:
+    return f"free_{p}_{c}"
 
 
 def _left_linear(steps: list[Step], terms: dict[str, str]) -> str:
@@ -212,3 +217,16 @@ def _backward(steps: list[Step]) -> set[str]:
 def grammar_size(grammar: str) -> Counter[str]:
     """Rules and terminals in a grammar text (for benches and logs)."""
     return Counter("terminal" if line[:1].isupper() else "rule" for line in grammar.splitlines())
+
+
+def answer_grammar(mode: str, parent: str, backend: str) -> tuple[str | None, str | None]:
+    """The grammar a proposal of `mode` is sampled under, or None and why not (a parent
+    beyond the engine's limits, or one the grammar cannot copy): the answer is then
+    sampled freely and the reason recorded with the candidate."""
+    if mode == "full":
+        return FULL_GRAMMAR, None
+    limit = VLLM_MAX_PARENT_LINES if backend == "vllm" else MAX_PARENT_LINES
+    try:
+        return delta_grammar(parent, limit), None
+    except GrammarUnsupported as exc:
+        return None, f"unconstrained: {exc}"

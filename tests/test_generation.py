@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from llmnas_dist.config import GenerationConfig
+from llmnas_dist.datasets import dataset_spec
+from llmnas_dist.delta import drop_unfinished_line, extract_delta, patch
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.generation import (
     STOP_STRINGS,
@@ -25,6 +27,9 @@ from llmnas_dist.generation import (
     make_generator,
     vllm_lora_rank,
 )
+from llmnas_dist.grammar import delta_grammar
+from llmnas_dist.prompts import parent_prompt
+from llmnas_dist.seeds import load_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
@@ -71,15 +76,17 @@ def test_vllm_lora_rank_rounds_up_to_a_rank_vllm_accepts():
 
 
 def test_prompts_without_room_for_the_answer_are_not_sampled():
-    sent = []
+    sent, positions = [], []
 
-    def sample(texts):
+    def sample(texts, idx):
         sent.append(texts)
+        positions.append(idx)
         return [GenerationResult(f"answer to {t}", 1, 2, 0.5) for t in texts]
 
     sampling = Sampling(max_new_tokens=10)
     out = answer_fitting(["a", "b", "c"], [90, 91, 5], sampling, 100, sample)
     assert sent == [["a", "c"]]  # 91 + 10 > 100: "b" never reaches the engine
+    assert positions == [[0, 2]]  # (so each sent prompt keeps its own grammar)
     assert [r.text for r in out] == ["answer to a", "", "answer to c"]
     assert out[1].error == "prompt of 91 tokens + max_new_tokens 10 exceeds max_model_len 100"
     assert (out[1].prompt_tokens, out[1].output_tokens) == (91, 0)
@@ -178,6 +185,65 @@ def test_unknown_adapter_folder_is_a_clear_error(generator, tmp_path):
         generator.generate(PROMPTS[:1], Sampling(max_new_tokens=16), adapter=str(tmp_path))
 
 
+@pytest.mark.integration
+def test_one_batch_serves_two_parents_grammars_and_a_free_row(generator):
+    """Rows of one `generate` call: each delta row under its own parent's grammar, a
+    full-mode row free, and a row whose grammar the engine refuses runs free with the
+    reason; every finished constrained answer applies to its parent."""
+    seeds = load_seeds()
+    parents = [seeds["plain_cnn"], seeds["vit_tiny"]]
+    prompts = [parent_prompt("delta", p, dataset_spec("digits"), 0.9) for p in parents]
+    results = generator.generate(
+        [*prompts, "Write a PyTorch Net.", prompts[0]],
+        Sampling(temperature=0.8, max_new_tokens=48, seed=2),
+        grammars=[*(delta_grammar(p) for p in parents), None, "start: NOT_DEFINED"],
+    )
+    for parent, r in zip(parents, results, strict=False):
+        assert r.constrained and r.grammar_note is None
+        assert r.text.startswith("<delta>\n--- baseline.py\n+++ improved.py\n") and "@@" in r.text
+        text, cut = drop_unfinished_line(r.text)
+        assert (cut is None) == r.text.rstrip().endswith("</delta>")
+        if cut is None:
+            patch(parent, extract_delta(text))
+    assert not results[2].constrained and results[2].text.strip()
+    assert not results[3].constrained and "grammar refused" in (results[3].grammar_note or "")
+
+
+@pytest.mark.integration
+def test_no_special_token_reaches_an_added_line(generator):
+    from llmnas_dist.constrain import allowed_tokens, compile_grammar, hf_tokenizer
+
+    tokenizer = hf_tokenizer(generator.tokenizer)
+    parent = load_seeds()["plain_cnn"]
+    matcher = compile_grammar(tokenizer, delta_grammar(parent)).matcher
+    first = parent.splitlines()[0]
+    head = f"<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n {first}\n+x = 1"
+    assert matcher.consume_tokens(generator.tokenizer.encode(head, add_special_tokens=False))
+    allowed = allowed_tokens(matcher, tokenizer.vocab_size)
+    assert allowed.sum() > 1000  # free text
+    special = generator.tokenizer.all_special_ids
+    assert special and not any(allowed[i] for i in special)
+
+
+@pytest.mark.integration
+def test_random_walks_with_the_real_tokenizer_apply(generator):
+    """The property of test_grammar.py with SmolLM2's own tokens (multi-byte, merged)."""
+    import random
+
+    from llmnas_dist.constrain import compile_grammar, hf_tokenizer, random_walk
+
+    tokenizer = hf_tokenizer(generator.tokenizer)
+    finished = 0
+    for _, parent in sorted(load_seeds().items())[:5]:
+        for seed in range(2):
+            matcher = compile_grammar(tokenizer, delta_grammar(parent)).matcher
+            tokens, accepted = random_walk(matcher, tokenizer, random.Random(seed), 1500)
+            if accepted:
+                finished += 1
+                patch(parent, extract_delta(tokenizer.decode_str(tokens)))
+    assert finished >= 5
+
+
 @pytest.mark.slow
 @pytest.mark.integration
 def test_vllm_hot_swaps_a_lora_adapter(tmp_path):
@@ -213,6 +279,19 @@ def test_vllm_hot_swaps_a_lora_adapter(tmp_path):
     # other prompt of the batch is answered
     assert report["too_long"]["answered"] and not report["too_long"]["refused_text"]
     assert "exceeds max_model_len 512" in report["too_long"]["error"]
+    # one batch: two parents' grammars, the adapter, and an unconstrained full-mode prompt
+    (a, a_on, _), (b, b_on, _), (full, full_on, _) = report["mixed"]
+    assert a_on and b_on and not full_on and full.strip()
+    for parent, text in zip(report["parents"], (a, b), strict=True):
+        assert text.startswith("<delta>\n--- baseline.py\n+++ improved.py\n") and "@@" in text
+        if text.rstrip().endswith("</delta>"):  # finished: it applies (cut off: it may not)
+            patch(parent, extract_delta(text))
+    # a grammar the engine refuses: that request runs free with the reason, the other is
+    # constrained, and the engine keeps serving
+    (_, bad_on, bad_note), (good, good_on, _) = report["bad"]
+    assert not bad_on and "grammar refused" in bad_note
+    assert good_on and good.startswith("<delta>")
+    assert report["after_bad"].strip()
 
 
 def test_generation_actor_asks_for_tensor_parallel_gpus_only_on_gpu_clusters():

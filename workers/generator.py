@@ -30,6 +30,8 @@ class GenRequest:
     key: str
     prompt: str
     mode: str = "delta"
+    grammar: str | None = None  # Lark grammar the answer is sampled under (None: freely)
+    grammar_note: str | None = None  # why a grammar was wanted but not built
 
 
 def generation_options(
@@ -84,10 +86,19 @@ class Generation:
     def generate(self, requests: Sequence[GenRequest], seed: int) -> list[dict[str, Any]]:
         """Answer a batch with the current adapter; one result dict per request, in order."""
         results = self.engine.generate(
-            [r.prompt for r in requests], Sampling.from_config(self.cfg, seed), self.adapter
+            [r.prompt for r in requests],
+            Sampling.from_config(self.cfg, seed),
+            self.adapter,
+            grammars=[r.grammar for r in requests],
         )
         return [
-            {**asdict(res), "key": req.key, "mode": req.mode, "adapter": self.adapter}
+            {
+                **asdict(res),
+                "key": req.key,
+                "mode": req.mode,
+                "adapter": self.adapter,
+                "grammar_note": res.grammar_note or req.grammar_note,
+            }
             for req, res in zip(requests, results, strict=True)
         ]
 
