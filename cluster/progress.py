@@ -57,10 +57,11 @@ class Progress:
             self._last = now
 
 
-COUNTS = ("generated", "valid", "novel", "evaluated")
+COUNTS = ("generated", "constrained", "valid", "novel", "evaluated")
 TABLE_COLUMNS = (
     "cycle",
     "generated",
+    "constrained",
     "valid",
     "novel",
     "evaluated",
@@ -71,12 +72,14 @@ TABLE_COLUMNS = (
 
 
 def cycle_rows(archive: Any, run_id: str) -> list[dict[str, Any]]:
-    """One row per cycle: generated, valid (passed parsing, checks and the build), novel
-    (admitted), evaluated, gamma_t, best score so far, mean score of E_t."""
+    """One row per cycle: generated, constrained (of those, sampled under a grammar), valid
+    (passed parsing, checks and the build), novel (admitted), evaluated, gamma_t, best score
+    so far, mean score of E_t."""
     per_cycle: dict[int, dict[str, Any]] = {}
     for c in archive.candidates(run_id):
         row = per_cycle.setdefault(c.cycle, dict.fromkeys(COUNTS, 0))
         row["generated"] += 1
+        row["constrained"] += bool(c.constrained)
         row["evaluated"] += c.status is CandidateStatus.EVALUATED
         novelty = c.error_class in ("duplicate", "not_novel")
         row["valid"] += c.status in VALID or novelty

@@ -1141,15 +1141,20 @@ class Archive:
                 current = parent
         return steps
 
-    def failures(self, run_id: str) -> list[tuple[str, int]]:
-        """(error_class, count) of the run's rejected and failed candidates, most first."""
+    def failures(self, run_id: str) -> list[tuple[str, bool | None, int]]:
+        """(error_class, constrained, count) of the run's rejected and failed candidates,
+        most first; constrained says whether the answers were sampled under a grammar
+        (None: recorded before that was kept)."""
         self.get_run(run_id)
         q = text(
-            "SELECT error_class, count FROM v_failures WHERE run_id = :run "
-            "ORDER BY count DESC, error_class"
+            "SELECT error_class, constrained, count FROM v_failures WHERE run_id = :run "
+            "ORDER BY count DESC, error_class, constrained"
         )
         with self._session() as s:
-            return [(ec, int(n)) for ec, n in s.execute(q, {"run": run_id})]
+            return [
+                (ec, None if c is None else bool(c), int(n))
+                for ec, c, n in s.execute(q, {"run": run_id})
+            ]
 
     def cycle_stats(self, run_id: str) -> list[dict[str, Any]]:
         q = text("SELECT * FROM v_cycle_stats WHERE run_id = :run ORDER BY cycle")

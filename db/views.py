@@ -1,8 +1,9 @@
 """SQL views for users of psql, sqlite3 and pandas; one portable definition per view.
 
-The first migration creates the views from here. To change one, first freeze its current
-text into that migration as a literal, then add a migration that drops and recreates it.
-Documented in db/views.md.
+Every text a migration ever created stays here, named by that revision: migration 0001
+creates VIEWS_0001; 0004 replaces v_failures and v_cycle_stats with today's texts (VIEWS).
+To change a view: keep its current text under the revision that made it, then add a
+migration that drops it and creates the new one. Documented in db/views.md.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ JOIN architectures a ON a.hash = p.arch_hash
 
 # Per (run, cycle): candidate counts by outcome (every attempt counts), and the best and mean
 # successful evaluation score of the architectures admitted in that cycle.
-V_CYCLE_STATS = """
+V_CYCLE_STATS_0001 = """
 CREATE VIEW v_cycle_stats AS
 WITH counts AS (
     SELECT run_id, cycle,
@@ -64,7 +65,7 @@ LEFT JOIN scores s ON s.run_id = k.run_id AND s.cycle = k.cycle
 
 # Why candidates were rejected or failed, per run (evaluation failures count through their
 # candidate, which the evaluator marks failed with the evaluation's error class).
-V_FAILURES = """
+V_FAILURES_0001 = """
 CREATE VIEW v_failures AS
 SELECT run_id, error_class, COUNT(*) AS count
 FROM candidates
@@ -72,6 +73,28 @@ WHERE error_class IS NOT NULL
 GROUP BY run_id, error_class
 """
 
+# Revision 0004: the same, split by how the answer was sampled (constrained: under a
+# grammar; null for candidates recorded before 0004).
+V_FAILURES = """
+CREATE VIEW v_failures AS
+SELECT run_id, error_class, constrained, COUNT(*) AS count
+FROM candidates
+WHERE error_class IS NOT NULL
+GROUP BY run_id, error_class, constrained
+"""
+
+# Revision 0004: v_cycle_stats also counts the candidates sampled under a grammar.
+V_CYCLE_STATS = V_CYCLE_STATS_0001.replace(
+    "           COUNT(*) AS generated,\n",
+    "           COUNT(*) AS generated,\n"
+    "           SUM(CASE WHEN constrained THEN 1 ELSE 0 END) AS constrained,\n",
+).replace("k.generated AS generated,", "k.generated AS generated, k.constrained AS constrained,")
+
+VIEWS_0001: dict[str, str] = {
+    "v_leaderboard": V_LEADERBOARD,
+    "v_cycle_stats": V_CYCLE_STATS_0001,
+    "v_failures": V_FAILURES_0001,
+}
 VIEWS: dict[str, str] = {
     "v_leaderboard": V_LEADERBOARD,
     "v_cycle_stats": V_CYCLE_STATS,

@@ -21,6 +21,7 @@ from db.archive import EXPORT_TABLES, Archive
 from db.errors import ArchiveError
 from llmnas_dist.cli_common import EXIT_OK, config_from_args
 from llmnas_dist.errors import UsageError
+from llmnas_dist.grammar import decoding_of
 
 SHORT_HASH = 12
 EXPORT_FORMATS = ("csv", "jsonl", "parquet")
@@ -203,8 +204,11 @@ def show_lineage(archive: Archive, args: argparse.Namespace) -> None:
 
 
 def show_failures(archive: Archive, args: argparse.Namespace) -> None:
-    rows = [{"error_class": ec, "count": n} for ec, n in archive.failures(args.run)]
-    _print_records(args, rows, ["error_class", "count"])
+    rows = [
+        {"error_class": ec, "decoding": decoding_of(c), "count": n}
+        for ec, c, n in archive.failures(args.run)
+    ]
+    _print_records(args, rows, ["error_class", "decoding", "count"])
 
 
 def _write_text_rows(fmt: str, rows: list[dict[str, Any]], stream: TextIO) -> None:

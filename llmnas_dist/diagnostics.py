@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from llmnas_dist.errors import ErrorClass
+from llmnas_dist.grammar import decoding_of
 from llmnas_dist.noise import estimate_noise, scores_by_arch, spearman
 from llmnas_dist.novelty import code_tokens, signature_from_bytes
 
@@ -80,6 +81,7 @@ class CandidateRow:
     parent_hash: str | None = None
     nearest_jaccard: float | None = None
     message: str | None = None
+    constrained: bool | None = None  # sampled under a grammar (None: not recorded)
 
     @property
     def decided(self) -> bool:
@@ -675,12 +677,13 @@ def delta_vs_full(candidates: Sequence[CandidateRow]) -> Result:
         samples={"delta": d["n"], "full": f["n"]},
         series={"modes": modes},
     )
-    numbers: dict[str, Any] = {"delta": d, "full": f}
+    numbers: dict[str, Any] = {"delta": d, "full": f, "by_decoding": by_decoding(judged)}
     res.numbers = numbers
+    decoding = _decoding_summary(numbers["by_decoding"])
     if min(d["n"], f["n"]) < MIN_MODE_SAMPLES:
         res.summary = (
             f"{d['n']} delta and {f['n']} full attempts; at least {MIN_MODE_SAMPLES} of each "
-            "are needed"
+            "are needed" + decoding
         )
         return res
     z, p = two_proportion_test(d["valid"], d["n"], f["valid"], f["n"])
@@ -704,9 +707,25 @@ def delta_vs_full(candidates: Sequence[CandidateRow]) -> Result:
     res.summary = (
         f"valid delta {d['rate']:.1%} ({d['valid']}/{d['n']}) vs full {f['rate']:.1%} "
         f"({f['valid']}/{f['n']}), one-sided p {p:.3g}; observed ratio "
-        f"{numbers['observed_ratio']:.2f}{pred_txt}"
+        f"{numbers['observed_ratio']:.2f}{pred_txt}" + decoding
     )
     return res
+
+
+def by_decoding(judged: Sequence[CandidateRow]) -> dict[str, dict[str, Any]]:
+    """Valid-rate statistics per (mode, decoding): constrained answers are valid by
+    construction far more often, so pooling them with free ones would hide both rates."""
+    groups: dict[str, list[CandidateRow]] = {}
+    for c in judged:
+        groups.setdefault(f"{c.mode} {decoding_of(c.constrained)}", []).append(c)
+    return {key: _mode_stats(cands) for key, cands in sorted(groups.items())}
+
+
+def _decoding_summary(groups: dict[str, dict[str, Any]]) -> str:
+    if len(groups) < 2:
+        return ""
+    parts = [f"{key} {g['rate']:.1%} ({g['valid']}/{g['n']})" for key, g in groups.items()]
+    return "; by decoding: " + ", ".join(parts)
 
 
 # ---- 5. no collapse --------------------------------------------------------------------
@@ -933,6 +952,7 @@ def load_run_data(archive: Any, run_id: str) -> RunData:
             parent_hash=c.parent_hash,
             nearest_jaccard=c.nearest_jaccard,
             message=c.message,
+            constrained=c.constrained,
         )
         for c in archive.candidates(run_id)
     ]

@@ -21,6 +21,7 @@ from llmnas_dist.cli_common import EXIT_FAILED, EXIT_OK, config_from_args
 from llmnas_dist.datasets import dataset_spec
 from llmnas_dist.errors import CandidateRejected, UsageError
 from llmnas_dist.generation import GenerationResult, Sampling, adapter_rank, make_generator
+from llmnas_dist.grammar import answer_grammar
 from llmnas_dist.novelty import minhash
 from llmnas_dist.program import canonicalize
 from llmnas_dist.prompts import parent_prompt
@@ -69,13 +70,15 @@ def _proposal(result: GenerationResult, verdict: Verdict, mode: str) -> dict[str
         "prompt_tokens": result.prompt_tokens,
         "output_tokens": result.output_tokens,
         "seconds": round(result.seconds, 3),
+        "constrained": result.constrained,
     }
 
 
 def _print_text(proposals: list[dict[str, object]]) -> None:
     for i, p in enumerate(proposals, 1):
         head = "admitted" if p["verdict"] == "admitted" else f"rejected: {p['error_class']}"
-        print(f"=== proposal {i}/{len(proposals)} ({p['mode']}): {head}")
+        how = "constrained" if p["constrained"] else "unconstrained"
+        print(f"=== proposal {i}/{len(proposals)} ({p['mode']}, {how}): {head}")
         if p["message"]:
             print(f"  message: {p['message']}")
         print(str(p["text"]).rstrip())
@@ -106,9 +109,20 @@ def generate_proposals(args: argparse.Namespace) -> int:
     generator = make_generator(config.generation, max_lora_rank=rank)
     prompt = parent_prompt(args.mode, parent, spec, args.score)
     sampling = Sampling.from_config(config.generation, seed=args.seed)
-    results = generator.generate([prompt] * args.n, sampling, adapter=args.adapter)
+    grammar, why_not = (
+        answer_grammar(args.mode, parent, config.generation.backend)
+        if config.generation.constrained
+        else (None, None)
+    )
+    results = generator.generate(
+        [prompt] * args.n, sampling, adapter=args.adapter, grammars=[grammar] * args.n
+    )
     proposals = [
-        _proposal(r, admission.admit(r.text, args.mode, parent, r.error), args.mode)
+        _proposal(
+            r,
+            admission.admit(r.text, args.mode, parent, r.error, note=r.grammar_note or why_not),
+            args.mode,
+        )
         for r in results
     ]
     if args.json:

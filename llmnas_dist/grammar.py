@@ -230,3 +230,10 @@ def answer_grammar(mode: str, parent: str, backend: str) -> tuple[str | None, st
         return delta_grammar(parent, limit), None
     except GrammarUnsupported as exc:
         return None, f"unconstrained: {exc}"
+
+
+def decoding_of(constrained: bool | None) -> str:
+    """How a candidate's answer was sampled, as the CLI and reports name it."""
+    if constrained is None:
+        return "unrecorded"  # archived before constrained decoding was kept
+    return "constrained" if constrained else "unconstrained"

@@ -29,6 +29,7 @@ from llmnas_dist.diagnostics import (
     json_safe,
     load_run_data,
 )
+from llmnas_dist.grammar import decoding_of
 
 TOP_K = 10
 MAX_MESSAGE = 240
@@ -389,13 +390,18 @@ def leaderboard(archive: Any, run_id: str, k: int) -> list[dict[str, Any]]:
 def failure_breakdown(archive: Any, data: RunData) -> list[dict[str, Any]]:
     """The archive's failure counts, with the stage, modes and one example message."""
     rows = []
-    for error_class, count in archive.failures(data.run_id):
-        cands = [c for c in data.candidates if c.error_class == error_class]
+    for error_class, constrained, count in archive.failures(data.run_id):
+        cands = [
+            c
+            for c in data.candidates
+            if c.error_class == error_class and c.constrained == constrained
+        ]
         stages = sorted({"evaluation" if c.status == "failed" else "admission" for c in cands})
         example = next((c.message for c in cands if c.message), None)
         rows.append(
             {
                 "error_class": error_class,
+                "decoding": decoding_of(constrained),
                 "count": count,
                 "stage": "/".join(stages) or "-",
                 "delta": sum(1 for c in cands if c.mode == "delta"),
@@ -782,19 +788,21 @@ def leaderboard_section(rep: RunReport) -> str:
 def failures_section(rep: RunReport) -> str:
     total = len(rep.data.candidates) or 1
     rows = [
-        [f"<code>{esc(f['error_class'])}</code>", fmt(f["count"]), pct(f["count"] / total),
-         esc(f["stage"]), fmt(f["delta"]), fmt(f["full"]),
+        [f"<code>{esc(f['error_class'])}</code>", esc(f["decoding"]), fmt(f["count"]),
+         pct(f["count"] / total), esc(f["stage"]), fmt(f["delta"]), fmt(f["full"]),
          f'<span class="msg">{esc(f["example"] or "")}</span>']
         for f in rep.failures
     ]  # fmt: skip
     chart = hbar_chart(
-        [(f["error_class"], int(f["count"])) for f in rep.failures], label="failures by class"
+        [(f"{f['error_class']} ({f['decoding']})", int(f["count"])) for f in rep.failures],
+        label="failures by class",
     )
     body = table(
-        ["error class", "count", "of candidates", "stage", "delta", "full", "example"],
+        ["error class", "decoding", "count", "of candidates", "stage", "delta", "full",
+         "example"],
         rows,
-        [False, True, True, False, True, True, False],
-    )
+        [False, False, True, True, False, True, True, False],
+    )  # fmt: skip
     return (
         f'<section id="failures"><h2>Failures by error class</h2><p class="claim">Rejected and '
         f"failed candidates of {len(rep.data.candidates)} in all.</p>{chart}{body}</section>"

@@ -271,15 +271,23 @@ def test_lineage_walks_admitted_parents(archive: Archive) -> None:
 def test_failures_and_cycle_stats(archive: Archive) -> None:
     archive.create_run(run_id="r1")
     archive.create_run(run_id="r2")
-    reasons = ["not_novel", "syntax_error", "not_novel", "timeout", None]
-    for slot, reason in enumerate(reasons):
+    reasons = ["not_novel", "syntax_error", "not_novel", "timeout", None, "not_novel"]
+    constrained = [True, False, True, None, True, False]
+    for slot, (reason, con) in enumerate(zip(reasons, constrained, strict=True)):
         status = "evaluated" if reason is None else "failed" if reason == "timeout" else "rejected"
-        archive.add_candidate("r1", 0, slot, mode="delta", status=status, error_class=reason)
+        archive.add_candidate(
+            "r1", 0, slot, mode="delta", status=status, error_class=reason, constrained=con
+        )
     archive.add_candidate("r2", 0, 0, mode="delta", status="rejected", error_class="no_delta")
-    assert archive.failures("r1") == [("not_novel", 2), ("syntax_error", 1), ("timeout", 1)]
+    assert archive.failures("r1") == [
+        ("not_novel", True, 2), ("not_novel", False, 1), ("syntax_error", False, 1),
+        ("timeout", None, 1),
+    ]  # fmt: skip
     (stats,) = archive.cycle_stats("r1")
-    assert {k: stats[k] for k in ("generated", "rejected", "admitted", "evaluated", "failed")} == {
-        "generated": 5, "rejected": 3, "admitted": 1, "evaluated": 1, "failed": 1,
+    keys = ("generated", "constrained", "rejected", "admitted", "evaluated", "failed")
+    assert {k: stats[k] for k in keys} == {
+        "generated": 6, "constrained": 3, "rejected": 4, "admitted": 1, "evaluated": 1,
+        "failed": 1,
     }  # fmt: skip
 
 
@@ -370,7 +378,7 @@ def test_cli_queries_as_tables_and_json(archive: Archive, capsys, tmp_path: Path
     code, out, _ = cli(capsys, archive, "lineage", best, "--json")
     assert json.loads(out)[0]["hash"] == best
     code, out, _ = cli(capsys, archive, "failures", "--run", "r1", "--json")
-    assert json.loads(out) == [{"error_class": "not_novel", "count": 1}]
+    assert json.loads(out) == [{"error_class": "not_novel", "decoding": "unrecorded", "count": 1}]
     code, out, _ = cli(capsys, archive, "sql", "SELECT COUNT(*) AS n FROM v_leaderboard", "--json")
     assert json.loads(out) == {"columns": ["n"], "rows": [[6]], "truncated": False}
 

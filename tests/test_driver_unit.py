@@ -108,7 +108,7 @@ def test_cycle_table_counts_valid_novel_and_evaluated(tmp_path: Path) -> None:
         archive.start_cycle("r", 1)
         outcomes = ["evaluated", "not_novel", "no_delta", "failed"]
         for slot, outcome in enumerate(outcomes):
-            cid = archive.add_candidate("r", 1, slot, mode="delta")
+            cid = archive.add_candidate("r", 1, slot, mode="delta", constrained=slot % 2 == 0)
             if outcome in ("not_novel", "no_delta"):
                 archive.update_candidate_status(cid, "rejected", error_class=outcome)
                 continue
@@ -127,6 +127,7 @@ def test_cycle_table_counts_valid_novel_and_evaluated(tmp_path: Path) -> None:
         {
             "cycle": 1,
             "generated": 4,
+            "constrained": 2,
             "valid": 3,
             "novel": 2,
             "evaluated": 1,
@@ -140,6 +141,7 @@ def test_cycle_table_counts_valid_novel_and_evaluated(tmp_path: Path) -> None:
     assert table.splitlines()[0].split() == [
         "cycle",
         "generated",
+        "constrained",
         "valid",
         "novel",
         "evaluated",
@@ -147,7 +149,9 @@ def test_cycle_table_counts_valid_novel_and_evaluated(tmp_path: Path) -> None:
         "best",
         "elite_mean",
     ]
-    assert table.splitlines()[1].split() == ["1", "4", "3", "2", "1", "0.5000", "0.5000", "0.5000"]
+    assert table.splitlines()[1].split() == [
+        "1", "4", "2", "3", "2", "1", "0.5000", "0.5000", "0.5000"
+    ]  # fmt: skip
 
 
 def test_default_run_config_is_the_embedded_file() -> None:

@@ -8,7 +8,8 @@ higher rank than the engine holds (refused; the engine still serves), then a bat
 a prompt longer than max_model_len (not sent; the other is answered), then one batch
 with the adapter mixing two parents' delta grammars and an unconstrained full-mode
 prompt, and a batch where the engine refuses one grammar (that request goes free, with
-the reason); prints one tagged JSON line. The `__main__` guard matters: vLLM spawns its workers by re-importing this file.
+the reason); prints one tagged JSON line. The `__main__` guard matters: vLLM spawns its
+workers by re-importing this file.
 """
 
 from __future__ import annotations

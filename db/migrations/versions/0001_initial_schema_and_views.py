@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from db.views import VIEWS
+from db.views import VIEWS_0001 as VIEWS
 
 revision = "0001"
 down_revision = None
