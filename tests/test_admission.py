@@ -111,3 +111,14 @@ def test_fuzz_is_a_config_choice_and_its_placement_is_the_admitted_message():
     assert verdict.admitted, verdict.message
     assert "nn.GELU()" in (verdict.code or "") and "nn.Identity()" not in (verdict.code or "")
     assert verdict.message == "hunk 1: ignored 1 context line(s) that match no parent line there"
+
+
+def test_generation_notes_and_a_dropped_cut_off_line_lead_the_message():
+    """How an answer was generated (a grammar that fell back) and the dropping of a cut-off
+    delta's unfinished line are in the verdict's message, admitted or rejected."""
+    admission = Admission(CFG, DIGITS, build=_no_build)
+    cut = FUZZY_DELTA.replace("</delta>", "").rstrip("\n") + "\n                nn.Dro"
+    verdict = admission.admit(cut, "delta", SEED, note="unconstrained: the parent has 900 lines")
+    assert verdict.error_class is ErrorClass.HUNK_NOT_FOUND
+    assert verdict.message.startswith("unconstrained: the parent has 900 lines; answer cut off")
+    assert "'                nn.Dro' was dropped" in verdict.message

@@ -8,6 +8,7 @@ from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.delta import (
     apply_delta,
     apply_output,
+    drop_unfinished_line,
     extract_code,
     extract_delta,
     feedback_for,
@@ -225,3 +226,27 @@ def test_feedback_names_class_message_and_advice_and_is_bounded():
     assert len(text) <= 1500
     short = feedback_for(CandidateRejected(ErrorClass.SHAPE_MISMATCH, "forward returned [2, 5]"))
     assert "forward returned [2, 5]" in short and "out_shape[0]" in short
+
+
+def test_hunks_are_placed_in_the_parent_as_given():
+    """An added line equal to a later hunk's anchor does not make that hunk ambiguous
+    (hunks are located in the parent, not in what earlier hunks wrote), hunks may come in
+    any order, and two hunks may not rewrite the same parent line."""
+    parent = "a = 1\nb = 2\nc = 3\nd = 4\n"
+    adds_d = "@@ @@\n a = 1\n+d = 4\n@@ @@\n-d = 4\n+d = 5\n"
+    assert apply_delta(parent, adds_d) == "a = 1\nd = 4\nb = 2\nc = 3\nd = 5\n"
+    swapped = "@@ @@\n-d = 4\n+d = 5\n@@ @@\n-a = 1\n+a = 0\n"
+    assert apply_delta(parent, swapped) == "a = 0\nb = 2\nc = 3\nd = 5\n"
+    overlap = "@@ @@\n-b = 2\n+b = 3\n@@ @@\n b = 2\n+x = 1\n"
+    err = rejected(apply_delta, parent, overlap)
+    assert err.error_class is ErrorClass.BAD_HUNK and "both change parent line 2" in err.message
+
+
+def test_a_cut_off_delta_drops_its_unfinished_last_line_and_says_so():
+    whole = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n a = 1\n+b = 2\n"
+    cut, note = drop_unfinished_line(whole + " c = ")
+    assert cut == whole and "cut off by max_new_tokens" in (note or "") and "' c = '" in note
+    assert drop_unfinished_line(whole) == (whole, None)  # ends at a line end: nothing lost
+    assert drop_unfinished_line(whole + "</delta>")[1] is None  # finished
+    assert drop_unfinished_line("<nn>\nx = 1")[1] is None  # not a delta
+    assert apply_output("a = 1\n", cut) == "a = 1\nb = 2\n"

@@ -121,6 +121,10 @@ def assert_exactly_once(archive: Archive, run_id: str) -> None:
     evaluated = {c.arch_hash for c in cands if c.status is CandidateStatus.EVALUATED}
     scored = {e.arch_hash for e in evals if e.score is not None}
     assert evaluated <= scored
+    # every LLM answer was sampled under its grammar (generation.constrained is on by
+    # default and the seeds are within the grammar's limits); seeds are not LLM answers
+    assert all(c.constrained for c in cands if c.cycle > 0)
+    assert all(c.constrained is None for c in cands if c.cycle == 0)
 
 
 def stream(archive: Archive, run_id: str) -> dict:

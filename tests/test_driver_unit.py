@@ -4,6 +4,7 @@ settings, the reliability gate over a real archive, the per-cycle table, usage e
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -15,6 +16,8 @@ from cluster.run_cli import default_config
 from db.archive import Archive, code_hash
 from db.models import CandidateStatus, RunStatus
 from llmnas_dist.config import Config, build_config
+from llmnas_dist.grammar import delta_grammar
+from llmnas_dist.seeds import load_seeds
 
 
 def test_keyed_streams_do_not_depend_on_order_or_process() -> None:
@@ -179,3 +182,45 @@ def test_run_and_scale_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["run", "--resume", "done", "--archive", url]) == 2
     assert "already completed" in capsys.readouterr().err
     assert main(["scale", "done", "0", "--archive", url]) == 2
+
+
+class _RecordingGenerators:
+    """Stands in for the generation actors' Ray handles (`generate.remote`): records what
+    the driver sends, generates nothing. The real actors run in test_driver_run.py."""
+
+    def __init__(self) -> None:
+        self.sent: list[list] = []
+        self.generate = SimpleNamespace(remote=self._remote)
+
+    def _remote(self, requests, seed):
+        self.sent.append(list(requests))
+        return f"ref{len(self.sent)}"
+
+
+def test_what_a_grammar_cannot_prevent_is_retried_under_the_same_grammar(tmp_path: Path) -> None:
+    """A constrained delta applies, but its added line is not Python: the retry (with the
+    error fed back) is sampled under the parent's grammar again; with
+    generation.constrained off no grammar is sent; the candidate records which it was."""
+    parent = load_seeds()["plain_cnn"]
+    first = parent.splitlines()[0]
+    answer = f"<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n {first}\n+x = (\n</delta>"
+    for constrained in (True, False):
+        cfg = build_config(
+            {
+                "archive": {"url": f"sqlite:///{tmp_path / f'{constrained}.db'}"},
+                "generation": {"max_retries": 1, "constrained": constrained},
+            }
+        )
+        recorder = _RecordingGenerators()
+        with Archive(cfg.archive) as archive:
+            archive.create_run(cfg, run_id="r")
+            archive.start_cycle("r", 1)
+            driver = Driver(cfg, archive, "r", SimpleNamespace(generators=[recorder]))  # type: ignore[arg-type]
+            slot = Slot(1, 0, "delta", "the prompt", parent_code=parent)
+            result = {"text": answer, "output_tokens": 9, "constrained": constrained}
+            driver.on_generated(Call([(slot, 0, "the prompt")]), [result], Settings(1, 1.0, None))
+            [cand] = archive.candidates("r", cycle=1)
+        assert cand.error_class == "syntax_error" and cand.constrained is constrained
+        [[retry]] = recorder.sent
+        assert retry.key == "0:1" and "syntax_error" in retry.prompt
+        assert retry.grammar == (delta_grammar(parent) if constrained else None)

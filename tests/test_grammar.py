@@ -20,7 +20,10 @@ from llmnas_dist.constrain import (
 from llmnas_dist.delta import extract_delta, make_delta, patch
 from llmnas_dist.grammar import (
     FULL_GRAMMAR,
+    VLLM_MAX_PARENT_LINES,
     GrammarUnsupported,
+    answer_grammar,
+    decoding_of,
     delta_grammar,
     unique_lengths,
 )
@@ -181,3 +184,24 @@ def test_full_mode_frame():
     assert accepts(FULL_GRAMMAR, "<nn>\nimport torch\nx = a < b\n</nn>")
     assert not accepts(FULL_GRAMMAR, "<nn>\nimport torch\n</nn> trailing")
     assert not accepts(FULL_GRAMMAR, "```python\nimport torch\n```")
+
+
+def test_the_grammar_of_an_answer_falls_back_with_its_reason():
+    parent = SEEDS["plain_cnn"]
+    assert answer_grammar("full", parent, "vllm") == (FULL_GRAMMAR, None)
+    assert answer_grammar("delta", parent, "transformers") == (delta_grammar(parent), None)
+    long = ADVERSARIAL["long_250_lines"]
+    assert answer_grammar("delta", long, "transformers")[0] is not None
+    # vLLM builds its matchers with llguidance's default limits: a smaller parent limit
+    grammar, why = answer_grammar("delta", long, "vllm")
+    assert grammar is None and f"grammar limit of {VLLM_MAX_PARENT_LINES}" in (why or "")
+    grammar, why = answer_grammar("delta", 'x = "</delta>"\n', "transformers")
+    assert grammar is None and "end tag" in (why or "")
+
+
+def test_decoding_names():
+    assert [decoding_of(c) for c in (True, False, None)] == [
+        "constrained",
+        "unconstrained",
+        "unrecorded",
+    ]
