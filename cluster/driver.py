@@ -358,8 +358,10 @@ class Driver:
             return None, None
         key = (slot.parent_hash or "", slot.mode)
         if key not in self._grammars:
-            parent = slot.parent_code or ""
-            self._grammars[key] = answer_grammar(slot.mode, parent, gen.backend)
+            grammar, why_not = answer_grammar(slot.mode, slot.parent_code or "", gen.backend)
+            if why_not:
+                log.warning("parent %s: %s", (slot.parent_hash or "?")[:12], why_not)
+            self._grammars[key] = grammar, why_not
         return self._grammars[key]
 
     def drain(self, settings: Settings | None = None) -> None:
