@@ -358,7 +358,7 @@ class Driver:
             return None, None
         key = (slot.parent_hash or "", slot.mode)
         if key not in self._grammars:
-            grammar, why_not = answer_grammar(slot.mode, slot.parent_code or "", gen.backend)
+            grammar, why_not = answer_grammar(slot.mode, slot.parent_code or "")
             if why_not:
                 log.warning("parent %s: %s", (slot.parent_hash or "?")[:12], why_not)
             self._grammars[key] = grammar, why_not

@@ -18,18 +18,9 @@ from typing import Any
 import llguidance
 import torch
 
-# Parser limits. A delta grammar's Earley row at a hunk's start holds ~18 items per parent
-# line (measured: 2,201 at 120 lines, 3,683 at 200), over llguidance's default of 2,000
-# items per row beyond ~108 lines, so the row limit is raised for MAX_PARENT_LINES (400).
-# vLLM builds its matchers with the defaults: see VLLM_MAX_PARENT_LINES.
-LIMITS = llguidance.LLParserLimits(
-    max_items_in_row=20_000,
-    step_max_items=200_000,
-    step_lexer_fuel=2_000_000,
-    initial_lexer_fuel=10_000_000,
-    max_lexer_states=1_000_000,
-    verbose_errors=False,
-)
+# llguidance's default parser limits, as vLLM uses them (grammar.MAX_PARENT_LINES keeps
+# delta grammars inside them), with short error texts.
+LIMITS = llguidance.LLParserLimits(verbose_errors=False)
 
 
 @dataclass

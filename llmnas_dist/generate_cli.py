@@ -110,7 +110,7 @@ def generate_proposals(args: argparse.Namespace) -> int:
     prompt = parent_prompt(args.mode, parent, spec, args.score)
     sampling = Sampling.from_config(config.generation, seed=args.seed)
     grammar, why_not = (
-        answer_grammar(args.mode, parent, config.generation.backend)
+        answer_grammar(args.mode, parent)
         if config.generation.constrained
         else (None, None)
     )

@@ -37,11 +37,10 @@ DELTA_HEAD = f"<delta>\n--- {BASELINE_NAME}\n+++ {IMPROVED_NAME}\n"
 DELTA_END = "</delta>"
 ANSWER_ENDS = (DELTA_END, "</nn>")  # generation stops at either
 # Above this many non-blank parent lines the grammar is not built (generation falls back to
-# an unconstrained answer with the reason): the Earley row at a hunk's start grows ~18
-# items per line (constrain.LIMITS allows 20,000). vLLM's matchers keep llguidance's
-# default of 2,000 items per row, which holds up to ~108 lines: its limit is lower.
-MAX_PARENT_LINES = 400
-VLLM_MAX_PARENT_LINES = 100
+# an unconstrained answer, with the reason). llguidance's default parser limit is 2,000
+# Earley items per row; a hunk's start holds ~5 per parent line (measured: 1,251 at 250).
+# vLLM builds its matchers with the defaults, so both backends keep them and this bound.
+MAX_PARENT_LINES = 350
 
 # Characters splitlines() breaks a line at: an added line must hold none of them, or the
 # codec would read one added line as several.
@@ -52,11 +51,9 @@ _BREAKS = r"\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029"
 _TEXT = rf"([^{_BREAKS}`<]|<+[^{_BREAKS}`<\/])*"
 _ADDED = rf"/\+(([^{_BREAKS}`<+]|<+[^{_BREAKS}`<\/]){_TEXT})?\n/"
 _HEADER = r"/@@( -[0-9]{1,5}(,[0-9]{1,5})? \+[0-9]{1,5}(,[0-9]{1,5})?)? @@\n/"
-# Up to two blank lines before any line of a hunk (the codec ignores them; the bound keeps
-# a sampler from looping on blank lines). Every line terminal starts with GAP, so blank
-# lines cost the parser nothing: with `BLANK? BLANK?` as symbols the Earley row at a hunk's
-# start grew fourfold.
-_GAP = r"/(( [ \t]*|-[ \t]*|)\n){0,2}/"
+# A blank line (the codec ignores them); up to two may precede any line of a hunk, a bound
+# that keeps a sampler from looping on blank lines.
+_BLANK = r"/( [ \t]*|-[ \t]*|)\n/"
 FULL_GRAMMAR = 'start: "<nn>\\n" CODE\nCODE: /([^<`]|<+[^<`\\/])*<\\/nn>/\n'
 
 
@@ -67,20 +64,20 @@ class GrammarUnsupported(ValueError):
 
 def unique_lengths(keys: list[str]) -> list[int | None]:
     """Per start s: the fewest consecutive keys from s that occur exactly once in `keys`
-    (None when even keys[s:] occurs elsewhere)."""
+    (None when even keys[s:] occurs elsewhere). The other places that still match are
+    narrowed one key at a time."""
     n = len(keys)
+    at: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        at.setdefault(key, []).append(i)
     out: list[int | None] = []
     for s in range(n):
-        found = None
-        for length in range(1, n - s + 1):
-            window = keys[s : s + length]
-            hits = sum(1 for t in range(n - length + 1) if keys[t : t + length] == window)
-            if hits == 1:
-                found = length
-                break
-            if hits == 0:  # cannot happen (s itself matches); guards the loop's meaning
-                break
-        out.append(found)
+        others = [t for t in at[keys[s]] if t != s]
+        length = 1
+        while others and s + length < n:
+            others = [t for t in others if t + length < n and keys[t + length] == keys[s + length]]
+            length += 1
+        out.append(None if others else length)
     return out
 
 
@@ -118,7 +115,7 @@ def delta_grammar(parent: str, max_lines: int = MAX_PARENT_LINES) -> str:
     parent line that would end the answer's block)."""
     anchors = _check_parent(parent.splitlines(), max_lines)
     steps, terms = _delta_steps(anchors, unique_lengths([anchor_key(x) for x in anchors]))
-    return _left_linear(steps, terms)
+    return _right_linear(steps, terms)
 
 
 def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step], dict[str, str]]:
@@ -171,33 +168,46 @@ def _free(p: int, c: int) -> str:
     return f"free_{p}_{c}"
 
 
-def _left_linear(steps: list[Step], terms: dict[str, str]) -> str:
-    """Lark text of the machine, written left-recursively (`to_B: to_A terminals`): an
-    Earley parser keeps a right-recursive grammar's whole derivation in every row (llguidance
-    stopped at 2,000 items on a 250-line parent), a left-recursive one stays flat. Only
-    states that are reachable and can still finish are written."""
+def _right_linear(steps: list[Step], terms: dict[str, str]) -> str:
+    """Lark text of the machine, one rule per state. Right-linear, so an Earley row holds
+    only the current state's alternatives (written left-recursively, every rule is predicted
+    at the answer's first byte: ~18 items per parent line, over llguidance's default of
+    2,000 per row at ~110 lines; right-linear, a hunk's start holds ~3 per line). Blank
+    lines (`gap`, at most two) may precede any line; they are a rule of their own because
+    inside each line's terminal they made llguidance's lexer run out of expressions at
+    ~250 parent lines. Only states that are reachable and can still finish are written."""
     useful = _forward(steps, "start") & _backward(steps)
-    rules: dict[str, list[str]] = {"start": []}
+    lines_of: dict[str, list[str]] = {}  # alternatives that start with a line
+    moves: dict[str, list[str]] = {}  # epsilon alternatives (to another state)
     for src, syms, dst in steps:
-        if src not in useful or (dst is not None and dst not in useful):
-            continue
-        head = "" if src == "start" else f"to_{src}"
-        rules.setdefault("start" if dst is None else f"to_{dst}", []).append(
-            f"{head} {syms}".strip()
-        )
-    lines = [f"{name}: " + " | ".join(alts) for name, alts in rules.items()]
-    lines += [f"{name}: GAP {_literal(text)}" for text, name in terms.items() if name[0] == "L"]
-    lines += [f"{name}: {_literal(text)}" for text, name in terms.items() if name[0] != "L"]
-    lines += [f"ADDED: GAP {_ADDED}", f"HEADER: GAP {_HEADER}", f"GAP: {_GAP}"]
-    return "\n".join(lines) + "\n"
+        if src in useful and (dst is None or dst in useful):
+            target = lines_of if syms else moves
+            target.setdefault(src, []).append(f"{syms} {dst or ''}".strip())
+    rules = []
+    for name in dict.fromkeys([*lines_of, *moves]):
+        alts = list(moves.get(name, []))
+        if name in lines_of and name == "start":
+            alts = lines_of[name] + alts
+        elif name in lines_of:
+            alts = [f"gap {name}_line", f"{name}_line", *alts]
+            rules.append(f"{name}_line: " + " | ".join(lines_of[name]))
+        rules.append(f"{name}: " + " | ".join(alts))
+    rules.append("gap: BLANK | BLANK BLANK")
+    rules += [f"{name}: {_literal(text)}" for text, name in terms.items()]
+    rules += [f"ADDED: {_ADDED}", f"HEADER: {_HEADER}", f"BLANK: {_BLANK}"]
+    return "\n".join(rules) + "\n"
 
 
 def _forward(steps: list[Step], root: str) -> set[str]:
+    """States reachable from `root`."""
+    targets: dict[str, list[str]] = {}
+    for src, _, dst in steps:
+        if dst is not None:
+            targets.setdefault(src, []).append(dst)
     seen, todo = {root}, [root]
     while todo:
-        state = todo.pop()
-        for src, _, dst in steps:
-            if src == state and dst is not None and dst not in seen:
+        for dst in targets.get(todo.pop(), []):
+            if dst not in seen:
                 seen.add(dst)
                 todo.append(dst)
     return seen
@@ -205,12 +215,17 @@ def _forward(steps: list[Step], root: str) -> set[str]:
 
 def _backward(steps: list[Step]) -> set[str]:
     """States from which an accepting transition can be reached."""
+    sources: dict[str, list[str]] = {}
+    for src, _, dst in steps:
+        if dst is not None:
+            sources.setdefault(dst, []).append(src)
     live = {src for src, _, dst in steps if dst is None}
-    grown = True
-    while grown:
-        before = len(live)
-        live |= {src for src, _, dst in steps if dst in live}
-        grown = len(live) > before
+    todo = list(live)
+    while todo:
+        for src in sources.get(todo.pop(), []):
+            if src not in live:
+                live.add(src)
+                todo.append(src)
     return live
 
 
@@ -219,15 +234,14 @@ def grammar_size(grammar: str) -> Counter[str]:
     return Counter("terminal" if line[:1].isupper() else "rule" for line in grammar.splitlines())
 
 
-def answer_grammar(mode: str, parent: str, backend: str) -> tuple[str | None, str | None]:
+def answer_grammar(mode: str, parent: str) -> tuple[str | None, str | None]:
     """The grammar a proposal of `mode` is sampled under, or None and why not (a parent
     beyond the engine's limits, or one the grammar cannot copy): the answer is then
     sampled freely and the reason recorded with the candidate."""
     if mode == "full":
         return FULL_GRAMMAR, None
-    limit = VLLM_MAX_PARENT_LINES if backend == "vllm" else MAX_PARENT_LINES
     try:
-        return delta_grammar(parent, limit), None
+        return delta_grammar(parent), None
     except GrammarUnsupported as exc:
         return None, f"unconstrained: {exc}"
 

@@ -20,7 +20,7 @@ from llmnas_dist.constrain import (
 from llmnas_dist.delta import extract_delta, make_delta, patch
 from llmnas_dist.grammar import (
     FULL_GRAMMAR,
-    VLLM_MAX_PARENT_LINES,
+    MAX_PARENT_LINES,
     GrammarUnsupported,
     answer_grammar,
     decoding_of,
@@ -188,15 +188,27 @@ def test_full_mode_frame():
 
 def test_the_grammar_of_an_answer_falls_back_with_its_reason():
     parent = SEEDS["plain_cnn"]
-    assert answer_grammar("full", parent, "vllm") == (FULL_GRAMMAR, None)
-    assert answer_grammar("delta", parent, "transformers") == (delta_grammar(parent), None)
-    long = ADVERSARIAL["long_250_lines"]
-    assert answer_grammar("delta", long, "transformers")[0] is not None
-    # vLLM builds its matchers with llguidance's default limits: a smaller parent limit
-    grammar, why = answer_grammar("delta", long, "vllm")
-    assert grammar is None and f"grammar limit of {VLLM_MAX_PARENT_LINES}" in (why or "")
-    grammar, why = answer_grammar("delta", 'x = "</delta>"\n', "transformers")
+    assert answer_grammar("full", parent) == (FULL_GRAMMAR, None)
+    assert answer_grammar("delta", parent) == (delta_grammar(parent), None)
+    assert answer_grammar("delta", ADVERSARIAL["long_250_lines"])[0] is not None
+    too_long = "".join(f"x{i} = {i}\n" for i in range(MAX_PARENT_LINES + 1))
+    grammar, why = answer_grammar("delta", too_long)
+    assert grammar is None and f"grammar limit of {MAX_PARENT_LINES}" in (why or "")
+    grammar, why = answer_grammar("delta", 'x = "</delta>"\n')
     assert grammar is None and "end tag" in (why or "")
+
+
+def test_the_largest_parent_stays_inside_the_engines_default_limits():
+    """vLLM's matchers use llguidance's default limits: a parent at MAX_PARENT_LINES must
+    not trip them (Earley items per row, lexer expressions) at a hunk's start."""
+    parent = "".join(
+        f"    self.l{i} = nn.Conv2d({i % 7 + 1}, 8, 3)\n" for i in range(MAX_PARENT_LINES)
+    )
+    constraint = compile_grammar(TOKENIZER, delta_grammar(parent))
+    assert constraint.matcher is not None, constraint.note
+    head = f"<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n\n-{parent.splitlines()[-1]}\n"
+    assert constraint.matcher.consume_tokens(list(head.encode()))
+    assert not constraint.matcher.is_error()
 
 
 def test_decoding_names():
