@@ -126,12 +126,14 @@ class Admission:
 
     def admit_program(self, code: str, note: str = "") -> Verdict:
         """Admit program source as it is (a hand-written file, an applied delta); `note`
-        (how fuzz placed a delta) stays the message of an admitted verdict."""
+        (how fuzz placed a delta, how the answer was cut) is the message of an admitted
+        verdict and leads that of a rejected one."""
         verdict = Verdict(False, message=note, code=code)
         try:
             self._run_stages(verdict, code)
         except CandidateRejected as exc:
-            verdict.error_class, verdict.message = exc.error_class, exc.message
+            verdict.error_class = exc.error_class
+            verdict.message = f"{note}; {exc.message}" if note else exc.message
             return verdict
         verdict.admitted = True
         return verdict

@@ -69,5 +69,12 @@ def test_generate_prints_each_proposal_with_its_verdict(parent, config, capsys):
         assert p["verdict"] in ("admitted", "rejected")
         assert (p["error_class"] is None) == (p["verdict"] == "admitted")
         assert 0 < p["output_tokens"] <= 48
+        # delta mode samples under the parent's grammar: the answer applies unless it was
+        # cut off by the token budget, which its message then says
+        assert p["constrained"] and p["mode"] == "delta"
+        finished = p["text"].rstrip().endswith("</delta>")
+        assert finished or "cut off by max_new_tokens" in (p["message"] or "")
+        if finished:
+            assert p["error_class"] not in ("no_delta", "bad_hunk", "hunk_not_found")
     admitted = any(p["verdict"] == "admitted" for p in proposals)
     assert status == (0 if admitted else 1)
