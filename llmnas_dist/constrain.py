@@ -32,6 +32,11 @@ class Constraint:
     note: str | None = None
     constrained: bool = False  # a grammar masked this row from its first token
 
+    def copy(self) -> Constraint:
+        """The same grammar for another row, at its start (compiled once, copied cheaply)."""
+        matcher = None if self.matcher is None else self.matcher.deep_copy()
+        return Constraint(matcher, self.note, self.constrained)
+
 
 def hf_tokenizer(tokenizer: Any) -> llguidance.LLTokenizer:
     """llguidance's view of a transformers tokenizer (special tokens marked as such)."""

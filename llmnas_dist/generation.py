@@ -251,15 +251,16 @@ class TransformersGenerator:
         )
 
     def _constraints(self, grammars: list[str | None]) -> list[Any]:
-        """One llguidance matcher per row that has a grammar (see constrain.py)."""
+        """One llguidance matcher per row that has a grammar (see constrain.py); a grammar
+        shared by several rows (one parent, many samples) is compiled once and copied."""
         from llmnas_dist.constrain import Constraint, compile_grammar, hf_tokenizer
 
         if all(g is None for g in grammars):
             return []
         if self._ll_tokenizer is None:
             self._ll_tokenizer = hf_tokenizer(self.tokenizer)
-        return [Constraint(None) if g is None else compile_grammar(self._ll_tokenizer, g)
-                for g in grammars]
+        compiled = {g: compile_grammar(self._ll_tokenizer, g) for g in set(grammars) if g}
+        return [Constraint(None) if g is None else compiled[g].copy() for g in grammars]
 
     def _sample(
         self, texts: list[str], sampling: Sampling, base: bool, grammars: list[str | None]
