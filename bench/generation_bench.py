@@ -221,7 +221,8 @@ def constrained(args: argparse.Namespace) -> dict:
         result["tokens_per_s_over_adapter_free"] = (
             result["output_tokens_per_s"] / free["output_tokens_per_s"]
         )
-    if args.vllm:
+    if args.vllm:  # the transformers arms are kept first, should vLLM fail
+        (Path(args.out) / "constrained-transformers.json").write_text(json.dumps(report))
         report["vllm"] = vllm_arms(args, ws)
     return report
 
