@@ -29,7 +29,6 @@ the grammar allows can still be completed into an answer that applies.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Callable
 from functools import partial
 
@@ -95,7 +94,7 @@ def _check_parent(lines: list[str], max_lines: int) -> list[str]:
         raise GrammarUnsupported("the parent has no non-blank line to anchor a hunk")
     if len(anchors) > max_lines:
         raise GrammarUnsupported(
-            f"the parent has {len(anchors)} non-blank lines, above this engine's grammar "
+            f"the parent has {len(anchors)} non-blank lines, above the grammar's "
             f"limit of {max_lines}"
         )
     for number, line in enumerate(lines, 1):
@@ -227,11 +226,6 @@ def _backward(steps: list[Step]) -> set[str]:
                 live.add(src)
                 todo.append(src)
     return live
-
-
-def grammar_size(grammar: str) -> Counter[str]:
-    """Rules and terminals in a grammar text (for benches and logs)."""
-    return Counter("terminal" if line[:1].isupper() else "rule" for line in grammar.splitlines())
 
 
 def answer_grammar(mode: str, parent: str) -> tuple[str | None, str | None]:
