@@ -192,7 +192,7 @@ def test_the_grammar_of_an_answer_falls_back_with_its_reason():
     assert answer_grammar("delta", ADVERSARIAL["long_250_lines"])[0] is not None
     too_long = "".join(f"x{i} = {i}\n" for i in range(MAX_PARENT_LINES + 1))
     grammar, why = answer_grammar("delta", too_long)
-    assert grammar is None and f"grammar limit of {MAX_PARENT_LINES}" in (why or "")
+    assert grammar is None and f"grammar's limit of {MAX_PARENT_LINES}" in (why or "")
     grammar, why = answer_grammar("delta", 'x = "</delta>"\n')
     assert grammar is None and "end tag" in (why or "")
 
