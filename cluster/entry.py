@@ -15,11 +15,10 @@ import ray
 from cluster.driver import Driver
 from cluster.factory import connect_ray, evaluators_wanted, start_actors
 from cluster.progress import cycle_rows, format_table
-from cluster.run_cli import stored_config
 from db.archive import Archive
 from db.errors import ArchiveError, NotFound
 from db.models import RunStatus
-from llmnas_dist.config import Config
+from llmnas_dist.config import Config, stored_config
 from llmnas_dist.errors import UsageError
 
 log = logging.getLogger(__name__)

@@ -3,10 +3,11 @@
     llmnas run [--config FILE] [--archive URL] [--resume RUN | --run-id NAME] [--evaluators N]
     llmnas scale RUN N [--archive URL]
 
-With no --config, `run` uses the embedded default (llmnas_dist/configs/default.yaml):
-offline on a CPU, local Ray, SQLite archive in ./runs. `--resume RUN` continues a run from
-the archive with the config it was started with. `--run-id NAME` starts NAME, or resumes
-it when it exists, so a resubmitted `ray job submit` continues instead of starting over.
+With no --config, `run` (like every command) uses the embedded default
+(llmnas_dist/configs/default.yaml): offline on a CPU, local Ray, SQLite archive in ./runs.
+`--resume RUN` continues a run from the archive with the config it was started with.
+`--run-id NAME` starts NAME, or resumes it when it exists, so a resubmitted
+`ray job submit` continues instead of starting over.
 Exit status: 0 completed, 1 the run failed (it can be resumed), 2 bad usage.
 """
 
@@ -15,13 +16,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from importlib import resources
 
-from llmnas_dist.cli_common import EXIT_FAILED, EXIT_OK
-from llmnas_dist.config import Config, build_config, load_config
+from llmnas_dist.cli_common import EXIT_FAILED, EXIT_OK, config_from_args
 from llmnas_dist.errors import UsageError
-
-DEFAULT_CONFIG = "default.yaml"
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -53,26 +50,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.set_defaults(func=scale_command)
 
 
-def default_config(archive_url: str | None) -> Config:
-    """The embedded default config (the README's zero-argument run)."""
-    text = resources.files("llmnas_dist").joinpath("configs", DEFAULT_CONFIG)
-    with resources.as_file(text) as path:
-        return load_config(path, archive_url)
-
-
-def run_config(args: argparse.Namespace) -> Config:
-    if args.config:
-        return load_config(args.config, args.archive)
-    return default_config(args.archive)
-
-
-def stored_config(run_config_json: dict, current: Config) -> Config:
-    """A run's own config, reopened against the archive we reached it through."""
-    data = dict(run_config_json)
-    data["archive"] = current.archive.model_dump(mode="json")
-    return build_config(data, "(stored with the run)")
-
-
 def configure_logging() -> None:
     logging.basicConfig(
         level=logging.INFO,
@@ -87,7 +64,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.evaluators is not None and args.evaluators < 1:
         raise UsageError(f"--evaluators must be at least 1, got {args.evaluators}")
     configure_logging()
-    cfg = run_config(args)
+    cfg = config_from_args(args)
     ok = run_search(cfg, resume=args.resume, run_id=args.run_id, evaluators=args.evaluators)
     return EXIT_OK if ok else EXIT_FAILED
 
@@ -98,7 +75,7 @@ def scale_command(args: argparse.Namespace) -> int:
 
     if args.count < 1:
         raise UsageError(f"N must be at least 1, got {args.count}")
-    cfg = run_config(args)
+    cfg = config_from_args(args)
     try:
         with Archive(cfg.archive) as archive:
             archive.set_evaluators_target(args.run, args.count)

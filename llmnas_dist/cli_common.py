@@ -15,7 +15,11 @@ EXIT_USAGE = 2  # bad flags, bad config, bad query
 def common_parser() -> argparse.ArgumentParser:
     """Flags accepted by every subcommand (argparse `parents=`)."""
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--config", metavar="FILE", help="YAML config file (default: built-in defaults)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML config file (default: the embedded llmnas_dist/configs/default.yaml)",
+    )
     p.add_argument(
         "--archive",
         metavar="URL",

@@ -9,6 +9,7 @@ to a default.
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,8 @@ from llmnas_dist.errors import ConfigError
 
 ARCHIVE_URL_ENV = "LLMNAS_ARCHIVE_URL"
 DEFAULT_RUN_DIR = "runs"
+# The embedded default config, in llmnas_dist/configs/: offline on a laptop CPU
+DEFAULT_CONFIG_FILE = "default.yaml"
 
 
 class Section(BaseModel):
@@ -371,13 +374,20 @@ def build_config(data: dict[str, Any], source: str = "(inline)") -> Config:
         raise ConfigError(format_validation_error(err, source)) from None
 
 
+def default_config_path() -> Path:
+    """The embedded default (configs/default.yaml): what every command uses without --config."""
+    return Path(str(resources.files("llmnas_dist").joinpath("configs", DEFAULT_CONFIG_FILE)))
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     archive_url: str | None = None,
     environ: dict[str, str] | None = None,
 ) -> Config:
-    """Effective config: defaults < YAML file < LLMNAS_ARCHIVE_URL < --archive."""
-    data = read_yaml(path) if path is not None else {}
+    """Effective config: the YAML file (the embedded default when None) over the field
+    defaults, then LLMNAS_ARCHIVE_URL, then --archive."""
+    path = default_config_path() if path is None else path
+    data = read_yaml(path)
     env = os.environ if environ is None else environ
     url = archive_url or env.get(ARCHIVE_URL_ENV)
     if url:
@@ -385,7 +395,14 @@ def load_config(
         if not isinstance(archive, dict):
             raise ConfigError(f"config {path}: archive must be a mapping")
         data = {**data, "archive": {**archive, "url": url}}
-    return build_config(data, str(path) if path is not None else "(defaults)")
+    return build_config(data, str(path))
+
+
+def stored_config(run_config_json: dict[str, Any], current: Config) -> Config:
+    """A run's own config, reopened against the archive we reached it through."""
+    data = dict(run_config_json)
+    data["archive"] = current.archive.model_dump(mode="json")
+    return build_config(data, "(stored with the run)")
 
 
 def dump_config(config: Config) -> str:

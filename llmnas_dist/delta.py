@@ -196,7 +196,6 @@ def is_blank(line: str) -> bool:
     return not line.strip()
 
 
-
 def _indent(line: str) -> int:
     return len(line) - len(line.lstrip(" \t"))
 

@@ -110,9 +110,7 @@ def generate_proposals(args: argparse.Namespace) -> int:
     prompt = parent_prompt(args.mode, parent, spec, args.score)
     sampling = Sampling.from_config(config.generation, seed=args.seed)
     grammar, why_not = (
-        answer_grammar(args.mode, parent)
-        if config.generation.constrained
-        else (None, None)
+        answer_grammar(args.mode, parent) if config.generation.constrained else (None, None)
     )
     results = generator.generate(
         [prompt] * args.n, sampling, adapter=args.adapter, grammars=[grammar] * args.n

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import BaseModel
 
-from llmnas_dist.cli import main
+import llmnas_dist.config
+from cluster import cli as llmnas_cli
+from cluster import run_cli
+from llmnas_dist.cli import build_parser, main
 from llmnas_dist.config import (
     ARCHIVE_URL_ENV,
     Config,
     build_config,
+    default_config_path,
     dump_config,
     load_config,
 )
@@ -64,7 +70,8 @@ def test_every_shipped_config_loads_and_round_trips(path: Path):
 def test_precedence_defaults_file_env_flag(tmp_path: Path):
     f = tmp_path / "c.yaml"
     f.write_text("archive:\n  url: sqlite:///from-file.db\nce:\n  rho: 0.5\n")
-    assert load_config(environ={}).archive.url == Config().archive.url
+    embedded = yaml.safe_load(default_config_path().read_text())["archive"]["url"]
+    assert load_config(environ={}).archive.url == embedded
     assert load_config(f, environ={}).archive.url == "sqlite:///from-file.db"
     env = {ARCHIVE_URL_ENV: "sqlite:///from-env.db"}
     assert load_config(f, environ=env).archive.url == "sqlite:///from-env.db"
@@ -143,3 +150,66 @@ def test_bad_config_on_the_command_line_has_no_traceback(tmp_path: Path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.count("\n") == 1 and "ce.rho" in proc.stderr
+
+
+class _Resolved(Exception):
+    """Raised by the recording build_config: the command got this far, with this config."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> Iterator:
+    """Every leaf command of the `llmnas` parser, with the destinations it requires."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield prefix, parser
+        return
+    for name, sub in subs[0].choices.items():
+        yield from _commands(sub, (*prefix, name))
+
+
+# A value for each required argument of any command: enough to reach the config
+PLACEHOLDERS = {
+    "program": "llmnas_dist/seeds/plain_cnn.py",
+    "parent": "llmnas_dist/seeds/plain_cnn.py",
+    "run": "some-run",
+    "count": "2",
+    "hash_prefix": "abcd",
+    "query": "select 1",
+}
+
+
+def _argv(words: tuple[str, ...], parser: argparse.ArgumentParser) -> list[str]:
+    argv = list(words)
+    for action in parser._actions:
+        if not action.option_strings and action.dest != "help":
+            argv.append(PLACEHOLDERS[action.dest])
+        elif action.required:
+            argv += [action.option_strings[0], PLACEHOLDERS[action.dest]]
+    return argv
+
+
+def test_every_command_without_config_uses_what_config_show_prints(monkeypatch, capsys):
+    """`llmnas config show` prints exactly the config every command (run included) uses
+    without --config: the embedded default file, not the field defaults."""
+    monkeypatch.delenv(ARCHIVE_URL_ENV, raising=False)
+    monkeypatch.chdir(REPO)
+    assert llmnas_cli.main(["config", "show"]) == 0
+    shown = build_config(yaml.safe_load(capsys.readouterr().out))
+    assert shown == load_config(default_config_path()) != Config()
+
+    real_build = llmnas_dist.config.build_config
+
+    def recording_build(data: dict, source: str = "(inline)") -> Config:
+        raise _Resolved(real_build(data, source))
+
+    monkeypatch.setattr(llmnas_dist.config, "build_config", recording_build)
+    commands = list(_commands(build_parser((run_cli,))))
+    assert len(commands) >= 14
+    for words, parser in commands:
+        if words == ("config", "check"):  # its config is the FILE it is given
+            continue
+        with pytest.raises(_Resolved) as resolved:
+            llmnas_cli.main(_argv(words, parser))
+        assert resolved.value.config == shown, " ".join(words)

@@ -12,10 +12,9 @@ import yaml
 from cluster.cli import main
 from cluster.driver import Call, Driver, Settings, Slot, keyed_rng, keyed_seed
 from cluster.progress import cycle_rows, format_table
-from cluster.run_cli import default_config
 from db.archive import Archive, code_hash
 from db.models import CandidateStatus, RunStatus
-from llmnas_dist.config import Config, build_config
+from llmnas_dist.config import Config, build_config, load_config
 from llmnas_dist.grammar import delta_grammar
 from llmnas_dist.seeds import load_seeds
 
@@ -158,7 +157,7 @@ def test_cycle_table_counts_valid_novel_and_evaluated(tmp_path: Path) -> None:
 
 
 def test_default_run_config_is_the_embedded_file() -> None:
-    cfg = default_config(None)
+    cfg = load_config(environ={})
     shipped = yaml.safe_load(
         (Path(__file__).parents[1] / "llmnas_dist" / "configs" / "default.yaml").read_text()
     )
