@@ -14,7 +14,7 @@ import ray
 
 from cluster.driver import Driver
 from cluster.factory import connect_ray, evaluators_wanted, start_actors
-from cluster.progress import cycle_rows, format_table
+from cluster.progress import cycle_rows, format_table, found_summary
 from db.archive import Archive
 from db.errors import ArchiveError, NotFound
 from db.models import RunStatus
@@ -83,4 +83,5 @@ def _drive(cfg: Config, archive: Archive, run_id: str, evaluators: int | None) -
         if started_ray:
             ray.shutdown()
     print(format_table(cycle_rows(archive, run_id)), flush=True)
+    print(found_summary(archive, run_id), flush=True)
     return status is RunStatus.COMPLETED

@@ -1,4 +1,5 @@
-"""What a user watches: a live progress line per cycle and the table at the end.
+"""What a user watches: a live progress line per cycle; at the end the table and what
+was found.
 
 On a terminal the line is redrawn in place; in a log (a Ray job, CI) a line is printed at
 most every `LOG_EVERY_S` seconds, so logs stay readable.
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from db.models import CandidateStatus
+from llmnas_dist.archive_cli import SHORT_HASH
 
 LOG_EVERY_S = 10.0
 VALID = {
@@ -116,3 +118,31 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     head = "  ".join(c.rjust(widths[c]) for c in TABLE_COLUMNS)
     body = ["  ".join(cell(r[c]).rjust(widths[c]) for c in TABLE_COLUMNS) for r in rows]
     return "\n".join([head, *body])
+
+
+FOUND_K = 3
+
+
+def found_summary(archive: Any, run_id: str) -> str:
+    """The end of a run: its best architectures (hash prefix, score, parameters, origin),
+    where the archive is, and the commands that show the report, leaderboard and code."""
+    top = archive.top(run_id, FOUND_K)
+    parents = archive.origins(run_id, [r.hash for r in top])
+    # a password is masked in safe_url: then the user's own URL (or its variable) is needed
+    url = archive.safe_url
+    where = f" --archive {url}" if "***" not in url else " --archive URL"
+    lines = [f"run {run_id}: the {len(top)} best architectures" if top else
+             f"run {run_id}: no architecture was scored"]  # fmt: skip
+    for r in top:
+        parent = parents.get(r.hash)
+        origin = f"cycle {r.first_cycle}, from {parent[:SHORT_HASH]}" if parent else "seed"
+        params = "-" if r.params is None else f"{r.params:,}"
+        lines.append(
+            f"  {r.rank}. {r.hash[:SHORT_HASH]}  score {r.score:.4f}  params {params}  {origin}"
+        )
+    lines.append(f"archive: {url}")
+    lines.append(f"  report:      llmnas report {run_id}{where}")
+    lines.append(f"  leaderboard: llmnas archive top --run {run_id}{where}")
+    if top:
+        lines.append(f"  best code:   llmnas archive show {top[0].hash[:SHORT_HASH]}{where}")
+    return "\n".join(lines)

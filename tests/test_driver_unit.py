@@ -11,7 +11,7 @@ import yaml
 
 from cluster.cli import main
 from cluster.driver import Call, Driver, Settings, Slot, keyed_rng, keyed_seed
-from cluster.progress import cycle_rows, format_table
+from cluster.progress import cycle_rows, format_table, found_summary
 from db.archive import Archive, code_hash
 from db.models import CandidateStatus, RunStatus
 from llmnas_dist.config import Config, build_config, load_config
@@ -154,6 +154,36 @@ def test_cycle_table_counts_valid_novel_and_evaluated(tmp_path: Path) -> None:
     assert table.splitlines()[1].split() == [
         "1", "4", "2", "3", "2", "1", "0.5000", "0.5000", "0.5000"
     ]  # fmt: skip
+
+
+def _scored(archive: Archive, cycle: int, slot: int, code: str, score: float, parent=None) -> str:
+    cid = archive.add_candidate("r", cycle, slot, mode="delta", parent_hash=parent)
+    h = archive.admit_candidate(cid, code)
+    archive.record_evaluation("r", h, dataset="digits", seed=0, budget="epochs=1", score=score)
+    archive.update_candidate_status(cid, CandidateStatus.EVALUATED)
+    return h
+
+
+def test_found_summary_names_the_best_their_origin_and_the_commands(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    with Archive.from_url(url) as archive:
+        archive.create_run(Config(), run_id="r")
+        assert "no architecture was scored" in found_summary(archive, "r")
+        seed_a = _scored(archive, 0, 0, "# seed a\n", 0.6)
+        seed_b = _scored(archive, 0, 1, "# seed b\n", 0.4)
+        child = _scored(archive, 2, 0, "# child\n", 0.8, parent=seed_a)
+        _scored(archive, 2, 1, "# worst\n", 0.1, parent=seed_b)
+        text = found_summary(archive, "r")
+    lines = text.splitlines()
+    assert lines[0] == "run r: the 3 best architectures"
+    assert lines[1].split() == ["1.", child[:12], "score", "0.8000", "params", "-", "cycle",
+                                "2,", "from", seed_a[:12]]  # fmt: skip
+    assert lines[2].split()[1] == seed_a[:12] and lines[2].endswith("seed")
+    assert lines[3].split()[1] == seed_b[:12]
+    assert f"archive: {url}" in lines
+    assert f"llmnas report r --archive {url}" in text
+    assert f"llmnas archive top --run r --archive {url}" in text
+    assert f"llmnas archive show {child[:12]} --archive {url}" in text
 
 
 def test_default_run_config_is_the_embedded_file() -> None:
