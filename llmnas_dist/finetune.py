@@ -452,12 +452,14 @@ def train_lora(
             optimizer.step()
             steps += 1
             epoch_losses.append(value)
+            elapsed = time.perf_counter() - start_time
             log.info(
-                "step %d/%d loss %.3f (%.0f s)",
+                "step %d/%d loss %.3f (%.0f s, ETA %.0f s)",
                 steps,
                 total,
                 epoch_losses[-1],
-                time.perf_counter() - start_time,
+                elapsed,
+                elapsed / steps * (total - steps),
             )
             if steps == 1:
                 first_loss = epoch_losses[0]
