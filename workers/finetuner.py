@@ -9,9 +9,9 @@ Placement: one GPU (`cluster.finetune_num_gpus`) on clusters with GPUs, CPUs oth
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator, Sequence
+import logging
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -21,6 +21,7 @@ from llmnas_dist.config import AdmissionConfig, ClusterConfig, FinetuneConfig, G
 from llmnas_dist.datasets import dataset_spec
 from llmnas_dist.finetune import ElitePair, build_examples, train_lora
 from llmnas_dist.warmstart import warm_start_adapter
+from workers.threads import node_threads
 
 
 def finetune_options(
@@ -35,30 +36,22 @@ def finetune_options(
     }
 
 
-@contextlib.contextmanager
-def node_threads() -> Iterator[None]:
-    """torch uses every core of the node for the duration (on CPUs). Ray starts the actor
-    with OMP_NUM_THREADS = its num_cpus (1), but the warm start runs before cycle 1,
-    while the generation and evaluation actors wait, and on a 2-core machine one thread
-    takes almost twice as long."""
-    import torch
-
-    affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere all cores
-    cores = len(affinity(0)) if affinity is not None else os.cpu_count() or 1
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(before, cores))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class Finetuner:
     """The actor's body (a plain class, so it also runs without Ray)."""
 
     def __init__(self, model: str, cfg: FinetuneConfig) -> None:
         self.model = model
         self.cfg = cfg
+        # a Ray worker leaves the root logger at WARNING with no handler: without this the
+        # step / loss / ETA lines of the warm start (a first run's longest phase) and of
+        # each fine-tune never reach the driver's console (Ray streams the actor's stderr)
+        steps = logging.getLogger(train_lora.__module__)
+        if not steps.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            steps.addHandler(handler)
+            steps.setLevel(logging.INFO)
+            steps.propagate = False
 
     def train(
         self,
