@@ -498,6 +498,8 @@ th, td { text-align:left; padding:5px 8px; border-bottom:1px solid var(--line);
 th { color:var(--mute); font-weight:600; background:#f9fafb; }
 td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
 table.kv td:first-child { color:var(--mute); width:45%; }
+table.fixed { table-layout:fixed; }
+table.fixed th.num { width:6.5em; }
 code, pre { font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; font-size:12px; }
 pre { background:#0f172a; color:#e2e8f0; padding:12px 14px; border-radius:8px;
   overflow:auto; max-height:420px; }
@@ -529,8 +531,13 @@ def badge(status: str) -> str:
 
 
 def table(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[bool] = ()
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    numeric: Sequence[bool] = (),
+    fixed: bool = False,
 ) -> str:
+    """An HTML table; `fixed`: the text columns share what the numbers leave, so a cell's
+    long content (a program's code) scrolls inside it instead of widening the table."""
     num = list(numeric) + [False] * (len(columns) - len(numeric))
     head = "".join(
         f'<th class="num">{esc(c)}</th>' if n else f"<th>{esc(c)}</th>"
@@ -545,7 +552,8 @@ def table(
         + "</tr>"
         for row in rows
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    opening = '<table class="fixed">' if fixed else "<table>"
+    return f"{opening}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _flatten(numbers: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -774,6 +782,7 @@ def leaderboard_section(rep: RunReport) -> str:
             ["rank", "architecture", "score", "seeds", "params", "first cycle"],
             rows,
             [True, False, True, True, True, True],
+            fixed=True,
         )
         if rows
         else "<p>no architecture was evaluated at the run's budget yet</p>"

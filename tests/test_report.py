@@ -3,9 +3,11 @@ headless Chromium (integration) and its DOM and screenshot are checked."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -55,6 +57,7 @@ class RunBuilder:
     def program(self, t: int, slot: int) -> str:
         code = self.seeds[(t * 10 + slot) % len(self.seeds)][1]
         extra = f"\nEXTRA_{self.run_id.replace('-', '_')}_{t}_{slot} = {slot}\n"
+        extra += f"WIDE = {'x' * 240!r}\n"  # a long line must not widen the leaderboard
         if (t, slot) == (CYCLES, 3):  # among the best: shown with its code
             extra += f"BANNER = {HOSTILE!r}\n"  # generated code is hostile text
         return code + extra
@@ -271,6 +274,32 @@ def chromium(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+# Appended to a copy of the page (the report itself has no script): lists every table
+# whose right edge passes its card's (or section's) at the window width
+LAYOUT_PROBE = """<script>
+const bad = [];
+for (const t of document.querySelectorAll("table")) {
+  const box = t.closest(".card, section");
+  const over = t.getBoundingClientRect().right - box.getBoundingClientRect().right;
+  if (over > 1) bad.push((box.id || box.className) + " +" + Math.round(over) + "px");
+}
+document.body.insertAdjacentHTML("beforeend",
+  "<pre id='layout-probe'>" + JSON.stringify(bad) + "</pre>");
+</script>"""
+
+
+def overflowing_tables(binary: str, profile: str, page: Path, tmp_path: Path) -> list[str]:
+    """The tables wider than their card when the page is laid out 1280 px wide."""
+    probe = tmp_path / "probe.html"
+    # the page's Content-Security-Policy forbids scripts: the copy drops it
+    text = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page.read_text())
+    probe.write_text(text.replace("</body>", LAYOUT_PROBE + "</body>"))
+    dom = chromium(binary, profile, "--window-size=1280,2000", "--dump-dom", probe.as_uri())
+    found = re.search(r"<pre id=\"layout-probe\">(.*?)</pre>", dom.stdout, re.S)
+    assert found, dom.stderr[-2000:]
+    return json.loads(html.unescape(found.group(1)))
+
+
 @pytest.mark.integration
 def test_report_in_headless_chromium(runs: str, tmp_path: Path) -> None:
     binary = chromium_binary()
@@ -284,6 +313,7 @@ def test_report_in_headless_chromium(runs: str, tmp_path: Path) -> None:
         assert f'id="{section}"' in dom.stdout, section
     assert dom.stdout.count("<svg") >= 7 and "<script" not in dom.stdout
     assert "<img" not in dom.stdout  # the hostile markup stayed text
+    assert overflowing_tables(binary, profile, out / "r1.html", tmp_path) == []
     shot = tmp_path / "report.png"
     done = chromium(binary, profile, f"--screenshot={shot}", "--window-size=1280,2000", url)
     assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
