@@ -125,6 +125,22 @@ def test_real_difflib_deltas_of_mutated_seeds(name):
     assert taught >= 3, "the grammar refused most taught deltas"
 
 
+def test_blank_lines_are_bounded_in_number_and_width():
+    """A sampler cannot spend its budget on blank lines: at most two in a row, each at most
+    40 spaces or tabs wide (the codec ignores them, so nothing of the parent is lost)."""
+    parent = SEEDS["plain_cnn"]
+    grammar = delta_grammar(parent)
+    line = next(x for x in parent.splitlines() if "nn.ReLU(inplace=True)" in x)
+
+    def answer(gap: str) -> str:
+        return delta_answer(f"--- baseline.py\n+++ improved.py\n@@ @@\n{gap}-{line}\n+# x\n")
+
+    assert parent.count(line) == 1 and accepts(grammar, answer(""))
+    assert accepts(grammar, answer(" " + " " * 40 + "\n" + " \t\n"))
+    assert not accepts(grammar, answer(" " + " " * 41 + "\n"))
+    assert not accepts(grammar, answer("\n\n\n"))
+
+
 def test_miscopied_context_and_ambiguous_or_empty_hunks_are_refused():
     parent = SEEDS["plain_cnn"]
     grammar = delta_grammar(parent)

@@ -8,7 +8,6 @@ GPUs it asks for none and runs on CPUs.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import tempfile
@@ -22,7 +21,6 @@ import ray
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.generation import Sampling, make_generator
-from workers.threads import node_threads
 
 
 @dataclass(frozen=True)
@@ -87,15 +85,13 @@ class Generation:
 
     def generate(self, requests: Sequence[GenRequest], seed: int) -> list[dict[str, Any]]:
         """Answer a batch with the current adapter; one result dict per request, in order."""
-        # transformers runs torch in this process (vLLM's CPU build sets its own threads)
-        widen = node_threads() if self.cfg.backend == "transformers" else contextlib.nullcontext()
-        with widen:
-            results = self.engine.generate(
-                [r.prompt for r in requests],
-                Sampling.from_config(self.cfg, seed),
-                self.adapter,
-                grammars=[r.grammar for r in requests],
-            )
+        # torch stays on the actor's one thread (see workers/threads.py for the measurement)
+        results = self.engine.generate(
+            [r.prompt for r in requests],
+            Sampling.from_config(self.cfg, seed),
+            self.adapter,
+            grammars=[r.grammar for r in requests],
+        )
         return [
             {
                 **asdict(res),

@@ -1,9 +1,12 @@
 """Threads for an actor whose phase runs alone on its node.
 
 Ray starts an actor with OMP_NUM_THREADS = its num_cpus (1), so torch in the actor uses one
-thread. The warm start runs before cycle 1 while every other actor waits, and generation
-runs while the evaluators wait for its answers: on a 2-core machine one thread takes almost
-twice as long. Evaluators are not widened: they run side by side, one thread each.
+thread. The warm start runs before cycle 1 while every other actor waits: it takes every
+core. Evaluators run side by side, one thread each. Generation (transformers) is not
+widened: the driver overlaps it with evaluation, and `bench/generation_bench.py threads`
+measured (2 cores, batch 8, 64 new tokens) 1.42x the one-thread rate alone but 0.66x
+beside one busy thread, since torch's threads then wait on each other. Widening it only
+while no evaluation runs would need the driver to say so per call.
 """
 
 from __future__ import annotations
