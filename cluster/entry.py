@@ -12,6 +12,7 @@ import traceback
 
 import ray
 
+from cluster.console import log_to_file, stop_file_log
 from cluster.driver import Driver
 from cluster.factory import connect_ray, evaluators_wanted, start_actors
 from cluster.progress import cycle_rows, format_table, found_summary
@@ -55,11 +56,13 @@ def run_search(
         run = archive.get_run(name) if existing and name else archive.create_run(cfg, run_id=name)
         if existing:
             archive.finish_run(run.id, RunStatus.RUNNING)
+        log_path = log_to_file(cfg.cluster.run_dir, run.id)
         print(f"run {run.id}: archive {archive.safe_url}", flush=True)
-        print(f"  (resume with: llmnas run --resume {run.id})", flush=True)
+        print(f"  log: {log_path} (resume with: llmnas run --resume {run.id})", flush=True)
         return _drive(cfg, archive, run.id, evaluators)
     finally:
         archive.close()
+        stop_file_log()
 
 
 def _drive(cfg: Config, archive: Archive, run_id: str, evaluators: int | None) -> bool:

@@ -39,14 +39,21 @@ def connect_ray(cfg: Config, evaluators: int) -> bool:
         return False
     address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, configure_logging=False)
         return False
     wanted = evaluators * cfg.evaluation.cpus_per_evaluator + ACTOR_CPUS * (
         cfg.generation.num_actors + 1
     )
     num_cpus = max(cfg.cluster.num_cpus or os.cpu_count() or 1, int(wanted + 0.999))
     # address="local": a new instance even if `ray start` left a cluster on this machine
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    # configure_logging=False: Ray's own log lines go through the root logger (driver.log)
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=True,
+        configure_logging=False,
+    )
     return True
 
 

@@ -14,8 +14,6 @@ Exit status: 0 completed, 1 the run failed (it can be resumed), 2 bad usage.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 
 from llmnas_dist.cli_common import EXIT_FAILED, EXIT_OK, config_from_args
 from llmnas_dist.errors import UsageError
@@ -37,6 +35,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument(
         "--evaluators", type=int, metavar="N", help="evaluator actors (default: one per GPU)"
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print library, Ray and alembic logs (always in <run_dir>/<run>/driver.log)",
+    )
     p.set_defaults(func=run_command)
 
     s = sub.add_parser(
@@ -50,20 +53,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.set_defaults(func=scale_command)
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def run_command(args: argparse.Namespace) -> int:
+    from cluster.console import configure_console
     from cluster.entry import run_search  # Ray and torch load only for this command
 
     if args.evaluators is not None and args.evaluators < 1:
         raise UsageError(f"--evaluators must be at least 1, got {args.evaluators}")
-    configure_logging()
+    configure_console(args.verbose)
     cfg = config_from_args(args)
     ok = run_search(cfg, resume=args.resume, run_id=args.run_id, evaluators=args.evaluators)
     return EXIT_OK if ok else EXIT_FAILED

@@ -1,0 +1,64 @@
+"""What `llmnas run` prints and what it only logs.
+
+The console carries this project's own lines (the run header, progress, warnings, the
+cycle table, what was found) and any error; library, Ray and alembic logs and Python
+warnings go only to `<run_dir>/<run>/driver.log`. `--verbose` puts everything back on the
+console. Model-loading progress bars are turned off (in this process and, for a Ray
+instance this process starts, in its actors, which inherit the environment).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+OWN_PACKAGES = ("cluster", "llmnas_dist", "workers", "db")
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# read by huggingface_hub and transformers when they load a model
+QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+DRIVER_LOG = "driver.log"
+
+
+class _OwnOrError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        own = record.name.split(".", 1)[0] in OWN_PACKAGES
+        return own or record.levelno >= logging.ERROR
+
+
+def _replace_handler(name: str, handler: logging.Handler | None) -> None:
+    """Install `handler` on the root logger under `name`, closing the one it replaces
+    (a process may run several commands: tests do)."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == name]:
+        root.removeHandler(old)
+        old.close()
+    if handler is not None:
+        handler.set_name(name)
+        handler.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(handler)
+
+
+def configure_console(verbose: bool) -> None:
+    """INFO and above are logged; the console shows what `verbose` asks for."""
+    logging.getLogger().setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    console = logging.StreamHandler(sys.stderr)
+    if not verbose:
+        console.addFilter(_OwnOrError())
+        for key, value in QUIET_ENV.items():
+            os.environ.setdefault(key, value)
+    _replace_handler("llmnas-console", console)
+
+
+def log_to_file(run_dir: str, run_id: str) -> Path:
+    """Everything logged from now on also goes to <run_dir>/<run>/driver.log (appended)."""
+    path = Path(run_dir) / run_id / DRIVER_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _replace_handler("llmnas-file", logging.FileHandler(path, encoding="utf-8"))
+    return path
+
+
+def stop_file_log() -> None:
+    _replace_handler("llmnas-file", None)
