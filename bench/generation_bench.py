@@ -5,6 +5,7 @@
     python bench/generation_bench.py throughput --adapter DIR [--out DIR]
     python bench/generation_bench.py constrained [--samples 16] [--out DIR] [--vllm]
     python bench/generation_bench.py threads [--batch 8] [--max-new-tokens 64]
+    python bench/generation_bench.py batches [--max-new-tokens 64]
 
 Every number is a ratio against a baseline measured in the same run:
 - warm-start: valid-delta rate (the answer parses and applies to its parent) and admitted
@@ -29,6 +30,11 @@ Every number is a ratio against a baseline measured in the same run:
   beside a busy one-thread process (a stand-in for an evaluator training at the same time:
   a float32 matmul loop); the ratios say whether widening generation pays while evaluators
   run, not only when it runs alone.
+- batches: transformers aggregate output tokens/s at batch 1, 4, 8 and 16 (one thread, as
+  in an actor), each as a ratio to batch 1, next to this machine's roofline for the model:
+  parameter bytes over measured memory bandwidth (a large tensor copy) bounds batch 1;
+  2 x parameters FLOPs per token over measured one-thread matmul throughput bounds any
+  batch.
 """
 
 from __future__ import annotations
@@ -446,6 +452,64 @@ def threads(args: argparse.Namespace) -> dict:
     return out
 
 
+def roofline(params: int, param_bytes: int) -> dict:
+    """This machine's limits for a model, with torch on one thread: tokens/s if every
+    token had to read all weights once (memory), and if matmuls ran at their measured
+    rate (compute)."""
+    import torch
+
+    torch.set_num_threads(1)
+    src = torch.empty(64 * 1024**2, dtype=torch.uint8)  # 64 MiB, past the caches
+    dst = torch.empty_like(src)
+    copies = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        copies.append(time.perf_counter() - t0)
+    bandwidth = 2 * src.numel() / min(copies)  # read + write
+    a, b = torch.randn(512, 576), torch.randn(576, 576)  # SmolLM2-135M's hidden size 576
+    matmuls = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(20):
+            a @ b
+        matmuls.append((time.perf_counter() - t0) / 20)
+    flops = 2 * 512 * 576 * 576 / min(matmuls)
+    return {
+        "memory_bandwidth_gb_s": bandwidth / 1e9,
+        "matmul_gflops_1_thread": flops / 1e9,
+        "batch1_bound_tokens_per_s": bandwidth / param_bytes,
+        "compute_bound_tokens_per_s": flops / (2 * params),
+    }
+
+
+def batches(args: argparse.Namespace) -> dict:
+    import torch
+
+    from llmnas_dist.generation import Sampling, TransformersGenerator
+
+    torch.set_num_threads(1)
+    gen = TransformersGenerator(MODEL)
+    prompts = bench_prompts(16)
+    sampling = Sampling(0.35, 0.9, 50, args.max_new_tokens, seed=0)
+    gen.generate(prompts[:1], Sampling(max_new_tokens=4))  # warm-up
+    rates = {}
+    for size in (1, 4, 8, 16):
+        results = gen.generate(prompts[:size], sampling)
+        rates[size] = sum(r.output_tokens for r in results) / results[0].seconds
+        print("batch", size, rates[size], flush=True)
+    model = gen.model
+    params = sum(p.numel() for p in model.parameters())
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return {
+        "tokens_per_s": rates,
+        "over_batch_1": {size: rate / rates[1] for size, rate in rates.items()},
+        "best_batch": max(rates, key=lambda k: rates[k]),
+        "params": params,
+        "roofline": roofline(params, param_bytes),
+    }
+
+
 def throughput(args: argparse.Namespace) -> dict:
     python = ROOT / ".venv-vllm" / "bin" / "python"
     if not python.exists():
@@ -493,6 +557,7 @@ def main() -> None:
             "throughput",
             "constrained",
             "threads",
+            "batches",
             "vllm-worker",
             "vllm-arms",
         ),
@@ -534,6 +599,7 @@ def main() -> None:
         "throughput": throughput,
         "constrained": constrained,
         "threads": threads,
+        "batches": batches,
     }
     report = parts[args.part](args)
     path = Path(args.out) / f"{args.part}.json"
