@@ -10,6 +10,7 @@ instance this process starts, in its actors, which inherit the environment).
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # read by huggingface_hub and transformers when they load a model
 QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
 DRIVER_LOG = "driver.log"
+EARLY_LINES = 10_000  # kept until the run's log file exists
 
 
 class _OwnOrError(logging.Filter):
@@ -41,7 +43,8 @@ def _replace_handler(name: str, handler: logging.Handler | None) -> None:
 
 
 def configure_console(verbose: bool) -> None:
-    """INFO and above are logged; the console shows what `verbose` asks for."""
+    """INFO and above are logged; the console shows what `verbose` asks for. Call it after
+    importing ray."""
     logging.getLogger().setLevel(logging.INFO)
     logging.captureWarnings(True)
     console = logging.StreamHandler(sys.stderr)
@@ -50,13 +53,27 @@ def configure_console(verbose: bool) -> None:
         for key, value in QUIET_ENV.items():
             os.environ.setdefault(key, value)
     _replace_handler("llmnas-console", console)
+    # what is logged before the run has an id (opening the archive: alembic) waits here
+    # for the run's driver.log
+    _replace_handler("llmnas-early", logging.handlers.MemoryHandler(EARLY_LINES, 100))
+    # importing ray gives its logger a stderr handler of its own that bypasses the root:
+    # its lines then reach the console only through ours (and the file)
+    ray_log = logging.getLogger("ray")
+    for handler in list(ray_log.handlers):
+        ray_log.removeHandler(handler)
+    ray_log.propagate = True
 
 
 def log_to_file(run_dir: str, run_id: str) -> Path:
     """Everything logged from now on also goes to <run_dir>/<run>/driver.log (appended)."""
     path = Path(run_dir) / run_id / DRIVER_LOG
     path.parent.mkdir(parents=True, exist_ok=True)
-    _replace_handler("llmnas-file", logging.FileHandler(path, encoding="utf-8"))
+    file = logging.FileHandler(path, encoding="utf-8")
+    _replace_handler("llmnas-file", file)
+    for early in logging.getLogger().handlers:
+        if isinstance(early, logging.handlers.MemoryHandler) and early.get_name() == "llmnas-early":
+            early.setTarget(file)
+    _replace_handler("llmnas-early", None)  # closing it flushes it into the file
     return path
 
 
