@@ -31,7 +31,8 @@ Every number is a ratio against a baseline measured in the same run:
   a float32 matmul loop); the ratios say whether widening generation pays while evaluators
   run, not only when it runs alone.
 - batches: transformers aggregate output tokens/s at batch 1, 4, 8 and 16 (one thread, as
-  in an actor), each as a ratio to batch 1, next to this machine's roofline for the model:
+  in an actor), each as a ratio to batch 1, whole calls and decoding alone (the prompts'
+  prefill, timed with a one-token call, taken out), next to this machine's roofline for the model:
   parameter bytes over measured memory bandwidth (a large tensor copy) bounds batch 1;
   2 x parameters FLOPs per token over measured one-thread matmul throughput bounds any
   batch.
@@ -493,17 +494,25 @@ def batches(args: argparse.Namespace) -> dict:
     prompts = bench_prompts(16)
     sampling = Sampling(0.35, 0.9, 50, args.max_new_tokens, seed=0)
     gen.generate(prompts[:1], Sampling(max_new_tokens=4))  # warm-up
-    rates = {}
+    rates, decode, prefill = {}, {}, {}
     for size in (1, 4, 8, 16):
+        one = Sampling(0.35, 0.9, 50, 1, seed=0)
+        prefill[size] = gen.generate(prompts[:size], one)[0].seconds
         results = gen.generate(prompts[:size], sampling)
-        rates[size] = sum(r.output_tokens for r in results) / results[0].seconds
-        print("batch", size, rates[size], flush=True)
+        out = sum(r.output_tokens for r in results)
+        rates[size] = out / results[0].seconds
+        decode[size] = (out - size) / max(results[0].seconds - prefill[size], 1e-9)
+        print("batch", size, rates[size], decode[size], prefill[size], flush=True)
     model = gen.model
     params = sum(p.numel() for p in model.parameters())
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     return {
         "tokens_per_s": rates,
         "over_batch_1": {size: rate / rates[1] for size, rate in rates.items()},
+        "prompt_tokens": [r.prompt_tokens for r in gen.generate(prompts[:1], one)],
+        "prefill_s": prefill,  # the whole batch's prompts, before the first new token
+        "decode_tokens_per_s": decode,  # after the first token
+        "decode_over_batch_1": {size: rate / decode[1] for size, rate in decode.items()},
         "best_batch": max(rates, key=lambda k: rates[k]),
         "params": params,
         "roofline": roofline(params, param_bytes),
