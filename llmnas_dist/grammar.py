@@ -198,19 +198,24 @@ def _right_linear(steps: list[Step], terms: dict[str, str]) -> str:
     return "\n".join(rules) + "\n"
 
 
+def _reachable(edges: dict[str, list[str]], starts: set[str]) -> set[str]:
+    """Every state reachable from `starts` along `edges` (starts included)."""
+    seen, todo = set(starts), list(starts)
+    while todo:
+        for nxt in edges.get(todo.pop(), []):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
 def _forward(steps: list[Step], root: str) -> set[str]:
     """States reachable from `root`."""
     targets: dict[str, list[str]] = {}
     for src, _, dst in steps:
         if dst is not None:
             targets.setdefault(src, []).append(dst)
-    seen, todo = {root}, [root]
-    while todo:
-        for dst in targets.get(todo.pop(), []):
-            if dst not in seen:
-                seen.add(dst)
-                todo.append(dst)
-    return seen
+    return _reachable(targets, {root})
 
 
 def _backward(steps: list[Step]) -> set[str]:
@@ -219,14 +224,7 @@ def _backward(steps: list[Step]) -> set[str]:
     for src, _, dst in steps:
         if dst is not None:
             sources.setdefault(dst, []).append(src)
-    live = {src for src, _, dst in steps if dst is None}
-    todo = list(live)
-    while todo:
-        for src in sources.get(todo.pop(), []):
-            if src not in live:
-                live.add(src)
-                todo.append(src)
-    return live
+    return _reachable(sources, {src for src, _, dst in steps if dst is None})
 
 
 def answer_grammar(mode: str, parent: str) -> tuple[str | None, str | None]:
