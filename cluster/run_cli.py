@@ -1,6 +1,7 @@
 """`llmnas run` and `llmnas scale`: start, resume and scale a CE run.
 
     llmnas run [--config FILE] [--archive URL] [--resume RUN | --run-id NAME] [--evaluators N]
+               [--verbose]
     llmnas scale RUN N [--archive URL]
 
 With no --config, `run` (like every command) uses the embedded default

@@ -42,16 +42,6 @@ class Finetuner:
     def __init__(self, model: str, cfg: FinetuneConfig) -> None:
         self.model = model
         self.cfg = cfg
-        # a Ray worker leaves the root logger at WARNING with no handler: without this the
-        # step / loss / ETA lines of the warm start (a first run's longest phase) and of
-        # each fine-tune never reach the driver's console (Ray streams the actor's stderr)
-        steps = logging.getLogger(train_lora.__module__)
-        if not steps.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            steps.addHandler(handler)
-            steps.setLevel(logging.INFO)
-            steps.propagate = False
 
     def train(
         self,
@@ -91,4 +81,20 @@ class Finetuner:
             return asdict(warm_start_adapter(generation, self.cfg, admission, dataset))
 
 
-FinetuneActor = ray.remote(Finetuner)
+class _ActorFinetuner(Finetuner):
+    """The body in its own Ray worker process, where the root logger is left at WARNING
+    with no handler: without one of its own, the step / loss / ETA lines of the warm start
+    (a first run's longest phase) and of each fine-tune never reach the driver's console
+    (Ray streams the actor's stderr). In-process use keeps the caller's logging."""
+
+    def __init__(self, model: str, cfg: FinetuneConfig) -> None:
+        super().__init__(model, cfg)
+        steps = logging.getLogger(train_lora.__module__)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        steps.addHandler(handler)
+        steps.setLevel(logging.INFO)
+        steps.propagate = False
+
+
+FinetuneActor = ray.remote(_ActorFinetuner)
