@@ -38,7 +38,7 @@ import ray
 
 from cluster.factory import Actors, adapter_files
 from cluster.pool import PoolResult, archive_recorder
-from cluster.progress import Progress
+from cluster.progress import PhaseClock, Progress
 from db.archive import Archive, Elite
 from db.models import Candidate, CandidateMode, CandidateStatus
 from llmnas_dist.admission import Admission, Verdict
@@ -122,8 +122,16 @@ class Call:
 class Driver:
     """Runs (or resumes) one CE run against one archive with one set of actors."""
 
-    def __init__(self, cfg: Config, archive: Archive, run_id: str, actors: Actors) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        archive: Archive,
+        run_id: str,
+        actors: Actors,
+        clock: PhaseClock | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.clock = clock or PhaseClock()
         self.archive = archive
         self.run_id = run_id
         self.actors = actors
@@ -140,6 +148,7 @@ class Driver:
         self._calls: dict[Any, Call] = {}
         self._grammars: dict[tuple[str, str], tuple[str | None, str | None]] = {}  # per parent
         self._next_gen = 0
+        self._last_answer_at: float | None = None  # when the cycle's last generation returned
         self.progress = Progress(0, 0)
 
     # ---- the run --------------------------------------------------------------------------
@@ -155,21 +164,36 @@ class Driver:
         added = self.index.rebuild(self.archive.iter_signatures())
         log.info("novelty index: %d archived programs", added)
         if self.archive.last_completed_cycle(self.run_id) is None:
-            self.evaluate_seeds()
+            with self.clock.phase("cycle 0: evaluate the seeds"):
+                self.evaluate_seeds()
         self.restore_adapter()
         if self.adapter_version is None and self.cfg.generation.warm_start:
-            self.warm_start()
+            with self.clock.phase("warm start (theta_0)"):
+                self.warm_start()
 
     def run_cycle(self, t: int) -> None:
         started = time.monotonic()
         settings = self.start(t)
         slots = self.parents(t)  # step 1
         self.generate_admit_evaluate(t, slots, settings)  # steps 2-4
-        self.studies(t, settings)
-        gamma, elites = self.select()  # step 5
-        adapter = self.finetune(t, elites)  # step 6
-        self.swap(t, adapter, gamma, elites)  # step 7
+        self.time_generation(t, started)
+        with self.clock.phase(f"cycle {t}: studies"):
+            self.studies(t, settings)
+        with self.clock.phase(f"cycle {t}: select, fine-tune, load adapter"):
+            gamma, elites = self.select()  # step 5
+            adapter = self.finetune(t, elites)  # step 6
+            self.swap(t, adapter, gamma, elites)  # step 7
         self.summarize(t, gamma, elites, time.monotonic() - started)
+
+    def time_generation(self, t: int, started: float) -> None:
+        """Steps 2-4 as two phases: until the last answer (evaluators run alongside), and
+        the evaluations still running after it."""
+        now = time.monotonic()
+        answered = self._last_answer_at if self._last_answer_at is not None else started
+        answered = min(max(answered, started), now)
+        self.clock.add(f"cycle {t}: generate + admit (evaluating alongside)", answered - started)
+        self.clock.add(f"cycle {t}: evaluate after the last answer", now - answered)
+        self._last_answer_at = None
 
     # ---- cycle start: scaling and settings ------------------------------------------------
 
@@ -373,6 +397,7 @@ class Driver:
                 if ref in self._calls:
                     call = self._calls.pop(ref)
                     self.on_generated(call, ray.get(ref), settings)
+                    self._last_answer_at = time.monotonic()
                 else:
                     item = pool.collect(ref)
                     if item is not None:

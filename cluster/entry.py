@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import traceback
+from pathlib import Path
 
 import ray
 
 from cluster.console import log_to_file, stop_file_log
 from cluster.driver import Driver
 from cluster.factory import connect_ray, evaluators_wanted, start_actors
-from cluster.progress import cycle_rows, format_table, found_summary
+from cluster.progress import PhaseClock, cycle_rows, format_table, found_summary
 from db.archive import Archive
 from db.errors import ArchiveError, NotFound
 from db.models import RunStatus
@@ -23,6 +24,8 @@ from llmnas_dist.config import Config, stored_config
 from llmnas_dist.errors import UsageError
 
 log = logging.getLogger(__name__)
+
+PHASES_FILE = "phases.json"  # the run's phase times, next to its driver.log
 
 
 def open_run(archive: Archive, cfg: Config, resume: str | None, run_id: str | None) -> Config:
@@ -66,12 +69,15 @@ def run_search(
 
 
 def _drive(cfg: Config, archive: Archive, run_id: str, evaluators: int | None) -> bool:
-    started_ray = connect_ray(cfg, evaluators or cfg.evaluation.evaluators or 2)
+    clock = PhaseClock()
+    with clock.phase("Ray start"):
+        started_ray = connect_ray(cfg, evaluators or cfg.evaluation.evaluators or 2)
     actors = None
     status = RunStatus.FAILED
     try:
-        actors = start_actors(cfg, evaluators_wanted(cfg, evaluators))
-        Driver(cfg, archive, run_id, actors).run()
+        with clock.phase("actors start (engines load in the background)"):
+            actors = start_actors(cfg, evaluators_wanted(cfg, evaluators))
+        Driver(cfg, archive, run_id, actors, clock).run()
         status = RunStatus.COMPLETED
     except KeyboardInterrupt:
         status = RunStatus.STOPPED
@@ -86,5 +92,7 @@ def _drive(cfg: Config, archive: Archive, run_id: str, evaluators: int | None) -
         if started_ray:
             ray.shutdown()
     print(format_table(cycle_rows(archive, run_id)), flush=True)
+    print(clock.table(), flush=True)
+    clock.write(Path(cfg.cluster.run_dir, run_id, PHASES_FILE))
     print(found_summary(archive, run_id), flush=True)
     return status is RunStatus.COMPLETED

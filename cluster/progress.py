@@ -7,9 +7,13 @@ most every `LOG_EVERY_S` seconds, so logs stay readable.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from db.models import CandidateStatus
@@ -37,12 +41,15 @@ class Progress:
     done: int = 0
     best: float | None = None
     _last: float = 0.0
+    _started: float = field(default_factory=time.monotonic)
 
     def line(self) -> str:
         best = "-" if self.best is None else f"{self.best:.4f}"
+        elapsed = time.monotonic() - self._started
         return (
             f"cycle {self.t}: generated {self.generated}/{self.planned} | admitted "
             f"{self.admitted} | evaluating {self.evaluating} | done {self.done} | best {best}"
+            f" | {elapsed:.0f} s"
         )
 
     def score(self, value: float | None) -> None:
@@ -57,6 +64,41 @@ class Progress:
         elif final or now - self._last >= LOG_EVERY_S:
             print(self.line(), file=self.out, flush=True)
             self._last = now
+
+
+@dataclass
+class PhaseClock:
+    """Wall time of each phase of a run, in order: where a run's time goes. Printed at the
+    end of a run and written to `<run_dir>/<run>/phases.json` (one object per phase)."""
+
+    spans: list[tuple[str, float]] = field(default_factory=list)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.add(name, time.monotonic() - start)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.spans.append((name, seconds))
+
+    def table(self) -> str:
+        total = sum(s for _, s in self.spans)
+        width = max((len(n) for n, _ in self.spans), default=5)
+        share = [s / total if total else 0.0 for _, s in self.spans]
+        lines = [
+            f"  {n.ljust(width)}  {s:7.1f} s  {f:6.1%}"
+            for (n, s), f in zip(self.spans, share, strict=True)
+        ]
+        lines.append(f"  {'total'.ljust(width)}  {total:7.1f} s")
+        return "\n".join(["phases (wall time):", *lines])
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [{"phase": n, "seconds": round(s, 3)} for n, s in self.spans]
+        path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
 
 
 COUNTS = ("generated", "constrained", "valid", "novel", "evaluated")

@@ -3,6 +3,8 @@ settings, the reliability gate over a real archive, the per-cycle table, usage e
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +13,7 @@ import yaml
 
 from cluster.cli import main
 from cluster.driver import Call, Driver, Settings, Slot, keyed_rng, keyed_seed
-from cluster.progress import cycle_rows, format_table, found_summary
+from cluster.progress import PhaseClock, cycle_rows, format_table, found_summary
 from db.archive import Archive, code_hash
 from db.models import CandidateStatus, RunStatus
 from llmnas_dist.config import Config, build_config, load_config
@@ -253,3 +255,31 @@ def test_what_a_grammar_cannot_prevent_is_retried_under_the_same_grammar(tmp_pat
         [[retry]] = recorder.sent
         assert retry.key == "0:1" and "syntax_error" in retry.prompt
         assert retry.grammar == (delta_grammar(parent) if constrained else None)
+
+
+def test_phase_clock_splits_a_cycle_at_its_last_answer(tmp_path: Path) -> None:
+    clock = PhaseClock()
+    with clock.phase("Ray start"):
+        pass
+    driver = Driver(Config(), archive=None, run_id="r", actors=None, clock=clock)  # type: ignore[arg-type]
+    started = time.monotonic() - 60.0
+    driver._last_answer_at = started + 30.0
+    driver.time_generation(2, started)  # answered 30 s in, evaluated until now
+    names = [n for n, _ in clock.spans]
+    assert names == [
+        "Ray start",
+        "cycle 2: generate + admit (evaluating alongside)",
+        "cycle 2: evaluate after the last answer",
+    ]
+    assert clock.spans[1][1] == pytest.approx(30.0)
+    assert clock.spans[2][1] == pytest.approx(30.0, abs=5.0)
+    assert driver._last_answer_at is None  # the next cycle starts its own split
+    table = clock.table()
+    assert table.splitlines()[0] == "phases (wall time):"
+    assert "cycle 2: evaluate after the last answer" in table and "total" in table
+    clock.write(tmp_path / "run" / "phases.json")
+    rows = json.loads((tmp_path / "run" / "phases.json").read_text())
+    assert [r["phase"] for r in rows] == names
+    assert sum(r["seconds"] for r in rows) == pytest.approx(
+        sum(s for _, s in clock.spans), abs=0.01
+    )
