@@ -51,7 +51,7 @@ from llmnas_dist.evaluation import budget_key
 from llmnas_dist.finetune import ElitePair
 from llmnas_dist.grammar import answer_grammar
 from llmnas_dist.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex
-from llmnas_dist.prompts import choose_mode, parent_prompt, retry_prompt
+from llmnas_dist.prompts import choose_modes, parent_prompt, retry_prompt
 from llmnas_dist.seeds import load_seeds
 from workers.evaluator import EvalTask
 from workers.generator import GenRequest
@@ -315,7 +315,8 @@ class Driver:
     # ---- step 1: parents ------------------------------------------------------------------
 
     def parents(self, t: int) -> list[Slot]:
-        """A parent from E_{t-1} and a mode per slot, each drawn from (seed, t, slot)."""
+        """A parent from E_{t-1} per slot, drawn from (seed, t, slot); the cycle's modes as
+        a quota drawn from (seed, t)."""
         elites = self.previous_elites(t)
         if not elites:
             raise RuntimeError(
@@ -324,10 +325,11 @@ class Driver:
             )
         codes = {e["hash"]: self.archive.get_architecture(e["hash"]).code for e in elites}
         seed, frac = self.cfg.ce.seed, self.cfg.generation.delta_fraction
+        n = self.cfg.ce.candidates_per_cycle
+        modes = choose_modes(keyed_rng(seed, "mode", t), n, frac)
         slots = []
-        for i in range(self.cfg.ce.candidates_per_cycle):
+        for i, mode in enumerate(modes):
             parent = keyed_rng(seed, "parent", t, i).choice(elites)
-            mode = choose_mode(keyed_rng(seed, "mode", t, i), frac)
             code = codes[parent["hash"]]
             prompt = parent_prompt(mode, code, self.spec, parent["score"])
             slots.append(Slot(t, i, mode, prompt, parent["hash"], code))
@@ -348,10 +350,14 @@ class Driver:
         for cand in self.archive.candidates(self.run_id, cycle=t):
             recorded.setdefault(cand.slot, []).append(cand)
         size = self.cfg.generation.batch_size
-        for start in range(0, len(slots), size):
-            batch = slots[start : start + size]
-            if any(s.index not in recorded for s in batch):
-                self.request([(s, 0, s.prompt) for s in batch], (t, start, 0))
+        # one mode per batch: a full answer's token budget is longer than a delta's, and a
+        # batch decodes until its longest answer ends
+        for mode in ("delta", "full"):
+            same = [s for s in slots if s.mode == mode]
+            for start in range(0, len(same), size):
+                batch = same[start : start + size]
+                if any(s.index not in recorded for s in batch):
+                    self.request([(s, 0, s.prompt) for s in batch], (t, batch[0].index, 0))
         retries = []
         for slot in slots:
             attempts = recorded.get(slot.index, [])

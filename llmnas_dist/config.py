@@ -73,7 +73,16 @@ class GenerationConfig(Section):
     temperature: float = Field(0.35, ge=0.0, le=5.0, description="Sampling temperature.")
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     top_k: int = Field(50, ge=0, description="Top-k sampling; 0 disables it.")
-    max_new_tokens: int = Field(1024, ge=16, le=32_768, description="Tokens per proposal, at most.")
+    max_new_tokens: int = Field(
+        1024, ge=16, le=32_768, description="Tokens per delta proposal (and retry), at most."
+    )
+    max_new_tokens_full: int = Field(
+        1024,
+        ge=16,
+        le=32_768,
+        description="Tokens per full-program proposal, at most: a whole program is longer "
+        "than a delta (the seeds are 377-952 SmolLM2 tokens).",
+    )
     max_model_len: int = Field(
         4096, ge=128, description="Context length the engine reserves (prompt plus output)."
     )
@@ -112,11 +121,12 @@ class GenerationConfig(Section):
 
     @model_validator(mode="after")
     def _context_fits_output(self) -> GenerationConfig:
-        if self.max_new_tokens >= self.max_model_len:
-            raise ValueError(
-                f"max_new_tokens ({self.max_new_tokens}) must be below max_model_len "
-                f"({self.max_model_len}) to leave room for the prompt"
-            )
+        for name in ("max_new_tokens", "max_new_tokens_full"):
+            if getattr(self, name) >= self.max_model_len:
+                raise ValueError(
+                    f"{name} ({getattr(self, name)}) must be below max_model_len "
+                    f"({self.max_model_len}) to leave room for the prompt"
+                )
         return self
 
 

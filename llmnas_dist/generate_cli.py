@@ -108,7 +108,7 @@ def generate_proposals(args: argparse.Namespace) -> int:
     rank = max(config.finetune.r, adapter_rank(args.adapter) if args.adapter else 1)
     generator = make_generator(config.generation, max_lora_rank=rank)
     prompt = parent_prompt(args.mode, parent, spec, args.score)
-    sampling = Sampling.from_config(config.generation, seed=args.seed)
+    sampling = Sampling.from_config(config.generation, seed=args.seed, mode=args.mode)
     grammar, why_not = (
         answer_grammar(args.mode, parent) if config.generation.constrained else (None, None)
     )

@@ -55,8 +55,10 @@ class Sampling:
             raise ValueError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
 
     @classmethod
-    def from_config(cls, cfg: GenerationConfig, seed: int = 0) -> Sampling:
-        return cls(cfg.temperature, cfg.top_p, cfg.top_k, cfg.max_new_tokens, seed)
+    def from_config(cls, cfg: GenerationConfig, seed: int = 0, mode: str = "delta") -> Sampling:
+        """The config's sampling for answers of `mode` (a full program gets its own budget)."""
+        budget = cfg.max_new_tokens_full if mode == "full" else cfg.max_new_tokens
+        return cls(cfg.temperature, cfg.top_p, cfg.top_k, budget, seed)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ TINY = {
     "generation": {
         "backend": "transformers",
         "max_new_tokens": 24,
+        "max_new_tokens_full": 32,
+        "delta_fraction": 0.5,  # one slot of each mode per cycle
         "max_model_len": 2048,
         "warm_start": False,
         "batch_size": 2,
@@ -124,6 +126,9 @@ def assert_exactly_once(archive: Archive, run_id: str) -> None:
     # every LLM answer was sampled under its grammar (generation.constrained is on by
     # default and the seeds are within the grammar's limits); seeds are not LLM answers
     assert all(c.constrained for c in cands if c.cycle > 0)
+    for t in range(1, CYCLES + 1):  # the mode quota: delta_fraction 0.5 of 2 slots
+        first = [c.mode.value for c in cands if c.cycle == t and c.attempt == 0]
+        assert sorted(first) == ["delta", "full"]
     assert all(c.constrained is None for c in cands if c.cycle == 0)
 
 

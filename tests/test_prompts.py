@@ -10,7 +10,7 @@ from llmnas_dist.datasets import dataset_spec
 from llmnas_dist.delta import apply_output, extract_code, make_delta
 from llmnas_dist.prompts import (
     TEMPLATES,
-    choose_mode,
+    choose_modes,
     delta_answer,
     full_answer,
     load_template,
@@ -72,13 +72,15 @@ def test_answer_formats_round_trip_through_the_codec():
     assert extract_code(full_answer(child)) == child
 
 
-def test_choose_mode_follows_the_configured_fraction():
+def test_choose_modes_gives_each_cycle_its_exact_share():
     rng = random.Random(0)
-    modes = [choose_mode(rng, 0.8) for _ in range(2000)]
-    assert 0.75 < modes.count("delta") / len(modes) < 0.85
-    assert {choose_mode(rng, 0.0) for _ in range(50)} == {"full"}
+    for n, frac, full in ((8, 0.8, 2), (8, 0.5, 4), (10, 0.6, 4), (3, 1.0, 0), (5, 0.0, 5)):
+        modes = choose_modes(rng, n, frac)
+        assert len(modes) == n and modes.count("full") == full
+    places = {tuple(choose_modes(random.Random(s), 8, 0.5)) for s in range(20)}
+    assert len(places) > 1  # which slots are full is drawn
     with pytest.raises(ValueError):
-        choose_mode(rng, 1.5)
+        choose_modes(rng, 8, 1.5)
 
 
 def test_training_delta_uses_the_least_context_that_places_every_hunk():

@@ -85,10 +85,12 @@ class Generation:
 
     def generate(self, requests: Sequence[GenRequest], seed: int) -> list[dict[str, Any]]:
         """Answer a batch with the current adapter; one result dict per request, in order."""
-        # torch stays on the actor's one thread (see workers/threads.py for the measurement)
+        # torch stays on the actor's one thread (see workers/threads.py for the measurement);
+        # a batch with a full-mode request gets the full-program token budget
+        mode = "full" if any(r.mode == "full" for r in requests) else "delta"
         results = self.engine.generate(
             [r.prompt for r in requests],
-            Sampling.from_config(self.cfg, seed),
+            Sampling.from_config(self.cfg, seed, mode),
             self.adapter,
             grammars=[r.grammar for r in requests],
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import random
 import re
 from collections.abc import Sequence
@@ -156,8 +157,13 @@ def full_answer(code: str) -> str:
     return f"<nn>\n{code.rstrip()}\n</nn>"
 
 
-def choose_mode(rng: random.Random, delta_fraction: float) -> str:
-    """'delta' with probability delta_fraction (GenerationConfig.delta_fraction), else 'full'."""
+def choose_modes(rng: random.Random, n: int, delta_fraction: float) -> list[str]:
+    """A mode per slot of a cycle: round(n * (1 - delta_fraction)) 'full' slots at places
+    drawn from rng, the others 'delta' (GenerationConfig.delta_fraction). A quota, not a
+    draw per slot: the share is exact in every cycle, so a short run still gets the full-mode
+    attempts its delta-vs-full comparison needs (a draw per slot gave the default 3-cycle
+    run 2 full attempts of 24 at 0.8, 9 at 0.5)."""
     if not 0.0 <= delta_fraction <= 1.0:
         raise ValueError(f"delta_fraction must be in [0, 1], got {delta_fraction}")
-    return "delta" if rng.random() < delta_fraction else "full"
+    full = set(rng.sample(range(n), math.floor(n * (1.0 - delta_fraction) + 0.5)))
+    return ["full" if i in full else "delta" for i in range(n)]
