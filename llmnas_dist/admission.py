@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.datasets import DatasetSpec
-from llmnas_dist.delta import drop_unfinished_line, extract_code, extract_delta, patch
+from llmnas_dist.delta import drop_unfinished, extract_code, extract_delta, patch
 from llmnas_dist.errors import CandidateRejected, ErrorClass
 from llmnas_dist.novelty import NoveltyIndex, minhash, signature_bytes
 from llmnas_dist.program import canonicalize
@@ -103,7 +103,7 @@ class Admission:
         `unanswered` is the generator's reason for not answering (`GenerationResult.error`:
         the prompt did not fit max_model_len); such a candidate is rejected as that. `note`
         (how it was generated, e.g. why no grammar applied) leads the verdict's message, as
-        does the dropping of a cut-off delta's unfinished last line."""
+        does what was dropped from a cut-off delta (`delta.drop_unfinished`)."""
         if unanswered:
             return Verdict(False, ErrorClass.PROMPT_TOO_LONG, unanswered)
         notes: list[str] = [note] if note else []
@@ -111,7 +111,7 @@ class Admission:
             if mode == "delta":
                 if parent is None:
                     raise ValueError("delta mode needs the parent program")
-                output, cut = drop_unfinished_line(output)
+                output, cut = drop_unfinished(output)
                 notes += [cut] if cut else []
                 patched = patch(parent, extract_delta(output), self.cfg.delta_fuzz)
                 code = patched.code

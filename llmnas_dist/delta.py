@@ -112,18 +112,31 @@ def extract_code(output: str) -> str:
     raise CandidateRejected(ErrorClass.NO_CODE, "no <nn> block or fenced python block found")
 
 
-def drop_unfinished_line(output: str) -> tuple[str, str | None]:
+def drop_unfinished(output: str) -> tuple[str, str | None]:
     """A delta answer cut off by the token budget (a `<delta>` block with no `</delta>`)
-    ends inside a line; that line is dropped (a half-copied context line would not match,
-    a half-written added line is not code) and a note says so. Other answers pass as-is."""
+    ends inside its last hunk. When finished hunks precede it, that hunk is dropped: a
+    half-made edit with too little context to place would reject the finished ones too
+    (12 of 15 cut-off answers in a bench were rejected as hunk_ambiguous). A lone hunk
+    loses only its unfinished last line (a half-copied context line would not match, a
+    half-written added line is not code). The note says what was dropped; other answers
+    pass as they are, without a note."""
     low = output.lower()
-    if "<delta>" not in low or "</delta>" in low or output.endswith("\n"):
+    if "<delta>" not in low or "</delta>" in low:
         return output, None
+    lines = output.split("\n")
+    headers = [i for i, line in enumerate(lines) if line.startswith("@@")]
+    why = "answer cut off by max_new_tokens (no </delta>)"
+    if len(headers) >= 2:
+        dropped = len([line for line in lines[headers[-1] + 1 :] if line])
+        kept = "\n".join(lines[: headers[-1]]) + "\n"
+        return (
+            kept,
+            f"{why}: its unfinished last hunk ({dropped} lines after its header) was dropped",
+        )
+    if output.endswith("\n"):
+        return output, why
     kept, _, last = output.rpartition("\n")
-    return kept + "\n", (
-        f"answer cut off by max_new_tokens (no </delta>): its unfinished last line "
-        f"{truncate(last, 80)!r} was dropped"
-    )
+    return kept + "\n", f"{why}: its unfinished last line {truncate(last, 80)!r} was dropped"
 
 
 # --- parsing ---------------------------------------------------------------------

@@ -8,7 +8,7 @@ from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.delta import (
     apply_delta,
     apply_output,
-    drop_unfinished_line,
+    drop_unfinished,
     extract_code,
     extract_delta,
     feedback_for,
@@ -244,9 +244,26 @@ def test_hunks_are_placed_in_the_parent_as_given():
 
 def test_a_cut_off_delta_drops_its_unfinished_last_line_and_says_so():
     whole = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n a = 1\n+b = 2\n"
-    cut, note = drop_unfinished_line(whole + " c = ")
+    cut, note = drop_unfinished(whole + " c = ")
     assert cut == whole and "cut off by max_new_tokens" in (note or "") and "' c = '" in note
-    assert drop_unfinished_line(whole) == (whole, None)  # ends at a line end: nothing lost
-    assert drop_unfinished_line(whole + "</delta>")[1] is None  # finished
-    assert drop_unfinished_line("<nn>\nx = 1")[1] is None  # not a delta
+    cut, note = drop_unfinished(whole)  # ends at a line end: nothing lost, but said
+    assert cut == whole and "cut off" in (note or "") and "dropped" not in (note or "")
+    assert drop_unfinished(whole + "</delta>")[1] is None  # finished
+    assert drop_unfinished("<nn>\nx = 1")[1] is None  # not a delta
     assert apply_output("a = 1\n", cut) == "a = 1\nb = 2\n"
+
+
+def test_a_cut_off_delta_keeps_its_finished_hunks():
+    parent = "a = 1\nb = 2\nc = 3\nb = 2\n"
+    finished = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n-a = 1\n+a = 0\n"
+    # the last hunk was cut while its context (`b = 2`, twice in the parent) was ambiguous
+    answer = finished + "@@ @@\n b = 2\n+x = 9"
+    with pytest.raises(CandidateRejected):
+        apply_output(parent, answer + "\n</delta>")
+    cut, note = drop_unfinished(answer)
+    assert cut == finished and "unfinished last hunk (2 lines after its header) was dropped" in (
+        note or ""
+    )
+    assert apply_output(parent, cut) == "a = 0\nb = 2\nc = 3\nb = 2\n"
+    ended = finished + "@@ @@\n b = 2\n+x = 9\n"  # cut at a line end: the hunk is still open
+    assert drop_unfinished(ended)[0] == finished

@@ -12,7 +12,7 @@ import pytest
 
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.datasets import dataset_spec
-from llmnas_dist.delta import drop_unfinished_line, extract_delta, patch
+from llmnas_dist.delta import drop_unfinished, extract_delta, patch
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.generation import (
     STOP_STRINGS,
@@ -204,7 +204,7 @@ def test_one_batch_serves_two_parents_grammars_and_a_free_row(generator):
     for parent, r in zip(parents, results, strict=False):
         assert r.constrained and r.grammar_note is None
         assert r.text.startswith("<delta>\n--- baseline.py\n+++ improved.py\n") and "@@" in r.text
-        text, cut = drop_unfinished_line(r.text)
+        text, cut = drop_unfinished(r.text)
         assert (cut is None) == r.text.rstrip().endswith("</delta>")
         if cut is None:
             patch(parent, extract_delta(text))
