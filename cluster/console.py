@@ -18,7 +18,15 @@ from pathlib import Path
 OWN_PACKAGES = ("cluster", "llmnas_dist", "workers", "db")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # read by huggingface_hub and transformers when they load a model
-QUIET_ENV = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+# inherited by the Ray workers this process starts (their output streams to the console):
+# no model-loading or GGUF-conversion bars, no library deprecation notices. The driver's
+# own warnings still reach driver.log; Ray keeps each worker's output in its session logs
+QUIET_ENV = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TQDM_DISABLE": "1",
+    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+}
 DRIVER_LOG = "driver.log"
 EARLY_LINES = 10_000  # kept until the run's log file exists
 

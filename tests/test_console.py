@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,3 +71,27 @@ def test_verbose_console_shows_everything(
     assert console.count("Running upgrade") == 1
     assert "Token authentication" in console and "an old api" in console
     assert not any(k in os.environ for k in QUIET_ENV)
+
+
+def test_quiet_env_silences_bars_and_deprecations_in_a_new_interpreter() -> None:
+    # Ray workers are new interpreters that inherit the environment: what QUIET_ENV does
+    # there is what the console of a run shows from its actors
+    script = (
+        "import warnings\nfrom tqdm.auto import tqdm\n"
+        "warnings.warn('is deprecated', FutureWarning)\n"
+        "for _ in tqdm(range(3), desc='Converting tensors'):\n    pass\n"
+        "warnings.warn('a real problem', RuntimeWarning)\n"
+    )
+    base = {k: v for k, v in os.environ.items() if k not in QUIET_ENV}
+
+    def stderr(env: dict[str, str]) -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stderr
+
+    loud, quiet = stderr(base), stderr(base | QUIET_ENV)
+    assert "is deprecated" in loud and "Converting tensors" in loud
+    assert "is deprecated" not in quiet and "Converting tensors" not in quiet
+    assert "a real problem" in quiet  # other warnings still show
