@@ -1,11 +1,14 @@
 """`llmnas generate`: sample K proposals for a parent program and admit each one.
 
-    llmnas generate --parent PROGRAM.py [--n K] [--mode delta|full] [--adapter DIR]
-                    [--dataset NAME] [--score S] [--seed N] [--json]
+    llmnas generate --parent PROGRAM.py [--n K] [--mode delta|full]
+                    [--adapter DIR | --base-model] [--dataset NAME] [--score S] [--seed N]
+                    [--json]
 
 A user's window on what the model proposes: every answer is printed with its admission
 verdict (the full pipeline, sandboxed build included). The parent itself counts as
-archived, so an answer that reproduces it is a duplicate. Exit status 0 when at least one
+archived, so an answer that reproduces it is a duplicate. Without --adapter it samples with
+the warm-start adapter a run cached for this config (the base model writes almost no
+usable delta), else with the base model; the first line says which. Exit status 0 when at least one
 proposal was admitted, 1 when none was, 2 on bad usage.
 """
 
@@ -13,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from llmnas_dist.admission import Admission, Verdict
 from llmnas_dist.check_cli import archive_index
 from llmnas_dist.cli_common import EXIT_FAILED, EXIT_OK, config_from_args
+from llmnas_dist.config import Config
 from llmnas_dist.datasets import dataset_spec
 from llmnas_dist.errors import CandidateRejected, UsageError
 from llmnas_dist.generation import GenerationResult, Sampling, adapter_rank, make_generator
@@ -25,6 +30,7 @@ from llmnas_dist.grammar import answer_grammar
 from llmnas_dist.novelty import minhash
 from llmnas_dist.program import canonicalize
 from llmnas_dist.prompts import parent_prompt
+from llmnas_dist.warmstart import cached_warm_start
 
 MAX_N = 1000
 
@@ -40,7 +46,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--parent", required=True, metavar="PROGRAM.py", help="the parent program")
     p.add_argument("--n", type=int, default=4, metavar="K", help="proposals to sample (default 4)")
     p.add_argument("--mode", choices=("delta", "full"), default="delta", help="answer format")
-    p.add_argument("--adapter", metavar="DIR", help="LoRA adapter folder to sample with")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--adapter",
+        metavar="DIR",
+        help="LoRA adapter folder to sample with (default: the cached warm-start adapter)",
+    )
+    which.add_argument(
+        "--base-model", action="store_true", help="sample with the base model, no adapter"
+    )
     p.add_argument("--dataset", metavar="NAME", help="dataset to build for (default: ce.dataset)")
     p.add_argument("--score", type=float, help="the parent's score, shown in the prompt")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -86,6 +100,27 @@ def _print_text(proposals: list[dict[str, object]]) -> None:
     print(f"=== {admitted} of {len(proposals)} admitted")
 
 
+def _adapter(args: argparse.Namespace, config: Config, dataset: str) -> str | None:
+    """--adapter, else the cached warm-start adapter of this config, else none; said on
+    stderr so that --json output stays one JSON document."""
+    if args.adapter or args.base_model:
+        return args.adapter
+    cached = (
+        cached_warm_start(config.generation, config.finetune, config.admission, dataset)
+        if config.generation.warm_start
+        else None
+    )
+    if cached is None:
+        print(
+            "sampling with the base model: no warm-start adapter is cached for this config "
+            "(`llmnas run` trains it)",
+            file=sys.stderr,
+        )
+        return None
+    print(f"sampling with the cached warm-start adapter {cached}", file=sys.stderr)
+    return str(cached)
+
+
 def generate_proposals(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if not 1 <= args.n <= MAX_N:
@@ -104,8 +139,9 @@ def generate_proposals(args: argparse.Namespace) -> int:
     )
     admission = Admission(config.admission, spec, index)
 
+    adapter = _adapter(args, config, spec.name)
     # an adapter trained elsewhere may have a higher rank than this config's fine-tuner
-    rank = max(config.finetune.r, adapter_rank(args.adapter) if args.adapter else 1)
+    rank = max(config.finetune.r, adapter_rank(adapter) if adapter else 1)
     generator = make_generator(config.generation, max_lora_rank=rank)
     prompt = parent_prompt(args.mode, parent, spec, args.score)
     sampling = Sampling.from_config(config.generation, seed=args.seed, mode=args.mode)
@@ -113,7 +149,7 @@ def generate_proposals(args: argparse.Namespace) -> int:
         answer_grammar(args.mode, parent) if config.generation.constrained else (None, None)
     )
     results = generator.generate(
-        [prompt] * args.n, sampling, adapter=args.adapter, grammars=[grammar] * args.n
+        [prompt] * args.n, sampling, adapter=adapter, grammars=[grammar] * args.n
     )
     proposals = [
         _proposal(

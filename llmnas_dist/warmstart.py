@@ -182,6 +182,24 @@ def _remove_stale_staging(root: Path) -> None:
             continue
 
 
+def _folder(key: str, cache: Path | None) -> Path:
+    return _adapter_root(cache) / f"warm-start-{key[:24]}"
+
+
+def cached_warm_start(
+    generation: GenerationConfig,
+    finetune: FinetuneConfig,
+    admission: AdmissionConfig,
+    dataset: str,
+    cache: Path | None = None,
+) -> Path | None:
+    """The folder of this configuration's warm-start adapter when a run has cached it
+    (on the shipped seeds), else None; nothing is trained."""
+    key = warm_start_key(generation, finetune, admission, dataset, load_seeds())
+    folder = _folder(key, cache)
+    return folder if (folder / "adapter_config.json").is_file() else None
+
+
 def warm_start_adapter(
     generation: GenerationConfig,
     finetune: FinetuneConfig,
@@ -198,7 +216,7 @@ def warm_start_adapter(
         raise ValueError("the warm start needs at least one seed program")
     key = warm_start_key(generation, finetune, admission, dataset, seeds)
     root = _adapter_root(cache)
-    final = root / f"warm-start-{key[:24]}"
+    final = _folder(key, cache)
     if (final / "adapter_config.json").is_file():
         return _cached(final, key, started)
     root.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -62,7 +63,9 @@ def test_missing_or_invalid_parent_exits_2(tmp_path, config, capsys):
 def test_generate_prints_each_proposal_with_its_verdict(parent, config, capsys):
     argv = ["generate", "--config", str(config), "--parent", str(parent), "--n", "2", "--json"]
     status = main(argv)
-    proposals = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    proposals = json.loads(captured.out)  # the adapter line goes to stderr
+    assert "sampling with the" in captured.err
     assert len(proposals) == 2
     for p in proposals:
         assert {"text", "verdict", "error_class", "message"} <= set(p)
@@ -78,3 +81,25 @@ def test_generate_prints_each_proposal_with_its_verdict(parent, config, capsys):
             assert p["error_class"] not in ("no_delta", "bad_hunk", "hunk_not_found")
     admitted = any(p["verdict"] == "admitted" for p in proposals)
     assert status == (0 if admitted else 1)
+
+
+def test_without_adapter_it_samples_with_the_cached_warm_start(tmp_path, monkeypatch, capsys):
+    from llmnas_dist.config import load_config
+    from llmnas_dist.generate_cli import _adapter
+    from llmnas_dist.warmstart import warm_start_key
+
+    monkeypatch.setenv("LLMNAS_CACHE", str(tmp_path / "cache"))
+    cfg = load_config(None)
+    args = argparse.Namespace(adapter=None, base_model=False)
+    assert _adapter(args, cfg, "digits") is None  # nothing cached yet: the base model
+    assert "base model: no warm-start adapter is cached" in capsys.readouterr().err
+    key = warm_start_key(cfg.generation, cfg.finetune, cfg.admission, "digits", load_seeds())
+    folder = tmp_path / "cache" / "adapters" / f"warm-start-{key[:24]}"
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text("{}")
+    assert _adapter(args, cfg, "digits") == str(folder)
+    assert "cached warm-start adapter" in capsys.readouterr().err
+    assert _adapter(args, cfg, "mnist5k") is None  # trained for another dataset: not used
+    assert _adapter(argparse.Namespace(adapter=None, base_model=True), cfg, "digits") is None
+    given = argparse.Namespace(adapter="/some/adapter", base_model=False)
+    assert _adapter(given, cfg, "digits") == "/some/adapter"
