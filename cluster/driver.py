@@ -374,11 +374,14 @@ class Driver:
         actor = gens[self._next_gen % len(gens)]
         self._next_gen += 1
         requests = [
-            GenRequest(f"{slot.index}:{attempt}", prompt, slot.mode, *self.grammar(slot))
+            GenRequest(
+                f"{slot.index}:{attempt}", prompt, slot.mode, *self.grammar(slot), attempt > 0
+            )
             for slot, attempt, prompt in items
         ]
         seed = keyed_seed(self.cfg.ce.seed, "generate", *key)
-        self._calls[actor.generate.remote(requests, seed)] = Call(items)
+        alone = not self.actors.pool.busy()  # no evaluation beside it: all cores
+        self._calls[actor.generate.remote(requests, seed, alone)] = Call(items)
 
     def grammar(self, slot: Slot) -> tuple[str | None, str | None]:
         """The grammar of the slot's answer and why there is none (generation.constrained;

@@ -71,6 +71,13 @@ class GenerationConfig(Section):
         0.8, ge=0.0, le=1.0, description="Share of proposals asked for as a delta (rest full code)."
     )
     temperature: float = Field(0.35, ge=0.0, le=5.0, description="Sampling temperature.")
+    retry_temperature: float = Field(
+        0.8,
+        ge=0.0,
+        le=5.0,
+        description="Sampling temperature of a retry (a rejected delta asked again): hotter "
+        "than the first answer, which the small model otherwise repeats word for word.",
+    )
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     top_k: int = Field(50, ge=0, description="Top-k sampling; 0 disables it.")
     max_new_tokens: int = Field(

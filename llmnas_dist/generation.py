@@ -55,10 +55,14 @@ class Sampling:
             raise ValueError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
 
     @classmethod
-    def from_config(cls, cfg: GenerationConfig, seed: int = 0, mode: str = "delta") -> Sampling:
-        """The config's sampling for answers of `mode` (a full program gets its own budget)."""
+    def from_config(
+        cls, cfg: GenerationConfig, seed: int = 0, mode: str = "delta", retry: bool = False
+    ) -> Sampling:
+        """The config's sampling for answers of `mode` (a full program gets its own budget);
+        a retry samples at the retry temperature."""
         budget = cfg.max_new_tokens_full if mode == "full" else cfg.max_new_tokens
-        return cls(cfg.temperature, cfg.top_p, cfg.top_k, budget, seed)
+        temperature = cfg.retry_temperature if retry else cfg.temperature
+        return cls(temperature, cfg.top_p, cfg.top_k, budget, seed)
 
 
 @dataclass(frozen=True)

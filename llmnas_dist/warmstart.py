@@ -32,18 +32,25 @@ from pathlib import Path
 from llmnas_dist.config import AdmissionConfig, FinetuneConfig, GenerationConfig
 from llmnas_dist.datasets import DatasetSpec, dataset_spec
 from llmnas_dist.errors import CandidateRejected
-from llmnas_dist.finetune import METADATA_FILE, Example, read_metadata, train_lora
+from llmnas_dist.finetune import (
+    METADATA_FILE,
+    ElitePair,
+    Example,
+    build_examples,
+    read_metadata,
+    train_lora,
+)
 from llmnas_dist.models import cache_root
 from llmnas_dist.mutations import BLOCK_OPERATORS, warm_start_pairs
 from llmnas_dist.program import canonicalize
-from llmnas_dist.prompts import delta_answer, load_template, parent_prompt, training_delta
+from llmnas_dist.prompts import load_template
 from llmnas_dist.seeds import load_seeds
 
 log = logging.getLogger(__name__)
 
 # bump when the examples change in a way the key's inputs do not show (operators, answer
 # format, scores in prompts), so stale adapters are never reused
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 ADAPTERS_DIR = "adapters"
 PAIR_SEED = 0  # the mutation draw and the training order are fixed: same key, same adapter
 UNSCORED_FRACTION = 0.25  # share of prompts whose parent has no score yet (cycle-0 seeds)
@@ -76,7 +83,15 @@ def warm_start_key(
         "model": generation.model,
         "lora": finetune.model_dump(
             mode="json",
-            include={"r", "alpha", "dropout", "target_modules", "batch_size", "max_length"},
+            include={
+                "r",
+                "alpha",
+                "dropout",
+                "target_modules",
+                "batch_size",
+                "max_length",
+                "full_code_fraction",
+            },
         ),
         "warm_start": {
             "per_seed": generation.warm_start_per_seed,
@@ -87,7 +102,7 @@ def warm_start_key(
         "admission": admission.model_dump(mode="json", exclude={"delta_fuzz"}),
         "dataset": dataset,
         "seeds": sorted(seeds.items()),
-        "prompt": load_template("delta").template,
+        "prompt": [load_template("delta").template, load_template("full").template],
     }
     blob = json.dumps(inputs, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
@@ -113,10 +128,15 @@ def warm_start_examples(
     dataset: str,
     seeds: Mapping[str, str],
     build: bool = True,
+    full_code_fraction: float = 0.0,
 ) -> list[Example]:
-    """(delta prompt -> delta) examples from mutation pairs of `seeds`. Programs are shown
-    in canonical form, as the archive stores them and the driver's prompts show parents;
-    each parent gets a random plausible score (or none), as prompts in a run carry them."""
+    """Examples from mutation pairs of `seeds`: (delta prompt -> delta), and for a
+    `full_code_fraction` share (finetune.full_code_fraction, as in the CE updates)
+    (full prompt -> the whole child). Without full examples the warm-started model answered
+    every full-mode prompt of a default run with `<nn>\n<- <nn>\n</nn>` (12 of 12).
+    Programs are shown in canonical form, as the archive stores them and the driver's
+    prompts show parents; each parent gets a random plausible score (or none), as prompts
+    in a run carry them."""
     spec = dataset_spec(dataset)
     rng = random.Random(PAIR_SEED)
     canonical = {name: canonicalize(code, admission)[0] for name, code in seeds.items()}
@@ -135,7 +155,7 @@ def warm_start_examples(
         cfg=admission,
         operators=BLOCK_OPERATORS,
     )
-    examples, scores = [], {}
+    taught, scores = [], {}
     for pair in pairs:
         parent, child = (canonicalize(c, admission)[0] for c in (pair.parent, pair.child))
         if parent == child:
@@ -143,9 +163,8 @@ def warm_start_examples(
         # one score per parent: its examples share one prompt, which training runs once
         if parent not in scores:
             scores[parent] = None if rng.random() < UNSCORED_FRACTION else rng.uniform(0.2, 0.97)
-        prompt = parent_prompt("delta", parent, spec, scores[parent])
-        examples.append(Example(prompt, delta_answer(training_delta(parent, child))))
-    return examples
+        taught.append(ElitePair(parent, child, scores[parent]))
+    return build_examples(taught, spec, full_code_fraction, seed=PAIR_SEED)
 
 
 def _adapter_root(cache: Path | None) -> Path:
@@ -221,7 +240,9 @@ def warm_start_adapter(
         return _cached(final, key, started)
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(root)
-    examples = warm_start_examples(generation, admission, dataset, seeds)
+    examples = warm_start_examples(
+        generation, admission, dataset, seeds, full_code_fraction=finetune.full_code_fraction
+    )
     if not examples:
         raise ValueError("no mutation of the seed programs passed admission; nothing to train on")
     log.info("warm start: %d examples from %d seeds", len(examples), len(seeds))

@@ -221,10 +221,12 @@ class _RecordingGenerators:
 
     def __init__(self) -> None:
         self.sent: list[list] = []
+        self.alone: list[bool] = []
         self.generate = SimpleNamespace(remote=self._remote)
 
-    def _remote(self, requests, seed):
+    def _remote(self, requests, seed, alone):
         self.sent.append(list(requests))
+        self.alone.append(alone)
         return f"ref{len(self.sent)}"
 
 
@@ -246,14 +248,18 @@ def test_what_a_grammar_cannot_prevent_is_retried_under_the_same_grammar(tmp_pat
         with Archive(cfg.archive) as archive:
             archive.create_run(cfg, run_id="r")
             archive.start_cycle("r", 1)
-            driver = Driver(cfg, archive, "r", SimpleNamespace(generators=[recorder]))  # type: ignore[arg-type]
+            # evaluations running (here: with the constrained run) keep generation on one thread
+            pool = SimpleNamespace(busy=lambda busy=constrained: busy)
+            actors = SimpleNamespace(generators=[recorder], pool=pool)
+            driver = Driver(cfg, archive, "r", actors)  # type: ignore[arg-type]
             slot = Slot(1, 0, "delta", "the prompt", parent_code=parent)
             result = {"text": answer, "output_tokens": 9, "constrained": constrained}
             driver.on_generated(Call([(slot, 0, "the prompt")]), [result], Settings(1, 1.0, None))
             [cand] = archive.candidates("r", cycle=1)
         assert cand.error_class == "syntax_error" and cand.constrained is constrained
         [[retry]] = recorder.sent
-        assert retry.key == "0:1" and "syntax_error" in retry.prompt
+        assert retry.key == "0:1" and "syntax_error" in retry.prompt and retry.retry
+        assert recorder.alone == [not constrained]
         assert retry.grammar == (delta_grammar(parent) if constrained else None)
 
 

@@ -42,6 +42,9 @@ def test_sampling_from_config_and_validation():
     full = GenerationConfig(max_new_tokens=64, max_new_tokens_full=900)
     assert Sampling.from_config(full, mode="full").max_new_tokens == 900
     assert Sampling.from_config(full, mode="delta").max_new_tokens == 64
+    hot = GenerationConfig(temperature=0.3, retry_temperature=0.9)
+    assert Sampling.from_config(hot).temperature == 0.3
+    assert Sampling.from_config(hot, retry=True).temperature == 0.9
     for bad in ({"temperature": -1}, {"top_p": 0}, {"top_k": -1}, {"max_new_tokens": 0}):
         with pytest.raises(ValueError):
             Sampling(**bad)

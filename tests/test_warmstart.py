@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmnas_dist.config import AdmissionConfig, FinetuneConfig, GenerationConfig
-from llmnas_dist.delta import apply_output
+from llmnas_dist.delta import apply_output, extract_code
 from llmnas_dist.finetune import METADATA_FILE
 from llmnas_dist.mutations import DEFAULT_MAX_JACCARD, parent_jaccard
 from llmnas_dist.program import canonicalize
@@ -74,6 +74,20 @@ def test_examples_show_canonical_parents_and_teach_novel_deltas_that_apply():
         assert ex.completion.startswith("<delta>") and ex.completion.endswith("</delta>")
         assert parent_jaccard(parent, child, ADM) < DEFAULT_MAX_JACCARD
     assert shown_seed >= 2
+
+
+def test_a_share_of_examples_teaches_whole_programs():
+    gen = GEN.model_copy(update={"warm_start_per_seed": 3})
+    examples = warm_start_examples(gen, ADM, "digits", SMALL_SEEDS, build=False,
+                                   full_code_fraction=0.5)  # fmt: skip
+    full = [ex for ex in examples if ex.completion.startswith("<nn>")]
+    assert 0 < len(full) < len(examples)
+    for ex in full:
+        parent = ex.prompt.split("```python\n", 1)[1].split("\n```", 1)[0] + "\n"
+        child = extract_code(ex.completion)
+        assert "complete program inside <nn>" in ex.prompt
+        assert child != parent and canonicalize(child, ADM)[0] == child
+    assert key() != key(ft=TINY.model_copy(update={"full_code_fraction": 0.5}))
 
 
 def test_examples_keep_only_children_that_build_for_the_dataset():

@@ -8,6 +8,7 @@ GPUs it asks for none and runs on CPUs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
@@ -21,6 +22,7 @@ import ray
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.generation import Sampling, make_generator
+from workers.threads import node_threads
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class GenRequest:
     mode: str = "delta"
     grammar: str | None = None  # Lark grammar the answer is sampled under (None: freely)
     grammar_note: str | None = None  # why a grammar was wanted but not built
+    retry: bool = False  # asked again after a rejection: sampled at the retry temperature
 
 
 def generation_options(
@@ -83,17 +86,23 @@ class Generation:
         self.set_adapter(str(folder))
         return str(folder)
 
-    def generate(self, requests: Sequence[GenRequest], seed: int) -> list[dict[str, Any]]:
-        """Answer a batch with the current adapter; one result dict per request, in order."""
-        # torch stays on the actor's one thread (see workers/threads.py for the measurement);
-        # a batch with a full-mode request gets the full-program token budget
+    def generate(
+        self, requests: Sequence[GenRequest], seed: int, alone: bool = False
+    ) -> list[dict[str, Any]]:
+        """Answer a batch with the current adapter; one result dict per request, in order.
+        `alone`: no evaluation runs beside this call, so torch may take every core of the
+        node (else it stays on the actor's one thread: workers/threads.py measured why)."""
+        # a batch with a full-mode request gets the full-program token budget, one of
+        # retries the retry temperature (the driver batches each kind apart)
         mode = "full" if any(r.mode == "full" for r in requests) else "delta"
-        results = self.engine.generate(
-            [r.prompt for r in requests],
-            Sampling.from_config(self.cfg, seed, mode),
-            self.adapter,
-            grammars=[r.grammar for r in requests],
-        )
+        retry = any(r.retry for r in requests)
+        with node_threads() if alone else contextlib.nullcontext():
+            results = self.engine.generate(
+                [r.prompt for r in requests],
+                Sampling.from_config(self.cfg, seed, mode, retry),
+                self.adapter,
+                grammars=[r.grammar for r in requests],
+            )
         return [
             {
                 **asdict(res),

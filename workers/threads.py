@@ -2,11 +2,11 @@
 
 Ray starts an actor with OMP_NUM_THREADS = its num_cpus (1), so torch in the actor uses one
 thread. The warm start runs before cycle 1 while every other actor waits: it takes every
-core. Evaluators run side by side, one thread each. Generation (transformers) is not
-widened: the driver overlaps it with evaluation, and `bench/generation_bench.py threads`
-measured (2 cores, batch 8, 64 new tokens) 1.42x the one-thread rate alone but 0.66x
-beside one busy thread, since torch's threads then wait on each other. Widening it only
-while no evaluation runs would need the driver to say so per call.
+core. Evaluators run side by side, one thread each. Generation (transformers) is widened
+only for a call that the driver sends while no evaluation runs (`alone`):
+`bench/generation_bench.py threads` measured (2 cores, batch 8, 64 new tokens) 1.42x the
+one-thread rate alone but 0.66x beside one busy thread, since torch's threads then wait on
+each other. In a default run the cycle's first batches start while the evaluators idle.
 """
 
 from __future__ import annotations
