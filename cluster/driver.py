@@ -16,8 +16,9 @@ Exactly once: every candidate id is (run, cycle, slot, attempt), every archive w
 idempotent, and what a cycle does is derived from the archive, so a driver killed at any
 point resumes (`llmnas run --resume RUN`) where it stopped: recorded candidates are not
 generated again, admitted ones without a result are evaluated, nothing is recorded twice.
-The random stream is keyed, not sequential: parent, mode and sampling seed of a slot come
-from (run seed, cycle, slot), so a resumed run draws what the uninterrupted one would have.
+The random stream is keyed, not sequential: parent and sampling seed of a slot come from
+(run seed, cycle, slot), a cycle's mode quota from (run seed, cycle), so a resumed run draws
+what the uninterrupted one would have.
 
 The driver is the only writer of the archive: actors return results, the driver records.
 """
