@@ -53,7 +53,7 @@ from llmnas_dist.finetune import ElitePair
 from llmnas_dist.grammar import answer_grammar
 from llmnas_dist.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex
 from llmnas_dist.prompts import choose_modes, parent_prompt, retry_prompt
-from llmnas_dist.seeds import load_seeds
+from llmnas_dist.seeds import seed_population
 from workers.evaluator import EvalTask
 from workers.generator import GenRequest
 
@@ -136,7 +136,9 @@ class Driver:
         self.archive = archive
         self.run_id = run_id
         self.actors = actors
-        self.spec: DatasetSpec = dataset_spec(cfg.ce.dataset)
+        self.spec: DatasetSpec = dataset_spec(cfg.ce.dataset).at_size(cfg.evaluation.input_size)
+        # the seed programs of cycle 0 and the warm start (ce.seeds, at most ce.seed_sample)
+        self.seeds = seed_population(cfg.ce)
         self.index = NoveltyIndex.from_config(cfg.admission)
         self.admission = Admission(cfg.admission, self.spec, self.index)
         self.record = archive_recorder(archive, run_id)
@@ -254,7 +256,7 @@ class Driver:
         """Cycle 0: admit (validity only: they may already be archived by other runs) and
         evaluate the seed programs; E_0 is selected from them."""
         settings = self.start(SEED_CYCLE)
-        seeds = sorted(load_seeds().items())
+        seeds = sorted(self.seeds.items())
         self.progress.planned = len(seeds)
         done = {c.slot: c for c in self.archive.candidates(self.run_id, cycle=SEED_CYCLE)}
         for i, (_name, code) in enumerate(seeds):
@@ -281,7 +283,11 @@ class Driver:
         log.info("warm start: training theta_0 (cached after the first run)")
         ws = ray.get(
             self.actors.finetuner.warm_start.remote(
-                self.cfg.generation, self.cfg.admission, self.cfg.ce.dataset
+                self.cfg.generation,
+                self.cfg.admission,
+                self.cfg.ce.dataset,
+                self.seeds,
+                self.cfg.evaluation.input_size,
             )
         )
         self.archive.record_adapter(

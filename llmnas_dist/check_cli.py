@@ -15,9 +15,15 @@ import json
 from pathlib import Path
 
 from llmnas_dist.admission import Admission, Verdict
-from llmnas_dist.cli_common import EXIT_FAILED, EXIT_OK, config_from_args
+from llmnas_dist.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_input_flags,
+    config_from_args,
+    with_input_flags,
+)
 from llmnas_dist.config import Config
-from llmnas_dist.datasets import dataset_spec
+from llmnas_dist.datasets import DatasetSpec, dataset_spec
 from llmnas_dist.errors import UsageError
 from llmnas_dist.novelty import NEIGHBOUR_THRESHOLD, NoveltyIndex
 
@@ -38,6 +44,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument(
         "--dataset", metavar="NAME", help="dataset shape to build for (default: ce.dataset)"
     )
+    add_input_flags(p)
     p.add_argument("--json", action="store_true", help="print the verdict as one JSON object")
     p.set_defaults(func=check_program)
 
@@ -74,12 +81,12 @@ def archive_index(config: Config) -> tuple[NoveltyIndex, str | None]:
 
 
 def check_program(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    config = with_input_flags(config_from_args(args), args)
     if bool(args.parent) != bool(args.delta):
         raise UsageError("--parent and --delta go together")
     if bool(args.program) == bool(args.parent):
         raise UsageError("give either PROGRAM.py or --parent PARENT.py --delta DELTA.txt")
-    spec = dataset_spec(args.dataset or config.ce.dataset)
+    spec = dataset_spec(args.dataset or config.ce.dataset).at_size(config.evaluation.input_size)
     text = _read(args.program or args.delta, "program" if args.program else "delta")
     parent = _read(args.parent, "parent") if args.parent else None
     index, source = archive_index(config)
@@ -90,21 +97,24 @@ def check_program(args: argparse.Namespace) -> int:
         verdict = admission.admit(text, "full")
     else:
         verdict = admission.admit_program(text)
-    _print_verdict(verdict, spec.name, source, len(index), args.json)
+    _print_verdict(verdict, spec, source, len(index), args.json)
     return EXIT_OK if verdict.admitted else EXIT_FAILED
 
 
-def _print_verdict(v: Verdict, dataset: str, source: str | None, size: int, as_json: bool) -> None:
+def _print_verdict(
+    v: Verdict, spec: DatasetSpec, source: str | None, size: int, as_json: bool
+) -> None:
     archive = f"{source} ({size} programs)" if source else None
     if as_json:
-        print(json.dumps({**v.to_dict(), "dataset": dataset, "archive": archive}))
+        shape = {"dataset": spec.name, "in_shape": list(spec.in_shape)}
+        print(json.dumps({**v.to_dict(), **shape, "archive": archive}))
         return
     print(
         "admitted" if v.admitted else f"rejected: {v.error_class.value if v.error_class else '?'}"
     )
     if v.message:
         print(f"  message: {v.message}")
-    print(f"  dataset: {dataset}")
+    print(f"  dataset: {spec.name} ({'x'.join(map(str, spec.in_shape))})")
     print(f"  params:  {v.param_count if v.param_count is not None else '-'}")
     print(f"  hash:    {v.code_hash or '-'}")
     if archive is None:

@@ -20,11 +20,20 @@ from llmnas_dist import (
     eval_cli,
     generate_cli,
     report_cli,
+    seeds_cli,
 )
 from llmnas_dist.cli_common import EXIT_USAGE, common_parser
 from llmnas_dist.errors import ConfigError, UsageError
 
-COMMAND_MODULES = (config_cli, archive_cli, check_cli, eval_cli, generate_cli, report_cli)
+COMMAND_MODULES = (
+    config_cli,
+    archive_cli,
+    check_cli,
+    eval_cli,
+    generate_cli,
+    report_cli,
+    seeds_cli,
+)
 
 
 def build_parser(extra_modules: Sequence[ModuleType] = ()) -> argparse.ArgumentParser:

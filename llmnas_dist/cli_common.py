@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from llmnas_dist.config import Config, load_config
+from pydantic import ValidationError
+
+from llmnas_dist.config import Config, EvaluationConfig, load_config
+from llmnas_dist.errors import UsageError
 
 # Exit statuses used by every command.
 EXIT_OK = 0
@@ -31,3 +34,37 @@ def common_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
     """Effective config for a parsed command line; raises ConfigError on bad input."""
     return load_config(getattr(args, "config", None), getattr(args, "archive", None))
+
+
+def add_input_flags(p: argparse.ArgumentParser, recipe: bool = False) -> None:
+    """--input-size (and --recipe): per-command overrides of the evaluation section."""
+    p.add_argument(
+        "--input-size",
+        type=int,
+        metavar="PX",
+        help="resize images to PX x PX for the program (default: evaluation.input_size)",
+    )
+    if recipe:
+        p.add_argument(
+            "--recipe",
+            choices=("fixed", "lemur"),
+            help="train with the fixed recipe or the program's own train_setup/learn "
+            "(default: evaluation.recipe)",
+        )
+
+
+def with_input_flags(config: Config, args: argparse.Namespace) -> Config:
+    """The config with the command's --input-size/--recipe applied (validated like YAML)."""
+    update = {
+        key: getattr(args, key)
+        for key in ("input_size", "recipe")
+        if getattr(args, key, None) is not None
+    }
+    if not update:
+        return config
+    try:
+        evaluation = EvaluationConfig.model_validate({**config.evaluation.model_dump(), **update})
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise UsageError(problems.replace("_", "-")) from None
+    return config.model_copy(update={"evaluation": evaluation})

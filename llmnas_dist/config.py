@@ -53,6 +53,18 @@ class CEConfig(Section):
     dataset: str = Field(
         "digits", min_length=1, description="Dataset the proxy trains on (a registry name)."
     )
+    seeds: str | None = Field(
+        None,
+        min_length=1,
+        description="Seed programs for cycle 0 and the warm start: a folder of *.py files or "
+        "a glob; None uses the 15 shipped seeds.",
+    )
+    seed_sample: int | None = Field(
+        None,
+        ge=1,
+        description="Evaluate at most this many seeds in cycle 0 (a seeded draw from ce.seeds), "
+        "so a folder of 1,000 programs does not mean 1,000 trainings; None takes them all.",
+    )
 
 
 class GenerationConfig(Section):
@@ -187,6 +199,19 @@ class EvaluationConfig(Section):
     lr: float = Field(1e-3, gt=0.0, lt=10.0, description="Learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="Weight decay.")
     augment: bool = Field(False, description="Random-crop/flip augmentation during training.")
+    input_size: int | None = Field(
+        None,
+        ge=4,
+        le=1024,
+        description="Square side (pixels) images are resized to on the device, for programs "
+        "built for larger inputs (LEMUR's are for 64 px and more); None keeps the dataset's own.",
+    )
+    recipe: Literal["fixed", "lemur"] = Field(
+        "fixed",
+        description="How a program is trained: 'fixed' (this section's optimizer, lr, batch "
+        "size for every program) or 'lemur' (the program's own train_setup(prm) and "
+        "learn(train_data), as LEMUR trains it; same data, limits and test pass).",
+    )
     seeds: int = Field(1, ge=1, le=100, description="Seeds per architecture in normal cycles.")
     evaluators: int | None = Field(
         None, ge=1, description="Evaluator actors; None means one per GPU (or 2 on a CPU machine)."

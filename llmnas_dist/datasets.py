@@ -29,7 +29,7 @@ import pickle
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,11 @@ class DatasetSpec:
     @property
     def in_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.height, self.width)
+
+    def at_size(self, size: int | None) -> DatasetSpec:
+        """The shape programs see when images are resized to size x size (None: as stored;
+        evaluation.input_size)."""
+        return self if size is None else replace(self, height=size, width=size)
 
 
 _SPECS = (

@@ -1,6 +1,7 @@
 """`llmnas eval`: train one program with the proxy recipe and print the result.
 
-    llmnas eval PROGRAM.py [--dataset NAME] [--epochs E | --budget-s S] [--seed N] [--json]
+    llmnas eval PROGRAM.py [--dataset NAME] [--epochs E | --budget-s S] [--seed N]
+                [--input-size PX] [--recipe fixed|lemur] [--json]
 
 Static checks first, then training in the sandbox with the configured recipe
 (`evaluation` section) and limits. Exit status 0 evaluated, 1 failed (the reason is
@@ -14,7 +15,13 @@ import json
 import math
 from pathlib import Path
 
-from llmnas_dist.cli_common import EXIT_FAILED, EXIT_OK, config_from_args
+from llmnas_dist.cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_input_flags,
+    config_from_args,
+    with_input_flags,
+)
 from llmnas_dist.errors import UsageError
 
 
@@ -38,6 +45,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train"
     )
+    add_input_flags(p, recipe=True)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=eval_program)
 
@@ -48,7 +56,7 @@ def _positive(value: float | None, flag: str) -> None:
 
 
 def eval_program(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    config = with_input_flags(config_from_args(args), args)
     _positive(args.epochs, "--epochs")
     _positive(args.budget_s, "--budget-s")
     if args.seed < 0:

@@ -18,9 +18,10 @@ from typing import Any
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.datasets import dataset_file, dataset_spec
 from llmnas_dist.errors import CandidateRejected, ErrorClass, truncate
+from llmnas_dist.lemur import check_own_trainer, program_prm
 from llmnas_dist.program import check_static
 from llmnas_dist.proxy import Recipe
-from llmnas_dist.sandbox import DEFAULT_PRM, SandboxLimits, run_in_sandbox
+from llmnas_dist.sandbox import SandboxLimits, run_in_sandbox
 
 FLOAT_FIELDS = ("accuracy", "loss", "epochs_done", "samples_per_s")
 
@@ -151,8 +152,12 @@ def evaluate_program(
     Raises UsageError for an unavailable dataset, SandboxError when the sandbox fails, and
     ValueError for a device that names no visible GPU."""
     spec = dataset_spec(dataset)
+    height = recipe.input_size or spec.height
     try:
-        check_static(code, admission or AdmissionConfig())
+        tree = check_static(code, admission or AdmissionConfig())
+        prm = program_prm(tree, recipe.batch_size, recipe.epochs or 1.0, height)
+        if recipe.name == "lemur":
+            check_own_trainer(tree)
     except CandidateRejected as exc:
         return _failed(recipe, dataset, exc.error_class, exc.message)
     path = dataset_file(dataset, 0, data_root)
@@ -165,7 +170,7 @@ def evaluate_program(
         "recipe": child_recipe.to_payload(),
         "data_path": str(path),
         "num_classes": spec.num_classes,
-        "prm": DEFAULT_PRM,
+        "prm": prm,
     }
     outcome = run_in_sandbox(
         code, "train", payload, limits, extra_read_paths=[str(path.parent)], gpu_ids=ids

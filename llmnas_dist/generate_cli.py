@@ -30,6 +30,7 @@ from llmnas_dist.grammar import answer_grammar
 from llmnas_dist.novelty import minhash
 from llmnas_dist.program import canonicalize
 from llmnas_dist.prompts import parent_prompt
+from llmnas_dist.seeds import seed_population
 from llmnas_dist.warmstart import cached_warm_start
 
 MAX_N = 1000
@@ -106,7 +107,14 @@ def _adapter(args: argparse.Namespace, config: Config, dataset: str) -> str | No
     if args.adapter or args.base_model:
         return args.adapter
     cached = (
-        cached_warm_start(config.generation, config.finetune, config.admission, dataset)
+        cached_warm_start(
+            config.generation,
+            config.finetune,
+            config.admission,
+            dataset,
+            seeds=seed_population(config.ce),
+            input_size=config.evaluation.input_size,
+        )
         if config.generation.warm_start
         else None
     )
@@ -128,7 +136,7 @@ def generate_proposals(args: argparse.Namespace) -> int:
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
         raise UsageError(f"not a LoRA adapter folder (no adapter_config.json): {args.adapter}")
     parent = _read_parent(args.parent)
-    spec = dataset_spec(args.dataset or config.ce.dataset)
+    spec = dataset_spec(args.dataset or config.ce.dataset).at_size(config.evaluation.input_size)
     try:
         canonical, parent_hash = canonicalize(parent, config.admission)
     except CandidateRejected as exc:

@@ -36,14 +36,16 @@ import ast
 import functools
 import hashlib
 import importlib
+import keyword
 import re
 import types
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
 
-# Modules a program may import (exactly these names).
+# Modules a program may import (these names, plus the allowlisted torch submodules below).
 ALLOWED_IMPORTS = frozenset(
     {
         "__future__",
@@ -54,12 +56,30 @@ ALLOWED_IMPORTS = frozenset(
         "torch.nn.utils",
         "torch.nn.utils.parametrize",
         "torch.nn.utils.parametrizations",
+        "torch.nn.utils.spectral_norm",
         "torch.nn.parameter",
         "torch.nn.modules",
+        # nn.DataParallel is already reachable as torch.nn.DataParallel; without
+        # torch.distributed (refused) DistributedDataParallel cannot join a process group.
+        "torch.nn.parallel",
         # LEMUR programs set up their own optimiser and scheduler (train_setup/learn)
         "torch.optim",
         "torch.optim.lr_scheduler",
+        # checkpoint(fn, *args) recomputes fn in the backward pass: the program's own code,
+        # nothing outside the process (hostile test: test_hostile_allowed_modules).
+        "torch.utils.checkpoint",
+        # numpy: numerics on arrays in the worker; its file, memory-map and native entry
+        # points are NUMPY_RISKS below, its submodules other than these are refused.
+        "numpy",
+        "numpy.random",
+        "numpy.linalg",
+        "numpy.fft",
+        # gc: only gc.collect (MODULE_ATTR_ALLOWLIST), the rest hands out live objects.
+        "gc",
         "math",
+        # re: patterns match strings; a pathological one burns only the worker's CPU limit
+        "re",
+        "random",
         "typing",
         "collections",
         "collections.abc",
@@ -72,6 +92,84 @@ ALLOWED_IMPORTS = frozenset(
         "enum",
     }
 )
+# Pure standard-library modules: every public non-module attribute is allowed, except the
+# named risks in FORBIDDEN_ATTRS (attrgetter, methodcaller, singledispatch, get_type_hints,
+# ForwardRef: getattr or eval in disguise). Modules they re-export (`enum.bltns` is
+# builtins, `dataclasses.types`) stay refused by the module allowlist.
+PURE_MODULES = frozenset(
+    {
+        "math",
+        "re",
+        "random",
+        "typing",
+        "collections",
+        "collections.abc",
+        "functools",
+        "dataclasses",
+        "itertools",
+        "operator",
+        "numbers",
+        "abc",
+        "enum",
+    }
+)
+# Modules of which only these attributes may be used: gc.get_objects, get_referrers and
+# get_referents return any live object of the process (a module the program may not
+# import, the sandbox's own frames); gc.collect only runs the cycle collector.
+MODULE_ATTR_ALLOWLIST = {"gc": frozenset({"collect"})}
+# FORBIDDEN_ATTRS names refused anywhere, except reached as `module.name` on these modules:
+# `compile` is refused for torch.compile and the builtin; re.compile compiles a regex.
+CHAIN_ATTR_EXCEPTIONS = {"re": frozenset({"compile"})}
+# numpy's ways out of the array world: files (loadtxt, savetxt, genfromtxt, fromregex,
+# savez, memmap, DataSource), source and documentation lookups that read files (info,
+# source, lookfor), build and configuration introspection. load/save/fromfile/tofile/
+# ctypes/dump are refused everywhere (FORBIDDEN_ATTRS). `np.ndarray(buffer=..., strides=...)`
+# can read out of bounds like `torch.as_strided` can: inside the worker only (residual
+# risk of the sandbox, which confines it).
+NUMPY_RISKS = frozenset(
+    {
+        "loadtxt",
+        "savetxt",
+        "genfromtxt",
+        "fromregex",
+        "savez",
+        "savez_compressed",
+        "memmap",
+        "DataSource",
+        "info",
+        "source",
+        "lookfor",
+        "show_config",
+        "show_runtime",
+        "get_include",
+        "recfromcsv",
+        "recfromtxt",
+    }
+)
+# Why a module that programs ask for stays refused (the rejection says it).
+REFUSED_IMPORT_REASONS = {
+    "os": "it reaches files, processes and the environment",
+    "sys": "it reaches the interpreter's modules and streams",
+    "subprocess": "it starts processes",
+    "socket": "it opens network connections",
+    "shutil": "it copies and deletes files",
+    "pathlib": "it reads and writes files",
+    "io": "it opens files",
+    "tempfile": "it creates files",
+    "pickle": "unpickling runs arbitrary code",
+    "importlib": "it imports any module",
+    "ctypes": "it calls native code",
+    "multiprocessing": "it starts processes",
+    "threading": "threads outlive the sandbox's accounting of the program",
+    "torchvision": "its models and datasets download weights and read files; write the "
+    "layers with torch.nn",
+    "torch.utils.data": "data loading is the trainer's job (the sandbox hands the program "
+    "its batches)",
+    "timm": "a third-party model zoo, not installed in the sandbox",
+    "einops": "a third-party package, not installed in the sandbox; use tensor.view/permute",
+    "requests": "it reaches the network",
+    "urllib": "it reaches the network",
+}
 # Modules an attribute chain may pass through (imports plus the submodules that pure
 # layer code reaches, e.g. `nn.modules.conv.Conv2d`, `torch.linalg.norm`).
 ALLOWED_MODULE_PREFIXES = (
@@ -81,7 +179,7 @@ ALLOWED_MODULE_PREFIXES = (
 )
 # torch.cuda and torch.amp: LEMUR's trainers ask `torch.cuda.is_available()`, empty the
 # cache and build a GradScaler; their private parts (`_x`) stay refused like all others.
-ALLOWED_CHAIN_MODULES = ALLOWED_IMPORTS | {
+ALLOWED_CHAIN_MODULES = (ALLOWED_IMPORTS - {"__future__"}) | {
     "torch.linalg",
     "torch.fft",
     "torch.special",
@@ -101,6 +199,7 @@ ALLOWED_OBJECT_MODULES = ALLOWED_CHAIN_MODULES | {
     "builtins",
 }
 ALLOWED_OBJECT_PREFIXES = (
+    "numpy",
     "torch.nn.",
     "torch._C",
     "torch.optim.",
@@ -331,9 +430,27 @@ def _allowed_module(name: str) -> bool:
     return name in ALLOWED_CHAIN_MODULES or name.startswith(ALLOWED_MODULE_PREFIXES)
 
 
-def _allowed_object(obj: object) -> bool:
+def _importable(name: str) -> bool:
+    """An allowlisted module, or a public submodule of an allowlisted torch package
+    (`torch.nn.utils.spectral_norm`): what a chain may pass through may be imported."""
+    if name in ALLOWED_IMPORTS:
+        return True
+    return _allowed_module(name) and not any(p.startswith("_") for p in name.split("."))
+
+
+def refused_import(name: str) -> str:
+    """The rejection message for a module off the allowlist, with the reason it stays so."""
+    for candidate in (name, name.split(".", 1)[0]):
+        if candidate in REFUSED_IMPORT_REASONS:
+            return f"import {name}: refused, {REFUSED_IMPORT_REASONS[candidate]}"
+    return f"import {name}: not on the import allowlist (torch, torch.nn, numpy, math, ...)"
+
+
+def _allowed_object(obj: object, parent: object) -> bool:
     if isinstance(obj, types.ModuleType):
         return _allowed_module(obj.__name__)
+    if isinstance(parent, types.ModuleType) and parent.__name__ in PURE_MODULES:
+        return True  # a pure module's functions (functools.reduce lives in _functools)
     if not callable(obj):  # dtypes, constants, layouts
         return True
     origin = getattr(obj, "__module__", None)
@@ -342,8 +459,31 @@ def _allowed_object(obj: object) -> bool:
     return origin in ALLOWED_OBJECT_MODULES or origin.startswith(ALLOWED_OBJECT_PREFIXES)
 
 
-def resolve_chain(root: str, attrs: Iterable[str], node: ast.AST | None = None) -> object:
-    """Follow `root.a.b` on the real (trusted) modules; refuse anything off the allowlist."""
+def _check_module_risks(root: str, attr: str, path: str, node: ast.AST | None) -> None:
+    """The per-module rules: gc's short allowlist, numpy's named risks."""
+    top = root.split(".", 1)[0]
+    allowed = MODULE_ATTR_ALLOWLIST.get(top)
+    if allowed is not None and attr not in allowed:
+        raise _reject(
+            ErrorClass.FORBIDDEN_CALL,
+            f"{path}: only {', '.join(sorted(allowed))} of {top} is allowed "
+            "(the rest hands out live objects of the process)",
+            node,
+        )
+    if top == "numpy" and attr in NUMPY_RISKS:
+        raise _reject(
+            ErrorClass.FORBIDDEN_CALL,
+            f"{path}: numpy file and introspection entry points are refused",
+            node,
+        )
+
+
+def resolve_chain(
+    root: str, attrs: Iterable[str], node: ast.AST | None = None, *, vouch: bool = True
+) -> object:
+    """Follow `root.a.b` on the real (trusted) modules; refuse anything off the allowlist.
+    `vouch=False` (a function's annotation, which the program cannot read back) still
+    refuses private module attributes and named risks, not objects off the allowlist."""
     obj: object = _import_trusted(root.split(".", 1)[0])
     for part in root.split(".")[1:]:
         obj = getattr(obj, part)
@@ -352,15 +492,80 @@ def resolve_chain(root: str, attrs: Iterable[str], node: ast.AST | None = None) 
         path = f"{path}.{attr}"
         if attr.startswith("_") and isinstance(obj, types.ModuleType):
             raise _reject(ErrorClass.FORBIDDEN_CALL, f"private module attribute {path}", node)
+        _check_module_risks(root, attr, path, node)
+        parent = obj
         try:
             obj = getattr(obj, attr)
         except Exception:  # noqa: BLE001 - any failure means we cannot vouch for it
             raise _reject(
                 ErrorClass.FORBIDDEN_CALL, f"{path} does not exist in this torch", node
             ) from None
-        if not _allowed_object(obj):
+        if vouch and not _allowed_object(obj, parent):
             raise _reject(ErrorClass.FORBIDDEN_CALL, f"{path} is outside the allowlist", node)
     return obj
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """What a function (or comprehension) binds: a name it binds is never the builtin."""
+
+    bound: frozenset[str]
+    declared_global: frozenset[str]
+
+
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+_NESTED_SCOPES = (ast.Lambda, *_COMPREHENSIONS)
+
+
+def _function_scope(node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> _Scope:
+    """Parameters plus every name the body binds (assignment, for, with, except, import,
+    del, nested def/class), nested scopes excluded; `global`/`nonlocal` names are not
+    local. A walrus inside a nested comprehension is missed: that only refuses more."""
+    args = node.args
+    bound = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
+    bound |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
+    declared: set[str] = set()
+    outer: set[str] = set()
+    stack: list[ast.AST] = list(node.body) if isinstance(node.body, list) else [node.body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(item.name)
+            continue
+        if isinstance(item, _NESTED_SCOPES):
+            continue
+        if isinstance(item, ast.Name) and not isinstance(item.ctx, ast.Load):
+            bound.add(item.id)
+        elif isinstance(item, ast.ExceptHandler) and item.name:
+            bound.add(item.name)
+        elif isinstance(item, ast.Import | ast.ImportFrom):
+            bound |= {a.asname or a.name.split(".", 1)[0] for a in item.names}
+        elif isinstance(item, ast.Global):
+            declared |= set(item.names)
+        elif isinstance(item, ast.Nonlocal):
+            outer |= set(item.names)
+        stack.extend(ast.iter_child_nodes(item))
+    return _Scope(frozenset(bound - declared - outer), frozenset(declared))
+
+
+def _comprehension_scope(node: ast.expr) -> _Scope:
+    targets = [g.target for g in getattr(node, "generators", [])]
+    names = {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return _Scope(frozenset(names), frozenset())
+
+
+# What a function annotation may hold: type names, subscripts and `|`, never a call.
+_ANNOTATION_NODES = (
+    ast.Name,
+    ast.Attribute,
+    ast.Subscript,
+    ast.Constant,
+    ast.Tuple,
+    ast.List,
+    ast.BinOp,
+    ast.BitOr,
+    ast.Load,
+)
 
 
 class _StaticChecker(ast.NodeVisitor):
@@ -371,6 +576,17 @@ class _StaticChecker(ast.NodeVisitor):
         self.chain_values: set[int] = set()  # id() of Name nodes used as chain roots
         self.called_names: set[int] = set()  # id() of getattr & co. Names that are called
         self.library_names: set[str] = set()  # every name an import binds
+        self.scopes: list[_Scope] = []  # enclosing functions and comprehensions, innermost last
+        self.in_annotation = False  # inside a function's parameter or return annotation
+
+    def visit(self, node: ast.AST) -> None:
+        if self.in_annotation and not isinstance(node, _ANNOTATION_NODES):
+            raise _reject(
+                ErrorClass.FORBIDDEN_CALL,
+                f"an annotation may only name types, found {type(node).__name__}",
+                node,
+            )
+        super().visit(node)
 
     def check(self, tree: ast.Module) -> None:
         # imports first, so a use above its import line is still seen as a module chain
@@ -382,8 +598,8 @@ class _StaticChecker(ast.NodeVisitor):
     # imports -----------------------------------------------------------------
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
-            if alias.name not in ALLOWED_IMPORTS:
-                raise _reject(ErrorClass.FORBIDDEN_IMPORT, f"import {alias.name}", node)
+            if not _importable(alias.name):
+                raise _reject(ErrorClass.FORBIDDEN_IMPORT, refused_import(alias.name), node)
             self.library_names.add(alias.asname or alias.name.split(".", 1)[0])
             if alias.asname:
                 self.module_aliases[alias.asname] = alias.name
@@ -393,8 +609,10 @@ class _StaticChecker(ast.NodeVisitor):
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         module = node.module or ""
-        if node.level or module not in ALLOWED_IMPORTS:
-            raise _reject(ErrorClass.FORBIDDEN_IMPORT, f"from {'.' * node.level}{module}", node)
+        if node.level:
+            raise _reject(ErrorClass.FORBIDDEN_IMPORT, f"relative import from {module}", node)
+        if not _importable(module):
+            raise _reject(ErrorClass.FORBIDDEN_IMPORT, refused_import(module), node)
         if module == "__future__":
             return
         for alias in node.names:
@@ -413,8 +631,23 @@ class _StaticChecker(ast.NodeVisitor):
         if name in FORBIDDEN_ATTRS:
             raise _reject(ErrorClass.FORBIDDEN_CALL, f"forbidden attribute {name}", node)
 
+    def _is_local(self, name: str) -> bool:
+        """Does `name`, read here, resolve to a function's local (never to the builtin)?"""
+        for scope in reversed(self.scopes):
+            if name in scope.declared_global:
+                return False
+            if name in scope.bound:
+                return True
+        return False  # module level: a global may be unbound and fall back to builtins
+
     def visit_Name(self, node: ast.Name) -> None:
-        if node.id in FORBIDDEN_NAMES:
+        # The builtin is the risk, not the name: `def forward(self, input)` reads a
+        # parameter; a module-level or `global` name may fall back to builtins.input.
+        if (
+            node.id in FORBIDDEN_NAMES
+            and isinstance(node.ctx, ast.Load)
+            and not self._is_local(node.id)
+        ):
             raise _reject(ErrorClass.FORBIDDEN_CALL, f"forbidden name {node.id}", node)
         if _is_dunder(node.id) and node.id not in ALLOWED_DUNDER_NAMES:
             raise _reject(ErrorClass.FORBIDDEN_CALL, f"dunder name {node.id}", node)
@@ -455,7 +688,11 @@ class _StaticChecker(ast.NodeVisitor):
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if not isinstance(node.ctx, ast.Load):
             self._check_assignment_target(node, node)
-        self._check_attr_name(node.attr, node)
+        base_module = (
+            self.module_aliases.get(node.value.id) if isinstance(node.value, ast.Name) else None
+        )
+        if node.attr not in CHAIN_ATTR_EXCEPTIONS.get(base_module or "", ()):
+            self._check_attr_name(node.attr, node)
         attrs = [node.attr]
         base = node.value
         while isinstance(base, ast.Attribute):
@@ -464,7 +701,9 @@ class _StaticChecker(ast.NodeVisitor):
             base = base.value
         if isinstance(base, ast.Name) and base.id in self.module_aliases:
             self.chain_values.add(id(base))
-            resolve_chain(self.module_aliases[base.id], reversed(attrs), node)
+            resolve_chain(
+                self.module_aliases[base.id], reversed(attrs), node, vouch=not self.in_annotation
+            )
         # the whole chain is checked; visit only what is below it
         self.visit(base)
 
@@ -481,6 +720,27 @@ class _StaticChecker(ast.NodeVisitor):
                 raise _reject(
                     ErrorClass.FORBIDDEN_CALL, "format template with attribute access", node
                 )
+        self.generic_visit(node)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        """`Tuple.__annotations__ = {"logits": Tensor, ...}` (torchvision's and LEMUR's
+        namedtuples) declares what a class body's annotations declare: allowed for a
+        program's own name with a literal dict of identifier keys, since dataclasses compile
+        the keys into code (a key like "a=os.system('x')" would be injected). The values
+        are checked like any class-level annotation."""
+        target = node.targets[0] if len(node.targets) == 1 else None
+        if (
+            isinstance(target, ast.Attribute)
+            and target.attr == "__annotations__"
+            and isinstance(target.value, ast.Name)
+            and target.value.id not in self.library_names
+            and target.value.id not in self.module_aliases
+            and isinstance(node.value, ast.Dict)
+            and all(_is_identifier_key(k) for k in node.value.keys)
+        ):
+            self.visit(target.value)
+            self.visit(node.value)
+            return
         self.generic_visit(node)
 
     def _check_attr_call(self, fname: str, node: ast.Call) -> None:
@@ -509,18 +769,80 @@ class _StaticChecker(ast.NodeVisitor):
             )
 
     # definitions and literals ------------------------------------------------
-    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        """Decorators, defaults and annotations run in the enclosing scope, the body in
+        the function's own."""
         if _is_dunder(node.name) and node.name not in ALLOWED_DUNDER_DEFS:
             raise _reject(ErrorClass.FORBIDDEN_CALL, f"defining {node.name}", node)
-        self.generic_visit(node)
+        for expr in [*node.decorator_list, *node.args.defaults, *node.args.kw_defaults]:
+            if expr is not None:
+                self.visit(expr)
+        self._visit_annotations(node)
+        self.scopes.append(_function_scope(node))
+        for stmt in node.body:
+            self.visit(stmt)
+        self.scopes.pop()
 
-    visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def _visit_annotations(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        """A parameter or return annotation is evaluated once at definition and kept only
+        in `__annotations__`, which a program cannot read (dunders, inspect,
+        typing.get_type_hints and functools.singledispatch are refused). So it may name a
+        type off the allowlist (`train_data: torch.utils.data.DataLoader`) but may hold no
+        call. Class-level annotations stay fully checked: dataclasses.fields() returns them."""
+        args = node.args
+        every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+        annotations = [a.annotation for a in every if a is not None and a.annotation]
+        self.in_annotation = True
+        try:
+            for expr in [*annotations, *([node.returns] if node.returns else [])]:
+                self.visit(expr)
+        finally:
+            self.in_annotation = False
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        for expr in [*node.args.defaults, *node.args.kw_defaults]:
+            if expr is not None:
+                self.visit(expr)
+        self.scopes.append(_function_scope(node))
+        self.visit(node.body)
+        self.scopes.pop()
+
+    def _visit_comprehension(self, node: ast.expr) -> None:
+        """The first iterable runs in the enclosing scope, the rest in the comprehension's."""
+        generators: list[ast.comprehension] = getattr(node, "generators", [])
+        self.visit(generators[0].iter)
+        self.scopes.append(_comprehension_scope(node))
+        for index, gen in enumerate(generators):
+            self.visit(gen.target)
+            if index:
+                self.visit(gen.iter)
+            for cond in gen.ifs:
+                self.visit(cond)
+        for field in ("elt", "key", "value"):
+            part = getattr(node, field, None)
+            if part is not None:
+                self.visit(part)
+        self.scopes.pop()
+
+    visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _visit_comprehension
 
     def visit_Constant(self, node: ast.Constant) -> None:
         if isinstance(node.value, str):
             for match in _DUNDER.findall(node.value):
                 if match not in ALLOWED_DUNDER_STRINGS:
                     raise _reject(ErrorClass.FORBIDDEN_CALL, f"string naming {match}", node)
+
+
+def _is_identifier_key(key: ast.expr | None) -> bool:
+    return (
+        isinstance(key, ast.Constant)
+        and isinstance(key.value, str)
+        and key.value.isidentifier()
+        and not keyword.iskeyword(key.value)
+        and not _is_dunder(key.value)
+    )
 
 
 def _literal_prefix(node: ast.expr) -> str:
@@ -566,6 +888,13 @@ def _positional_capacity(fn: ast.FunctionDef) -> float:
 
 def _required_positional(fn: ast.FunctionDef) -> int:
     return len(fn.args.posonlyargs) + len(fn.args.args) - len(fn.args.defaults)
+
+
+def net_method(tree: ast.Module, name: str) -> ast.FunctionDef | None:
+    """Net's method `name` (defined on Net or a base class in the program), if any."""
+    classes = _class_defs(tree)
+    net = classes.get("Net")
+    return _method(classes, net, name) if net is not None else None
 
 
 def check_contract(tree: ast.Module) -> None:

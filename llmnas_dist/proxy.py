@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 CPU_CAPABILITY = torch.backends.cpu.get_cpu_capability()
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+# "fixed": the recipe below trains every program alike; "lemur": the program's own
+# train_setup(prm) and learn(train_data), as LEMUR trains it, scored by the same test pass.
+RECIPES = ("fixed", "lemur")
 EVAL_BATCH = 512
 DIVERGENCE_CHECK_STEPS = 25  # NaN checks sync the device: every this many steps, not every step
 SGD_MOMENTUM = 0.9
@@ -57,8 +60,16 @@ class Recipe:
     augment: bool = False
     seed: int = 0
     device: str = "cpu"
+    input_size: int | None = None  # square side images are resized to on the device
+    name: str = "fixed"  # one of RECIPES
 
     def __post_init__(self) -> None:
+        if self.name not in RECIPES:
+            raise ValueError(f"recipe must be one of {RECIPES}, got {self.name!r}")
+        if self.input_size is not None and (
+            type(self.input_size) is not int or not 4 <= self.input_size <= 1024
+        ):
+            raise ValueError(f"input_size must be an int in 4..1024, got {self.input_size!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if (self.epochs is None) == (self.budget_s is None):
@@ -101,6 +112,8 @@ class Recipe:
             augment=cfg.augment,
             seed=seed,
             device=device,
+            input_size=cfg.input_size,
+            name=cfg.recipe,
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -145,8 +158,11 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 class DeviceData:
     """A dataset resident on the device as uint8; batches are indexed and normalised there."""
 
-    def __init__(self, tensors: dict[str, Any], device: torch.device) -> None:
+    def __init__(
+        self, tensors: dict[str, Any], device: torch.device, size: int | None = None
+    ) -> None:
         self.device = device
+        self.size = size  # resize each batch to size x size on the device (None: as stored)
         self.x_train = tensors["x_train"].to(device)
         self.y_train = tensors["y_train"].to(device)
         self.x_test = tensors["x_test"].to(device)
@@ -161,11 +177,15 @@ class DeviceData:
 
     def batch(self, x: torch.Tensor) -> torch.Tensor:
         out = x.float() * self.mul + self.add
+        if self.size is not None and tuple(out.shape[2:]) != (self.size, self.size):
+            # per batch, on the device: the stored set stays uint8 at its own size
+            out = F.interpolate(out, size=(self.size, self.size), mode="bilinear")
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
     @property
     def in_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
+        channels, height, width = self.x_train.shape[1:]
+        return (channels, self.size, self.size) if self.size else (channels, height, width)
 
 
 def evaluate_accuracy(model: torch.nn.Module, data: DeviceData) -> tuple[float, float]:
@@ -191,7 +211,7 @@ def train_proxy(model: torch.nn.Module, tensors: dict[str, Any], recipe: Recipe)
     Raises Diverged when the training loss is NaN or inf."""
     device = torch.device(recipe.device)
     begun = time.perf_counter()
-    data = DeviceData(tensors, device)
+    data = DeviceData(tensors, device, recipe.input_size)
     model.to(device)
     if data.channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -248,11 +268,83 @@ def train_proxy(model: torch.nn.Module, tensors: dict[str, Any], recipe: Recipe)
     }
 
 
+class EpochBatches:
+    """One epoch of (inputs, labels) batches on the device for a program's own `learn()`:
+    a seeded order, full batches only, ending early at the run's deadline."""
+
+    def __init__(
+        self, data: DeviceData, order: torch.Tensor, batch: int, count: int, deadline: float
+    ) -> None:
+        self.data, self.order, self.bs, self.count = data, order, batch, count
+        self.deadline = deadline
+        self.served = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(self.count):
+            if time.perf_counter() >= self.deadline:
+                return
+            idx = self.order[i * self.bs : (i + 1) * self.bs]
+            self.served += 1
+            yield self.data.batch(self.data.x_train[idx]), self.data.y_train[idx]
+
+
+def train_lemur(
+    model: torch.nn.Module, tensors: dict[str, Any], recipe: Recipe, prm: dict[str, Any]
+) -> dict[str, Any]:
+    """LEMUR's recipe: `model.train_setup(prm)` once, then `model.learn(batches)` per epoch
+    (the budget cuts the last epoch short), then the same test pass as the fixed recipe.
+    Raises Diverged when the test loss is NaN or inf (the program's loss is its own)."""
+    device = torch.device(recipe.device)
+    begun = time.perf_counter()
+    data = DeviceData(tensors, device, recipe.input_size)
+    model.to(device)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    n = len(data.y_train)
+    bs = min(recipe.batch_size, n)
+    per_epoch = n // bs
+    total = round(recipe.epochs * per_epoch) if recipe.epochs is not None else math.inf
+    deadline = begun + recipe.budget_s if recipe.budget_s is not None else math.inf
+    model.train_setup(prm)  # type: ignore[operator]
+    steps = 0
+    train_begun = time.perf_counter()
+    while steps < max(1, total) and time.perf_counter() < deadline:
+        order = torch.randperm(n, generator=gen).to(device)
+        batches = EpochBatches(data, order, bs, int(min(per_epoch, total - steps)), deadline)
+        model.train()
+        model.learn(batches)  # type: ignore[operator]
+        if batches.served == 0:
+            break
+        steps += batches.served
+    train_s = time.perf_counter() - train_begun
+    accuracy, loss_value = evaluate_accuracy(model, data)
+    if not math.isfinite(loss_value):
+        raise Diverged(steps)
+    return {
+        "accuracy": accuracy,
+        "loss": loss_value,
+        "epochs_done": steps * bs / n,
+        "steps": steps,
+        "duration_s": time.perf_counter() - begun,
+        "train_s": train_s,
+        "samples_per_s": steps * bs / train_s if train_s > 0 else 0.0,
+    }
+
+
 def seed_everything(seed: int) -> None:
     """Seed the global generators a model's __init__ and dropout draw from. (CPU kernels are
     deterministic at a fixed thread count; `use_deterministic_algorithms` is not called: it
-    imports half of torch's compiler stack, which a confined worker cannot read.)"""
+    imports half of torch's compiler stack, which a confined worker cannot read.) Programs
+    may draw from `random` and numpy's global generator too (LEMUR's do): seeded alike."""
+    import random
+
+    import numpy
+
     torch.manual_seed(seed)
+    random.seed(seed)
+    numpy.random.seed(seed)
 
 
 def sandbox_train(
@@ -266,10 +358,15 @@ def sandbox_train(
     module_type = torch.nn.Module
     numel = torch._C.TensorBase.numel
     tensors = torch.load(payload["data_path"], map_location="cpu", weights_only=True)
-    in_shape = (2, *(int(v) for v in tensors["x_train"].shape[1:]))
+    channels, height, width = (int(v) for v in tensors["x_train"].shape[1:])
+    if recipe.input_size is not None:
+        height = width = recipe.input_size
+    # in_shape[0] is the training batch, as LEMUR gives it
+    in_shape = (recipe.batch_size, channels, height, width)
     if recipe.device != "cpu" and not torch.cuda.is_available():
         recipe = Recipe(**{**payload["recipe"], "device": "cpu"})
     seed_everything(recipe.seed)
+    prm = dict(payload.get("prm") or {})
     namespace = load_program()
     net_class = namespace.get("Net")
     if not isinstance(net_class, type):
@@ -277,14 +374,17 @@ def sandbox_train(
     model = net_class(
         in_shape=in_shape,
         out_shape=(int(payload["num_classes"]),),
-        prm=dict(payload.get("prm") or {}),
+        prm=prm,
         device=torch.device(recipe.device),
     )
     if not isinstance(model, module_type):
         raise TypeError(f"Net(...) returned {type(model).__name__}, not a torch.nn.Module")
     params = count_parameters(model, numel)
     try:
-        result = train_proxy(model, tensors, recipe)
+        if recipe.name == "lemur":
+            result = train_lemur(model, tensors, recipe, prm)
+        else:
+            result = train_proxy(model, tensors, recipe)
     except Diverged as exc:
         return {"diverged": True, "step": exc.step, "params": params}
     return {

@@ -37,6 +37,7 @@ that `sandbox_capabilities()` reports).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import functools
@@ -61,6 +62,7 @@ from typing import IO, Any, cast
 from llmnas_dist import _sandbox_child
 from llmnas_dist.config import AdmissionConfig, EvaluationConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass, truncate
+from llmnas_dist.lemur import program_prm
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,6 @@ THREAD_ENV_VARS = (
 )
 USE_ZYGOTE = True  # fork supervisors from a pre-warmed process (False: a fresh interpreter each)
 BUILD_BATCH = 2
-DEFAULT_PRM = {"lr": 0.01, "momentum": 0.9, "dropout": 0.2, "batch": 64, "epoch": 1}
 
 # What a GPU run gets beyond a CPU run (a CPU run gets none of it). Device files (read, write,
 # ioctl) shared by all GPUs; each GPU's own /dev/nvidia<minor> is added per assigned GPU.
@@ -791,13 +792,20 @@ def build_check(
     code: str, in_shape: Sequence[int], num_classes: int, cfg: AdmissionConfig
 ) -> BuildReport:
     """Build Net for a dataset of shape (C, H, W) and `num_classes` classes in the sandbox,
-    forward a dummy batch of 2, and check the output; raises CandidateRejected."""
+    forward a dummy batch of 2, and check the output; raises CandidateRejected. `prm` holds
+    what the program's `supported_hyperparameters()` declares (llmnas_dist.lemur), and
+    in_shape[0] is the batch the forward gets, as LEMUR gives it."""
     shape = tuple(in_shape)
     if len(shape) != 3 or not all(type(v) is int and v > 0 for v in shape):
         raise ValueError(f"in_shape must be (C, H, W) positive ints, got {in_shape!r}")
     if type(num_classes) is not int or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    payload = {"in_shape": [BUILD_BATCH, *shape], "num_classes": num_classes, "prm": DEFAULT_PRM}
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError) as exc:
+        raise CandidateRejected(ErrorClass.SYNTAX_ERROR, str(exc)) from None
+    prm = program_prm(tree, batch=BUILD_BATCH, epochs=1, height=shape[1])
+    payload = {"in_shape": [BUILD_BATCH, *shape], "num_classes": num_classes, "prm": prm}
     outcome = run_in_sandbox(code, "build", payload, SandboxLimits.from_admission(cfg))
     return build_verdict(outcome, num_classes, cfg.max_params)
 

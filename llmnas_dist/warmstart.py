@@ -76,9 +76,10 @@ def warm_start_key(
     admission: AdmissionConfig,
     dataset: str,
     seeds: Mapping[str, str],
+    input_size: int | None = None,
 ) -> str:
     """sha256 over everything that determines the adapter."""
-    inputs = {
+    inputs: dict[str, object] = {
         "format": FORMAT_VERSION,
         "model": generation.model,
         "lora": finetune.model_dump(
@@ -104,6 +105,8 @@ def warm_start_key(
         "seeds": sorted(seeds.items()),
         "prompt": [load_template("delta").template, load_template("full").template],
     }
+    if input_size is not None:  # absent by default: the default run keeps its cached adapter
+        inputs["input_size"] = input_size
     blob = json.dumps(inputs, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()
 
@@ -129,6 +132,7 @@ def warm_start_examples(
     seeds: Mapping[str, str],
     build: bool = True,
     full_code_fraction: float = 0.0,
+    input_size: int | None = None,
 ) -> list[Example]:
     """Examples from mutation pairs of `seeds`: (delta prompt -> delta), and for a
     `full_code_fraction` share (finetune.full_code_fraction, as in the CE updates)
@@ -136,8 +140,8 @@ def warm_start_examples(
     every full-mode prompt of a default run with `<nn>\n<- <nn>\n</nn>` (12 of 12).
     Programs are shown in canonical form, as the archive stores them and the driver's
     prompts show parents; each parent gets a random plausible score (or none), as prompts
-    in a run carry them."""
-    spec = dataset_spec(dataset)
+    in a run carry them. Children are built at the run's shape (`input_size`)."""
+    spec = dataset_spec(dataset).at_size(input_size)
     rng = random.Random(PAIR_SEED)
     canonical = {name: canonicalize(code, admission)[0] for name, code in seeds.items()}
     builds = _builds_for(spec, admission) if build else None
@@ -211,10 +215,13 @@ def cached_warm_start(
     admission: AdmissionConfig,
     dataset: str,
     cache: Path | None = None,
+    seeds: Mapping[str, str] | None = None,
+    input_size: int | None = None,
 ) -> Path | None:
     """The folder of this configuration's warm-start adapter when a run has cached it
-    (on the shipped seeds), else None; nothing is trained."""
-    key = warm_start_key(generation, finetune, admission, dataset, load_seeds())
+    (on the shipped seeds unless `seeds` is given), else None; nothing is trained."""
+    seeds = load_seeds() if seeds is None else seeds
+    key = warm_start_key(generation, finetune, admission, dataset, seeds, input_size)
     folder = _folder(key, cache)
     return folder if (folder / "adapter_config.json").is_file() else None
 
@@ -226,14 +233,15 @@ def warm_start_adapter(
     dataset: str,
     cache: Path | None = None,
     seeds: Mapping[str, str] | None = None,
+    input_size: int | None = None,
 ) -> WarmStart:
     """The warm-start adapter for this configuration: the cached one, or trained now (on
-    the shipped seeds unless `seeds` is given) and cached."""
+    the shipped seeds unless `seeds` is given, children built at `input_size`) and cached."""
     started = time.perf_counter()
     seeds = load_seeds() if seeds is None else dict(seeds)
     if not seeds:
         raise ValueError("the warm start needs at least one seed program")
-    key = warm_start_key(generation, finetune, admission, dataset, seeds)
+    key = warm_start_key(generation, finetune, admission, dataset, seeds, input_size)
     root = _adapter_root(cache)
     final = _folder(key, cache)
     if (final / "adapter_config.json").is_file():
@@ -241,7 +249,12 @@ def warm_start_adapter(
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(root)
     examples = warm_start_examples(
-        generation, admission, dataset, seeds, full_code_fraction=finetune.full_code_fraction
+        generation,
+        admission,
+        dataset,
+        seeds,
+        full_code_fraction=finetune.full_code_fraction,
+        input_size=input_size,
     )
     if not examples:
         raise ValueError("no mutation of the seed programs passed admission; nothing to train on")

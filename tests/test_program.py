@@ -91,7 +91,58 @@ def net_with(init: str, header: str = HEADER) -> str:
         (net_with("pass", "from torch import load\n" + HEADER), ErrorClass.FORBIDDEN_CALL),
         (net_with("pass", "from . import x\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
         (net_with("pass", "from torch.nn import *\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
-        (net_with("pass", "import numpy as np\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("pass", "import torchvision\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("pass", "import torch.utils.data\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("pass", "import torch.nn.modules._x\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("pass", "import numpy.lib\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("pass", "from gc import get_objects\n" + HEADER), ErrorClass.FORBIDDEN_CALL),
+        (net_with("import numpy as np\n        np.memmap('x')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("import numpy as np\n        np.ctypeslib"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("import numpy as np\n        np.load('x.npy')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("import numpy as np\n        np.zeros(2).ctypes"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("import gc\n        gc.get_referrers(self)"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("import enum\n        enum.bltns"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("import dataclasses\n        dataclasses.types"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("import functools\n        functools.singledispatch"), ErrorClass.FORBIDDEN_CALL),
+        # `input` the builtin, reached however the program tries
+        (net_with("x = input('?')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("pass") + "def f(x, input=input):\n    return x\n", ErrorClass.FORBIDDEN_CALL),
+        (
+            net_with("pass") + "def f():\n    global input\n    input = 1\n    return input\n",
+            ErrorClass.FORBIDDEN_CALL,
+        ),
+        (net_with("pass") + "x = [c for c in input('?')]\n", ErrorClass.FORBIDDEN_CALL),
+        (net_with("pass") + "class A:\n    input = 1\n    y = input\n", ErrorClass.FORBIDDEN_CALL),
+        (
+            # the walrus never ran: the module-level read falls back to builtins.input
+            net_with("pass") + "y = [(input := 1) for _ in []] or input('?')\n",
+            ErrorClass.FORBIDDEN_CALL,
+        ),
+        # re.compile is a regex; compile elsewhere is still the builtin or torch.compile
+        (net_with("import re\n        self.compile()"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("pass", "from re import compile\n" + HEADER), ErrorClass.FORBIDDEN_CALL),
+        (net_with("import re\n        re.copyreg"), ErrorClass.FORBIDDEN_CALL),
+        # a namedtuple's __annotations__: identifier keys, a program's own class, checked values
+        (
+            net_with("pass") + "T.__annotations__ = {\"a=__import__('os')\": int}\n",
+            ErrorClass.FORBIDDEN_CALL,
+        ),
+        (net_with("pass") + "T.__annotations__ = {'a': eval('1')}\n", ErrorClass.FORBIDDEN_CALL),
+        (net_with("pass") + "nn.Module.__annotations__ = {'a': int}\n", ErrorClass.FORBIDDEN_CALL),
+        (net_with("pass") + "T.__annotations__ = dict(a=int)\n", ErrorClass.FORBIDDEN_CALL),
+        # annotations: a function's may name any type, never call; a class's are read back
+        (net_with("pass") + "def f(x: exec('1')):\n    return x\n", ErrorClass.FORBIDDEN_CALL),
+        (net_with("pass") + "def f(x) -> (lambda: 1):\n    return x\n", ErrorClass.FORBIDDEN_CALL),
+        (net_with("pass") + "def f(x: torch.load):\n    return x\n", ErrorClass.FORBIDDEN_CALL),
+        (
+            net_with("pass") + "class A:\n    x: torch.utils.data.DataLoader = None\n",
+            ErrorClass.FORBIDDEN_CALL,
+        ),
+        (
+            net_with("pass")
+            + "def f(x: torch.utils.data.DataLoader):\n    return f.__annotations__\n",
+            ErrorClass.FORBIDDEN_CALL,
+        ),
         (net_with("eval('1')"), ErrorClass.FORBIDDEN_CALL),
         (net_with("exec('x=1')"), ErrorClass.FORBIDDEN_CALL),
         (net_with("open('/etc/passwd')"), ErrorClass.FORBIDDEN_CALL),
@@ -218,6 +269,53 @@ def test_lemur_style_program_with_its_own_trainer_is_accepted_unchanged():
     assert {"train_setup", "learn"} <= {
         f.name for c in tree.body if getattr(c, "name", "") == "Net" for f in c.body
     }
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        # a parameter, a local, a loop variable, a closure's variable called like a builtin
+        net_with("pass").replace(
+            "def forward(self, x):\n        return x",
+            "def forward(self, input):\n        return input",
+        ),
+        net_with("pass") + "def f(xs):\n    for input in xs:\n        pass\n    return input\n",
+        net_with("pass") + "def f(xs):\n    input = xs\n    return lambda: input\n",
+        net_with("pass") + "def f(xs):\n    return [input for input in xs]\n",
+        # a function's annotations name types the program may not call
+        net_with("pass") + "def learn(self, train_data: torch.utils.data.DataLoader) -> None:\n"
+        "    return None\n",
+        net_with("pass") + "def f(x: 'torch.Tensor | None' = None) -> list[int] | None:\n"
+        "    return None\n",
+        # every function of an allowed pure module, and the allowed torch submodules
+        net_with("import functools, operator\n        functools.reduce(operator.mul, [1, 2])"),
+        net_with("pass", "from functools import reduce\n" + HEADER),
+        net_with("pass", "import torch.nn.utils.spectral_norm as sn\n" + HEADER),
+        net_with("pass", "from torch.nn.parallel import DataParallel\n" + HEADER),
+        net_with("pass", "import torch.utils.checkpoint as cp\n" + HEADER),
+        net_with("import numpy as np\n        k = int(np.prod([2, 3])) + int(np.sqrt(4.0))"),
+        net_with("import numpy as np\n        r = np.linspace(0, 0.1, 4).tolist()"),
+        net_with("import random\n        random.shuffle([1, 2])"),
+        net_with("import gc\n        gc.collect()"),
+        net_with("import re\n        p = re.compile(r'^(.*)\\.w$').match('a.w')"),
+        net_with("pass", "import collections\nfrom typing import Optional\n" + HEADER)
+        + "T = collections.namedtuple('T', ['a', 'b'])\n"
+        + "T.__annotations__ = {'a': torch.Tensor, 'b': Optional[torch.Tensor]}\n",
+    ],
+)
+def test_lemur_constructs_are_accepted(code):
+    check_static(code, CFG)
+
+
+def test_refused_import_says_why():
+    for module, words in (
+        ("os", "processes"),
+        ("torchvision", "download"),
+        ("einops", "installed"),
+    ):
+        with pytest.raises(CandidateRejected) as info:
+            check_static(net_with("pass", f"import {module}\n" + HEADER), CFG)
+        assert words in info.value.message and module in info.value.message
 
 
 def test_own_attributes_may_be_assigned():

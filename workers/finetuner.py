@@ -68,17 +68,26 @@ class Finetuner:
         return asdict(result)
 
     def warm_start(
-        self, generation: GenerationConfig, admission: AdmissionConfig, dataset: str
+        self,
+        generation: GenerationConfig,
+        admission: AdmissionConfig,
+        dataset: str,
+        seeds: dict[str, str] | None = None,
+        input_size: int | None = None,
     ) -> dict[str, Any]:
-        """theta_0 for this model: the cached warm-start adapter, or trained now; returns
-        path, cached, n_examples, train_loss, seconds (this call's) and key."""
+        """theta_0 for this model: the cached warm-start adapter, or trained now (on the
+        run's seed programs, the shipped ones when None); returns path, cached,
+        n_examples, train_loss, seconds (this call's) and key."""
         if generation.model != self.model:
             raise ValueError(
                 f"warm start for model {generation.model!r}, but this fine-tuner trains "
                 f"{self.model!r}: the adapters would not fit one base model"
             )
         with node_threads():
-            return asdict(warm_start_adapter(generation, self.cfg, admission, dataset))
+            adapter = warm_start_adapter(
+                generation, self.cfg, admission, dataset, seeds=seeds, input_size=input_size
+            )
+            return asdict(adapter)
 
 
 class _ActorFinetuner(Finetuner):
