@@ -27,7 +27,8 @@ from llmnas_dist.seeds import load_seeds
 from llmnas_dist.seeds_cli import admit_all
 
 # Plain PyTorch, as LEMUR's trainer builds a program: declared keys (a value in LEMUR's
-# [0, 1] range) plus batch, epoch and transform; in_shape is (batch, C, H, W).
+# [0, 1] range) plus batch, epoch and transform, and the three common keys (some programs
+# read an undeclared 'dropout'); in_shape is (batch, C, H, W).
 PLAIN_BUILD = """
 import sys, torch
 path, c, h, w, classes = sys.argv[1], *map(int, sys.argv[2:6])
@@ -35,7 +36,7 @@ ns = {"__name__": "program"}
 exec(compile(open(path, encoding="utf-8").read(), path, "exec"), ns)
 keys = ns["supported_hyperparameters"]() if "supported_hyperparameters" in ns else {"lr"}
 prm = {k: 0.1 for k in keys}
-prm.update(lr=0.01, momentum=0.9, batch=2, epoch=1, transform=f"norm_{h}")
+prm.update(lr=0.01, momentum=0.9, dropout=0.2, batch=2, epoch=1, transform=f"norm_{h}")
 net = ns["Net"]((2, c, h, w), (classes,), prm, torch.device("cpu"))
 net.eval()
 with torch.no_grad():

@@ -22,9 +22,10 @@ from db.errors import ArchiveError
 from llmnas_dist.cli_common import EXIT_OK, config_from_args
 from llmnas_dist.errors import UsageError
 from llmnas_dist.grammar import decoding_of
+from llmnas_dist.lemur import TrainedProgram, write_lemur_export
 
 SHORT_HASH = 12
-EXPORT_FORMATS = ("csv", "jsonl", "parquet")
+EXPORT_FORMATS = ("csv", "jsonl", "parquet", "lemur")
 
 
 def _positive_int(value: str) -> int:
@@ -61,7 +62,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     lineage.add_argument("hash_prefix", metavar="HASH", help="hash or unique prefix")
     fails = add("failures", show_failures, "why a run's candidates were rejected or failed")
     fails.add_argument("--run", required=True, help="run id")
-    export = add("export", export_run, "write a run's rows as CSV, JSON lines or Parquet")
+    export = add(
+        "export",
+        export_run,
+        "write a run's rows as CSV, JSON lines or Parquet, or its trained programs in "
+        "LEMUR's layout (--format lemur --out DIR)",
+    )
     export.add_argument("--run", required=True, help="run id")
     export.add_argument("--format", choices=EXPORT_FORMATS, default="csv", help="default csv")
     export.add_argument(
@@ -226,6 +232,9 @@ def _write_text_rows(fmt: str, rows: list[dict[str, Any]], stream: TextIO) -> No
 
 
 def export_run(archive: Archive, args: argparse.Namespace) -> None:
+    if args.format == "lemur":
+        export_lemur(archive, args)
+        return
     if args.format == "parquet" and not args.out:
         raise UsageError("--format parquet needs --out FILE (it is a binary format)")
     if args.json and not args.out:
@@ -246,6 +255,51 @@ def export_run(archive: Archive, args: argparse.Namespace) -> None:
                      "rows": len(rows), "out": args.out})  # fmt: skip
     elif args.out:
         print(f"wrote {len(rows)} {args.table} rows of run {args.run} to {args.out}")
+
+
+def trained_programs(archive: Archive, run_id: str) -> list[TrainedProgram]:
+    """Every successful evaluation of a run with its program and how it was trained."""
+    from llmnas_dist.datasets import dataset_spec  # imports torch: only for this export
+
+    run = archive.get_run(run_id)
+    evaluation = dict(run.config.get("evaluation") or {})
+    recipe = {
+        "name": evaluation.get("recipe", "fixed"),
+        "optimizer": evaluation.get("optimizer"),
+        "lr": evaluation.get("lr"),
+        "batch_size": evaluation.get("batch_size"),
+        "input_size": evaluation.get("input_size"),
+    }
+    codes: dict[str, str] = {}
+    programs = []
+    for e in archive.evaluations(run_id):
+        if e.score is None or e.accuracy is None:
+            continue
+        if e.arch_hash not in codes:
+            codes[e.arch_hash] = archive.get_architecture(e.arch_hash).code
+        height = recipe["input_size"] or dataset_spec(e.dataset).height
+        programs.append(
+            TrainedProgram(
+                e.arch_hash, codes[e.arch_hash], e.dataset, e.seed, e.epochs_done or 1.0,
+                e.accuracy, e.duration_s or 0.0, recipe, int(height),
+            )
+        )  # fmt: skip
+    return programs
+
+
+def export_lemur(archive: Archive, args: argparse.Namespace) -> None:
+    if not args.out:
+        raise UsageError("--format lemur needs --out DIR (it writes a folder)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    n_programs, n_stats = write_lemur_export(out, trained_programs(archive, args.run))
+    if args.json:
+        _print_json({"run": args.run, "format": "lemur", "programs": n_programs,
+                     "stat_files": n_stats, "out": str(out)})  # fmt: skip
+    else:
+        print(f"wrote {n_programs} programs and {n_stats} statistics files of run {args.run} "
+              f"to {out} (LEMUR's nn/ and stat/train/ layout)")  # fmt: skip
 
 
 def run_sql(archive: Archive, args: argparse.Namespace) -> None:

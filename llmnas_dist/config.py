@@ -171,7 +171,9 @@ class AdmissionConfig(Section):
         "must match exactly one place.",
     )
     max_source_bytes: int = Field(
-        65_536, ge=256, description="Largest accepted program source, in bytes."
+        262_144,
+        ge=256,
+        description="Largest accepted program source, in bytes (LEMUR's largest is 178 KB).",
     )
     max_params: int = Field(
         5_000_000, ge=1, description="Largest accepted parameter count for the dataset's shape."

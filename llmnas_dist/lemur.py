@@ -1,4 +1,5 @@
-"""LEMUR's conventions (the nn-dataset of ABrain-One): what a program's `prm` holds.
+"""LEMUR's conventions (the nn-dataset of ABrain-One): what a program's `prm` holds, and
+the layout its programs and statistics are exported in.
 
 A LEMUR program declares its hyperparameters in a module-level
 `supported_hyperparameters()` and reads them from `prm`; LEMUR's trainer adds `batch`,
@@ -11,6 +12,12 @@ a clear rejection naming it, never a KeyError inside the sandbox.
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from llmnas_dist.errors import CandidateRejected, ErrorClass
@@ -31,6 +38,7 @@ LEMUR_PRM: dict[str, float] = {
     "pretrained": 0.0,  # no downloaded weights: the sandbox has no network
     "score_thresh": 0.05,
 }
+UNREAD_VALUE = 0.5  # LEMUR draws every key in [0, 1]
 # What LEMUR's trainer adds to every prm (besides the declared keys).
 TRAINER_KEYS = ("batch", "epoch", "transform")
 HYPERPARAMETER_FUNCTION = "supported_hyperparameters"
@@ -55,20 +63,39 @@ def declared_hyperparameters(tree: ast.Module) -> frozenset[str] | None:
     return None
 
 
+def _strings_outside_declaration(tree: ast.Module) -> set[str]:
+    """String constants anywhere but in supported_hyperparameters(): how a program names
+    the prm keys it reads (`prm['lr']`, `prm.get('dropout', 0.1)`)."""
+    skip = {
+        id(n)
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.name == HYPERPARAMETER_FUNCTION
+        for n in ast.walk(node)
+    }
+    return {
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in skip
+    }
+
+
 def program_prm(tree: ast.Module, batch: int, epochs: float, height: int) -> dict[str, Any]:
-    """The prm a program gets: its declared keys at their usual values (every known key when
-    it declares none literally) plus the trainer's keys. CandidateRejected (contract
-    violation) names a declared key with no known value."""
+    """The prm a program gets: every known key at its usual value, the declared keys (a
+    declared key the program never names at LEMUR's mid-range value), the trainer's keys. CandidateRejected (contract
+    violation) names a declared key that the program reads but that has no known value."""
     declared = declared_hyperparameters(tree)
     keys = sorted(LEMUR_PRM) if declared is None else sorted(declared - set(TRAINER_KEYS))
-    unknown = [k for k in keys if k not in LEMUR_PRM]
+    read = _strings_outside_declaration(tree)
+    unknown = [k for k in keys if k not in LEMUR_PRM and k in read]
     if unknown:
         raise CandidateRejected(
             ErrorClass.CONTRACT_VIOLATION,
             f"{HYPERPARAMETER_FUNCTION}() declares {', '.join(map(repr, unknown))}, which "
             f"llmnas has no value for (it supplies {', '.join(sorted(LEMUR_PRM))})",
         )
-    prm: dict[str, Any] = {k: LEMUR_PRM[k] for k in keys}
+    # a declared key the program never names gets LEMUR's mid-range value: nothing reads it;
+    # every known key is there too (7 of 238 LEMUR programs read an undeclared 'dropout')
+    prm: dict[str, Any] = {**LEMUR_PRM, **{k: LEMUR_PRM.get(k, UNREAD_VALUE) for k in keys}}
     prm.update(batch=batch, epoch=max(1, round(epochs)), transform=f"norm_{height}")
     return prm
 
@@ -81,3 +108,81 @@ def check_own_trainer(tree: ast.Module) -> None:
             ErrorClass.CONTRACT_VIOLATION,
             f"evaluation.recipe is lemur but Net has no {' and no '.join(missing)}",
         )
+
+
+# ---- export: LEMUR's layout (nn/<name>.py; stat/train/<task>_<dataset>_<metric>_<nn>/<epoch>.json)
+
+TASK = "img-classification"
+METRIC = "acc"
+# LEMUR's names for the datasets both know; the others keep ours.
+DATASET_NAMES = {"cifar10": "cifar-10", "cifar100": "cifar-100"}
+NAME_PREFIX = "llmnas"
+
+
+@dataclass(frozen=True)
+class TrainedProgram:
+    """One successful evaluation, with what LEMUR's statistics record of a trial."""
+
+    arch_hash: str
+    code: str
+    dataset: str
+    seed: int
+    epochs_done: float
+    accuracy: float
+    duration_s: float
+    recipe: dict[str, Any]  # name, optimizer, lr, batch_size, input_size: how it was trained
+    height: int  # the side the program saw
+
+
+def lemur_name(arch_hash: str) -> str:
+    return f"{NAME_PREFIX}-{arch_hash[:32]}"
+
+
+def stat_record(p: TrainedProgram) -> dict[str, Any]:
+    """A trial as LEMUR's `stat/train/.../<epoch>.json` lists it: prm, batch, transform,
+    uid, duration (ns), accuracy; plus how llmnas trained it (LEMUR's readers ignore
+    keys they do not know)."""
+    batch = int(p.recipe.get("batch_size") or 64)
+    epochs = max(1, math.ceil(p.epochs_done - 1e-9))
+    try:
+        prm = program_prm(ast.parse(p.code), batch, epochs, p.height)
+    except (CandidateRejected, SyntaxError):
+        prm = {"batch": batch, "epoch": epochs, "transform": f"norm_{p.height}"}
+    if p.recipe.get("name", "fixed") == "fixed":  # the program's own lr did not train it
+        prm["lr"] = p.recipe.get("lr")
+    uid = hashlib.md5(f"{p.arch_hash}:{p.dataset}:{p.seed}:{epochs}".encode()).hexdigest()
+    return {
+        **prm,
+        "accuracy": p.accuracy,
+        "duration": int(p.duration_s * 1e9),
+        "uid": uid,
+        "seed": p.seed,
+        "epoch_max": epochs,
+        "llmnas_hash": p.arch_hash,
+        "llmnas_recipe": p.recipe,
+    }
+
+
+def write_lemur_export(out: Path, programs: Sequence[TrainedProgram]) -> tuple[int, int]:
+    """Write nn/<name>.py per architecture and one stat JSON per (dataset, program,
+    epoch): a list of trials, best accuracy first, as LEMUR keeps them. Returns
+    (programs written, stat files written)."""
+    trials: dict[Path, list[dict[str, Any]]] = {}
+    codes: dict[str, str] = {}
+    for p in programs:
+        name = lemur_name(p.arch_hash)
+        codes[name] = p.code
+        record = stat_record(p)
+        folder = f"{TASK}_{DATASET_NAMES.get(p.dataset, p.dataset)}_{METRIC}_{name}"
+        trials.setdefault(Path("stat", "train", folder, f"{record['epoch']}.json"), []).append(
+            record
+        )
+    (out / "nn").mkdir(parents=True, exist_ok=True)
+    for name, code in codes.items():
+        (out / "nn" / f"{name}.py").write_text(code, encoding="utf-8")
+    for relative, records in trials.items():
+        path = out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        records.sort(key=lambda r: (-r["accuracy"], r["uid"]))
+        path.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+    return len(codes), len(trials)

@@ -116,10 +116,30 @@ PURE_MODULES = frozenset(
 # Modules of which only these attributes may be used: gc.get_objects, get_referrers and
 # get_referents return any live object of the process (a module the program may not
 # import, the sandbox's own frames); gc.collect only runs the cycle collector.
-MODULE_ATTR_ALLOWLIST = {"gc": frozenset({"collect"})}
+# torch.jit: only what marks or asks, never what compiles, loads or saves (script, trace,
+# load, save stay refused; TorchScript reads source files and writes archives).
+MODULE_ATTR_ALLOWLIST = {
+    "gc": frozenset({"collect"}),
+    "torch.jit": frozenset({"is_scripting", "is_tracing", "unused", "ignore", "annotate", "Final"}),
+}
 # FORBIDDEN_ATTRS names refused anywhere, except reached as `module.name` on these modules:
 # `compile` is refused for torch.compile and the builtin; re.compile compiles a regex.
-CHAIN_ATTR_EXCEPTIONS = {"re": frozenset({"compile"})}
+# `jit` is refused as an attribute of anything but torch (then MODULE_ATTR_ALLOWLIST).
+CHAIN_ATTR_EXCEPTIONS = {"re": frozenset({"compile"}), "torch": frozenset({"jit"})}
+# Library settings a program may assign: its own process's speed/determinism switches.
+ALLOWED_LIBRARY_SETTINGS = frozenset(
+    {
+        "torch.backends.cudnn.benchmark",
+        "torch.backends.cudnn.deterministic",
+        "torch.backends.cudnn.allow_tf32",
+        "torch.backends.cuda.matmul.allow_tf32",
+    }
+)
+# Refused modules that an import may still name when the program never reads the name:
+# they are loaded in every interpreter already (importing runs nothing) and the binding is
+# unreachable (globals, vars, __dict__ and sys.modules are refused). LEMUR's FractalNets
+# start with an unused `import os`.
+DORMANT_IMPORTS = frozenset({"os", "sys", "types", "time", "warnings", "copy"})
 # numpy's ways out of the array world: files (loadtxt, savetxt, genfromtxt, fromregex,
 # savez, memmap, DataSource), source and documentation lookups that read files (info,
 # source, lookfor), build and configuration introspection. load/save/fromfile/tofile/
@@ -180,6 +200,10 @@ ALLOWED_MODULE_PREFIXES = (
 # torch.cuda and torch.amp: LEMUR's trainers ask `torch.cuda.is_available()`, empty the
 # cache and build a GradScaler; their private parts (`_x`) stay refused like all others.
 ALLOWED_CHAIN_MODULES = (ALLOWED_IMPORTS - {"__future__"}) | {
+    "torch.jit",
+    "torch.backends",
+    "torch.backends.cudnn",
+    "torch.cuda.amp",
     "torch.linalg",
     "torch.fft",
     "torch.special",
@@ -204,6 +228,7 @@ ALLOWED_OBJECT_PREFIXES = (
     "torch._C",
     "torch.optim.",
     "torch.amp.",
+    "torch.cuda.amp.",
     "torch.cuda.memory",
     "collections.",
     "typing",
@@ -348,6 +373,10 @@ FORBIDDEN_ATTRS = frozenset(
 )
 ALLOWED_DUNDER_ATTRS = frozenset({"__init__", "__name__", "__class__", "__call__"})
 ALLOWED_DUNDER_NAMES = frozenset({"__name__"})
+# Dunder names a program may assign (TorchScript's `__constants__` class attribute, as in
+# torchvision's and LEMUR's GoogLeNet): read only by TorchScript (refused), the class
+# machinery (`__slots__`) and star imports of the program (nobody imports it).
+ALLOWED_DUNDER_STORES = frozenset({"__constants__", "__slots__", "__all__"})
 # Dunder methods a program may define; others (__reduce__, __getattribute__, __del__, ...)
 # change how the object behaves when the trusted side pickles, inspects or frees it.
 ALLOWED_DUNDER_DEFS = frozenset(
@@ -449,8 +478,12 @@ def refused_import(name: str) -> str:
 def _allowed_object(obj: object, parent: object) -> bool:
     if isinstance(obj, types.ModuleType):
         return _allowed_module(obj.__name__)
-    if isinstance(parent, types.ModuleType) and parent.__name__ in PURE_MODULES:
-        return True  # a pure module's functions (functools.reduce lives in _functools)
+    if isinstance(parent, types.ModuleType) and (
+        parent.__name__ in PURE_MODULES or parent.__name__ in MODULE_ATTR_ALLOWLIST
+    ):
+        # a pure module's functions (functools.reduce lives in _functools); what a module's
+        # short allowlist names (torch.jit.is_scripting lives in torch._jit_internal)
+        return True
     if not callable(obj):  # dtypes, constants, layouts
         return True
     origin = getattr(obj, "__module__", None)
@@ -459,18 +492,17 @@ def _allowed_object(obj: object, parent: object) -> bool:
     return origin in ALLOWED_OBJECT_MODULES or origin.startswith(ALLOWED_OBJECT_PREFIXES)
 
 
-def _check_module_risks(root: str, attr: str, path: str, node: ast.AST | None) -> None:
-    """The per-module rules: gc's short allowlist, numpy's named risks."""
-    top = root.split(".", 1)[0]
-    allowed = MODULE_ATTR_ALLOWLIST.get(top)
+def _check_module_risks(module: str, attr: str, path: str, node: ast.AST | None) -> None:
+    """The per-module rules (`module` is the module the attribute is read from): gc's and
+    torch.jit's short allowlists, numpy's named risks."""
+    allowed = MODULE_ATTR_ALLOWLIST.get(module)
     if allowed is not None and attr not in allowed:
         raise _reject(
             ErrorClass.FORBIDDEN_CALL,
-            f"{path}: only {', '.join(sorted(allowed))} of {top} is allowed "
-            "(the rest hands out live objects of the process)",
+            f"{path}: only {', '.join(sorted(allowed))} of {module} is allowed",
             node,
         )
-    if top == "numpy" and attr in NUMPY_RISKS:
+    if module.split(".", 1)[0] == "numpy" and attr in NUMPY_RISKS:
         raise _reject(
             ErrorClass.FORBIDDEN_CALL,
             f"{path}: numpy file and introspection entry points are refused",
@@ -492,14 +524,18 @@ def resolve_chain(
         path = f"{path}.{attr}"
         if attr.startswith("_") and isinstance(obj, types.ModuleType):
             raise _reject(ErrorClass.FORBIDDEN_CALL, f"private module attribute {path}", node)
-        _check_module_risks(root, attr, path, node)
+        if isinstance(obj, types.ModuleType):
+            _check_module_risks(obj.__name__, attr, path, node)
         parent = obj
         try:
             obj = getattr(obj, attr)
-        except Exception:  # noqa: BLE001 - any failure means we cannot vouch for it
-            raise _reject(
-                ErrorClass.FORBIDDEN_CALL, f"{path} does not exist in this torch", node
-            ) from None
+        except AttributeError:
+            # Missing here means missing in the sandbox too (the same trusted modules, which
+            # the program cannot patch): reading it raises AttributeError there, nothing
+            # more. A line plain PyTorch never reaches must not reject the program.
+            return None
+        except Exception:  # noqa: BLE001 - any other failure means we cannot vouch for it
+            raise _reject(ErrorClass.FORBIDDEN_CALL, f"{path} cannot be resolved", node) from None
         if vouch and not _allowed_object(obj, parent):
             raise _reject(ErrorClass.FORBIDDEN_CALL, f"{path} is outside the allowlist", node)
     return obj
@@ -578,6 +614,7 @@ class _StaticChecker(ast.NodeVisitor):
         self.library_names: set[str] = set()  # every name an import binds
         self.scopes: list[_Scope] = []  # enclosing functions and comprehensions, innermost last
         self.in_annotation = False  # inside a function's parameter or return annotation
+        self.read_names: set[str] = set()  # every name the program reads (Load)
 
     def visit(self, node: ast.AST) -> None:
         if self.in_annotation and not isinstance(node, _ANNOTATION_NODES):
@@ -589,6 +626,9 @@ class _StaticChecker(ast.NodeVisitor):
         super().visit(node)
 
     def check(self, tree: ast.Module) -> None:
+        self.read_names = {
+            n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+        }
         # imports first, so a use above its import line is still seen as a module chain
         for node in ast.walk(tree):
             if isinstance(node, ast.Import | ast.ImportFrom):
@@ -599,6 +639,9 @@ class _StaticChecker(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             if not _importable(alias.name):
+                bound = alias.asname or alias.name.split(".", 1)[0]
+                if alias.name in DORMANT_IMPORTS and bound not in self.read_names:
+                    continue
                 raise _reject(ErrorClass.FORBIDDEN_IMPORT, refused_import(alias.name), node)
             self.library_names.add(alias.asname or alias.name.split(".", 1)[0])
             if alias.asname:
@@ -611,18 +654,38 @@ class _StaticChecker(ast.NodeVisitor):
         module = node.module or ""
         if node.level:
             raise _reject(ErrorClass.FORBIDDEN_IMPORT, f"relative import from {module}", node)
-        if not _importable(module):
-            raise _reject(ErrorClass.FORBIDDEN_IMPORT, refused_import(module), node)
         if module == "__future__":
+            return
+        if not _importable(module):
+            unused = all((a.asname or a.name) not in self.read_names for a in node.names)
+            if module in DORMANT_IMPORTS and unused and all(a.name != "*" for a in node.names):
+                return
+            raise _reject(ErrorClass.FORBIDDEN_IMPORT, refused_import(module), node)
+        if [a.name for a in node.names] == ["*"]:
+            self._star_import(module, node)
             return
         for alias in node.names:
             if alias.name == "*":
                 raise _reject(ErrorClass.FORBIDDEN_IMPORT, f"from {module} import *", node)
-            self._check_attr_name(alias.name, node)
+            if alias.name not in CHAIN_ATTR_EXCEPTIONS.get(module, ()):
+                self._check_attr_name(alias.name, node)
             obj = resolve_chain(module, [alias.name], node)
             self.library_names.add(alias.asname or alias.name)
             if isinstance(obj, types.ModuleType):
                 self.module_aliases[alias.asname or alias.name] = obj.__name__
+
+    def _star_import(self, module: str, node: ast.ImportFrom) -> None:
+        """`from collections import *` binds the module's `__all__`: allowed for a pure
+        module when every one of those names passes the checks a named import passes."""
+        names = getattr(_import_trusted(module), "__all__", None)
+        if module not in PURE_MODULES or not isinstance(names, list | tuple):
+            raise _reject(ErrorClass.FORBIDDEN_IMPORT, f"from {module} import *", node)
+        for name in names:
+            self._check_attr_name(name, node)
+            obj = resolve_chain(module, [name], node)
+            self.library_names.add(name)
+            if isinstance(obj, types.ModuleType):
+                raise _reject(ErrorClass.FORBIDDEN_IMPORT, f"from {module} import *", node)
 
     # names and attributes ----------------------------------------------------
     def _check_attr_name(self, name: str, node: ast.AST) -> None:
@@ -649,7 +712,11 @@ class _StaticChecker(ast.NodeVisitor):
             and not self._is_local(node.id)
         ):
             raise _reject(ErrorClass.FORBIDDEN_CALL, f"forbidden name {node.id}", node)
-        if _is_dunder(node.id) and node.id not in ALLOWED_DUNDER_NAMES:
+        if (
+            _is_dunder(node.id)
+            and node.id not in ALLOWED_DUNDER_NAMES
+            and not (isinstance(node.ctx, ast.Store) and node.id in ALLOWED_DUNDER_STORES)
+        ):
             raise _reject(ErrorClass.FORBIDDEN_CALL, f"dunder name {node.id}", node)
         if node.id in ATTR_NAME_FUNCS and id(node) not in self.called_names:
             raise _reject(ErrorClass.FORBIDDEN_CALL, f"{node.id} used as a value", node)
@@ -674,6 +741,13 @@ class _StaticChecker(ast.NodeVisitor):
             base = base.value
         if any(_is_dunder(name) for name in names):
             raise _reject(ErrorClass.FORBIDDEN_CALL, "assigning through a dunder attribute", node)
+        root = self.module_aliases.get(base.id) if isinstance(base, ast.Name) else None
+        if (
+            root
+            and ".".join([root, *reversed(names)]) in ALLOWED_LIBRARY_SETTINGS
+            and all(isinstance(t, ast.Attribute) for t in _chain_links(target))
+        ):
+            return
         if isinstance(base, ast.Name) and base.id in self.library_names:
             raise _reject(
                 ErrorClass.FORBIDDEN_CALL,
@@ -688,17 +762,18 @@ class _StaticChecker(ast.NodeVisitor):
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if not isinstance(node.ctx, ast.Load):
             self._check_assignment_target(node, node)
-        base_module = (
-            self.module_aliases.get(node.value.id) if isinstance(node.value, ast.Name) else None
-        )
-        if node.attr not in CHAIN_ATTR_EXCEPTIONS.get(base_module or "", ()):
-            self._check_attr_name(node.attr, node)
-        attrs = [node.attr]
+        links: list[ast.Attribute] = [node]  # outermost first
         base = node.value
         while isinstance(base, ast.Attribute):
-            self._check_attr_name(base.attr, base)
-            attrs.append(base.attr)
+            links.append(base)
             base = base.value
+        attrs = [link.attr for link in links]
+        root = self.module_aliases.get(base.id) if isinstance(base, ast.Name) else None
+        for i, link in enumerate(links):
+            # the module path this attribute is read from, when the chain starts at a module
+            parent = ".".join([root, *reversed(attrs[i + 1 :])]) if root else ""
+            if link.attr not in CHAIN_ATTR_EXCEPTIONS.get(parent, ()):
+                self._check_attr_name(link.attr, link)
         if isinstance(base, ast.Name) and base.id in self.module_aliases:
             self.chain_values.add(id(base))
             resolve_chain(
@@ -833,6 +908,15 @@ class _StaticChecker(ast.NodeVisitor):
             for match in _DUNDER.findall(node.value):
                 if match not in ALLOWED_DUNDER_STRINGS:
                     raise _reject(ErrorClass.FORBIDDEN_CALL, f"string naming {match}", node)
+
+
+def _chain_links(target: ast.expr) -> list[ast.expr]:
+    """The links of `a.b[c].d` from the outside in, down to (not including) the base."""
+    links: list[ast.expr] = []
+    while isinstance(target, ast.Attribute | ast.Subscript):
+        links.append(target)
+        target = target.value
+    return links
 
 
 def _is_identifier_key(key: ast.expr | None) -> bool:

@@ -402,6 +402,35 @@ def test_cli_export_formats(archive: Archive, capsys, tmp_path: Path) -> None:
     assert table.num_rows == 4 and table.column("rank").to_pylist() == [1, 2, 3, 4]
 
 
+def test_cli_export_lemur_layout(archive: Archive, capsys, tmp_path: Path) -> None:
+    """A run's trained programs in LEMUR's layout: nn/<name>.py and one JSON list of
+    trials per (dataset, program, epoch), best first, with prm, duration in ns, uid."""
+    config = {"evaluation": {"recipe": "lemur", "lr": 0.002, "batch_size": 32}}
+    archive.create_run(config, run_id="r2", dataset="cifar10", budget=BUDGET)
+    code = "def supported_hyperparameters():\n    return {'lr', 'dropout'}\nclass Net:\n    pass\n"
+    archive.add_architecture(code, param_count=10, run_id="r2")
+    h = code_hash(code)
+    for seed, acc in ((0, 0.61), (1, 0.64)):
+        archive.record_evaluation("r2", h, dataset="cifar10", seed=seed, budget=BUDGET,
+                                  score=acc, accuracy=acc, epochs_done=1.0, duration_s=2.5)  # fmt: skip
+    archive.record_evaluation("r2", h, dataset="cifar10", seed=2, budget=BUDGET, score=None,
+                              error_class="timeout")  # fmt: skip
+    out_dir = tmp_path / "lemur"
+    status, out, _ = cli(capsys, archive, "export", "--run", "r2", "--format", "lemur",
+                         "--out", str(out_dir), "--json")  # fmt: skip
+    assert status == 0 and json.loads(out)["programs"] == 1
+    name = f"llmnas-{h[:32]}"
+    assert (out_dir / "nn" / f"{name}.py").read_text() == code
+    stat = out_dir / "stat" / "train" / f"img-classification_cifar-10_acc_{name}" / "1.json"
+    trials = json.loads(stat.read_text())
+    assert [t["accuracy"] for t in trials] == [0.64, 0.61]  # the failed seed is not a trial
+    assert trials[0]["duration"] == 2_500_000_000 and trials[0]["batch"] == 32
+    assert trials[0]["dropout"] == 0.2 and trials[0]["lr"] == 0.01  # its own lr trained it
+    assert trials[0]["transform"] == "norm_32" and len({t["uid"] for t in trials}) == 2
+    status, _, err = cli(capsys, archive, "export", "--run", "r2", "--format", "lemur")
+    assert status == 2 and "--out DIR" in err
+
+
 def test_cli_bad_input_exits_2(archive: Archive, capsys, tmp_path: Path) -> None:
     populate(archive, "r1", {0: [0.5], 1: [0.6]})
     for argv in (

@@ -289,3 +289,25 @@ def test_phase_clock_splits_a_cycle_at_its_last_answer(tmp_path: Path) -> None:
     assert sum(r["seconds"] for r in rows) == pytest.approx(
         sum(s for _, s in clock.spans), abs=0.01
     )
+
+
+def test_driver_takes_its_seeds_and_shape_from_the_config(tmp_path: Path) -> None:
+    """ce.seeds (a folder), ce.seed_sample (a seeded draw) and evaluation.input_size reach
+    the driver's cycle 0 population and the shape every candidate is admitted at."""
+    folder = tmp_path / "seeds"
+    folder.mkdir()
+    shipped = load_seeds()
+    for name in ("plain_cnn", "vgg_small", "resnet_basic", "vit_tiny"):
+        (folder / f"{name}.py").write_text(shipped[name])
+    cfg = build_config(
+        {
+            "ce": {"seeds": str(folder), "seed_sample": 2, "seed": 5},
+            "evaluation": {"input_size": 24},
+        }
+    )
+    driver = Driver(cfg, archive=None, run_id="r", actors=None)  # type: ignore[arg-type]
+    assert len(driver.seeds) == 2 and set(driver.seeds) <= {p.stem for p in folder.iterdir()}
+    assert driver.seeds == Driver(cfg, None, "r", None).seeds  # type: ignore[arg-type]
+    assert driver.spec.in_shape == (1, 24, 24) and driver.admission.dataset.in_shape == (1, 24, 24)
+    default = Driver(Config(), archive=None, run_id="r", actors=None)  # type: ignore[arg-type]
+    assert default.seeds == shipped and default.spec.in_shape == (1, 8, 8)

@@ -94,27 +94,31 @@ def test_declared_hyperparameters(body: str, expected: set[str] | None) -> None:
 
 def test_prm_holds_the_declared_keys_and_the_trainers() -> None:
     prm = program_prm(tree_of(LEMUR_PROGRAM), batch=64, epochs=1.0, height=32)
-    assert set(prm) == {
-        "lr",
-        "momentum",
-        "dropout",
-        "stochastic_depth_prob",
-        "batch",
-        "epoch",
-        "transform",
-    }
+    assert set(prm) == set(LEMUR_PRM) | {"batch", "epoch", "transform"}
     assert prm["batch"] == 64 and prm["transform"] == "norm_32"
     assert prm["stochastic_depth_prob"] == LEMUR_PRM["stochastic_depth_prob"]
     undeclared = program_prm(tree_of("x = 1\n"), batch=2, epochs=1.0, height=8)
     assert set(LEMUR_PRM) <= set(undeclared)
 
 
-def test_a_key_without_a_value_is_rejected_by_name() -> None:
-    code = LEMUR_PROGRAM.replace("'stochastic_depth_prob'}", "'stochastic_depth_prob', 'warp'}")
+def with_key(key: str, read: bool) -> str:
+    """LEMUR_PROGRAM declaring one more key, which __init__ reads or not."""
+    code = LEMUR_PROGRAM.replace("'stochastic_depth_prob'}", f"'stochastic_depth_prob', '{key}'}}")
+    if read:
+        code = code.replace(
+            "self.side = in_shape[2]", f"self.side = in_shape[2] + 0 * prm['{key}']"
+        )
+    return code
+
+
+def test_a_key_without_a_value_is_rejected_by_name_when_read() -> None:
     with pytest.raises(CandidateRejected) as info:
-        program_prm(tree_of(code), batch=2, epochs=1.0, height=8)
+        program_prm(tree_of(with_key("warp", read=True)), batch=2, epochs=1.0, height=8)
     assert info.value.error_class is ErrorClass.CONTRACT_VIOLATION
     assert "'warp'" in info.value.message
+    # declared but never read (LEMUR's AirNext declares batch_size): LEMUR's mid-range value
+    prm = program_prm(tree_of(with_key("lr_schedule", read=False)), batch=2, epochs=1.0, height=8)
+    assert prm["lr_schedule"] == 0.5
 
 
 def test_lemur_program_is_admitted_at_the_resized_shape() -> None:
@@ -123,9 +127,9 @@ def test_lemur_program_is_admitted_at_the_resized_shape() -> None:
     assert verdict.admitted, verdict.message
     # built for 32 px: its width is 16 * 16 * 16 inputs to fc (+ conv), not 16 * 4 * 4
     assert verdict.param_count == 16 * 9 + 16 + 16 * 16 * 16 * 10 + 10
-    undeclared = LEMUR_PROGRAM.replace("'stochastic_depth_prob'}", "'stochastic_depth_prob', 'w'}")
-    rejected = Admission(AdmissionConfig(), spec).admit_program(undeclared)
+    rejected = Admission(AdmissionConfig(), spec).admit_program(with_key("w", read=True))
     assert rejected.error_class is ErrorClass.CONTRACT_VIOLATION and "'w'" in rejected.message
+    assert Admission(AdmissionConfig(), spec).admit_program(with_key("w", read=False)).admitted
 
 
 @pytest.mark.parametrize("name", ["fixed", "lemur"])

@@ -85,7 +85,20 @@ def net_with(init: str, header: str = HEADER) -> str:
 @pytest.mark.parametrize(
     ("code", "error_class"),
     [
-        (net_with("pass", "import os\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("os.getcwd()", "import os\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("pass", "import subprocess\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("x = o.path", "import os as o\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("pass", "from os import *\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("x = path", "from os import path\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("pass", "from typing import *\n" + HEADER), ErrorClass.FORBIDDEN_CALL),
+        (net_with("pass", "from torch.nn import *\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
+        (net_with("torch.jit.script(self)"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.jit.load('m.pt')"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("x = self.jit"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("pass", "from torch.jit import trace\n" + HEADER), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.backends.cudnn.enabled = False"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("torch.backends.cudnn.benchmark.x = 1"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("__builtins__ = {}"), ErrorClass.FORBIDDEN_CALL),
         (net_with("pass", "import torch.hub\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
         (net_with("pass", "from torch import hub\n" + HEADER), ErrorClass.FORBIDDEN_CALL),
         (net_with("pass", "from torch import load\n" + HEADER), ErrorClass.FORBIDDEN_CALL),
@@ -120,7 +133,10 @@ def net_with(init: str, header: str = HEADER) -> str:
         ),
         # re.compile is a regex; compile elsewhere is still the builtin or torch.compile
         (net_with("import re\n        self.compile()"), ErrorClass.FORBIDDEN_CALL),
-        (net_with("pass", "from re import compile\n" + HEADER), ErrorClass.FORBIDDEN_CALL),
+        (
+            net_with("p = compile('a')", "from re import compile\n" + HEADER),
+            ErrorClass.FORBIDDEN_CALL,
+        ),
         (net_with("import re\n        re.copyreg"), ErrorClass.FORBIDDEN_CALL),
         # a namedtuple's __annotations__: identifier keys, a program's own class, checked values
         (
@@ -214,7 +230,7 @@ def net_with(init: str, header: str = HEADER) -> str:
         ),
         ("class Net(:\n", ErrorClass.SYNTAX_ERROR),
         ("x = 1\x00\n", ErrorClass.SYNTAX_ERROR),
-        ("x = " + "-" * 200_000 + "1\n", ErrorClass.TOO_LARGE),
+        ("x = " + "-" * 300_000 + "1\n", ErrorClass.TOO_LARGE),
     ],
 )
 def test_rejections(code, error_class):
@@ -297,6 +313,14 @@ def test_lemur_style_program_with_its_own_trainer_is_accepted_unchanged():
         net_with("import numpy as np\n        r = np.linspace(0, 0.1, 4).tolist()"),
         net_with("import random\n        random.shuffle([1, 2])"),
         net_with("import gc\n        gc.collect()"),
+        net_with("pass", "import os\nimport sys\nfrom types import FunctionType\n" + HEADER),
+        net_with("pass", "from collections import *\n" + HEADER) + "C = OrderedDict\n",
+        net_with("torch.backends.cudnn.benchmark = False"),
+        net_with("x = torch.jit.is_scripting() or torch.jit.is_tracing()"),
+        net_with("pass", "from torch import jit\n" + HEADER),
+        net_with("pass") + "class A(nn.Module):\n    __constants__ = ['a']\n",
+        net_with("s = torch.cuda.amp.GradScaler(enabled=False)"),
+        net_with("f = torch.nn.functional.no_such_function_in_this_torch"),
         net_with("import re\n        p = re.compile(r'^(.*)\\.w$').match('a.w')"),
         net_with("pass", "import collections\nfrom typing import Optional\n" + HEADER)
         + "T = collections.namedtuple('T', ['a', 'b'])\n"
@@ -314,7 +338,7 @@ def test_refused_import_says_why():
         ("einops", "installed"),
     ):
         with pytest.raises(CandidateRejected) as info:
-            check_static(net_with("pass", f"import {module}\n" + HEADER), CFG)
+            check_static(net_with(f"x = {module}.x", f"import {module}\n" + HEADER), CFG)
         assert words in info.value.message and module in info.value.message
 
 

@@ -71,3 +71,23 @@ def test_seeds_check_exit_statuses(folder, capsys) -> None:
     assert main(["seeds", "check", str(folder / "none_*.py")]) == EXIT_USAGE
     assert main(["seeds", "check", str(folder), "--input-size", "2"]) == EXIT_USAGE
     assert "--input-size" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_folder_of_a_thousand_programs_is_checked_with_progress(tmp_path, capsys) -> None:
+    """1,000 distinct programs (the shipped CNN at 1,000 widths, one in ten importing os):
+    every one gets a verdict, the progress line counts them, the reasons are right."""
+    base = SEEDS["plain_cnn"]
+    assert "c_out = 32 *" in base
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(1000):
+        code = base.replace("c_out = 32 *", f"c_out = {8 + i} *")
+        (folder / f"p{i:04d}.py").write_text(("import os\n" if i % 10 == 0 else "") + code)
+    assert main(["seeds", "check", str(folder), "--json"]) == EXIT_OK
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    assert len(rows) == 1000 and "checked 1000/1000" in captured.err
+    rejected = {r["name"] for r in rows if not r["admitted"]}
+    assert rejected == {f"p{i:04d}" for i in range(0, 1000, 10)}
+    assert {r["reason"] for r in rows if not r["admitted"]} == {"forbidden_import"}
