@@ -28,6 +28,7 @@ LEMUR_PRM: dict[str, float] = {
     "lr": 0.01,
     "momentum": 0.9,
     "dropout": 0.2,
+    "dropout_aux": 0.7,  # GoogLeNet's auxiliary heads (torchvision's default)
     "attention_dropout": 0.1,
     "stochastic_depth_prob": 0.1,
     "norm_eps": 1e-5,
@@ -81,8 +82,9 @@ def _strings_outside_declaration(tree: ast.Module) -> set[str]:
 
 def program_prm(tree: ast.Module, batch: int, epochs: float, height: int) -> dict[str, Any]:
     """The prm a program gets: every known key at its usual value, the declared keys (a
-    declared key the program never names at LEMUR's mid-range value), the trainer's keys. CandidateRejected (contract
-    violation) names a declared key that the program reads but that has no known value."""
+    declared key the program never names at LEMUR's mid-range value), the trainer's keys.
+    CandidateRejected (contract violation) names a declared key that the program reads
+    but that has no known value."""
     declared = declared_hyperparameters(tree)
     keys = sorted(LEMUR_PRM) if declared is None else sorted(declared - set(TRAINER_KEYS))
     read = _strings_outside_declaration(tree)

@@ -76,6 +76,8 @@ ALLOWED_IMPORTS = frozenset(
         "numpy.fft",
         # gc: only gc.collect (MODULE_ATTR_ALLOWLIST), the rest hands out live objects.
         "gc",
+        # types: only type objects for isinstance (MODULE_ATTR_ALLOWLIST), no CodeType.
+        "types",
         "math",
         # re: patterns match strings; a pathological one burns only the worker's CPU limit
         "re",
@@ -121,6 +123,23 @@ PURE_MODULES = frozenset(
 MODULE_ATTR_ALLOWLIST = {
     "gc": frozenset({"collect"}),
     "torch.jit": frozenset({"is_scripting", "is_tracing", "unused", "ignore", "annotate", "Final"}),
+    # types: the type objects isinstance() asks about; CodeType (raw bytecode) stays refused,
+    # and without it (and without __code__) FunctionType has no code object to wrap.
+    "types": frozenset(
+        {
+            "FunctionType",
+            "LambdaType",
+            "MethodType",
+            "BuiltinFunctionType",
+            "BuiltinMethodType",
+            "GeneratorType",
+            "SimpleNamespace",
+            "MappingProxyType",
+            "NoneType",
+            "GenericAlias",
+            "UnionType",
+        }
+    ),
 }
 # FORBIDDEN_ATTRS names refused anywhere, except reached as `module.name` on these modules:
 # `compile` is refused for torch.compile and the builtin; re.compile compiles a regex.
@@ -139,7 +158,7 @@ ALLOWED_LIBRARY_SETTINGS = frozenset(
 # they are loaded in every interpreter already (importing runs nothing) and the binding is
 # unreachable (globals, vars, __dict__ and sys.modules are refused). LEMUR's FractalNets
 # start with an unused `import os`.
-DORMANT_IMPORTS = frozenset({"os", "sys", "types", "time", "warnings", "copy"})
+DORMANT_IMPORTS = frozenset({"os", "sys", "time", "warnings", "copy", "traceback"})
 # numpy's ways out of the array world: files (loadtxt, savetxt, genfromtxt, fromregex,
 # savez, memmap, DataSource), source and documentation lookups that read files (info,
 # source, lookfor), build and configuration introspection. load/save/fromfile/tofile/
@@ -255,9 +274,10 @@ FORBIDDEN_NAMES = frozenset(
         "__spec__",
     }
 )
-FORBIDDEN_ATTRS = frozenset(
-    {
-        # modules that torch (or typing, dataclasses, ...) re-exports as attributes
+# Attributes refused wherever they appear, by what they would reach (the rejection says it).
+FORBIDDEN_ATTR_GROUPS: dict[str, tuple[str, ...]] = {
+    # modules that torch (or typing, dataclasses, ...) re-exports as attributes
+    "a module that reaches the interpreter, files, processes or the network": (
         "os",
         "sys",
         "subprocess",
@@ -289,7 +309,9 @@ FORBIDDEN_ATTRS = frozenset(
         "library",
         "jit",
         "cpp_extension",
-        # processes, environment, files
+    ),
+    # processes, environment, files
+    "it reaches processes, the environment or files": (
         "system",
         "popen",
         "fork",
@@ -331,7 +353,9 @@ FORBIDDEN_ATTRS = frozenset(
         "spawnve",
         "posix_spawn",
         "exec_module",
-        # (un)pickling, file-backed tensors, native code, compilation, threads
+    ),
+    # (un)pickling, file-backed tensors, native code, compilation, threads
+    "it (un)pickles, maps files, loads native code, compiles or changes the thread count": (
         "load",
         "loads",
         "save",
@@ -348,7 +372,9 @@ FORBIDDEN_ATTRS = frozenset(
         "set_num_threads",
         "set_num_interop_threads",
         "export_chrome_trace",
-        # frame and code objects
+    ),
+    # frame and code objects
+    "frames and code objects reach the interpreter's internals": (
         "f_globals",
         "f_locals",
         "f_builtins",
@@ -361,7 +387,9 @@ FORBIDDEN_ATTRS = frozenset(
         "tb_frame",
         "tb_next",
         "co_code",
-        # getattr in disguise, and annotation strings evaluated as code
+    ),
+    # getattr in disguise, and annotation strings evaluated as code
+    "it looks attributes up by string or evaluates annotation strings as code": (
         "attrgetter",
         "methodcaller",
         "get_type_hints",
@@ -369,8 +397,10 @@ FORBIDDEN_ATTRS = frozenset(
         "evaluate_forward_ref",
         "singledispatch",
         "singledispatchmethod",
-    }
-)
+    ),
+}
+FORBIDDEN_ATTR_REASONS = {a: why for why, names in FORBIDDEN_ATTR_GROUPS.items() for a in names}
+FORBIDDEN_ATTRS = frozenset(FORBIDDEN_ATTR_REASONS)
 ALLOWED_DUNDER_ATTRS = frozenset({"__init__", "__name__", "__class__", "__call__"})
 ALLOWED_DUNDER_NAMES = frozenset({"__name__"})
 # Dunder names a program may assign (TorchScript's `__constants__` class attribute, as in
@@ -692,7 +722,11 @@ class _StaticChecker(ast.NodeVisitor):
         if _is_dunder(name) and name not in ALLOWED_DUNDER_ATTRS:
             raise _reject(ErrorClass.FORBIDDEN_CALL, f"dunder attribute {name}", node)
         if name in FORBIDDEN_ATTRS:
-            raise _reject(ErrorClass.FORBIDDEN_CALL, f"forbidden attribute {name}", node)
+            raise _reject(
+                ErrorClass.FORBIDDEN_CALL,
+                f"forbidden attribute {name}: {FORBIDDEN_ATTR_REASONS[name]}",
+                node,
+            )
 
     def _is_local(self, name: str) -> bool:
         """Does `name`, read here, resolve to a function's local (never to the builtin)?"""

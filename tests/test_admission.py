@@ -71,7 +71,7 @@ def _signature_of(code: str):
     ("output", "mode", "error_class"),
     [
         ("no code at all", "full", ErrorClass.NO_CODE),
-        ("<nn>import os\n" + SEED + "</nn>", "full", ErrorClass.FORBIDDEN_IMPORT),
+        ("<nn>import subprocess\n" + SEED + "</nn>", "full", ErrorClass.FORBIDDEN_IMPORT),
         ("```python\nclass Net(:\n```", "full", ErrorClass.SYNTAX_ERROR),
         ("just words", "delta", ErrorClass.NO_DELTA),
         ("@@ -1 +1 @@\n-import nothing\n+import math\n", "delta", ErrorClass.HUNK_NOT_FOUND),

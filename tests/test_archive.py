@@ -411,8 +411,10 @@ def test_cli_export_lemur_layout(archive: Archive, capsys, tmp_path: Path) -> No
     archive.add_architecture(code, param_count=10, run_id="r2")
     h = code_hash(code)
     for seed, acc in ((0, 0.61), (1, 0.64)):
-        archive.record_evaluation("r2", h, dataset="cifar10", seed=seed, budget=BUDGET,
-                                  score=acc, accuracy=acc, epochs_done=1.0, duration_s=2.5)  # fmt: skip
+        archive.record_evaluation(
+            "r2", h, dataset="cifar10", seed=seed, budget=BUDGET, score=acc, accuracy=acc,
+            epochs_done=1.0, duration_s=2.5,
+        )  # fmt: skip
     archive.record_evaluation("r2", h, dataset="cifar10", seed=2, budget=BUDGET, score=None,
                               error_class="timeout")  # fmt: skip
     out_dir = tmp_path / "lemur"

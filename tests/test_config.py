@@ -177,6 +177,7 @@ PLACEHOLDERS = {
     "count": "2",
     "hash_prefix": "abcd",
     "query": "select 1",
+    "source": "llmnas_dist/seeds",
 }
 
 

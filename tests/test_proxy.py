@@ -144,7 +144,7 @@ def test_hostile_training_fails_with_a_reason(body: str, error_class: str) -> No
 
 
 def test_static_checks_run_before_training() -> None:
-    result = evaluate_program("import os\n" + SMALL_NET, "digits", Recipe(), LIMITS)
+    result = evaluate_program("import subprocess\n" + SMALL_NET, "digits", Recipe(), LIMITS)
     assert (result.ok, result.error_class) == (False, "forbidden_import")
 
 

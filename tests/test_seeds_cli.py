@@ -17,7 +17,7 @@ SEEDS = load_seeds()
 
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
-    """Two good programs, a reformatted copy of one, and one that imports os."""
+    """Two good programs, a reformatted copy of one, and one that imports subprocess."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LLMNAS_ARCHIVE_URL", raising=False)
     seeds = tmp_path / "programs"
@@ -25,7 +25,7 @@ def folder(tmp_path, monkeypatch):
     (seeds / "a_cnn.py").write_text(SEEDS["plain_cnn"])
     (seeds / "b_vgg.py").write_text(SEEDS["vgg_small"])
     (seeds / "c_copy.py").write_text("# the same program\n" + SEEDS["plain_cnn"])
-    (seeds / "d_os.py").write_text("import os\n" + SEEDS["plain_cnn"])
+    (seeds / "d_os.py").write_text("import subprocess\n" + SEEDS["plain_cnn"])
     (seeds / "__init__.py").write_text("")
     (seeds / "notes.txt").write_text("not a program")
     return seeds
@@ -75,7 +75,7 @@ def test_seeds_check_exit_statuses(folder, capsys) -> None:
 
 @pytest.mark.slow
 def test_a_folder_of_a_thousand_programs_is_checked_with_progress(tmp_path, capsys) -> None:
-    """1,000 distinct programs (the shipped CNN at 1,000 widths, one in ten importing os):
+    """1,000 distinct programs (the shipped CNN at 1,000 widths, one in ten importing subprocess):
     every one gets a verdict, the progress line counts them, the reasons are right."""
     base = SEEDS["plain_cnn"]
     assert "c_out = 32 *" in base
@@ -83,7 +83,7 @@ def test_a_folder_of_a_thousand_programs_is_checked_with_progress(tmp_path, caps
     folder.mkdir()
     for i in range(1000):
         code = base.replace("c_out = 32 *", f"c_out = {8 + i} *")
-        (folder / f"p{i:04d}.py").write_text(("import os\n" if i % 10 == 0 else "") + code)
+        (folder / f"p{i:04d}.py").write_text(("import subprocess\n" if i % 10 == 0 else "") + code)
     assert main(["seeds", "check", str(folder), "--json"]) == EXIT_OK
     captured = capsys.readouterr()
     rows = [json.loads(line) for line in captured.out.splitlines()]
