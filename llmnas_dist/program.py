@@ -401,7 +401,11 @@ FORBIDDEN_ATTR_GROUPS: dict[str, tuple[str, ...]] = {
 }
 FORBIDDEN_ATTR_REASONS = {a: why for why, names in FORBIDDEN_ATTR_GROUPS.items() for a in names}
 FORBIDDEN_ATTRS = frozenset(FORBIDDEN_ATTR_REASONS)
-ALLOWED_DUNDER_ATTRS = frozenset({"__init__", "__name__", "__class__", "__call__"})
+# `__module__` and `__qualname__` read strings (LEMUR's programs print where a layer came
+# from); assigning any dunder attribute stays refused.
+ALLOWED_DUNDER_ATTRS = frozenset(
+    {"__init__", "__name__", "__qualname__", "__module__", "__class__", "__call__"}
+)
 ALLOWED_DUNDER_NAMES = frozenset({"__name__"})
 # Dunder names a program may assign (TorchScript's `__constants__` class attribute, as in
 # torchvision's and LEMUR's GoogLeNet): read only by TorchScript (refused), the class

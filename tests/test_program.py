@@ -99,6 +99,8 @@ def net_with(init: str, header: str = HEADER) -> str:
         (net_with("torch.backends.cudnn.enabled = False"), ErrorClass.FORBIDDEN_CALL),
         (net_with("torch.backends.cudnn.benchmark.x = 1"), ErrorClass.FORBIDDEN_CALL),
         (net_with("__builtins__ = {}"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("nn.Linear.__module__ = 'x'"), ErrorClass.FORBIDDEN_CALL),
+        (net_with("self.__module__ = 'x'"), ErrorClass.FORBIDDEN_CALL),
         (net_with("import types\n        c = types.CodeType"), ErrorClass.FORBIDDEN_CALL),
         (net_with("pass", "from types import CodeType\n" + HEADER), ErrorClass.FORBIDDEN_CALL),
         (net_with("pass", "import torch.hub\n" + HEADER), ErrorClass.FORBIDDEN_IMPORT),
@@ -117,7 +119,10 @@ def net_with(init: str, header: str = HEADER) -> str:
         (net_with("import numpy as np\n        np.zeros(2).ctypes"), ErrorClass.FORBIDDEN_CALL),
         (net_with("import gc\n        gc.get_referrers(self)"), ErrorClass.FORBIDDEN_CALL),
         (net_with("import enum\n        enum.bltns"), ErrorClass.FORBIDDEN_CALL),
-        (net_with("import dataclasses\n        dataclasses.types.CodeType"), ErrorClass.FORBIDDEN_CALL),
+        (
+            net_with("import dataclasses\n        dataclasses.types.CodeType"),
+            ErrorClass.FORBIDDEN_CALL,
+        ),
         (net_with("import functools\n        functools.singledispatch"), ErrorClass.FORBIDDEN_CALL),
         # `input` the builtin, reached however the program tries
         (net_with("x = input('?')"), ErrorClass.FORBIDDEN_CALL),
@@ -318,6 +323,7 @@ def test_lemur_style_program_with_its_own_trainer_is_accepted_unchanged():
         net_with("pass", "import os\nimport sys\nfrom types import FunctionType\n" + HEADER),
         net_with("pass", "from collections import *\n" + HEADER) + "C = OrderedDict\n",
         net_with("torch.backends.cudnn.benchmark = False"),
+        net_with("where = self.fc.__module__ if hasattr(self, 'fc') else type(self).__qualname__"),
         net_with("import types\n        ok = isinstance(self.forward, types.MethodType)"),
         net_with("pass", "from types import FunctionType, SimpleNamespace\n" + HEADER),
         net_with("x = torch.jit.is_scripting() or torch.jit.is_tracing()"),
