@@ -557,7 +557,12 @@ def resolve_chain(
     for attr in attrs:
         path = f"{path}.{attr}"
         if attr.startswith("_") and isinstance(obj, types.ModuleType):
-            raise _reject(ErrorClass.FORBIDDEN_CALL, f"private module attribute {path}", node)
+            raise _reject(
+                ErrorClass.FORBIDDEN_CALL,
+                f"private module attribute {path}: internals are refused (no rule vouches "
+                "for them)",
+                node,
+            )
         if isinstance(obj, types.ModuleType):
             _check_module_risks(obj.__name__, attr, path, node)
         parent = obj
