@@ -45,39 +45,12 @@ from dataclasses import dataclass
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
 
-# Modules a program may import (these names, plus the allowlisted torch submodules below).
-ALLOWED_IMPORTS = frozenset(
+# Pure standard-library modules: every public non-module attribute is allowed, except the
+# named risks in FORBIDDEN_ATTRS (attrgetter, methodcaller, singledispatch, get_type_hints,
+# ForwardRef: getattr or eval in disguise). Modules they re-export (`enum.bltns` is
+# builtins, `dataclasses.types`'s CodeType) stay refused by the module rules.
+PURE_MODULES = frozenset(
     {
-        "__future__",
-        "torch",
-        "torch.nn",
-        "torch.nn.functional",
-        "torch.nn.init",
-        "torch.nn.utils",
-        "torch.nn.utils.parametrize",
-        "torch.nn.utils.parametrizations",
-        "torch.nn.utils.spectral_norm",
-        "torch.nn.parameter",
-        "torch.nn.modules",
-        # nn.DataParallel is already reachable as torch.nn.DataParallel; without
-        # torch.distributed (refused) DistributedDataParallel cannot join a process group.
-        "torch.nn.parallel",
-        # LEMUR programs set up their own optimiser and scheduler (train_setup/learn)
-        "torch.optim",
-        "torch.optim.lr_scheduler",
-        # checkpoint(fn, *args) recomputes fn in the backward pass: the program's own code,
-        # nothing outside the process (hostile test: test_hostile_allowed_modules).
-        "torch.utils.checkpoint",
-        # numpy: numerics on arrays in the worker; its file, memory-map and native entry
-        # points are NUMPY_RISKS below, its submodules other than these are refused.
-        "numpy",
-        "numpy.random",
-        "numpy.linalg",
-        "numpy.fft",
-        # gc: only gc.collect (MODULE_ATTR_ALLOWLIST), the rest hands out live objects.
-        "gc",
-        # types: only type objects for isinstance (MODULE_ATTR_ALLOWLIST), no CodeType.
-        "types",
         "math",
         # re: patterns match strings; a pathological one burns only the worker's CPU limit
         "re",
@@ -94,27 +67,39 @@ ALLOWED_IMPORTS = frozenset(
         "enum",
     }
 )
-# Pure standard-library modules: every public non-module attribute is allowed, except the
-# named risks in FORBIDDEN_ATTRS (attrgetter, methodcaller, singledispatch, get_type_hints,
-# ForwardRef: getattr or eval in disguise). Modules they re-export (`enum.bltns` is
-# builtins, `dataclasses.types`) stay refused by the module allowlist.
-PURE_MODULES = frozenset(
-    {
-        "math",
-        "re",
-        "random",
-        "typing",
-        "collections",
-        "collections.abc",
-        "functools",
-        "dataclasses",
-        "itertools",
-        "operator",
-        "numbers",
-        "abc",
-        "enum",
-    }
-)
+# Modules a program may import (these names, plus the allowlisted torch submodules below).
+ALLOWED_IMPORTS = PURE_MODULES | {
+    "__future__",
+    "torch",
+    "torch.nn",
+    "torch.nn.functional",
+    "torch.nn.init",
+    "torch.nn.utils",
+    "torch.nn.utils.parametrize",
+    "torch.nn.utils.parametrizations",
+    "torch.nn.utils.spectral_norm",
+    "torch.nn.parameter",
+    "torch.nn.modules",
+    # nn.DataParallel is already reachable as torch.nn.DataParallel; without
+    # torch.distributed (refused) DistributedDataParallel cannot join a process group.
+    "torch.nn.parallel",
+    # LEMUR programs set up their own optimiser and scheduler (train_setup/learn)
+    "torch.optim",
+    "torch.optim.lr_scheduler",
+    # checkpoint(fn, *args) recomputes fn in the backward pass: the program's own code,
+    # nothing outside the process.
+    "torch.utils.checkpoint",
+    # numpy: numerics on arrays in the worker; its file, memory-map and native entry
+    # points are NUMPY_RISKS below, its submodules other than these are refused.
+    "numpy",
+    "numpy.random",
+    "numpy.linalg",
+    "numpy.fft",
+    # gc: only gc.collect (MODULE_ATTR_ALLOWLIST), the rest hands out live objects.
+    "gc",
+    # types: only type objects for isinstance (MODULE_ATTR_ALLOWLIST), no CodeType.
+    "types",
+}
 # Modules of which only these attributes may be used: gc.get_objects, get_referrers and
 # get_referents return any live object of the process (a module the program may not
 # import, the sandbox's own frames); gc.collect only runs the cycle collector.

@@ -205,6 +205,44 @@ def evaluate_accuracy(model: torch.nn.Module, data: DeviceData) -> tuple[float, 
     return int(correct) / n, float(loss_sum) / n
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """How far a recipe trains on n samples: full batches of `bs` (a batch of one breaks
+    BatchNorm), `total` steps (inf under a time budget) until `deadline`."""
+
+    n: int
+    bs: int
+    per_epoch: int
+    total: float
+    deadline: float
+
+    @classmethod
+    def of(cls, recipe: Recipe, n: int, begun: float) -> StepPlan:
+        bs = min(recipe.batch_size, n)
+        per_epoch = n // bs
+        total = max(1, round(recipe.epochs * per_epoch)) if recipe.epochs is not None else math.inf
+        deadline = begun + recipe.budget_s if recipe.budget_s is not None else math.inf
+        return cls(n, bs, per_epoch, total, deadline)
+
+    def measured(
+        self, model: torch.nn.Module, data: DeviceData, steps: int, begun: float, train_s: float
+    ) -> dict[str, Any]:
+        """The test pass after `steps` full batches; Diverged when its loss is not finite."""
+        accuracy, loss_value = evaluate_accuracy(model, data)
+        if not math.isfinite(loss_value):
+            raise Diverged(steps)
+        samples = steps * self.bs
+        return {
+            "accuracy": accuracy,
+            "loss": loss_value,
+            "epochs_done": samples / self.n,
+            "steps": steps,
+            "duration_s": time.perf_counter() - begun,
+            "train_s": train_s,
+            "samples_per_s": samples / train_s if train_s > 0 else 0.0,
+        }
+
+
 def train_proxy(model: torch.nn.Module, tensors: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
     """Train `model` (already built and seeded) with the recipe and measure it on the test
     split. Returns accuracy, loss, epochs_done, duration_s, train_s, samples_per_s, steps.
@@ -217,24 +255,18 @@ def train_proxy(model: torch.nn.Module, tensors: dict[str, Any], recipe: Recipe)
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = make_optimizer(recipe, model.parameters())
     gen = torch.Generator().manual_seed(recipe.seed)
-    n = len(data.y_train)
-    bs = min(recipe.batch_size, n)
-    per_epoch = n // bs  # full batches only (a batch of one breaks BatchNorm)
-    total_steps = (
-        max(1, round(recipe.epochs * per_epoch)) if recipe.epochs is not None else math.inf
-    )
-    deadline = begun + recipe.budget_s if recipe.budget_s is not None else math.inf
+    plan = StepPlan.of(recipe, len(data.y_train), begun)
     autocast = device.type == "cuda"
     running = torch.zeros((), device=device)
-    steps = samples = 0
+    steps = 0
     order = torch.empty(0, dtype=torch.int64)
     model.train()
     train_begun = time.perf_counter()
-    while steps < total_steps and time.perf_counter() < deadline:
-        pos = (steps % per_epoch) * bs
+    while steps < plan.total and time.perf_counter() < plan.deadline:
+        pos = (steps % plan.per_epoch) * plan.bs
         if pos == 0:  # a new epoch: a fresh seeded order
-            order = torch.randperm(n, generator=gen).to(device)
-        idx = order[pos : pos + bs]
+            order = torch.randperm(plan.n, generator=gen).to(device)
+        idx = order[pos : pos + plan.bs]
         x = data.batch(data.x_train[idx])
         if recipe.augment:
             x = augment_batch(x, gen)
@@ -245,7 +277,6 @@ def train_proxy(model: torch.nn.Module, tensors: dict[str, Any], recipe: Recipe)
         optimizer.step()
         running += loss.detach()
         steps += 1
-        samples += len(idx)
         if steps % DIVERGENCE_CHECK_STEPS == 0 and not bool(torch.isfinite(running)):
             raise Diverged(steps)
     if not bool(torch.isfinite(running)):
@@ -253,19 +284,8 @@ def train_proxy(model: torch.nn.Module, tensors: dict[str, Any], recipe: Recipe)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_s = time.perf_counter() - train_begun
-    accuracy, loss_value = evaluate_accuracy(model, data)
-    if not math.isfinite(loss_value):
-        raise Diverged(steps)
-    return {
-        "accuracy": accuracy,
-        "loss": loss_value,
-        "train_loss": float(running) / max(1, steps),
-        "epochs_done": samples / n,
-        "steps": steps,
-        "duration_s": time.perf_counter() - begun,
-        "train_s": train_s,
-        "samples_per_s": samples / train_s if train_s > 0 else 0.0,
-    }
+    result = plan.measured(model, data, steps, begun, train_s)
+    return {**result, "train_loss": float(running) / max(1, steps)}
 
 
 class EpochBatches:
@@ -302,35 +322,20 @@ def train_lemur(
     data = DeviceData(tensors, device, recipe.input_size)
     model.to(device)
     gen = torch.Generator().manual_seed(recipe.seed)
-    n = len(data.y_train)
-    bs = min(recipe.batch_size, n)
-    per_epoch = n // bs
-    total = round(recipe.epochs * per_epoch) if recipe.epochs is not None else math.inf
-    deadline = begun + recipe.budget_s if recipe.budget_s is not None else math.inf
+    plan = StepPlan.of(recipe, len(data.y_train), begun)
     model.train_setup(prm)  # type: ignore[operator]
     steps = 0
     train_begun = time.perf_counter()
-    while steps < max(1, total) and time.perf_counter() < deadline:
-        order = torch.randperm(n, generator=gen).to(device)
-        batches = EpochBatches(data, order, bs, int(min(per_epoch, total - steps)), deadline)
+    while steps < plan.total and time.perf_counter() < plan.deadline:
+        order = torch.randperm(plan.n, generator=gen).to(device)
+        count = int(min(plan.per_epoch, plan.total - steps))
+        batches = EpochBatches(data, order, plan.bs, count, plan.deadline)
         model.train()
         model.learn(batches)  # type: ignore[operator]
         if batches.served == 0:
             break
         steps += batches.served
-    train_s = time.perf_counter() - train_begun
-    accuracy, loss_value = evaluate_accuracy(model, data)
-    if not math.isfinite(loss_value):
-        raise Diverged(steps)
-    return {
-        "accuracy": accuracy,
-        "loss": loss_value,
-        "epochs_done": steps * bs / n,
-        "steps": steps,
-        "duration_s": time.perf_counter() - begun,
-        "train_s": train_s,
-        "samples_per_s": steps * bs / train_s if train_s > 0 else 0.0,
-    }
+    return plan.measured(model, data, steps, begun, time.perf_counter() - train_begun)
 
 
 def seed_everything(seed: int) -> None:
