@@ -75,14 +75,15 @@ def test_seeds_check_exit_statuses(folder, capsys) -> None:
 
 @pytest.mark.slow
 def test_a_folder_of_a_thousand_programs_is_checked_with_progress(tmp_path, capsys) -> None:
-    """1,000 distinct programs (the shipped CNN at 1,000 widths, one in ten importing subprocess):
-    every one gets a verdict, the progress line counts them, the reasons are right."""
+    """1,000 distinct programs (the shipped CNN with 1,000 default dropouts, one in ten
+    importing subprocess): every one gets a verdict, the progress line counts them, the
+    reasons are right."""
     base = SEEDS["plain_cnn"]
-    assert "c_out = 32 *" in base
+    assert '"dropout", 0.1)' in base
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(1000):
-        code = base.replace("c_out = 32 *", f"c_out = {8 + i} *")
+        code = base.replace('"dropout", 0.1)', f'"dropout", {i / 10_000})')
         (folder / f"p{i:04d}.py").write_text(("import subprocess\n" if i % 10 == 0 else "") + code)
     assert main(["seeds", "check", str(folder), "--json"]) == EXIT_OK
     captured = capsys.readouterr()
