@@ -4,6 +4,7 @@ in_shape[0], inputs resized for programs built for large images, LEMUR's own rec
 from __future__ import annotations
 
 import ast
+import json
 
 import pytest
 
@@ -170,3 +171,22 @@ def test_input_size_out_of_range_is_refused(size: object) -> None:
         Recipe(input_size=size)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         Recipe(name="theirs")
+
+
+def test_recipe_and_input_size_come_from_the_evaluation_section() -> None:
+    recipe = Recipe.from_config(EvaluationConfig(recipe="lemur", input_size=16), seed=3)
+    assert (recipe.name, recipe.input_size, recipe.seed) == ("lemur", 16, 3)
+    with pytest.raises(ValueError):
+        EvaluationConfig(recipe="theirs")  # type: ignore[arg-type]
+
+
+def test_eval_cli_trains_by_the_programs_own_recipe(tmp_path, monkeypatch, capsys) -> None:
+    from llmnas_dist.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lemur_net.py").write_text(LEMUR_PROGRAM)
+    argv = ["eval", "lemur_net.py", "--recipe", "lemur", "--input-size", "16", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["ok"] is True and out["accuracy"] > 0.5
+    assert main(["eval", "lemur_net.py", "--input-size", "2"]) == 2  # out of range: usage
