@@ -265,11 +265,11 @@ def trained_programs(archive: Archive, run_id: str) -> list[TrainedProgram]:
     evaluation = dict(run.config.get("evaluation") or {})
     recipe = {
         "name": evaluation.get("recipe", "fixed"),
-        "optimizer": evaluation.get("optimizer"),
-        "lr": evaluation.get("lr"),
         "batch_size": evaluation.get("batch_size"),
         "input_size": evaluation.get("input_size"),
     }
+    if recipe["name"] == "fixed":  # the recipe's optimiser trained it, not the program's own
+        recipe.update({k: evaluation.get(k) for k in ("optimizer", "lr", "weight_decay")})
     codes: dict[str, str] = {}
     programs = []
     for e in archive.evaluations(run_id):

@@ -147,9 +147,13 @@ def stat_record(p: TrainedProgram) -> dict[str, Any]:
     batch = int(p.recipe.get("batch_size") or 64)
     epochs = max(1, math.ceil(p.epochs_done - 1e-9))
     try:
-        prm = program_prm(ast.parse(p.code), batch, epochs, p.height)
+        tree = ast.parse(p.code)
+        prm = program_prm(tree, batch, epochs, p.height)
+        declared = declared_hyperparameters(tree)
     except (CandidateRejected, SyntaxError):
-        prm = {"batch": batch, "epoch": epochs, "transform": f"norm_{p.height}"}
+        prm, declared = {"batch": batch, "epoch": epochs, "transform": f"norm_{p.height}"}, None
+    if declared is not None:  # LEMUR records the declared keys, not every known one
+        prm = {k: v for k, v in prm.items() if k in declared or k in TRAINER_KEYS}
     if p.recipe.get("name", "fixed") == "fixed":  # the program's own lr did not train it
         prm["lr"] = p.recipe.get("lr")
     uid = hashlib.md5(f"{p.arch_hash}:{p.dataset}:{p.seed}:{epochs}".encode()).hexdigest()

@@ -428,6 +428,8 @@ def test_cli_export_lemur_layout(archive: Archive, capsys, tmp_path: Path) -> No
     assert [t["accuracy"] for t in trials] == [0.64, 0.61]  # the failed seed is not a trial
     assert trials[0]["duration"] == 2_500_000_000 and trials[0]["batch"] == 32
     assert trials[0]["dropout"] == 0.2 and trials[0]["lr"] == 0.01  # its own lr trained it
+    assert "momentum" not in trials[0]  # LEMUR records the declared keys only
+    assert "optimizer" not in trials[0]["llmnas_recipe"]  # recipe lemur: its own optimiser
     assert trials[0]["transform"] == "norm_32" and len({t["uid"] for t in trials}) == 2
     status, _, err = cli(capsys, archive, "export", "--run", "r2", "--format", "lemur")
     assert status == 2 and "--out DIR" in err
