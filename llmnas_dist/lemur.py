@@ -45,23 +45,43 @@ TRAINER_KEYS = ("batch", "epoch", "transform")
 HYPERPARAMETER_FUNCTION = "supported_hyperparameters"
 
 
-def declared_hyperparameters(tree: ast.Module) -> frozenset[str] | None:
-    """The keys a literal `supported_hyperparameters()` returns (a set, list, tuple or dict
-    of strings); None when the program has no such function or computes its answer."""
+def _declaration(tree: ast.Module) -> ast.expr | None:
+    """What a single-return `supported_hyperparameters()` returns, if the program has one."""
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == HYPERPARAMETER_FUNCTION:
             returns = [n for n in node.body if isinstance(n, ast.Return)]
-            if len(returns) != 1 or returns[0].value is None:
-                return None
-            value = returns[0].value
-            items = value.keys if isinstance(value, ast.Dict) else getattr(value, "elts", None)
-            if not isinstance(value, ast.Set | ast.List | ast.Tuple | ast.Dict) or items is None:
-                return None
-            keys = [
-                k.value for k in items if isinstance(k, ast.Constant) and isinstance(k.value, str)
-            ]
-            return frozenset(keys) if len(keys) == len(items) else None
+            return returns[0].value if len(returns) == 1 else None
     return None
+
+
+def declared_hyperparameters(tree: ast.Module) -> frozenset[str] | None:
+    """The keys a literal `supported_hyperparameters()` returns (a set, list, tuple or dict
+    of strings); None when the program has no such function or computes its answer."""
+    value = _declaration(tree)
+    items = value.keys if isinstance(value, ast.Dict) else getattr(value, "elts", None)
+    if not isinstance(value, ast.Set | ast.List | ast.Tuple | ast.Dict) or items is None:
+        return None
+    keys = [k.value for k in items if isinstance(k, ast.Constant) and isinstance(k.value, str)]
+    return frozenset(keys) if len(keys) == len(items) else None
+
+
+def declared_values(tree: ast.Module) -> dict[str, float]:
+    """The numbers in LEMUR's range [0, 1] a declaration as a dict gives its keys
+    (`{'lr': 0.005}`): the program's own choice, which its prm carries instead of LEMUR's
+    usual value."""
+    value = _declaration(tree)
+    if not isinstance(value, ast.Dict):
+        return {}
+    return {
+        k.value: float(v.value)
+        for k, v in zip(value.keys, value.values, strict=True)
+        if isinstance(k, ast.Constant)
+        and isinstance(k.value, str)
+        and isinstance(v, ast.Constant)
+        and isinstance(v.value, int | float)
+        and not isinstance(v.value, bool)
+        and 0.0 <= v.value <= 1.0  # LEMUR's range for every hyperparameter
+    }
 
 
 def _strings_outside_declaration(tree: ast.Module) -> set[str]:
@@ -82,13 +102,15 @@ def _strings_outside_declaration(tree: ast.Module) -> set[str]:
 
 def program_prm(tree: ast.Module, batch: int, epochs: float, height: int) -> dict[str, Any]:
     """The prm a program gets: every known key at its usual value, the declared keys (a
-    declared key the program never names at LEMUR's mid-range value), the trainer's keys.
+    declared key the program never names at LEMUR's mid-range value, one declared with a
+    number at that number), the trainer's keys.
     CandidateRejected (contract violation) names a declared key that the program reads
     but that has no known value."""
     declared = declared_hyperparameters(tree)
     keys = sorted(LEMUR_PRM) if declared is None else sorted(declared - set(TRAINER_KEYS))
     read = _strings_outside_declaration(tree)
-    unknown = [k for k in keys if k not in LEMUR_PRM and k in read]
+    given = declared_values(tree)
+    unknown = [k for k in keys if k not in LEMUR_PRM and k not in given and k in read]
     if unknown:
         raise CandidateRejected(
             ErrorClass.CONTRACT_VIOLATION,
@@ -98,6 +120,7 @@ def program_prm(tree: ast.Module, batch: int, epochs: float, height: int) -> dic
     # a declared key the program never names gets LEMUR's mid-range value: nothing reads it;
     # every known key is there too (7 of 238 LEMUR programs read an undeclared 'dropout')
     prm: dict[str, Any] = {**LEMUR_PRM, **{k: LEMUR_PRM.get(k, UNREAD_VALUE) for k in keys}}
+    prm.update(declared_values(tree))
     prm.update(batch=batch, epoch=max(1, round(epochs)), transform=f"norm_{height}")
     return prm
 

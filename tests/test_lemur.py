@@ -112,6 +112,16 @@ def with_key(key: str, read: bool) -> str:
     return code
 
 
+def test_a_declaration_as_a_dict_gives_its_own_numbers() -> None:
+    code = "def supported_hyperparameters():\n"
+    code += "    return {'lr': 0.005, 'warp': 0.3, 'momentum': 'x', 'dropout': 7}\n"
+    code += "def f(prm):\n    return prm['warp'] * prm['lr'] * prm['momentum']\n"
+    prm = program_prm(tree_of(code), batch=2, epochs=1.0, height=8)
+    assert prm["lr"] == 0.005 and prm["warp"] == 0.3  # read, but the program gave it a value
+    assert prm["momentum"] == LEMUR_PRM["momentum"]  # not a number: LEMUR's usual value
+    assert prm["dropout"] == LEMUR_PRM["dropout"]  # outside LEMUR's [0, 1]
+
+
 def test_a_key_without_a_value_is_rejected_by_name_when_read() -> None:
     with pytest.raises(CandidateRejected) as info:
         program_prm(tree_of(with_key("warp", read=True)), batch=2, epochs=1.0, height=8)
