@@ -17,7 +17,7 @@ import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llmnas_dist.admission import Admission, Verdict
 from llmnas_dist.archive_cli import format_table
@@ -118,24 +118,14 @@ def mark_duplicates(results: list[SeedVerdict]) -> list[SeedVerdict]:
     for r in results:
         v = r.verdict
         if v.admitted and v.code_hash in first:
-            out.append(SeedVerdict(r.name, _as_duplicate(v, first[v.code_hash])))
+            message = f"identical to {first[v.code_hash]} once formatting is normalised"
+            dup = replace(v, admitted=False, error_class=ErrorClass.DUPLICATE, message=message)
+            out.append(SeedVerdict(r.name, dup))
             continue
         if v.admitted and v.code_hash:
             first[v.code_hash] = r.name
         out.append(r)
     return out
-
-
-def _as_duplicate(v: Verdict, original: str) -> Verdict:
-    return Verdict(
-        False,
-        ErrorClass.DUPLICATE,
-        f"identical to {original} once formatting is normalised",
-        code=v.code,
-        canonical=v.canonical,
-        code_hash=v.code_hash,
-        param_count=v.param_count,
-    )
 
 
 def check_seeds(args: argparse.Namespace) -> int:
