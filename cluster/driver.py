@@ -31,13 +31,14 @@ import random
 import time
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import ray
+from ray.exceptions import ActorDiedError, ActorUnavailableError
 
-from cluster.factory import Actors, adapter_files
+from cluster.factory import Actors, adapter_files, start_generator
 from cluster.pool import PoolResult, archive_recorder
 from cluster.progress import PhaseClock, Progress
 from db.archive import Archive, Elite
@@ -54,14 +55,17 @@ from llmnas_dist.grammar import answer_grammar
 from llmnas_dist.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex
 from llmnas_dist.prompts import choose_modes, parent_prompt, retry_prompt
 from llmnas_dist.seeds import seed_population
+from llmnas_dist.timeline import Span, SpanKind, SpanOutcome
 from workers.evaluator import EvalTask
 from workers.generator import GenRequest
+from workers.gpus import Where, locate
 
 log = logging.getLogger(__name__)
 
 SEED_CYCLE = 0  # the seed programs, evaluated before the first CE cycle
 WAIT_S = 1.0  # longest wait for any result before the progress line is redrawn
 DONE = (CandidateStatus.EVALUATED, CandidateStatus.FAILED)
+MAX_GENERATOR_RESTARTS = 3  # generation actors replaced in a run before it stops
 
 
 def keyed_rng(seed: int, *key: object) -> random.Random:
@@ -115,9 +119,14 @@ class Slot:
 
 @dataclass
 class Call:
-    """One generation call in flight: (slot, attempt, prompt) triples sent together."""
+    """One generation call in flight: (slot, attempt, prompt) triples sent together, and
+    what re-sends it unchanged (same keyed seed) if its actor is lost."""
 
     items: list[tuple[Slot, int, str]]
+    requests: list[GenRequest] = field(default_factory=list)
+    seed: int = 0
+    actor: int = 0  # index into the generation actors
+    sent: float = 0.0  # Unix seconds
 
 
 class Driver:
@@ -153,6 +162,33 @@ class Driver:
         self._next_gen = 0
         self._last_answer_at: float | None = None  # when the cycle's last generation returned
         self.progress = Progress(0, 0)
+        # utilisation: every busy span goes to the archive under the running cycle
+        self._cycle = SEED_CYCLE
+        self._places: dict[Any, Where] = {}  # actor handle -> where it runs
+        self._restarts = 0  # generation actors replaced after they were lost
+        self.here = locate([], False, "driver")
+        if actors is not None:  # None: unit tests of the driver's bookkeeping alone
+            actors.pool.on_span = self.record_span
+
+    def record_span(self, span: Span) -> None:
+        self.archive.record_spans(self.run_id, [span.at(self._cycle)])
+
+    def place(self, actor: Any) -> Where:
+        """Where an actor runs (asked once; call it while the actor is idle)."""
+        if actor not in self._places:
+            self._places[actor] = ray.get(actor.where.remote())
+        return self._places[actor]
+
+    def actor_span(
+        self, kind: SpanKind, actor: Any, started: float, key: str | None = None
+    ) -> None:
+        """The span of a call the driver waited for on `actor` (fine-tune, warm start)."""
+        where = self.place(actor)
+        self.record_span(
+            Span(
+                kind.value, where.actor, started, time.time(), where.node_id, where.gpu_id, key=key
+            )
+        )
 
     # ---- the run --------------------------------------------------------------------------
 
@@ -211,7 +247,10 @@ class Driver:
         cycle = self.archive.start_cycle(
             self.run_id, t, len(self.actors.pool.actors), decided.to_dict()
         )
+        self._cycle = t
         settings = Settings.from_dict(cycle.settings) if cycle.settings else decided
+        durations = self.archive.durations(self.spec.name, settings.budget)
+        self.actors.pool.deadlines.observe_all(self.spec.name, settings.budget, durations)
         self.progress = Progress(t, self.cfg.ce.candidates_per_cycle)
         if settings.budget != self.archive.get_run(self.run_id).budget:
             self.change_budget(t, settings)
@@ -281,6 +320,7 @@ class Driver:
     def warm_start(self) -> None:
         """theta_0: LoRA on programmatic mutations of the seeds (cached across runs)."""
         log.info("warm start: training theta_0 (cached after the first run)")
+        started = time.time()
         ws = ray.get(
             self.actors.finetuner.warm_start.remote(
                 self.cfg.generation,
@@ -290,6 +330,7 @@ class Driver:
                 self.cfg.evaluation.input_size,
             )
         )
+        self.actor_span(SpanKind.WARM_START, self.actors.finetuner, started)
         self.archive.record_adapter(
             self.run_id,
             SEED_CYCLE,
@@ -377,8 +418,7 @@ class Driver:
     def request(self, items: list[tuple[Slot, int, str]], key: tuple[int, int, int]) -> None:
         """One generation call, to the next generation actor in turn; its sampling seed is
         named by (cycle, first slot, attempt)."""
-        gens = self.actors.generators
-        actor = gens[self._next_gen % len(gens)]
+        index = self._next_gen % len(self.actors.generators)
         self._next_gen += 1
         requests = [
             GenRequest(
@@ -387,8 +427,40 @@ class Driver:
             for slot, attempt, prompt in items
         ]
         seed = keyed_seed(self.cfg.ce.seed, "generate", *key)
+        self.send(Call(items, requests, seed, index, time.time()))
+
+    def send(self, call: Call) -> None:
+        actor = self.actors.generators[call.actor]
         alone = not self.actors.pool.busy()  # no evaluation beside it: all cores
-        self._calls[actor.generate.remote(requests, seed, alone)] = Call(items)
+        self._calls[actor.generate.remote(call.requests, call.seed, alone)] = call
+
+    def resend(self, call: Call, exc: Exception) -> None:
+        """A generation actor died holding `call`: a fresh actor (with the run's adapter)
+        answers the same requests with the same seed. Bounded: an actor that cannot start
+        (its placement fails) stops the run."""
+        self._restarts += 1
+        if self._restarts > MAX_GENERATOR_RESTARTS:
+            raise RuntimeError(
+                f"generation actors lost {self._restarts} times; last: {exc}"
+            ) from exc
+        log.warning("generation actor %d lost (%s): restarting it", call.actor, type(exc).__name__)
+        self.record_span(
+            Span(
+                SpanKind.GENERATE.value,
+                f"generator-{call.actor}",
+                call.sent,
+                time.time(),
+                outcome=SpanOutcome.LOST.value,
+                key=call.requests[0].key,
+                message=str(exc)[:500],
+            )
+        )
+        self.actors.generators[call.actor] = start_generator(self.cfg)
+        if self.adapter_version is not None and self.adapter_path is not None:
+            files = adapter_files(self.actors.finetuner, self.adapter_path)
+            fresh = self.actors.generators[call.actor]
+            ray.get(fresh.install_adapter.remote(f"v{self.adapter_version}", files))
+        self.send(replace(call, sent=time.time()))
 
     def grammar(self, slot: Slot) -> tuple[str | None, str | None]:
         """The grammar of the slot's answer and why there is none (generation.constrained;
@@ -412,7 +484,12 @@ class Driver:
             for ref in ready:
                 if ref in self._calls:
                     call = self._calls.pop(ref)
-                    self.on_generated(call, ray.get(ref), settings)
+                    try:
+                        answers = ray.get(ref)
+                    except (ActorDiedError, ActorUnavailableError) as exc:
+                        self.resend(call, exc)
+                        continue
+                    self.on_generated(call, answers, settings)
                     self._last_answer_at = time.monotonic()
                 else:
                     item = pool.collect(ref)
@@ -432,6 +509,7 @@ class Driver:
             (c.slot, c.attempt)
             for c in self.archive.candidates(self.run_id, cycle=call.items[0][0].t)
         }
+        self.generation_span(call, results)
         retries = []
         for (slot, attempt, prompt), res in zip(call.items, results, strict=True):
             if (slot.index, attempt) in recorded:
@@ -450,6 +528,7 @@ class Driver:
                 constrained=bool(res.get("constrained")),
             )
             self.progress.generated += attempt == 0
+            admitting = time.time()
             verdict = self.admission.admit(
                 res["text"],
                 slot.mode,  # type: ignore[arg-type]
@@ -457,12 +536,34 @@ class Driver:
                 unanswered=res.get("error"),
                 note=res.get("grammar_note"),
             )
+            here = self.here
+            self.record_span(
+                Span(SpanKind.ADMIT.value, "driver", admitting, time.time(), here.node_id, key=cid)
+            )
             self.judge(cid, verdict)
             if verdict.admitted:
                 self.queue(cid, verdict.code_hash or "", verdict.canonical or "", settings)
             elif self.retryable(slot, attempt, verdict.error_class):
                 retries.append((slot, attempt + 1, self.retry_text(prompt, res["text"], verdict)))
         self.retry(retries)
+
+    def generation_span(self, call: Call, results: list[dict[str, Any]]) -> None:
+        """The call's span as its actor timed it."""
+        timed = results[0].get("call") if results else None
+        if timed is None:
+            return
+        where: Where = timed["where"]
+        self.record_span(
+            Span(
+                SpanKind.GENERATE.value,
+                where.actor,
+                timed["started"],
+                timed["ended"],
+                where.node_id,
+                where.gpu_id,
+                key=results[0].get("key"),
+            )
+        )
 
     def judge(self, cid: str, verdict: Verdict) -> None:
         """Archive the admission verdict of one candidate (admitted programs with it)."""
@@ -645,6 +746,7 @@ class Driver:
                             budget_s=None if epochs is not None else settings.budget_s,
                             arch_hash=arch_hash,
                             candidate_id=cand.id,
+                            kind=SpanKind.STUDY.value,
                         )
                     )
         return tasks
@@ -693,11 +795,13 @@ class Driver:
             log.info("cycle %d: no elite was proposed from a parent yet; adapter unchanged", t)
             return None
         out = str(self.run_dir / "adapters" / f"v{t:03d}")
+        started = time.time()
         meta = ray.get(
             self.actors.finetuner.train.remote(
                 pairs, self.spec.name, out, t, self.cfg.ce.seed + t, self.adapter_path
             )
         )
+        self.actor_span(SpanKind.FINETUNE, self.actors.finetuner, started)
         self.archive.record_adapter(
             self.run_id,
             t,

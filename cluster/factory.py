@@ -86,16 +86,28 @@ def start_actors(cfg: Config, placement: Placement) -> Actors:
     resources = ray.cluster_resources()
     # inference nodes (deploy/) carry `llmnas_inference`: engines and the fine-tuner go there
     tag = {INFERENCE_RESOURCE: 1.0} if resources.get(INFERENCE_RESOURCE) else {}
+    generators = [start_generator(cfg, resources) for _ in range(cfg.generation.num_actors)]
+    ft_opts = finetune_options(cfg.cluster, resources, ACTOR_CPUS) | {"resources": tag}
+    finetuner = FinetuneActor.options(**ft_opts).remote(
+        cfg.generation.model, cfg.finetune, cfg.cluster.logical_gpus
+    )
+    pool = EvaluatorPool(
+        cfg.evaluation, cfg.admission, placement=placement, logical_gpus=cfg.cluster.logical_gpus
+    )
+    return Actors(generators, finetuner, pool)
+
+
+def start_generator(cfg: Config, resources: dict[str, float] | None = None) -> Any:
+    """One generation actor: `tensor_parallel_size` GPUs on a GPU cluster, on an inference
+    node where the cluster tags them (also what replaces a lost one)."""
+    resources = resources if resources is not None else ray.cluster_resources()
+    # inference nodes (deploy/) carry `llmnas_inference`: engines and the fine-tuner go there
+    tag = {INFERENCE_RESOURCE: 1.0} if resources.get(INFERENCE_RESOURCE) else {}
     gen_opts = generation_options(cfg.generation, resources, ACTOR_CPUS)
     gen_opts["resources"] = {k: v * cfg.generation.tensor_parallel_size for k, v in tag.items()}
-    generators = [
-        GenerationActor.options(**gen_opts).remote(cfg.generation, max_lora_rank=cfg.finetune.r)
-        for _ in range(cfg.generation.num_actors)
-    ]
-    ft_opts = finetune_options(cfg.cluster, resources, ACTOR_CPUS) | {"resources": tag}
-    finetuner = FinetuneActor.options(**ft_opts).remote(cfg.generation.model, cfg.finetune)
-    pool = EvaluatorPool(cfg.evaluation, cfg.admission, placement=placement)
-    return Actors(generators, finetuner, pool)
+    return GenerationActor.options(**gen_opts).remote(
+        cfg.generation, max_lora_rank=cfg.finetune.r, logical_gpus=cfg.cluster.logical_gpus
+    )
 
 
 @ray.remote(num_cpus=0)

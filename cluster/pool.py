@@ -12,6 +12,14 @@
   one `worker_lost` result. An exception inside the actor (the sandbox could not start)
   is retried the same way. Each task yields exactly one result.
 - `resize(n)` grows or shrinks the pool between cycles (shrinking drops idle actors).
+- A new actor gets tasks once it has said where it runs (`where()`): a replacement that Ray
+  cannot place (its node is gone and no other has room) holds nothing, so the retried
+  tasks go to the evaluators that survive. One that holds GPU ids CUDA cannot see stops
+  the run with a PlacementError naming them (workers/gpus.py).
+- Every attempt becomes a busy span (`on_span`, llmnas_dist/timeline.py), also one that
+  died with its actor or node (outcome `lost`): the archive says which attempts died where.
+- Each task runs under the adaptive deadline of its dataset and budget
+  (llmnas_dist/deadline.py), fed by the durations of the pool's successful results.
 
 Placement lives in `evaluator_placement`: one GPU per actor when the cluster has GPUs
 (so one pinned evaluator per GPU), otherwise `cpus_per_evaluator` CPUs each.
@@ -20,16 +28,22 @@ Placement lives in `evaluator_placement`: one GPU per actor when the cluster has
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
 from llmnas_dist.config import AdmissionConfig, EvaluationConfig
+from llmnas_dist.deadline import Deadlines
+from llmnas_dist.errors import PlacementError
+from llmnas_dist.evaluation import budget_key
+from llmnas_dist.timeline import Span, SpanOutcome
 from workers.evaluator import EvalTask, EvaluatorActor, worker_lost
+from workers.gpus import Where
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +100,7 @@ class _InFlight:
     task: EvalTask
     actor: Any
     attempt: int
+    sent: float  # Unix seconds: when it was handed to the actor
 
 
 @dataclass
@@ -95,7 +110,10 @@ class EvaluatorPool:
     evaluation: EvaluationConfig
     admission: AdmissionConfig | None = None
     placement: Placement | None = None
-    actor_cls: Any = None  # a Ray actor class with evaluate(EvalTask) -> dict (default: ours)
+    # a Ray actor class with evaluate(EvalTask) -> dict and where() -> Where (default: ours)
+    actor_cls: Any = None
+    logical_gpus: bool = False  # cluster.logical_gpus: GPU ids without CUDA are allowed
+    on_span: Callable[[Span], None] | None = None  # receives every attempt's busy span
     actors: list[Any] = field(default_factory=list)
     replaced: int = 0
 
@@ -103,19 +121,56 @@ class EvaluatorPool:
         self._placement = self.placement or evaluator_placement(
             self.evaluation, ray.cluster_resources()
         )
+        self.deadlines = Deadlines(self.evaluation)
         self._load: dict[Any, int] = {}  # actor -> tasks sent to it and not yet back
         self._pending: deque[tuple[EvalTask, int]] = deque()
         self._in_flight: dict[Any, _InFlight] = {}
+        self._starting: dict[Any, Any] = {}  # where() ref -> actor not yet ready
+        self._where: dict[Any, Where] = {}  # ready actor -> where it runs
+        self._start_failures = 0  # actors in a row that died before they were ready
         self.resize(self._placement.count)
 
     def _new_actor(self) -> Any:
         actor_cls = self.actor_cls or EvaluatorActor
-        actor = actor_cls.options(**self._placement.options()).remote(
-            self.evaluation, self.admission
+        extra = {"logical_gpus": True} if self.logical_gpus else {}
+        actor: Any = actor_cls.options(**self._placement.options()).remote(
+            self.evaluation, self.admission, **extra
         )
         self.actors.append(actor)
         self._load[actor] = 0
+        self._starting[actor.where.remote()] = actor
         return actor
+
+    def _started(self, ref: Any) -> None:
+        """An actor said where it runs (or died first): it may take tasks now."""
+        actor = self._starting.pop(ref)
+        try:
+            where = ray.get(ref)
+        except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
+            # bounded: an evaluator that cannot even start (its class fails to import, its
+            # constructor raises) would otherwise be replaced forever
+            self._start_failures += 1
+            if self._start_failures >= self.evaluation.max_attempts * max(1, len(self.actors)):
+                raise RuntimeError(
+                    f"evaluators died while starting {self._start_failures} times; last: {exc}"
+                ) from exc
+            log.warning("evaluator died while starting: %s", type(exc).__name__)
+            self._replace(actor)
+            return
+        self._start_failures = 0
+        if where.problem:
+            raise PlacementError(where.problem)
+        if actor in self._load:
+            self._where[actor] = where
+
+    def wait_ready(self, timeout_s: float | None = None) -> list[Where]:
+        """Block until every actor said where it runs; their places."""
+        while self._starting:
+            ready, _ = ray.wait(list(self._starting), num_returns=1, timeout=timeout_s)
+            if not ready:
+                break
+            self._started(ready[0])
+        return [self._where[a] for a in self.actors if a in self._where]
 
     def resize(self, count: int) -> None:
         """Grow or shrink to `count` actors; call between cycles (busy actors are kept)."""
@@ -125,10 +180,16 @@ class EvaluatorPool:
             self._new_actor()
         idle = [a for a in self.actors if self._load[a] == 0]
         for actor in idle[: max(0, len(self.actors) - count)]:
-            self.actors.remove(actor)
-            del self._load[actor]
+            self._forget(actor)
             ray.kill(actor, no_restart=True)
         self._dispatch()
+
+    def _forget(self, actor: Any) -> None:
+        self.actors.remove(actor)
+        del self._load[actor]
+        self._where.pop(actor, None)
+        for ref in [r for r, a in self._starting.items() if a is actor]:
+            del self._starting[ref]
 
     def submit(self, tasks: Iterable[EvalTask]) -> None:
         self._pending.extend((task, 1) for task in tasks)
@@ -139,8 +200,9 @@ class EvaluatorPool:
         return {f.task.key: f.actor for f in self._in_flight.values()}
 
     def _free_actor(self) -> Any | None:
-        """The least loaded actor that can take one more task (first in order on ties)."""
-        actor = min(self.actors, key=self._load.__getitem__, default=None)
+        """The least loaded ready actor that can take one more task (first on ties)."""
+        ready = [a for a in self.actors if a in self._where]
+        actor = min(ready, key=self._load.__getitem__, default=None)
         if actor is None or self._load[actor] >= self.evaluation.queue_depth:
             return None
         return actor
@@ -148,9 +210,16 @@ class EvaluatorPool:
     def _dispatch(self) -> None:
         while self._pending and (actor := self._free_actor()) is not None:
             task, attempt = self._pending.popleft()
+            budget = budget_key(*self._budget(task))
+            task = replace(task, deadline_s=self.deadlines.deadline(task.dataset, budget))
             ref = actor.evaluate.remote(task)
             self._load[actor] += 1
-            self._in_flight[ref] = _InFlight(task, actor, attempt)
+            self._in_flight[ref] = _InFlight(task, actor, attempt, time.time())
+
+    def _budget(self, task: EvalTask) -> tuple[float | None, float | None]:
+        if task.epochs is None and task.budget_s is None:
+            return self.evaluation.epochs, self.evaluation.budget_s
+        return task.epochs, task.budget_s
 
     def _release(self, actor: Any) -> None:
         if actor in self._load:
@@ -158,22 +227,28 @@ class EvaluatorPool:
 
     def _replace(self, dead: Any) -> None:
         if dead in self.actors:
-            self.actors.remove(dead)
-            del self._load[dead]
+            self._forget(dead)
             self._new_actor()
             self.replaced += 1
 
     def refs(self) -> list[Any]:
-        """The object refs of the evaluations running now (for a caller's own ray.wait)."""
-        return list(self._in_flight)
+        """The object refs to wait on (for a caller's own ray.wait): the evaluations running
+        now and the actors still starting."""
+        return [*self._in_flight, *self._starting]
 
     def busy(self) -> bool:
         return bool(self._in_flight or self._pending)
 
     def collect(self, ref: Any) -> PoolResult | None:
         """Take one finished ref: its result, or None when the task was queued again (its
-        actor died, or raised) and will come back under a later ref."""
+        actor died, or raised) and will come back under a later ref, or when the ref was
+        an actor's start."""
+        if ref in self._starting:
+            self._started(ref)
+            self._dispatch()
+            return None
         flight = self._in_flight.pop(ref)
+        where = self._where.get(flight.actor)
         try:
             result = ray.get(ref)
         except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:
@@ -183,21 +258,62 @@ class EvaluatorPool:
                 flight.attempt,
                 type(exc).__name__,
             )
+            reason = f"actor died ({type(exc).__name__})"
+            self._span(flight, where, SpanOutcome.LOST, reason)
             self._replace(flight.actor)
-            done = self._retry_or_give_up(flight, f"actor died ({type(exc).__name__})")
+            done = self._retry_or_give_up(flight, reason)
+        except PlacementError:
+            raise
         except Exception as exc:  # noqa: BLE001 - the actor raised: infrastructure, retry
+            self._span(flight, where, SpanOutcome.FAILED, str(exc))
             self._release(flight.actor)
             done = self._retry_or_give_up(flight, str(exc)[:500])
         else:
             self._release(flight.actor)
+            self._observe(flight, where, result)
             done = PoolResult(flight.task, result, flight.attempt)
         self._dispatch()
         return done
 
+    def _observe(self, flight: _InFlight, where: Where | None, result: dict[str, Any]) -> None:
+        """A result's span, and its duration for the deadlines when it succeeded."""
+        started, ended = result.get("started"), result.get("ended")
+        ok = bool(result.get("ok"))
+        if ok:  # the archive's duration_s, so a run's own and earlier runs' durations agree
+            self.deadlines.observe(result["dataset"], result["budget"], result.get("duration_s"))
+        outcome = SpanOutcome.OK if ok else SpanOutcome.FAILED
+        self._span(flight, where, outcome, result.get("error_class"), started, ended)
+
+    def _span(
+        self,
+        flight: _InFlight,
+        where: Where | None,
+        outcome: SpanOutcome,
+        message: str | None,
+        started: float | None = None,
+        ended: float | None = None,
+    ) -> None:
+        if self.on_span is None:
+            return
+        started = flight.sent if started is None else started
+        span = Span(
+            kind=flight.task.kind,
+            actor=where.actor if where else "unknown",
+            started=started,
+            ended=max(started, time.time() if ended is None else ended),
+            node_id=where.node_id if where else None,
+            gpu_id=where.gpu_id if where else None,
+            outcome=outcome.value,
+            key=flight.task.key,
+            attempt=flight.attempt,
+            message=message,
+        )
+        self.on_span(span)
+
     def results(self) -> Iterator[PoolResult]:
         """Each submitted task's one result, in completion order, until none is left."""
-        while self._in_flight:
-            ready, _ = ray.wait(list(self._in_flight), num_returns=1)
+        while self.busy():
+            ready, _ = ray.wait(self.refs(), num_returns=1)
             done = self.collect(ready[0])
             if done is not None:
                 yield done
@@ -225,6 +341,8 @@ class EvaluatorPool:
         self.actors.clear()
         self._load.clear()
         self._in_flight.clear()
+        self._starting.clear()
+        self._where.clear()
 
 
 def archive_recorder(archive: Any, run_id: str) -> Callable[[PoolResult], None]:
@@ -254,6 +372,7 @@ def archive_recorder(archive: Any, run_id: str) -> Callable[[PoolResult], None]:
             error_class=r.get("error_class"),
             message=r.get("message"),
             candidate_id=item.task.candidate_id,
+            deadline_s=r.get("deadline_s"),
         )
 
     return record

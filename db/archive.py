@@ -41,6 +41,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    insert,
     inspect,
     literal,
     select,
@@ -73,11 +74,13 @@ from db.models import (
     Evaluation,
     Run,
     RunStatus,
+    SpanRow,
     utcnow,
 )
 from db.readonly_sql import vet_select
 from llmnas_dist.config import ArchiveConfig, Config
 from llmnas_dist.errors import ErrorClass, UsageError, truncate
+from llmnas_dist.timeline import Span
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -907,6 +910,7 @@ class Archive:
         error_class: ErrorClass | str | None = None,
         message: str | None = None,
         candidate_id: str | None = None,
+        deadline_s: float | None = None,
     ) -> bool:
         """Store one result; True when the row was written.
 
@@ -935,6 +939,7 @@ class Archive:
             "attempt": attempt,
             "error_class": _error_class(error_class),
             "message": None if message is None else truncate(message),
+            "deadline_s": deadline_s,
             "created_at": utcnow(),
         }
         stmt = self._insert(Evaluation).values(**values)
@@ -1015,6 +1020,48 @@ class Archive:
         q = select(Adapter).where(Adapter.run_id == run_id).order_by(Adapter.version)
         with self._session() as s:
             return list(s.scalars(q))
+
+    @_reconnecting
+    def durations(self, dataset: str, budget: str, limit: int = 200) -> list[float]:
+        """Training durations of the latest successful evaluations at this dataset and
+        budget, over every run (what the adaptive deadline starts from)."""
+        e = Evaluation
+        q = (
+            select(e.duration_s)
+            .where(e.dataset == dataset, e.budget == budget)
+            .where(e.score.is_not(None), e.duration_s.is_not(None))
+            .order_by(e.id.desc())
+            .limit(limit)
+        )
+        with self._session() as s:
+            return [float(d) for d in s.scalars(q) if d is not None]
+
+    # ---- utilisation ---------------------------------------------------------------------
+
+    @_reconnecting
+    def record_spans(self, run_id: str, spans: Sequence[Span]) -> None:
+        """Store busy spans (llmnas_dist/timeline.py); each needs its cycle."""
+        rows = []
+        for sp in spans:
+            if sp.cycle is None:
+                raise ValueError(f"span {sp.kind} of {sp.actor} has no cycle")
+            row = dict(sp.__dict__)
+            row["message"] = None if sp.message is None else truncate(sp.message)
+            rows.append({**row, "run_id": run_id})
+        if rows:
+            with self._session() as s:
+                s.execute(insert(SpanRow), rows)
+
+    @_reconnecting
+    def spans(self, run_id: str, cycle: int | None = None) -> list[Span]:
+        """A run's spans (one cycle's when given), in start order."""
+        q = select(SpanRow).where(SpanRow.run_id == run_id)
+        if cycle is not None:
+            q = q.where(SpanRow.cycle == cycle)
+        fields = [f for f in Span.__dataclass_fields__]
+        with self._session() as s:
+            rows = s.scalars(q.order_by(SpanRow.started, SpanRow.id)).all()
+        return [Span(**{f: getattr(r, f) for f in fields}) for r in rows]
 
     # ---- selection -----------------------------------------------------------------------
 

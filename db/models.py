@@ -249,7 +249,32 @@ class Evaluation(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     error_class: Mapped[str | None] = mapped_column(String(32))
     message: Mapped[str | None] = mapped_column(Text)
+    # the wall-clock limit this evaluation ran under (the adaptive deadline, see
+    # llmnas_dist/deadline.py); null: recorded before revision 0005
+    deadline_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SpanRow(Base):
+    """One busy interval of one actor (llmnas_dist/timeline.py): what the utilisation
+    timeline, busy shares and scaling advice are computed from. Times are Unix seconds."""
+
+    __tablename__ = "spans"
+    __table_args__ = (Index(None, "run_id", "cycle"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    cycle: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(ID_LEN))
+    node_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    gpu_id: Mapped[str | None] = mapped_column(String(64))
+    started: Mapped[float] = mapped_column(Float)
+    ended: Mapped[float] = mapped_column(Float)
+    outcome: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str | None] = mapped_column(String(ID_LEN + 64))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    message: Mapped[str | None] = mapped_column(Text)
 
 
 class ArchScore(Base):

@@ -23,6 +23,7 @@ from llmnas_dist.cli_common import EXIT_OK, config_from_args
 from llmnas_dist.errors import UsageError
 from llmnas_dist.grammar import decoding_of
 from llmnas_dist.lemur import TrainedProgram, write_lemur_export
+from llmnas_dist.timeline import CycleUse, cycle_use, shares_text
 
 SHORT_HASH = 12
 EXPORT_FORMATS = ("csv", "jsonl", "parquet", "lemur")
@@ -155,11 +156,36 @@ def _short(h: str | None) -> str | None:
 # ---- queries ---------------------------------------------------------------------------
 
 
+def last_cycle_use(archive: Archive, run_id: str) -> CycleUse | None:
+    """The last completed cycle's utilisation (None before the first one completes, or
+    for a run recorded before spans existed): a cycle still running would show a share of
+    a phase that has not ended."""
+    last = archive.last_completed_cycle(run_id)
+    if last is None:
+        return None
+    pool = next((c.n_evaluators for c in archive.cycles(run_id) if c.t == last), None)
+    return cycle_use(last, archive.spans(run_id, cycle=last), pool or 0)
+
+
+def _busy_json(use: CycleUse | None) -> dict[str, Any] | None:
+    if use is None:
+        return None
+    shares = {k: round(v, 4) for k, v in use.group_share.items()}
+    return {"cycle": use.cycle, "group_share": shares, "text": shares_text(use)}
+
+
 def list_runs(archive: Archive, args: argparse.Namespace) -> None:
     rows = archive.run_summaries()
+    uses = [last_cycle_use(archive, r["id"]) for r in rows]
+    if args.json:
+        rows = [{**r, "busy": _busy_json(u)} for r, u in zip(rows, uses, strict=True)]
+    else:
+        rows = [
+            {**r, "busy": shares_text(u) if u else None} for r, u in zip(rows, uses, strict=True)
+        ]
     columns = [
         "id", "status", "created_at", "dataset", "budget",
-        "cycles_done", "candidates", "evaluated", "best_score",
+        "cycles_done", "candidates", "evaluated", "best_score", "busy",
     ]  # fmt: skip
     _print_records(args, rows, columns)
 

@@ -221,7 +221,27 @@ class EvaluationConfig(Section):
     cpus_per_evaluator: float = Field(
         1.0, gt=0.0, description="CPUs an evaluator asks for when the cluster has no GPUs."
     )
-    timeout_s: float = Field(600.0, gt=0.0, description="Wall-clock limit of one evaluation.")
+    timeout_s: float = Field(
+        600.0,
+        gt=0.0,
+        description="Wall-clock limit of one evaluation: the ceiling of its adaptive deadline.",
+    )
+    deadline_factor: float | None = Field(
+        5.0,
+        ge=1.0,
+        description="Adaptive deadline: an evaluation may take this many times the median wall "
+        "time of successful evaluations at its dataset and budget (between deadline_floor_s "
+        "and timeout_s); None: always timeout_s.",
+    )
+    deadline_floor_s: float = Field(
+        60.0, gt=0.0, description="Adaptive deadline: the shortest one ever given."
+    )
+    deadline_min_samples: int = Field(
+        3,
+        ge=1,
+        description="Adaptive deadline: successful evaluations at a budget needed before the "
+        "median counts (until then, timeout_s).",
+    )
     memory_limit_mb: int = Field(
         8192, ge=256, description="Address-space limit of one training child process."
     )
@@ -346,6 +366,12 @@ class ClusterConfig(Section):
     )
     finetune_num_gpus: float = Field(
         1.0, ge=0.0, description="GPUs the fine-tuning actor asks for when the cluster has GPUs."
+    )
+    logical_gpus: bool = Field(
+        False,
+        description="Test mode: GPUs that Ray assigns may be logical (`ray start --num-gpus N` "
+        "on machines without them); an actor holding GPU ids that CUDA cannot see then computes "
+        "on the CPU and says so. Off (the default): such an actor stops the run, naming them.",
     )
 
 

@@ -66,3 +66,8 @@ def truncate(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 class UsageError(ValueError):
     """Bad command-line input (a flag, a query, a missing file); exit status 2, no traceback."""
+
+
+class PlacementError(ConfigError):
+    """An actor cannot run where Ray placed it (GPU ids that CUDA cannot see): the run
+    stops with the ids and node named rather than train a GPU cluster's work on CPUs."""

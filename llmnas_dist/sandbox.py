@@ -158,6 +158,12 @@ class SandboxLimits:
             threads=threads,
         )
 
+    def with_deadline(self, seconds: float) -> SandboxLimits:
+        """The same limits with a wall-clock deadline (CPU time scaled alike)."""
+        return dataclasses.replace(
+            self, timeout_s=seconds, cpu_time_s=math.ceil(seconds * self.threads) + 1
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class SandboxCapabilities:

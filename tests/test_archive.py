@@ -29,6 +29,7 @@ from db.readonly_sql import vet_select
 from db.views import VIEWS, include_object
 from llmnas_dist.cli import main
 from llmnas_dist.errors import ErrorClass, UsageError
+from llmnas_dist.timeline import Span
 
 BUDGET = budget_key(epochs=1.0)
 
@@ -381,6 +382,47 @@ def test_cli_queries_as_tables_and_json(archive: Archive, capsys, tmp_path: Path
     assert json.loads(out) == [{"error_class": "not_novel", "decoding": "unrecorded", "count": 1}]
     code, out, _ = cli(capsys, archive, "sql", "SELECT COUNT(*) AS n FROM v_leaderboard", "--json")
     assert json.loads(out) == {"columns": ["n"], "rows": [[6]], "truncated": False}
+
+
+def cycle_spans(t: int, start: float) -> list[Span]:
+    """A 50 s cycle: generator 40 s, driver 3 s, e1 10 s of a pool of 3, fine-tuner 7 s:
+    shares gen 80%, eval 10/50/3 = 7%, ft 14%, drv 6%."""
+
+    def s(kind: str, actor: str, a: float, b: float) -> Span:
+        return Span(kind, actor, start + a, start + b, cycle=t)
+
+    return [
+        s("generate", "g", 0, 40),
+        *(s("admit", "driver", a, a + 1) for a in (10, 20, 40)),
+        *(s("evaluate", "e1", a, b) for a, b in ((11, 15), (21, 25), (41, 43))),
+        s("finetune", "f", 43, 50),
+    ]
+
+
+def test_cli_runs_shows_the_last_completed_cycles_busy_shares(archive: Archive, capsys) -> None:
+    archive.create_run(run_id="r1", dataset="digits", budget=BUDGET)
+    archive.create_run(run_id="r0", dataset="digits", budget=BUDGET)  # no spans: "-"
+    archive.start_cycle("r0", 1, 2)
+    archive.complete_cycle("r0", 1)
+    archive.start_cycle("r1", 1, 3)
+    archive.record_spans("r1", cycle_spans(1, 1_700_000_000.0))
+    archive.complete_cycle("r1", 1)
+    # cycle 2 still runs, all generation so far: it must not be the one shown
+    archive.start_cycle("r1", 2, 3)
+    archive.record_spans("r1", [Span("generate", "g", 1_700_001_000.0, 1_700_001_010.0, cycle=2)])
+
+    code, out, _ = cli(capsys, archive, "runs")
+    lines = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert code == 0 and out.splitlines()[0].split()[-1] == "busy"
+    assert lines["r1"].endswith("gen 80% eval 7% ft 14% drv 6%")
+    assert lines["r0"].endswith(" -")
+    code, out, _ = cli(capsys, archive, "runs", "--json")
+    busy = {r["id"]: r["busy"] for r in json.loads(out)}
+    assert busy["r0"] is None
+    assert busy["r1"]["cycle"] == 1 and busy["r1"]["text"] == "gen 80% eval 7% ft 14% drv 6%"
+    assert busy["r1"]["group_share"] == pytest.approx(
+        {"generator": 0.8, "evaluator": round(0.2 / 3, 4), "finetuner": 0.14, "driver": 0.06}
+    )
 
 
 def test_cli_export_formats(archive: Archive, capsys, tmp_path: Path) -> None:

@@ -5,11 +5,23 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 ray = pytest.importorskip("ray")
+
+from db.archive import Archive  # noqa: E402
+from db.models import CandidateStatus, CycleStatus, RunStatus  # noqa: E402
+from llmnas_dist.config import GenerationConfig  # noqa: E402
+from llmnas_dist.datasets import dataset_spec  # noqa: E402
+from llmnas_dist.delta import apply_delta, extract_code, extract_delta  # noqa: E402
+from llmnas_dist.generation import GenerationResult  # noqa: E402
+from llmnas_dist.prompts import parent_prompt, retry_prompt  # noqa: E402
+from llmnas_dist.seeds import load_seeds  # noqa: E402
+from workers.generator import GenRequest  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "scaling_bench.py"
 
@@ -109,3 +121,116 @@ def test_bad_sizes_are_usage_errors() -> None:
     assert sb.parse_sizes("1, 2,32") == [1, 2, 32]
     with pytest.raises(SystemExit):
         sb.parse_args(["--duration-s", "0"])
+
+
+# ---- driver mode: the real driver with the named LLM fakes of bench/driver_stubs.py ----
+
+stubs = sb.driver_stubs
+DRIVER = sb.DriverSettings(
+    cycles=1,
+    candidates=4,
+    epochs=0.1,
+    seeds=("plain_cnn", "resnet_basic", "se_resnet"),  # the shortest proxies on digits
+    tokens_per_s=2000.0,
+    batch_size=2,
+    cpus_per_evaluator=0.05,
+)
+FINAL = {CandidateStatus.REJECTED, CandidateStatus.EVALUATED, CandidateStatus.FAILED}
+
+
+def test_stub_generation_answers_with_a_timed_mutation_of_the_parent() -> None:
+    parent = load_seeds()["resnet_basic"]
+    spec = dataset_spec("digits")
+    engine = stubs.StubGeneration(GenerationConfig(), tokens_per_s=500.0)
+    delta = parent_prompt("delta", parent, spec, 0.5)
+    requests = [
+        GenRequest("0:0", delta, "delta"),
+        GenRequest("1:0", parent_prompt("full", parent, spec, None), "full"),
+        GenRequest("2:1", retry_prompt(delta, "no", "say it as a diff"), "delta", retry=True),
+    ]
+    started = time.time()
+    results = engine.generate(requests, seed=7, alone=False)
+    assert len(results) == 3
+    for req, res in zip(requests, results, strict=True):
+        assert set(GenerationResult.__dataclass_fields__) <= set(res)
+        assert res["key"] == req.key and res["mode"] == req.mode and res["stub"] is True
+        call = res["call"]
+        assert started <= call["started"] <= call["ended"] and call["where"] == engine.where()
+        child = (
+            extract_code(res["text"])
+            if req.mode == "full"
+            else apply_delta(parent, extract_delta(res["text"]))
+        )
+        assert child.strip() != parent.strip()
+    # a batch decodes side by side: the call lasts its longest answer's tokens
+    longest = max(r["output_tokens"] for r in results)
+    assert results[0]["seconds"] >= 0.95 * longest / 500.0
+    again = engine.generate(requests, seed=7)
+    assert [r["text"] for r in again] == [r["text"] for r in results]  # seeded
+
+
+def test_stub_finetuner_keeps_the_adapter(tmp_path: Path) -> None:
+    ft = stubs.StubFinetuner("smollm2-135m-instruct")
+    first = ft.train([], "digits", str(tmp_path / "v001"), 1)
+    assert first["adapter_dir"] == str(tmp_path / "v001") and first["stub"] is True
+    assert (tmp_path / "v001" / "adapter_config.json").is_file()
+    again = ft.train([], "digits", str(tmp_path / "v002"), 2, init_adapter=first["adapter_dir"])
+    assert again["adapter_dir"] == first["adapter_dir"] and not (tmp_path / "v002").exists()
+    assert {"examples", "train_loss", "version"} <= set(again)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_driver_mode_runs_the_real_driver_beside_the_sleep_rows(local_ray, tmp_path) -> None:
+    with sb.temp_archive() as archive:
+        report = sb.run_bench(
+            archive,
+            SIZES,
+            DURATION_S,
+            PER_EVALUATOR,
+            cpus_per_evaluator=0.05,
+            overhead_tasks=0,
+            overhead_evaluators=1,
+            driver=DRIVER,
+            driver_root=tmp_path,
+        )
+    rows = report["driver"]["rows"]
+    assert [r["evaluators"] for r in rows] == SIZES
+    for r in rows:
+        assert r["cycles"] == DRIVER.cycles and r["tasks"] >= 1
+        assert 0.0 < r["efficiency"] <= 1.05 and 0.0 < r["ready_efficiency"] <= 1.05
+        assert 0.0 < r["busy_share"] <= 1.0 and r["admit_ms"] > 0.0
+        with Archive.from_url(r["archive_url"]) as archive:
+            run_id = r["run_id"]
+            assert archive.get_run(run_id).status is RunStatus.COMPLETED
+            cycles = archive.cycles(run_id)
+            assert [c.t for c in cycles] == list(range(DRIVER.cycles + 1))
+            assert all(c.status is CycleStatus.COMPLETED for c in cycles)
+            cands = [c for c in archive.candidates(run_id) if c.cycle >= 1]
+            # every candidate recorded exactly once, and finished
+            assert max(Counter((c.cycle, c.slot, c.attempt) for c in cands).values()) == 1
+            assert {c.slot for c in cands if c.attempt == 0} == set(range(DRIVER.candidates))
+            assert all(c.status in FINAL for c in cands), [(c.id, c.status) for c in cands]
+            evals = archive.evaluations(run_id)
+            keys = Counter((e.arch_hash, e.dataset, e.seed, e.budget) for e in evals)
+            assert max(keys.values()) == 1
+            per_cand = Counter(e.candidate_id for e in evals)
+            done = [c for c in cands if c.status is not CandidateStatus.REJECTED]
+            assert len(done) == r["admitted"] and all(per_cand[c.id] == 1 for c in done)
+            for t in range(1, DRIVER.cycles + 1):
+                spans = archive.spans(run_id, t)
+                kinds = Counter(s.kind for s in spans)
+                assert kinds["generate"] >= 1 and kinds["admit"] >= 1 and kinds["evaluate"] >= 1
+                # one admission per answer, one evaluation span per admitted candidate
+                admits = Counter(s.key for s in spans if s.kind == "admit")
+                assert set(admits) == {c.id for c in cands if c.cycle == t}
+                assert max(admits.values()) == 1
+                evaluated = [s.key for s in spans if s.kind == "evaluate"]
+                assert sorted(evaluated) == sorted(f"{c.id}#0" for c in done if c.cycle == t)
+    text = sb.format_report(report)
+    assert text.count("| rows | evaluators |") == 1  # one table
+    for n in SIZES:
+        assert f"| sleep {DURATION_S:g} s | {n} |" in text
+        assert f"| driver | {n} |" in text
+    assert "StubGenerationActor" in text  # the fakes are named where the numbers are
+    json.dumps(report)

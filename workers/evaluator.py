@@ -2,24 +2,28 @@
 
 All the work is `llmnas_dist.evaluation.evaluate_program` (static checks, then training in
 a fresh sandboxed child), so a program that hangs, blows memory or crashes costs one
-evaluation, never the actor. The actor adds where it ran (node, GPU, actor id) to each
-result. Placement (one GPU each, or CPUs) is decided by the pool's factory, not here.
+evaluation, never the actor. The actor adds where and when it ran (node, GPU, actor id,
+start and end) and the deadline it ran under to each result. An evaluator holding GPU ids
+that CUDA cannot see refuses to evaluate (workers/gpus.py) unless `cluster.logical_gpus`.
+Placement (one GPU each, or CPUs) is decided by the pool's factory, not here.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from llmnas_dist.config import AdmissionConfig, EvaluationConfig
-from llmnas_dist.errors import CandidateRejected, ErrorClass, truncate
+from llmnas_dist.errors import CandidateRejected, ErrorClass, PlacementError, truncate
 from llmnas_dist.evaluation import budget_key, evaluate_program
 from llmnas_dist.proxy import Recipe
 from llmnas_dist.sandbox import SandboxError, SandboxLimits
+from llmnas_dist.timeline import SpanKind
+from workers.gpus import Where, assigned_gpus, cuda_devices, locate
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,8 @@ class EvalTask:
     budget_s: float | None = None
     arch_hash: str | None = None
     candidate_id: str | None = None  # the archive's candidate row, when there is one
+    kind: str = SpanKind.EVALUATE.value  # or "study": how its span is labelled
+    deadline_s: float | None = None  # wall-clock limit (None: evaluation.timeout_s)
 
 
 class Evaluator:
@@ -46,31 +52,33 @@ class Evaluator:
         evaluation: EvaluationConfig,
         admission: AdmissionConfig | None = None,
         gpu_ids: list[str] | None = None,
+        logical_gpus: bool = False,
     ) -> None:
         self.cfg = evaluation
         self.admission = admission or AdmissionConfig()
         self.limits = SandboxLimits.from_evaluation(evaluation)
         if gpu_ids is None:  # the GPUs Ray assigned to this actor (none without Ray)
-            gpu_ids = [str(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
+            gpu_ids = assigned_gpus()
         self.gpu_ids = [str(g) for g in gpu_ids]
+        self.place = locate(self.gpu_ids, logical_gpus, "evaluator")
+        # logical GPUs (a test of the GPU layout on CPU machines): train on the CPU
+        self.train_gpus = [] if logical_gpus and cuda_devices() == 0 else self.gpu_ids
 
-    def where(self) -> dict[str, Any]:
-        """Node, GPU and actor this evaluator runs on."""
-        ctx = ray.get_runtime_context() if ray.is_initialized() else None
-        return {
-            "node_id": ctx.get_node_id() if ctx else None,
-            "gpu_id": ",".join(self.gpu_ids) or None,
-            "worker_id": (ctx.get_actor_id() if ctx else None) or f"pid-{os.getpid()}",
-            "pid": os.getpid(),
-        }
+    def where(self) -> Where:
+        """Node, GPUs and actor id of this evaluator, and why it must not run, if so."""
+        return self.place
 
     def device(self) -> str:
-        # The sandbox shows its child exactly our GPUs (CUDA_VISIBLE_DEVICES = self.gpu_ids),
+        # The sandbox shows its child exactly our GPUs (CUDA_VISIBLE_DEVICES = train_gpus),
         # so the first of them is cuda:0 there.
-        return "cuda:0" if self.gpu_ids else "cpu"
+        return "cuda:0" if self.train_gpus else "cpu"
 
     def evaluate(self, task: EvalTask) -> dict[str, Any]:
-        """Evaluate one task; always returns a result dict (failures included)."""
+        """Evaluate one task; always returns a result dict (failures included), with where
+        and when it ran."""
+        if self.place.problem:
+            raise PlacementError(self.place.problem)
+        started = time.time()
         recipe = Recipe.from_config(
             self.cfg,
             seed=task.seed,
@@ -78,24 +86,37 @@ class Evaluator:
             budget_s=task.budget_s,
             device=self.device(),
         )
+        limits = self.limits
+        if task.deadline_s is not None:
+            limits = limits.with_deadline(task.deadline_s)
         try:
             result = evaluate_program(
                 task.code,
                 task.dataset,
                 recipe,
-                self.limits,
+                limits,
                 data_root=self.cfg.data_root,
                 admission=self.admission,
-                gpu_ids=self.gpu_ids,
+                gpu_ids=self.train_gpus,
             ).to_dict()
         except (SandboxError, CandidateRejected, ValueError) as exc:
             # Not the program's verdict: the pool retries it like a lost worker.
             raise RuntimeError(f"evaluation infrastructure failed: {truncate(str(exc))}") from exc
-        if self.gpu_ids and result.get("ok") and result.get("device") == "cpu":
+        if self.train_gpus and result.get("ok") and result.get("device") == "cpu":
             # CUDA could not start in the sandbox (driver, device files: the child's output
             # says why): say so loudly rather than let a GPU cluster train on CPUs unnoticed.
             log.warning("evaluator on GPU %s trained %s on the CPU", self.gpu_ids, task.key)
-        return {**result, **self.where(), "key": task.key}
+        return {
+            **result,
+            "node_id": self.place.node_id,
+            "gpu_id": self.place.gpu_id,
+            "worker_id": self.place.actor,
+            "pid": self.place.pid,
+            "key": task.key,
+            "started": started,
+            "ended": time.time(),
+            "deadline_s": limits.timeout_s,
+        }
 
 
 def worker_lost(

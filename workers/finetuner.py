@@ -19,8 +19,10 @@ import ray
 
 from llmnas_dist.config import AdmissionConfig, ClusterConfig, FinetuneConfig, GenerationConfig
 from llmnas_dist.datasets import dataset_spec
+from llmnas_dist.errors import PlacementError
 from llmnas_dist.finetune import ElitePair, build_examples, train_lora
 from llmnas_dist.warmstart import warm_start_adapter
+from workers.gpus import Where, assigned_gpus, locate
 from workers.threads import node_threads
 
 
@@ -39,9 +41,15 @@ def finetune_options(
 class Finetuner:
     """The actor's body (a plain class, so it also runs without Ray)."""
 
-    def __init__(self, model: str, cfg: FinetuneConfig) -> None:
+    def __init__(self, model: str, cfg: FinetuneConfig, logical_gpus: bool = False) -> None:
         self.model = model
         self.cfg = cfg
+        self.place = locate(assigned_gpus(), logical_gpus, "fine-tuning actor")
+        if self.place.problem:
+            raise PlacementError(self.place.problem)
+
+    def where(self) -> Where:
+        return self.place
 
     def train(
         self,
@@ -96,8 +104,8 @@ class _ActorFinetuner(Finetuner):
     (a first run's longest phase) and of each fine-tune never reach the driver's console
     (Ray streams the actor's stderr). In-process use keeps the caller's logging."""
 
-    def __init__(self, model: str, cfg: FinetuneConfig) -> None:
-        super().__init__(model, cfg)
+    def __init__(self, model: str, cfg: FinetuneConfig, logical_gpus: bool = False) -> None:
+        super().__init__(model, cfg, logical_gpus)
         steps = logging.getLogger(train_lora.__module__)
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))

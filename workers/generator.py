@@ -12,6 +12,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,8 +21,9 @@ from typing import Any
 import ray
 
 from llmnas_dist.config import GenerationConfig
-from llmnas_dist.errors import ConfigError
+from llmnas_dist.errors import ConfigError, PlacementError
 from llmnas_dist.generation import Sampling, make_generator
+from workers.gpus import Where, assigned_gpus, locate
 from workers.threads import node_threads
 
 
@@ -57,8 +59,13 @@ def generation_options(
 class Generation:
     """The actor's body (a plain class, so it also runs without Ray)."""
 
-    def __init__(self, cfg: GenerationConfig, max_lora_rank: int = 32) -> None:
+    def __init__(
+        self, cfg: GenerationConfig, max_lora_rank: int = 32, logical_gpus: bool = False
+    ) -> None:
         self.cfg = cfg
+        self.place = locate(assigned_gpus(), logical_gpus, "generation actor")
+        if self.place.problem:
+            raise PlacementError(self.place.problem)
         self.engine = make_generator(cfg, max_lora_rank=max_lora_rank)
         self.adapter: str | None = None
         self._adapter_root: Path | None = None
@@ -96,6 +103,7 @@ class Generation:
         # retries the retry temperature (the driver batches each kind apart)
         mode = "full" if any(r.mode == "full" for r in requests) else "delta"
         retry = any(r.retry for r in requests)
+        started = time.time()
         with node_threads() if alone else contextlib.nullcontext():
             results = self.engine.generate(
                 [r.prompt for r in requests],
@@ -103,6 +111,7 @@ class Generation:
                 self.adapter,
                 grammars=[r.grammar for r in requests],
             )
+        call = {"started": started, "ended": time.time(), "where": self.place}
         return [
             {
                 **asdict(res),
@@ -110,9 +119,13 @@ class Generation:
                 "mode": req.mode,
                 "adapter": self.adapter,
                 "grammar_note": res.grammar_note or req.grammar_note,
+                "call": call,  # the whole call's span (the same for every answer of it)
             }
             for req, res in zip(requests, results, strict=True)
         ]
+
+    def where(self) -> Where:
+        return self.place
 
     def info(self) -> dict[str, Any]:
         return {
