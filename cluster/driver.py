@@ -25,13 +25,14 @@ The driver is the only writer of the archive: actors return results, the driver 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
 import time
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 SEED_CYCLE = 0  # the seed programs, evaluated before the first CE cycle
 WAIT_S = 1.0  # longest wait for any result before the progress line is redrawn
 DONE = (CandidateStatus.EVALUATED, CandidateStatus.FAILED)
+PLACEMENT_FILE = "placement.json"
 MAX_GENERATOR_RESTARTS = 3  # generation actors replaced in a run before it stops
 
 
@@ -209,6 +211,20 @@ class Driver:
         if self.adapter_version is None and self.cfg.generation.warm_start:
             with self.clock.phase("warm start (theta_0)"):
                 self.warm_start()
+        self.write_placement()
+
+    def write_placement(self) -> None:
+        """`<run_dir>/<run>/placement.json`: the node and GPU ids of every actor (the
+        evaluators: every one that started so far), for users and the placement test."""
+        actors = self.actors
+        places = {
+            "generators": [self.place(g) for g in actors.generators],
+            "finetuner": [self.place(actors.finetuner)],
+            "evaluators": actors.pool.places,
+        }
+        data = {group: [asdict(w) for w in ws] for group, ws in places.items()}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / PLACEMENT_FILE).write_text(json.dumps(data, indent=1), encoding="utf-8")
 
     def run_cycle(self, t: int) -> None:
         started = time.monotonic()

@@ -21,7 +21,7 @@ from db.archive import Archive
 from db.errors import ArchiveError, NotFound
 from db.models import RunStatus
 from llmnas_dist.config import Config, stored_config
-from llmnas_dist.errors import UsageError
+from llmnas_dist.errors import PlacementError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,9 @@ def _drive(cfg: Config, archive: Archive, run_id: str, evaluators: int | None) -
     except KeyboardInterrupt:
         status = RunStatus.STOPPED
         print(f"\nstopped; resume with: llmnas run --resume {run_id}", flush=True)
+    except PlacementError as exc:  # the cluster, not the run: say what to fix, no traceback
+        log.error("run %s failed: %s", run_id, exc)
+        print(f"run {run_id} failed: {exc}\n  resume with: llmnas run --resume {run_id}")
     except Exception:  # noqa: BLE001 - any failure: record it, say how to resume
         log.error("run %s failed:\n%s", run_id, traceback.format_exc())
         print(f"run {run_id} failed; resume with: llmnas run --resume {run_id}", flush=True)

@@ -27,6 +27,7 @@ Placement lives in `evaluator_placement`: one GPU per actor when the cluster has
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -116,6 +117,7 @@ class EvaluatorPool:
     on_span: Callable[[Span], None] | None = None  # receives every attempt's busy span
     actors: list[Any] = field(default_factory=list)
     replaced: int = 0
+    places: list[Where] = field(default_factory=list)  # every actor that started, in order
 
     def __post_init__(self) -> None:
         self._placement = self.placement or evaluator_placement(
@@ -162,6 +164,7 @@ class EvaluatorPool:
             raise PlacementError(where.problem)
         if actor in self._load:
             self._where[actor] = where
+            self.places.append(where)
 
     def wait_ready(self, timeout_s: float | None = None) -> list[Where]:
         """Block until every actor said where it runs; their places."""
@@ -260,6 +263,10 @@ class EvaluatorPool:
             )
             reason = f"actor died ({type(exc).__name__})"
             self._span(flight, where, SpanOutcome.LOST, reason)
+            # "unavailable" may be an actor that still runs (its raylet was slow to answer):
+            # kill it so it frees its GPU for the replacement rather than linger forgotten
+            with contextlib.suppress(Exception):
+                ray.kill(flight.actor, no_restart=True)
             self._replace(flight.actor)
             done = self._retry_or_give_up(flight, reason)
         except PlacementError:

@@ -20,6 +20,7 @@ from llmnas_dist.cli_common import (
     EXIT_OK,
     add_input_flags,
     config_from_args,
+    existing_archive,
     with_input_flags,
 )
 from llmnas_dist.config import Config
@@ -63,20 +64,11 @@ def archive_index(config: Config) -> tuple[NoveltyIndex, str | None]:
     """The novelty index rebuilt from the configured archive, and where it came from
     (None when there is no archive to compare with)."""
     index = NoveltyIndex.from_config(config.admission)
-    url = config.archive.url
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if not path or path == ":memory:" or not Path(path).is_file():
+    with existing_archive(config) as archive:
+        if archive is None:
             return index, None
-    from db.archive import Archive  # only when an archive exists: keeps `check` light
-
-    archive = Archive(config.archive)
-    try:
         index.rebuild(archive.iter_signatures(SIGNATURE_BATCH))
-    finally:
-        close = getattr(archive, "close", None)
-        if close is not None:
-            close()
+    url = config.archive.url
     return index, url
 
 

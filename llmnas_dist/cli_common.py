@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -68,3 +72,22 @@ def with_input_flags(config: Config, args: argparse.Namespace) -> Config:
         problems = "; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise UsageError(problems.replace("_", "-")) from None
     return config.model_copy(update={"evaluation": evaluation})
+
+
+@contextlib.contextmanager
+def existing_archive(config: Config) -> Iterator[Any]:
+    """The configured archive when there is one to read (a SQLite file that exists, or a
+    server), else None; commands that only read it never create one."""
+    url = config.archive.url
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if not path or path == ":memory:" or not Path(path).is_file():
+            yield None
+            return
+    from db.archive import Archive  # only when an archive exists: keeps commands light
+
+    archive = Archive(config.archive)
+    try:
+        yield archive
+    finally:
+        archive.close()

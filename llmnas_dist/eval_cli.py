@@ -1,11 +1,14 @@
 """`llmnas eval`: train one program with the proxy recipe and print the result.
 
     llmnas eval PROGRAM.py [--dataset NAME] [--epochs E | --budget-s S] [--seed N]
-                [--input-size PX] [--recipe fixed|lemur] [--json]
+                [--input-size PX] [--recipe fixed|lemur] [--timeout-s S] [--json]
 
 Static checks first, then training in the sandbox with the configured recipe
-(`evaluation` section) and limits. Exit status 0 evaluated, 1 failed (the reason is
-printed), 2 bad usage. The same seed gives the same accuracy on a CPU.
+(`evaluation` section) and limits. The wall-clock limit is the adaptive deadline
+(llmnas_dist/deadline.py) from the configured archive's successful evaluations at the
+same dataset and budget, so a program that never returns costs a multiple of what its
+budget takes, not `evaluation.timeout_s`; `--timeout-s` sets it. Exit status 0 evaluated,
+1 failed (the reason is printed), 2 bad usage. The same seed gives the same accuracy on a CPU.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from llmnas_dist.cli_common import (
     EXIT_OK,
     add_input_flags,
     config_from_args,
+    existing_archive,
     with_input_flags,
 )
+from llmnas_dist.config import Config
 from llmnas_dist.errors import UsageError
 
 
@@ -45,6 +50,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train"
     )
+    p.add_argument(
+        "--timeout-s",
+        type=float,
+        metavar="S",
+        help="wall-clock limit (default: the adaptive deadline, at most evaluation.timeout_s)",
+    )
     add_input_flags(p, recipe=True)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=eval_program)
@@ -59,6 +70,7 @@ def eval_program(args: argparse.Namespace) -> int:
     config = with_input_flags(config_from_args(args), args)
     _positive(args.epochs, "--epochs")
     _positive(args.budget_s, "--budget-s")
+    _positive(args.timeout_s, "--timeout-s")
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     path = Path(args.program)
@@ -72,7 +84,7 @@ def eval_program(args: argparse.Namespace) -> int:
     import torch
 
     from llmnas_dist.datasets import dataset_spec
-    from llmnas_dist.evaluation import evaluate_program
+    from llmnas_dist.evaluation import budget_key, evaluate_program
     from llmnas_dist.proxy import Recipe
     from llmnas_dist.sandbox import SandboxLimits
 
@@ -86,16 +98,18 @@ def eval_program(args: argparse.Namespace) -> int:
     recipe = Recipe.from_config(
         cfg, seed=args.seed, epochs=args.epochs, budget_s=args.budget_s, device=device
     )
+    budget = budget_key(recipe.epochs, recipe.budget_s)
+    deadline_s = args.timeout_s or adaptive_deadline(config, dataset, budget)
     result = evaluate_program(
         code,
         dataset,
         recipe,
-        SandboxLimits.from_evaluation(cfg),
+        SandboxLimits.from_evaluation(cfg).with_deadline(deadline_s),
         data_root=args.data_root or cfg.data_root,
         admission=config.admission,
     )
     if args.json:
-        print(json.dumps({"program": str(path), **result.to_dict()}))
+        print(json.dumps({"program": str(path), **result.to_dict(), "deadline_s": deadline_s}))
     elif result.ok:
         print(f"evaluated: accuracy {result.accuracy:.4f}  loss {result.loss:.4f}")
         print(f"  dataset: {dataset}  seed {result.seed}  budget {result.budget}")
@@ -105,4 +119,17 @@ def eval_program(args: argparse.Namespace) -> int:
     else:
         print(f"failed: {result.error_class}")
         print(f"  message: {result.message}")
+        print(f"  deadline: {deadline_s:.0f} s")
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def adaptive_deadline(config: Config, dataset: str, budget: str) -> float:
+    """The deadline an evaluation at this dataset and budget gets from the archive's
+    history (evaluation.timeout_s without an archive or enough history)."""
+    from llmnas_dist.deadline import Deadlines
+
+    deadlines = Deadlines(config.evaluation)
+    with existing_archive(config) as archive:
+        if archive is not None:
+            deadlines.observe_all(dataset, budget, archive.durations(dataset, budget))
+    return deadlines.deadline(dataset, budget)

@@ -101,3 +101,60 @@ def test_missing_program_and_conflicting_budgets_exit_2(tmp_path: Path, program:
     with pytest.raises(SystemExit) as exc:  # argparse: mutually exclusive flags
         main(["eval", str(program), "--epochs", "1", "--budget-s", "1"])
     assert exc.value.code == 2
+
+
+HANGS_AFTER_THREE_STEPS = """
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[-3] * in_shape[-2] * in_shape[-1], out_shape[0])
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        while self.calls > 3:
+            pass
+        return self.fc(torch.flatten(x, 1))
+"""
+
+
+def test_a_program_that_hangs_costs_the_adaptive_deadline(tmp_path: Path, capsys) -> None:
+    """The archive knows one-epoch digits evaluations take about 2 s: a program that
+    hangs after three training steps is stopped at the 6 s floor, not at timeout_s."""
+    from db.archive import Archive, code_hash
+    from llmnas_dist.config import build_config, dump_config
+
+    url = f"sqlite:///{tmp_path / 'archive.db'}"
+    cfg = build_config(
+        {
+            "archive": {"url": url},
+            "evaluation": {"timeout_s": 300, "deadline_floor_s": 6, "deadline_min_samples": 3},
+        }
+    )
+    with Archive(cfg.archive) as archive:
+        archive.create_run(cfg, run_id="history")
+        for seed, seconds in enumerate([1.5, 2.0, 2.5]):
+            code = load_seeds()["plain_cnn"] + f"\n# variant {seed}\n"
+            archive.add_architecture(code)
+            arch = code_hash(code)
+            archive.record_evaluation(
+                "history", arch, dataset="digits", seed=seed, budget="epochs=1",
+                score=0.9, duration_s=seconds,
+            )  # fmt: skip
+    config = tmp_path / "config.yaml"
+    config.write_text(dump_config(cfg), encoding="utf-8")
+    hang = tmp_path / "hang.py"
+    hang.write_text(HANGS_AFTER_THREE_STEPS, encoding="utf-8")
+    args = ["eval", str(hang), "--config", str(config), "--dataset", "digits", "--epochs", "1"]
+    assert main([*args, "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    # 5 x the median 2 s is 10 s, over the 6 s floor
+    assert out["deadline_s"] == pytest.approx(10.0)
+    assert out["error_class"] == "timeout" and out["accuracy"] is None
+    assert main([*args, "--timeout-s", "3"]) == 1
+    text = capsys.readouterr().out
+    assert "failed: timeout" in text and "deadline: 3 s" in text
