@@ -102,6 +102,7 @@ class _InFlight:
     actor: Any
     attempt: int
     sent: float  # Unix seconds: when it was handed to the actor
+    where: Where | None  # the actor's place (kept: a dead actor's is forgotten)
 
 
 @dataclass
@@ -217,7 +218,9 @@ class EvaluatorPool:
             task = replace(task, deadline_s=self.deadlines.deadline(task.dataset, budget))
             ref = actor.evaluate.remote(task)
             self._load[actor] += 1
-            self._in_flight[ref] = _InFlight(task, actor, attempt, time.time())
+            self._in_flight[ref] = _InFlight(
+                task, actor, attempt, time.time(), self._where.get(actor)
+            )
 
     def _budget(self, task: EvalTask) -> tuple[float | None, float | None]:
         if task.epochs is None and task.budget_s is None:
@@ -251,7 +254,7 @@ class EvaluatorPool:
             self._dispatch()
             return None
         flight = self._in_flight.pop(ref)
-        where = self._where.get(flight.actor)
+        where = flight.where
         try:
             result = ray.get(ref)
         except (ActorDiedError, ActorUnavailableError, RayActorError) as exc:

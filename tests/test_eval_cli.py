@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_evaluator_pool import HANGS_IN_TRAINING  # forward never returns after 3 steps
 
 from llmnas_dist.cli import main
 from llmnas_dist.seeds import load_seeds
@@ -103,25 +104,6 @@ def test_missing_program_and_conflicting_budgets_exit_2(tmp_path: Path, program:
     assert exc.value.code == 2
 
 
-HANGS_AFTER_THREE_STEPS = """
-import torch
-import torch.nn as nn
-
-
-class Net(nn.Module):
-    def __init__(self, in_shape, out_shape, prm, device):
-        super().__init__()
-        self.fc = nn.Linear(in_shape[-3] * in_shape[-2] * in_shape[-1], out_shape[0])
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        while self.calls > 3:
-            pass
-        return self.fc(torch.flatten(x, 1))
-"""
-
-
 def test_a_program_that_hangs_costs_the_adaptive_deadline(tmp_path: Path, capsys) -> None:
     """The archive knows one-epoch digits evaluations take about 2 s: a program that
     hangs after three training steps is stopped at the 6 s floor, not at timeout_s."""
@@ -148,7 +130,7 @@ def test_a_program_that_hangs_costs_the_adaptive_deadline(tmp_path: Path, capsys
     config = tmp_path / "config.yaml"
     config.write_text(dump_config(cfg), encoding="utf-8")
     hang = tmp_path / "hang.py"
-    hang.write_text(HANGS_AFTER_THREE_STEPS, encoding="utf-8")
+    hang.write_text(HANGS_IN_TRAINING, encoding="utf-8")
     args = ["eval", str(hang), "--config", str(config), "--dataset", "digits", "--epochs", "1"]
     assert main([*args, "--json"]) == 1
     out = json.loads(capsys.readouterr().out)
