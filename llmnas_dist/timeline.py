@@ -143,6 +143,12 @@ class CycleUse:
     def advice(self, run_id: str) -> str:
         """One line a user can act on, with the command to do it."""
         t, n, need = self.cycle, self.evaluators, self.keep_pace
+        if self.critical_path == "generation-bound" and need is None:
+            return (
+                f"cycle {t}: generation ran {self.generation_s:.0f} s and admitted nothing to "
+                "evaluate: the evaluators idled; the proposals' valid rate is the long pole "
+                "(warm start, constrained decoding), not the evaluator count"
+            )
         if need is None or self.evaluator_idle is None:
             return f"cycle {t}: no generate-evaluate phase to judge the evaluator count by"
         cmd = f"`llmnas scale {run_id} {need}`"
@@ -206,6 +212,12 @@ def cycle_use(cycle: int, spans: Sequence[Span], evaluators: int) -> CycleUse | 
     evals = [s for s in spans if s.kind == SpanKind.EVALUATE.value]
     evaluators = max(evaluators, len({s.actor for s in evals}))
     lost = sum(s.outcome == SpanOutcome.LOST.value for s in spans)
+    if gen and not evals:  # nothing admitted: the evaluators idled through generation
+        generation_s = max(s.ended for s in gen) - min(s.started for s in gen)
+        return CycleUse(
+            cycle, lo, hi, uses, group_shares(uses, evaluators), "generation-bound",
+            generation_s, 0.0, evaluators, 1.0, None, lost,
+        )  # fmt: skip
     if not gen or not evals:
         return CycleUse(
             cycle,

@@ -224,3 +224,16 @@ def test_run_uses_orders_cycles_and_uses_each_pool_size() -> None:
     data = to_json(uses[1])
     assert data["lost_attempts"] == 1 and data["keep_pace"] == 6
     assert data["critical_path"] == "evaluation-bound" and len(data["actors"]) == 6
+
+
+def test_a_cycle_that_admitted_nothing_is_generation_bound() -> None:
+    """Generation ran 846 s (seen in a real run without warm start), no program was
+    admitted: the evaluators idled the whole phase, and more of them would not help."""
+    spans = [span("generate", "g", 0, 400), span("generate", "g", 400, 846)]
+    spans += [span("admit", "driver", 846, 847)]
+    use = cycle_use(1, spans, evaluators=2)
+    assert use is not None and use.critical_path == "generation-bound"
+    assert (use.generation_s, use.evaluator_idle, use.keep_pace) == (846, 1.0, None)
+    assert use.group_share["evaluator"] == 0.0
+    advice = use.advice("r")
+    assert "admitted nothing to evaluate" in advice and "llmnas scale" not in advice
