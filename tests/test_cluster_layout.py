@@ -92,6 +92,7 @@ def gpu_cluster() -> Iterator[tuple[dict[str, str], int]]:
         ray_cli(
             env,
             "start",
+            f"--dashboard-agent-listen-port={free_port()}",
             "--head",
             f"--port={gcs}",
             f"--dashboard-port={dash}",
@@ -104,6 +105,7 @@ def gpu_cluster() -> Iterator[tuple[dict[str, str], int]]:
         ray_cli(
             env,
             "start",
+            f"--dashboard-agent-listen-port={free_port()}",
             f"--address=127.0.0.1:{gcs}",
             "--num-cpus=4",
             "--num-gpus=2",

@@ -67,10 +67,13 @@ def cluster() -> Iterator[dict[str, str]]:
         subprocess.run([str(ray), *args], env=env, check=True, capture_output=True, timeout=180)
 
     ray_cmd("get-auth-token", "--generate")
+    # every `ray start` gets a free dashboard-agent port: the default (52365) may be held by
+    # another Ray on this machine, and then the head's job agent never comes up
     common = ["--disable-usage-stats", f"--temp-dir={base / 'ray'}"]
     try:
         ray_cmd(
             "start",
+            f"--dashboard-agent-listen-port={free_port()}",
             "--head",
             f"--port={gcs}",
             f"--dashboard-port={dash}",
@@ -81,6 +84,7 @@ def cluster() -> Iterator[dict[str, str]]:
         )
         ray_cmd(
             "start",
+            f"--dashboard-agent-listen-port={free_port()}",
             f"--address=127.0.0.1:{gcs}",
             "--num-cpus=2",
             '--resources={"second_node": 1}',
