@@ -16,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_ray_job import BIN, free_port, stop_cluster, submit_job
+from test_ray_job import BIN, free_port, submit_job, two_raylets
 
 from db.archive import Archive
 from db.models import CandidateStatus, RunStatus
@@ -77,46 +75,20 @@ def ray_cli(env: dict[str, str], *args: str) -> Any:
 def gpu_cluster() -> Iterator[tuple[dict[str, str], int]]:
     """Head: 3 logical GPUs (2 inference, 1 evaluator); worker: 2 evaluator GPUs. Yields
     the client environment and the worker raylet's node-manager port (to find its pid)."""
-    base = Path(tempfile.mkdtemp(prefix="gl", dir="/tmp"))  # short: Unix socket paths
-    env = {
-        **os.environ,
-        "HOME": str(base / "home"),
-        "RAY_AUTH_MODE": "token",
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    env.pop("RAY_ADDRESS", None)
-    gcs, dash, worker_port = free_port(), free_port(), free_port()
-    common = ["--disable-usage-stats", f"--temp-dir={base / 'ray'}"]
-    try:
-        ray_cli(env, "get-auth-token", "--generate")
-        ray_cli(
-            env,
-            "start",
-            f"--dashboard-agent-listen-port={free_port()}",
-            "--head",
-            f"--port={gcs}",
-            f"--dashboard-port={dash}",
-            "--dashboard-host=127.0.0.1",
-            "--num-cpus=4",
-            "--num-gpus=3",
-            '--resources={"llmnas_inference": 2, "llmnas_evaluator": 1}',
-            *common,
-        )
-        ray_cli(
-            env,
-            "start",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--address=127.0.0.1:{gcs}",
-            "--num-cpus=4",
-            "--num-gpus=2",
-            '--resources={"llmnas_evaluator": 2}',
-            f"--node-manager-port={worker_port}",
-            *common,
-        )
-        yield {**env, "RAY_ADDRESS": f"http://127.0.0.1:{dash}"}, worker_port
-    finally:
-        stop_cluster(base)
-        shutil.rmtree(base, ignore_errors=True)
+    worker_port = free_port()
+    head = [
+        "--num-cpus=4",
+        "--num-gpus=3",
+        '--resources={"llmnas_inference": 2, "llmnas_evaluator": 1}',
+    ]
+    worker = [
+        "--num-cpus=4",
+        "--num-gpus=2",
+        '--resources={"llmnas_evaluator": 2}',
+        f"--node-manager-port={worker_port}",
+    ]
+    with two_raylets(head, worker, "gl") as env:
+        yield env, worker_port
 
 
 def node_processes(port: int) -> list[int]:

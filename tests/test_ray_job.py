@@ -49,11 +49,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def cluster() -> Iterator[dict[str, str]]:
-    """Two raylets with token auth; yields the client environment (HOME holds the token)."""
-    ray = BIN / "ray"
-    base = Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))  # short: Unix socket paths
+@contextlib.contextmanager
+def two_raylets(head: list[str], worker: list[str], prefix: str) -> Iterator[dict[str, str]]:
+    """A head and a second raylet on this machine with token auth, each started with its
+    own extra `ray start` flags; yields the client environment (HOME holds the token)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))  # short: Unix socket paths
     env = {
         **os.environ,
         "HOME": str(base / "home"),
@@ -64,7 +64,9 @@ def cluster() -> Iterator[dict[str, str]]:
     gcs, dash = free_port(), free_port()
 
     def ray_cmd(*args: str) -> None:
-        subprocess.run([str(ray), *args], env=env, check=True, capture_output=True, timeout=180)
+        subprocess.run(
+            [str(BIN / "ray"), *args], env=env, check=True, capture_output=True, timeout=180
+        )
 
     ray_cmd("get-auth-token", "--generate")
     # every `ray start` gets a free dashboard-agent port: the default (52365) may be held by
@@ -78,22 +80,29 @@ def cluster() -> Iterator[dict[str, str]]:
             f"--port={gcs}",
             f"--dashboard-port={dash}",
             "--dashboard-host=127.0.0.1",
-            "--num-cpus=4",
-            '--resources={"head_node": 1}',
+            *head,
             *common,
         )
         ray_cmd(
             "start",
             f"--dashboard-agent-listen-port={free_port()}",
             f"--address=127.0.0.1:{gcs}",
-            "--num-cpus=2",
-            '--resources={"second_node": 1}',
+            *worker,
             *common,
         )
         yield {**env, "RAY_ADDRESS": f"http://127.0.0.1:{dash}"}
     finally:
         stop_cluster(base)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster() -> Iterator[dict[str, str]]:
+    """Two raylets with token auth; yields the client environment."""
+    head = ["--num-cpus=4", '--resources={"head_node": 1}']
+    worker = ["--num-cpus=2", '--resources={"second_node": 1}']
+    with two_raylets(head, worker, "rj") as env:
+        yield env
 
 
 def stop_cluster(base: Path) -> None:
