@@ -91,7 +91,7 @@ def judge(answers: list[dict], fuzz: int) -> dict:
     from llmnas_dist.admission import Admission
     from llmnas_dist.config import AdmissionConfig
     from llmnas_dist.datasets import dataset_spec
-    from llmnas_dist.delta import apply_output, drop_unfinished_line
+    from llmnas_dist.delta import apply_output, drop_unfinished
     from llmnas_dist.errors import CandidateRejected
 
     parents = held_out_parents()
@@ -100,7 +100,7 @@ def judge(answers: list[dict], fuzz: int) -> dict:
     applied = admitted = fuzzed = cut = 0
     classes: dict[str, int] = {}
     for a in answers:
-        text, dropped = drop_unfinished_line(a["text"])
+        text, dropped = drop_unfinished(a["text"])
         cut += dropped is not None
         try:
             apply_output(parents[a["parent"]], text, fuzz)
