@@ -204,7 +204,7 @@ class StubFinetuner:
         self.calls += 1
         path = init_adapter if init_adapter else write_stub_adapter(Path(out_dir))
         time.sleep(self.seconds)
-        meta = {f.name: None for f in fields(FinetuneResult)}
+        meta: dict[str, Any] = {f.name: None for f in fields(FinetuneResult)}
         meta.update(
             adapter_dir=path,
             base_model=self.model,
