@@ -84,10 +84,9 @@ def evaluators_wanted(cfg: Config, override: int | None = None) -> Placement:
 def start_actors(cfg: Config, placement: Placement) -> Actors:
     """Start every actor of a run (engines load in the background while the pool warms)."""
     resources = ray.cluster_resources()
-    # inference nodes (deploy/) carry `llmnas_inference`: engines and the fine-tuner go there
-    tag = {INFERENCE_RESOURCE: 1.0} if resources.get(INFERENCE_RESOURCE) else {}
     generators = [start_generator(cfg, resources) for _ in range(cfg.generation.num_actors)]
-    ft_opts = finetune_options(cfg.cluster, resources, ACTOR_CPUS) | {"resources": tag}
+    ft_opts = finetune_options(cfg.cluster, resources, ACTOR_CPUS)
+    ft_opts["resources"] = inference_tag(resources)
     finetuner = FinetuneActor.options(**ft_opts).remote(
         cfg.generation.model, cfg.finetune, cfg.cluster.logical_gpus
     )
@@ -97,12 +96,17 @@ def start_actors(cfg: Config, placement: Placement) -> Actors:
     return Actors(generators, finetuner, pool)
 
 
+def inference_tag(resources: dict[str, float]) -> dict[str, float]:
+    """Inference nodes (deploy/) carry `llmnas_inference`: engines and the fine-tuner go
+    there; a cluster without the tag places them anywhere."""
+    return {INFERENCE_RESOURCE: 1.0} if resources.get(INFERENCE_RESOURCE) else {}
+
+
 def start_generator(cfg: Config, resources: dict[str, float] | None = None) -> Any:
     """One generation actor: `tensor_parallel_size` GPUs on a GPU cluster, on an inference
     node where the cluster tags them (also what replaces a lost one)."""
     resources = resources if resources is not None else ray.cluster_resources()
-    # inference nodes (deploy/) carry `llmnas_inference`: engines and the fine-tuner go there
-    tag = {INFERENCE_RESOURCE: 1.0} if resources.get(INFERENCE_RESOURCE) else {}
+    tag = inference_tag(resources)
     gen_opts = generation_options(cfg.generation, resources, ACTOR_CPUS)
     gen_opts["resources"] = {k: v * cfg.generation.tensor_parallel_size for k, v in tag.items()}
     return GenerationActor.options(**gen_opts).remote(
