@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from llmnas_dist.errors import CandidateRejected, ErrorClass, truncate
+from llmnas_dist.program import parse_source
 
 BASELINE_NAME = "baseline.py"
 IMPROVED_NAME = "improved.py"
@@ -309,7 +310,7 @@ def _net_lines(lines: list[str]) -> range:
     """The 0-based line span of `class Net` (the contract class, which a proposal most
     often means to change), or an empty range if the text does not parse or has none."""
     try:
-        tree = ast.parse("\n".join(lines))
+        tree = parse_source("\n".join(lines))
     except (SyntaxError, ValueError):
         return range(0)
     nets = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Net"]

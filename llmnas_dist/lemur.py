@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from llmnas_dist.errors import CandidateRejected, ErrorClass
-from llmnas_dist.program import net_method
+from llmnas_dist.program import net_method, parse_source
 
 # The values of one proxy run, for every key LEMUR's programs are known to declare.
 LEMUR_PRM: dict[str, float] = {
@@ -170,7 +170,7 @@ def stat_record(p: TrainedProgram) -> dict[str, Any]:
     batch = int(p.recipe.get("batch_size") or 64)
     epochs = max(1, math.ceil(p.epochs_done - 1e-9))
     try:
-        tree = ast.parse(p.code)
+        tree = parse_source(p.code)
         prm = program_prm(tree, batch, epochs, p.height)
         declared = declared_hyperparameters(tree)
     except (CandidateRejected, SyntaxError):

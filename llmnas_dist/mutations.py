@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected
 from llmnas_dist.novelty import exact_jaccard, shingles
-from llmnas_dist.program import canonicalize, check_static
+from llmnas_dist.program import canonicalize, check_static, parse_source
 
 Operator = Callable[[str, random.Random], "str | None"]
 BuildCheck = Callable[[str], bool]
@@ -119,7 +119,7 @@ def _replace_span(code: str, node: ast.expr, text: str) -> str:
 
 def widen_channels(code: str, rng: random.Random) -> str | None:
     """Scale one channel plan (a literal tuple of widths) by 1.5x, rounded to multiples of 8."""
-    plans = _channel_plans(ast.parse(code))
+    plans = _channel_plans(parse_source(code))
     if not plans:
         return None
     node = rng.choice(plans)
@@ -144,7 +144,7 @@ def _net_methods(tree: ast.Module) -> tuple[ast.FunctionDef, ast.FunctionDef] | 
 def _insert_block(code: str, module: str, call: str) -> str | None:
     """Add `self.<name> = <module>` after `super().__init__()` in Net.__init__ and apply it
     at the top of Net.forward (`call` formats the input name). Needs `in_shape` by name."""
-    tree = ast.parse(code)
+    tree = parse_source(code)
     methods = _net_methods(tree)
     if methods is None:
         return None
@@ -235,7 +235,7 @@ def add_post_block(code: str, rng: random.Random) -> str | None:
     is the classifier's input width (the sandboxed build drops children where it is not)."""
     if "self.post_block" in code:
         return None
-    tree = ast.parse(code)
+    tree = parse_source(code)
     methods = _net_methods(tree)
     if methods is None:
         return None

@@ -38,6 +38,7 @@ import hashlib
 import importlib
 import keyword
 import re
+import threading
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -433,6 +434,19 @@ def _is_dunder(name: str) -> bool:
     return len(name) > 4 and name.startswith("__") and name.endswith("__")
 
 
+# CPython 3.11 keeps the AST constructor's recursion depth in interpreter-wide state, so two
+# threads parsing at once can fail with "SystemError: AST constructor recursion depth
+# mismatch" (cpython gh-106905; seen in CI when `llmnas seeds check` admitted 1,000 programs
+# on a thread pool). Every parse in this package goes through this lock.
+_PARSE_LOCK = threading.Lock()
+
+
+def parse_source(code: str, filename: str = "<unknown>") -> ast.Module:
+    """`ast.parse`, serialised across threads (see _PARSE_LOCK)."""
+    with _PARSE_LOCK:
+        return ast.parse(code, filename=filename)
+
+
 def parse_program(code: str, cfg: AdmissionConfig) -> ast.Module:
     """Parse with size limits; hostile input may only ever produce a CandidateRejected."""
     size = len(code.encode("utf-8", errors="replace"))
@@ -441,7 +455,7 @@ def parse_program(code: str, cfg: AdmissionConfig) -> ast.Module:
             ErrorClass.TOO_LARGE, f"source is {size} bytes, limit {cfg.max_source_bytes}"
         )
     try:
-        tree = ast.parse(code, filename="program.py")
+        tree = parse_source(code, filename="program.py")
     except SyntaxError as exc:
         raise CandidateRejected(
             ErrorClass.SYNTAX_ERROR, f"line {exc.lineno}: {exc.msg}: {(exc.text or '').strip()}"

@@ -37,7 +37,6 @@ that `sandbox_capabilities()` reports).
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import dataclasses
 import functools
@@ -63,6 +62,7 @@ from llmnas_dist import _sandbox_child
 from llmnas_dist.config import AdmissionConfig, EvaluationConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass, truncate
 from llmnas_dist.lemur import program_prm
+from llmnas_dist.program import parse_source
 
 log = logging.getLogger(__name__)
 
@@ -807,7 +807,7 @@ def build_check(
     if type(num_classes) is not int or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
     try:
-        tree = ast.parse(code)
+        tree = parse_source(code)
     except (SyntaxError, ValueError) as exc:
         raise CandidateRejected(ErrorClass.SYNTAX_ERROR, str(exc)) from None
     prm = program_prm(tree, batch=BUILD_BATCH, epochs=1, height=shape[1])

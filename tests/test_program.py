@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+import time
+from pathlib import Path
+
 import pytest
 
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
-from llmnas_dist.program import canonicalize, check_static
+from llmnas_dist.program import canonicalize, check_static, parse_source
+from llmnas_dist.seeds import load_seeds
 
 CFG = AdmissionConfig()
+SEEDS = load_seeds()
 
 GOOD = '''
 """A small net."""
@@ -402,3 +409,60 @@ def test_message_names_the_line():
     with pytest.raises(CandidateRejected) as info:
         check_static(code, CFG)
     assert info.value.message.startswith(f"line {code.count(chr(10))}:")
+
+
+class _Finalizer:
+    """A reference cycle whose finalizer runs Python code: the collector frees it in the
+    middle of a parse, and the GIL can pass to another thread there."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+    def __del__(self) -> None:
+        time.sleep(0)
+
+
+def _parse_with_collections(errors: list[BaseException]) -> None:
+    code = max(SEEDS.values(), key=len)
+    for _ in range(20):
+        garbage = [_Finalizer() for _ in range(300)]
+        del garbage
+        try:
+            parse_source(code)
+        except SystemError as exc:  # the CPython 3.11 race parse_source guards against
+            errors.append(exc)
+
+
+def test_parse_source_is_safe_from_many_threads() -> None:
+    """CPython 3.11's AST constructor keeps one recursion counter per interpreter: four threads
+    calling ast.parse this way raised "AST constructor recursion depth mismatch" in each of
+    four runs here (and once in CI, in `llmnas seeds check`'s thread pool); parse_source
+    serialises parses."""
+    errors: list[BaseException] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [
+            threading.Thread(target=_parse_with_collections, args=(errors,)) for _ in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
+def test_no_module_parses_python_outside_parse_source() -> None:
+    """Every parse in the packages goes through parse_source (the sandbox child runs in its
+    own process, where one thread compiles the program)."""
+    root = Path(__file__).resolve().parents[1]
+    offenders = [
+        f"{path.relative_to(root)}:{n}"
+        for package in ("llmnas_dist", "db", "workers", "cluster")
+        for path in sorted((root / package).rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "ast.parse(" in line and path.name != "program.py"
+    ]
+    assert offenders == []
