@@ -453,10 +453,10 @@ def threads(args: argparse.Namespace) -> dict:
     return out
 
 
-def roofline(params: int, param_bytes: int) -> dict:
+def roofline(params: int, param_bytes: int, dtype: str = "float32") -> dict:
     """This machine's limits for a model, with torch on one thread: tokens/s if every
-    token had to read all weights once (memory), and if matmuls ran at their measured
-    rate (compute)."""
+    token had to read all weights once (memory), and if matmuls in `dtype` ran at their
+    measured rate (compute)."""
     import torch
 
     torch.set_num_threads(1)
@@ -468,7 +468,9 @@ def roofline(params: int, param_bytes: int) -> dict:
         dst.copy_(src)
         copies.append(time.perf_counter() - t0)
     bandwidth = 2 * src.numel() / min(copies)  # read + write
-    a, b = torch.randn(512, 576), torch.randn(576, 576)  # SmolLM2-135M's hidden size 576
+    kind = getattr(torch, dtype)
+    a = torch.randn(512, 576, dtype=kind)  # SmolLM2-135M's hidden size 576
+    b = torch.randn(576, 576, dtype=kind)
     matmuls = []
     for _ in range(5):
         t0 = time.perf_counter()
@@ -484,28 +486,26 @@ def roofline(params: int, param_bytes: int) -> dict:
     }
 
 
-def batches(args: argparse.Namespace) -> dict:
-    import torch
-
+def batch_rates(dtype: str, max_new_tokens: int) -> dict:
+    """Aggregate output tokens/s (whole call, and decode after the first token) at batch
+    1, 4, 8 and 16 with the model's weights in `dtype`."""
     from llmnas_dist.generation import Sampling, TransformersGenerator
 
-    torch.set_num_threads(1)
-    gen = TransformersGenerator(MODEL)
+    gen = TransformersGenerator(MODEL, dtype=dtype)
     prompts = bench_prompts(16)
-    sampling = Sampling(0.35, 0.9, 50, args.max_new_tokens, seed=0)
+    sampling = Sampling(0.35, 0.9, 50, max_new_tokens, seed=0)
     gen.generate(prompts[:1], Sampling(max_new_tokens=4))  # warm-up
+    one = Sampling(0.35, 0.9, 50, 1, seed=0)
     rates, decode, prefill = {}, {}, {}
     for size in (1, 4, 8, 16):
-        one = Sampling(0.35, 0.9, 50, 1, seed=0)
         prefill[size] = gen.generate(prompts[:size], one)[0].seconds
         results = gen.generate(prompts[:size], sampling)
         out = sum(r.output_tokens for r in results)
         rates[size] = out / results[0].seconds
         decode[size] = (out - size) / max(results[0].seconds - prefill[size], 1e-9)
-        print("batch", size, rates[size], decode[size], prefill[size], flush=True)
-    model = gen.model
-    params = sum(p.numel() for p in model.parameters())
-    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        print(dtype, "batch", size, rates[size], decode[size], prefill[size], flush=True)
+    params = sum(p.numel() for p in gen.model.parameters())
+    param_bytes = sum(p.numel() * p.element_size() for p in gen.model.parameters())
     return {
         "tokens_per_s": rates,
         "over_batch_1": {size: rate / rates[1] for size, rate in rates.items()},
@@ -515,8 +515,29 @@ def batches(args: argparse.Namespace) -> dict:
         "decode_over_batch_1": {size: rate / decode[1] for size, rate in decode.items()},
         "best_batch": max(rates, key=lambda k: rates[k]),
         "params": params,
-        "roofline": roofline(params, param_bytes),
+        "param_bytes": param_bytes,
     }
+
+
+def batches(args: argparse.Namespace) -> dict:
+    """Batch sizes for each weight dtype of `--dtypes`, measured in one process; the first
+    dtype is the baseline of the `over_first` ratios."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    dtypes = args.dtypes.split(",")
+    report: dict = {name: batch_rates(name, args.max_new_tokens) for name in dtypes}
+    first = report[dtypes[0]]
+    for name in dtypes[1:]:
+        report[name]["over_first"] = {
+            size: rate / first["tokens_per_s"][size]
+            for size, rate in report[name]["tokens_per_s"].items()
+        }
+    report["roofline"] = {
+        name: roofline(report[name]["params"], report[name]["param_bytes"], name) for name in dtypes
+    }
+    report["threads"] = args.threads
+    return report
 
 
 def throughput(args: argparse.Namespace) -> dict:
@@ -581,6 +602,10 @@ def main() -> None:
     p.add_argument("--fresh", action="store_true", help="retrain the warm start (timing)")
     p.add_argument("--skip-before", action="store_true", help="measure the adapter only")
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument(
+        "--dtypes", default="float32,bfloat16", help="batches: weight dtypes (comma list)"
+    )
+    p.add_argument("--threads", type=int, default=1, help="batches: torch threads")
     p.add_argument("--max-new-tokens", type=int, help="token budget (default: config)")
     p.add_argument(
         "--fuzz",

