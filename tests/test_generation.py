@@ -163,6 +163,20 @@ def test_a_prompt_over_max_model_len_is_refused_and_the_rest_answered(generator)
 
 
 @pytest.mark.integration
+def test_both_weight_dtypes_answer_greedily_alike():
+    """`generation.dtype`: the weights load in the dtype asked for, and bf16 weights (the
+    default on a CPU with native bf16) start the same greedy answer as fp32 ones."""
+    import torch
+
+    answers = {}
+    for dtype in ("float32", "bfloat16"):
+        gen = TransformersGenerator("smollm2-135m-instruct", dtype=dtype)
+        assert gen.model.dtype == getattr(torch, dtype)
+        answers[dtype] = gen.generate(PROMPTS[:1], Sampling(temperature=0.0, max_new_tokens=8))
+    assert answers["float32"][0].text.split()[:3] == answers["bfloat16"][0].text.split()[:3]
+
+
+@pytest.mark.integration
 def test_seed_reproduces_and_changes_samples(generator):
     same = Sampling(temperature=1.0, max_new_tokens=24, seed=7)
     first = [r.text for r in generator.generate(PROMPTS, same)]

@@ -78,3 +78,37 @@ def test_conversion_matches_the_gguf_model(tmp_path):
     # bf16 storage rounds the weights; the next-token ranking must survive it
     assert a.argmax() == b.argmax()
     assert torch.corrcoef(torch.stack([a, b]))[0, 1] > 0.99
+
+
+@pytest.mark.parametrize(
+    ("dtype", "device", "native", "expected"),
+    [
+        ("auto", "cpu", True, "bfloat16"),
+        ("auto", "cpu", False, "float32"),
+        ("auto", "cuda", False, "bfloat16"),
+        ("auto", "cuda:1", False, "bfloat16"),
+        ("float32", "cuda", True, "float32"),
+        ("bfloat16", "cpu", False, "bfloat16"),
+    ],
+)
+def test_inference_dtype_is_bf16_only_where_it_is_native_unless_set(
+    monkeypatch, dtype, device, native, expected
+):
+    monkeypatch.setattr(models, "cpu_has_bf16", lambda: native)
+    assert models.inference_dtype(dtype, device) == expected
+
+
+def test_cpu_bf16_flag_is_read_from_cpuinfo(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    real_path = Path
+
+    def fake_path(p: str):
+        return info if p == "/proc/cpuinfo" else real_path(p)
+
+    monkeypatch.setattr(models, "Path", fake_path)
+    info.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert models.cpu_has_bf16()
+    info.write_text("flags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert not models.cpu_has_bf16()
+    info.unlink()
+    assert not models.cpu_has_bf16()
