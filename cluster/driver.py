@@ -41,7 +41,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError
 
 from cluster.factory import Actors, adapter_files, start_generator
 from cluster.pool import PoolResult, archive_recorder
-from cluster.progress import PhaseClock, Progress
+from cluster.progress import Mark, PhaseClock, Progress, now_mark
 from db.archive import Archive, Elite
 from db.models import Candidate, CandidateMode, CandidateStatus
 from llmnas_dist.admission import Admission, Verdict
@@ -162,7 +162,7 @@ class Driver:
         self._calls: dict[Any, Call] = {}
         self._grammars: dict[tuple[str, str], tuple[str | None, str | None]] = {}  # per parent
         self._next_gen = 0
-        self._last_answer_at: float | None = None  # when the cycle's last generation returned
+        self._last_answer_at: Mark | None = None  # when the cycle's last generation returned
         self.progress = Progress(0, 0)
         # utilisation: every busy span goes to the archive under the running cycle
         self._cycle = SEED_CYCLE
@@ -227,7 +227,7 @@ class Driver:
         (self.run_dir / PLACEMENT_FILE).write_text(json.dumps(data, indent=1), encoding="utf-8")
 
     def run_cycle(self, t: int) -> None:
-        started = time.monotonic()
+        started = now_mark()
         settings = self.start(t)
         slots = self.parents(t)  # step 1
         self.generate_admit_evaluate(t, slots, settings)  # steps 2-4
@@ -238,16 +238,17 @@ class Driver:
             gamma, elites = self.select()  # step 5
             adapter = self.finetune(t, elites)  # step 6
             self.swap(t, adapter, gamma, elites)  # step 7
-        self.summarize(t, gamma, elites, time.monotonic() - started)
+        self.summarize(t, gamma, elites, time.monotonic() - started.at)
 
-    def time_generation(self, t: int, started: float) -> None:
+    def time_generation(self, t: int, started: Mark) -> None:
         """Steps 2-4 as two phases: until the last answer (evaluators run alongside), and
         the evaluations still running after it."""
-        now = time.monotonic()
-        answered = self._last_answer_at if self._last_answer_at is not None else started
-        answered = min(max(answered, started), now)
-        self.clock.add(f"cycle {t}: generate + admit (evaluating alongside)", answered - started)
-        self.clock.add(f"cycle {t}: evaluate after the last answer", now - answered)
+        now = now_mark()
+        answered = self._last_answer_at or started
+        if not started.at <= answered.at <= now.at:
+            answered = started
+        self.clock.add(f"cycle {t}: generate + admit (evaluating alongside)", started, answered)
+        self.clock.add(f"cycle {t}: evaluate after the last answer", answered, now)
         self._last_answer_at = None
 
     # ---- cycle start: scaling and settings ------------------------------------------------
@@ -506,7 +507,7 @@ class Driver:
                         self.resend(call, exc)
                         continue
                     self.on_generated(call, answers, settings)
-                    self._last_answer_at = time.monotonic()
+                    self._last_answer_at = now_mark()
                 else:
                     item = pool.collect(ref)
                     if item is not None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import psutil
+
 from db.models import CandidateStatus
 from llmnas_dist.archive_cli import SHORT_HASH
 
@@ -66,38 +68,78 @@ class Progress:
             self._last = now
 
 
+@dataclass(frozen=True)
+class Mark:
+    """A moment of a run: monotonic seconds, and the CPU seconds this node's cores have
+    spent busy (every process) so far."""
+
+    at: float
+    busy: float
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds this node has been busy since boot, all cores and processes (user, nice,
+    system, interrupts; not idle, iowait or steal)."""
+    t = psutil.cpu_times()
+    fields = ("user", "nice", "system", "irq", "softirq")
+    return float(sum(getattr(t, name, 0.0) for name in fields))
+
+
+def now_mark() -> Mark:
+    return Mark(time.monotonic(), busy_cpu_seconds())
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of a run: its wall seconds, and the share of the node's cores that were
+    busy meanwhile (0..1; every process on the node, so on a cluster the driver's node)."""
+
+    name: str
+    seconds: float
+    cpu: float
+
+
 @dataclass
 class PhaseClock:
-    """Wall time of each phase of a run, in order: where a run's time goes. Printed at the
-    end of a run and written to `<run_dir>/<run>/phases.json` (one object per phase)."""
+    """Wall time and CPU use of each phase of a run, in order: where a run's time goes,
+    and whether its cores were busy meanwhile. Printed at the end of a run and written to
+    `<run_dir>/<run>/phases.json` (one object per phase)."""
 
-    spans: list[tuple[str, float]] = field(default_factory=list)
+    spans: list[Phase] = field(default_factory=list)
+    cores: int = field(default_factory=lambda: psutil.cpu_count() or 1)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        start = time.monotonic()
+        start = now_mark()
         try:
             yield
         finally:
-            self.add(name, time.monotonic() - start)
+            self.add(name, start, now_mark())
 
-    def add(self, name: str, seconds: float) -> None:
-        self.spans.append((name, seconds))
+    def add(self, name: str, start: Mark, end: Mark) -> None:
+        seconds = max(end.at - start.at, 0.0)
+        busy = max(end.busy - start.busy, 0.0)
+        cpu = min(busy / (seconds * self.cores), 1.0) if seconds > 0 else 0.0
+        self.spans.append(Phase(name, seconds, cpu))
 
     def table(self) -> str:
-        total = sum(s for _, s in self.spans)
-        width = max((len(n) for n, _ in self.spans), default=5)
-        share = [s / total if total else 0.0 for _, s in self.spans]
+        total = sum(p.seconds for p in self.spans)
+        width = max((len(p.name) for p in self.spans), default=5)
         lines = [
-            f"  {n.ljust(width)}  {s:7.1f} s  {f:6.1%}"
-            for (n, s), f in zip(self.spans, share, strict=True)
+            f"  {p.name.ljust(width)}  {p.seconds:7.1f} s  {p.seconds / total if total else 0:6.1%}"
+            f"  cpu {p.cpu:4.0%}"
+            for p in self.spans
         ]
         lines.append(f"  {'total'.ljust(width)}  {total:7.1f} s")
-        return "\n".join(["phases (wall time):", *lines])
+        header = f"phases (wall time; cpu: share of this node's {self.cores} cores busy):"
+        return "\n".join([header, *lines])
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [{"phase": n, "seconds": round(s, 3)} for n, s in self.spans]
+        rows = [
+            {"phase": p.name, "seconds": round(p.seconds, 3), "cpu_share": round(p.cpu, 3)}
+            for p in self.spans
+        ]
         path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
 
 

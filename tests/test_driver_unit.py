@@ -13,7 +13,14 @@ import yaml
 
 from cluster.cli import main
 from cluster.driver import Call, Driver, Settings, Slot, keyed_rng, keyed_seed
-from cluster.progress import PhaseClock, cycle_rows, format_table, found_summary
+from cluster.progress import (
+    Mark,
+    PhaseClock,
+    cycle_rows,
+    format_table,
+    found_summary,
+    now_mark,
+)
 from db.archive import Archive, code_hash
 from db.models import CandidateStatus, RunStatus
 from llmnas_dist.config import Config, build_config, load_config
@@ -268,27 +275,44 @@ def test_phase_clock_splits_a_cycle_at_its_last_answer(tmp_path: Path) -> None:
     with clock.phase("Ray start"):
         pass
     driver = Driver(Config(), archive=None, run_id="r", actors=None, clock=clock)  # type: ignore[arg-type]
-    started = time.monotonic() - 60.0
-    driver._last_answer_at = started + 30.0
+    now = now_mark()
+    started = Mark(now.at - 60.0, now.busy - 60.0)  # one core busy throughout
+    driver._last_answer_at = Mark(started.at + 30.0, started.busy + 30.0)
     driver.time_generation(2, started)  # answered 30 s in, evaluated until now
-    names = [n for n, _ in clock.spans]
+    names = [p.name for p in clock.spans]
     assert names == [
         "Ray start",
         "cycle 2: generate + admit (evaluating alongside)",
         "cycle 2: evaluate after the last answer",
     ]
-    assert clock.spans[1][1] == pytest.approx(30.0)
-    assert clock.spans[2][1] == pytest.approx(30.0, abs=5.0)
+    assert clock.spans[1].seconds == pytest.approx(30.0)
+    assert clock.spans[1].cpu == pytest.approx(1 / clock.cores)
+    assert clock.spans[2].seconds == pytest.approx(30.0, abs=5.0)
     assert driver._last_answer_at is None  # the next cycle starts its own split
     table = clock.table()
-    assert table.splitlines()[0] == "phases (wall time):"
+    assert table.splitlines()[0].startswith("phases (wall time; cpu: share of this node's")
     assert "cycle 2: evaluate after the last answer" in table and "total" in table
     clock.write(tmp_path / "run" / "phases.json")
     rows = json.loads((tmp_path / "run" / "phases.json").read_text())
     assert [r["phase"] for r in rows] == names
     assert sum(r["seconds"] for r in rows) == pytest.approx(
-        sum(s for _, s in clock.spans), abs=0.01
+        sum(p.seconds for p in clock.spans), abs=0.01
     )
+    assert all(0.0 <= r["cpu_share"] <= 1.0 for r in rows)
+
+
+def test_phase_clock_sees_the_cores_a_phase_keeps_busy() -> None:
+    """The CPU share counts every process on the node: a phase that spends 0.3 CPU seconds
+    in this process shows at least that much busy time; the ratio is capped at 1."""
+    clock = PhaseClock()
+    own = time.process_time()
+    with clock.phase("spin"):
+        while time.process_time() - own < 0.3:
+            pass
+    spun = time.process_time() - own
+    phase = clock.spans[0]
+    assert phase.cpu * phase.seconds * clock.cores >= 0.8 * spun
+    assert phase.cpu <= 1.0
 
 
 def test_driver_takes_its_seeds_and_shape_from_the_config(tmp_path: Path) -> None:
