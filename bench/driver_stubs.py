@@ -189,6 +189,10 @@ class StubFinetuner:
     def where(self) -> Where:
         return self.place
 
+    def progress(self) -> None:
+        """No steps: the stub trains nothing."""
+        return None
+
     def train(
         self,
         elites: Sequence[Any],

@@ -41,7 +41,7 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError
 
 from cluster.factory import Actors, adapter_files, start_generator
 from cluster.pool import PoolResult, archive_recorder
-from cluster.progress import Mark, PhaseClock, Progress, now_mark
+from cluster.progress import Mark, PhaseClock, Progress, TrainingProgress, now_mark
 from db.archive import Archive, Elite
 from db.models import Candidate, CandidateMode, CandidateStatus
 from llmnas_dist.admission import Admission, Verdict
@@ -338,14 +338,15 @@ class Driver:
         """theta_0: LoRA on programmatic mutations of the seeds (cached across runs)."""
         log.info("warm start: training theta_0 (cached after the first run)")
         started = time.time()
-        ws = ray.get(
+        ws = self.await_training(
             self.actors.finetuner.warm_start.remote(
                 self.cfg.generation,
                 self.cfg.admission,
                 self.cfg.ce.dataset,
                 self.seeds,
                 self.cfg.evaluation.input_size,
-            )
+            ),
+            "warm start",
         )
         self.actor_span(SpanKind.WARM_START, self.actors.finetuner, started)
         self.archive.record_adapter(
@@ -796,6 +797,20 @@ class Driver:
         """gamma_t and E_t: the top-rho share of everything this run evaluated."""
         return self.archive.elites(self.run_id, self.cfg.ce.rho, min_elites=self.cfg.ce.min_elites)
 
+    def await_training(self, ref: Any, label: str) -> Any:
+        """The result of a fine-tuner call; while it trains, its step, loss and ETA on one
+        live line (a first run's warm start is its longest phase: minutes of silence
+        otherwise). A call that returns within one poll (a cached adapter) shows nothing."""
+        line = TrainingProgress(label)
+        finetuner = self.actors.finetuner
+        while not ray.wait([ref], timeout=WAIT_S)[0]:
+            line.step = ray.get(finetuner.progress.remote())
+            line.show()
+        if line.step is not None:
+            line.step = ray.get(finetuner.progress.remote())
+            line.show(final=True)
+        return ray.get(ref)
+
     def finetune(self, t: int, elites: list[Elite]) -> tuple[int, str] | None:
         """The CE update: LoRA on (parent -> elite) pairs, from the current adapter.
         None when no elite has a parent yet (the seeds): the adapter stays."""
@@ -813,10 +828,11 @@ class Driver:
             return None
         out = str(self.run_dir / "adapters" / f"v{t:03d}")
         started = time.time()
-        meta = ray.get(
+        meta = self.await_training(
             self.actors.finetuner.train.remote(
                 pairs, self.spec.name, out, t, self.cfg.ce.seed + t, self.adapter_path
-            )
+            ),
+            f"cycle {t}: fine-tune",
         )
         self.actor_span(SpanKind.FINETUNE, self.actors.finetuner, started)
         self.archive.record_adapter(

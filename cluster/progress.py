@@ -20,6 +20,7 @@ import psutil
 
 from db.models import CandidateStatus
 from llmnas_dist.archive_cli import SHORT_HASH
+from llmnas_dist.finetune import TrainStep
 
 LOG_EVERY_S = 10.0
 VALID = {
@@ -30,33 +31,21 @@ VALID = {
 }
 
 
-@dataclass
-class Progress:
-    """Counters of the running cycle, shown as one line."""
+@dataclass(kw_only=True)
+class LiveLine:
+    """One line that a terminal rewrites in place; elsewhere (a log, `ray job logs`) it is
+    printed at most every `LOG_EVERY_S` seconds."""
 
-    t: int
-    planned: int
     out: TextIO = field(default_factory=lambda: sys.stdout)
-    generated: int = 0
-    admitted: int = 0
-    evaluating: int = 0
-    done: int = 0
-    best: float | None = None
     _last: float = 0.0
     _started: float = field(default_factory=time.monotonic)
 
-    def line(self) -> str:
-        best = "-" if self.best is None else f"{self.best:.4f}"
-        elapsed = time.monotonic() - self._started
-        return (
-            f"cycle {self.t}: generated {self.generated}/{self.planned} | admitted "
-            f"{self.admitted} | evaluating {self.evaluating} | done {self.done} | best {best}"
-            f" | {elapsed:.0f} s"
-        )
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._started
 
-    def score(self, value: float | None) -> None:
-        if value is not None and (self.best is None or value > self.best):
-            self.best = value
+    def line(self) -> str:
+        raise NotImplementedError
 
     def show(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -66,6 +55,58 @@ class Progress:
         elif final or now - self._last >= LOG_EVERY_S:
             print(self.line(), file=self.out, flush=True)
             self._last = now
+
+
+@dataclass
+class Progress(LiveLine):
+    """Counters of the running cycle, shown as one line."""
+
+    t: int
+    planned: int
+    generated: int = 0
+    admitted: int = 0
+    evaluating: int = 0
+    done: int = 0
+    best: float | None = None
+
+    def line(self) -> str:
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        return (
+            f"cycle {self.t}: generated {self.generated}/{self.planned} | admitted "
+            f"{self.admitted} | evaluating {self.evaluating} | done {self.done} | best {best}"
+            f" | {self.elapsed:.0f} s"
+        )
+
+    def score(self, value: float | None) -> None:
+        if value is not None and (self.best is None or value > self.best):
+            self.best = value
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '12 min', '1.5 h': an ETA a person reads at a glance."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@dataclass
+class TrainingProgress(LiveLine):
+    """A LoRA training the driver waits for (the warm start, a cycle's fine-tune): its
+    step, loss and ETA as the fine-tuner last reported them."""
+
+    label: str
+    step: TrainStep | None = None
+
+    def line(self) -> str:
+        if self.step is None:
+            return f"{self.label}: preparing the training examples | {self.elapsed:.0f} s"
+        s = self.step
+        return (
+            f"{self.label}: step {s.step}/{s.total} | loss {s.loss:.3f} | "
+            f"ETA {duration(s.eta_s)} | {self.elapsed:.0f} s"
+        )
 
 
 @dataclass(frozen=True)

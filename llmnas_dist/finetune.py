@@ -16,7 +16,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,20 @@ class FinetuneResult:
     version: int | None = None
     init_adapter: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """Where a LoRA training stands after an optimizer step: what a progress line shows."""
+
+    step: int
+    total: int
+    loss: float
+    elapsed_s: float
+
+    @property
+    def eta_s(self) -> float:
+        return self.elapsed_s / self.step * (self.total - self.step) if self.step else 0.0
 
 
 def build_examples(
@@ -386,12 +400,13 @@ def train_lora(
     epochs: int | None = None,
     schedule: str = "constant",
     prompt_grad: bool = True,
+    on_step: Callable[[TrainStep], None] | None = None,
 ) -> FinetuneResult:
     """Train a LoRA adapter on `examples` (optionally continuing `init_adapter`) and save it
     with its metadata in `out_dir`, which must not exist yet (adapters are immutable).
     `lr` and `epochs` override the config's (the warm start has its own). With
     `prompt_grad` False the gradient stops at the prompt (`_prompt_cached_backward`):
-    same loss, about half the time, a partial gradient."""
+    same loss, about half the time, a partial gradient. `on_step` hears every step."""
     import torch
 
     out = Path(out_dir)
@@ -443,15 +458,17 @@ def train_lora(
             optimizer.step()
             steps += 1
             epoch_losses.append(value)
-            elapsed = time.perf_counter() - start_time
+            done = TrainStep(steps, total, value, time.perf_counter() - start_time)
             log.info(
                 "step %d/%d loss %.3f (%.0f s, ETA %.0f s)",
                 steps,
                 total,
-                epoch_losses[-1],
-                elapsed,
-                elapsed / steps * (total - steps),
+                value,
+                done.elapsed_s,
+                done.eta_s,
             )
+            if on_step is not None:
+                on_step(done)
             if steps == 1:
                 first_loss = epoch_losses[0]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from llmnas_dist.finetune import (
     METADATA_FILE,
     ElitePair,
     Example,
+    TrainStep,
     build_examples,
     read_metadata,
     train_lora,
@@ -234,9 +235,11 @@ def warm_start_adapter(
     cache: Path | None = None,
     seeds: Mapping[str, str] | None = None,
     input_size: int | None = None,
+    on_step: Callable[[TrainStep], None] | None = None,
 ) -> WarmStart:
     """The warm-start adapter for this configuration: the cached one, or trained now (on
-    the shipped seeds unless `seeds` is given, children built at `input_size`) and cached."""
+    the shipped seeds unless `seeds` is given, children built at `input_size`) and cached;
+    `on_step` hears each training step."""
     started = time.perf_counter()
     seeds = load_seeds() if seeds is None else dict(seeds)
     if not seeds:
@@ -272,6 +275,7 @@ def warm_start_adapter(
             epochs=generation.warm_start_epochs,
             schedule="linear",
             prompt_grad=False,  # twice the examples in the same minutes
+            on_step=on_step,
         )
         _point_metadata_at(staging / "adapter", final)
         try:

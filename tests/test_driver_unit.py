@@ -16,7 +16,9 @@ from cluster.driver import Call, Driver, Settings, Slot, keyed_rng, keyed_seed
 from cluster.progress import (
     Mark,
     PhaseClock,
+    TrainingProgress,
     cycle_rows,
+    duration,
     format_table,
     found_summary,
     now_mark,
@@ -24,6 +26,7 @@ from cluster.progress import (
 from db.archive import Archive, code_hash
 from db.models import CandidateStatus, RunStatus
 from llmnas_dist.config import Config, build_config, load_config
+from llmnas_dist.finetune import TrainStep
 from llmnas_dist.grammar import delta_grammar
 from llmnas_dist.seeds import load_seeds
 
@@ -335,3 +338,11 @@ def test_driver_takes_its_seeds_and_shape_from_the_config(tmp_path: Path) -> Non
     assert driver.spec.in_shape == (1, 24, 24) and driver.admission.dataset.in_shape == (1, 24, 24)
     default = Driver(Config(), archive=None, run_id="r", actors=None)  # type: ignore[arg-type]
     assert default.seeds == shipped and default.spec.in_shape == (1, 8, 8)
+
+
+def test_a_training_line_reads_at_a_glance() -> None:
+    line = TrainingProgress("warm start")
+    assert line.line().startswith("warm start: preparing the training examples | ")
+    line.step = TrainStep(30, 120, 0.5, 300.0)
+    assert line.line().startswith("warm start: step 30/120 | loss 0.500 | ETA 15 min | ")
+    assert [duration(s) for s in (45, 600, 7200)] == ["45 s", "10 min", "2.0 h"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -187,12 +188,15 @@ def test_finetune_actor_trains_an_adapter_on_ray(tmp_path):
         actor = FinetuneActor.options(**options).remote("smollm2-135m-instruct", cfg)
         out = tmp_path / "adapter-c1"
         meta = ray.get(actor.train.remote(elites, "digits", str(out), version=1))
+        last = ray.get(actor.progress.remote())  # what the driver's live line shows
     finally:
         ray.shutdown()
     assert meta["adapter_dir"] == str(out) and (out / METADATA_FILE).is_file()
     assert meta["examples"] == 2 and meta["version"] == 1 and meta["steps"] >= 1
     assert meta["base_model"] == "smollm2-135m-instruct"
     assert read_metadata(out)["train_loss"] == pytest.approx(meta["train_loss"])
+    assert last.step == last.total == meta["steps"] and last.eta_s == 0.0
+    assert math.isfinite(last.loss)
 
 
 def test_learning_rate_schedules():

@@ -20,7 +20,7 @@ import ray
 from llmnas_dist.config import AdmissionConfig, ClusterConfig, FinetuneConfig, GenerationConfig
 from llmnas_dist.datasets import dataset_spec
 from llmnas_dist.errors import PlacementError
-from llmnas_dist.finetune import ElitePair, build_examples, train_lora
+from llmnas_dist.finetune import ElitePair, TrainStep, build_examples, train_lora
 from llmnas_dist.warmstart import warm_start_adapter
 from workers.gpus import Where, assigned_gpus, locate
 from workers.threads import node_threads
@@ -35,6 +35,8 @@ def finetune_options(
         "num_gpus": min(cfg.finetune_num_gpus, gpus) if gpus else 0.0,
         "num_cpus": num_cpus,
         "max_restarts": 0,
+        # two calls at once: `progress` answers while `train` or `warm_start` runs
+        "max_concurrency": 2,
     }
 
 
@@ -47,9 +49,19 @@ class Finetuner:
         self.place = locate(assigned_gpus(), logical_gpus, "fine-tuning actor")
         if self.place.problem:
             raise PlacementError(self.place.problem)
+        self.latest: TrainStep | None = None  # the running training's last step
 
     def where(self) -> Where:
         return self.place
+
+    def progress(self) -> TrainStep | None:
+        """The last step of the training under way (None before its first step). The actor
+        runs two calls at once, so the driver can ask this while `train` or `warm_start`
+        runs."""
+        return self.latest
+
+    def _heard(self, step: TrainStep) -> None:
+        self.latest = step
 
     def train(
         self,
@@ -61,6 +73,7 @@ class Finetuner:
         init_adapter: str | None = None,
     ) -> dict[str, Any]:
         """Train the cycle's adapter on the elite pairs; returns its metadata."""
+        self.latest = None
         examples = build_examples(
             elites, dataset_spec(dataset), self.cfg.full_code_fraction, seed=seed
         )
@@ -72,6 +85,7 @@ class Finetuner:
             seed=seed,
             init_adapter=init_adapter,
             version=version,
+            on_step=self._heard,
         )
         return asdict(result)
 
@@ -91,9 +105,16 @@ class Finetuner:
                 f"warm start for model {generation.model!r}, but this fine-tuner trains "
                 f"{self.model!r}: the adapters would not fit one base model"
             )
+        self.latest = None
         with node_threads():
             adapter = warm_start_adapter(
-                generation, self.cfg, admission, dataset, seeds=seeds, input_size=input_size
+                generation,
+                self.cfg,
+                admission,
+                dataset,
+                seeds=seeds,
+                input_size=input_size,
+                on_step=self._heard,
             )
             return asdict(adapter)
 
