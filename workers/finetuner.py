@@ -77,16 +77,18 @@ class Finetuner:
         examples = build_examples(
             elites, dataset_spec(dataset), self.cfg.full_code_fraction, seed=seed
         )
-        result = train_lora(
-            self.model,
-            examples,
-            self.cfg,
-            out_dir,
-            seed=seed,
-            init_adapter=init_adapter,
-            version=version,
-            on_step=self._heard,
-        )
+        # the CE update runs alone: generation waits for its adapter, evaluations are done
+        with node_threads():
+            result = train_lora(
+                self.model,
+                examples,
+                self.cfg,
+                out_dir,
+                seed=seed,
+                init_adapter=init_adapter,
+                version=version,
+                on_step=self._heard,
+            )
         return asdict(result)
 
     def warm_start(
