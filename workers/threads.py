@@ -6,7 +6,8 @@ fine-tune while generation waits for its adapter: both take every core. Measured
 the default's 120 warm-start examples, the same 5 batches of 4): the CE update's step
 36.0 s on one thread, 20.5 s on two (1.76x); the warm start's (gradient stopped at the
 prompt) 11.6 s and 7.5 s (1.55x). Before the fine-tune was widened, a default run's
-fine-tune phases kept 51-61% of the node's cores busy (`phases.json`). Evaluators run side by side, one thread each. Generation (transformers) is widened
+fine-tune phases kept 51-61% of the node's cores busy (`phases.json`).
+Evaluators run side by side, one thread each. Generation (transformers) is widened
 only for a call that the driver sends while no evaluation runs (`alone`):
 `bench/generation_bench.py threads` measured (2 cores, batch 8, 64 new tokens) 1.42x the
 one-thread rate alone but 0.66x beside one busy thread, since torch's threads then wait on
