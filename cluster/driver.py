@@ -803,10 +803,12 @@ class Driver:
         otherwise). A call that returns within one poll (a cached adapter) shows nothing."""
         line = TrainingProgress(label)
         finetuner = self.actors.finetuner
+        shown = False
         while not ray.wait([ref], timeout=WAIT_S)[0]:
             line.step = ray.get(finetuner.progress.remote())
             line.show()
-        if line.step is not None:
+            shown = True
+        if shown:  # end the live line with the last step
             line.step = ray.get(finetuner.progress.remote())
             line.show(final=True)
         return ray.get(ref)
