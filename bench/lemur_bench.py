@@ -21,10 +21,10 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from llmnas_dist.cli.seeds import admit_all
 from llmnas_dist.config import load_config
-from llmnas_dist.datasets import DatasetSpec, dataset_spec
+from llmnas_dist.evaluation.datasets import DatasetSpec, dataset_spec
 from llmnas_dist.seeds import load_seeds
-from llmnas_dist.seeds_cli import admit_all
 
 # Plain PyTorch, as LEMUR's trainer builds a program: declared keys (a value in LEMUR's
 # [0, 1] range) plus batch, epoch and transform, and the three common keys (some programs

@@ -29,10 +29,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from llmnas_dist.datasets import load_dataset
-from llmnas_dist.evaluation import evaluate_program
-from llmnas_dist.proxy import DeviceData, Recipe, seed_everything, train_proxy
-from llmnas_dist.sandbox import SandboxLimits
+from llmnas_dist.evaluation.datasets import load_dataset
+from llmnas_dist.evaluation.evaluate import evaluate_program
+from llmnas_dist.evaluation.recipe import DeviceData, Recipe, seed_everything, train_proxy
+from llmnas_dist.sandbox.runner import SandboxLimits
 from llmnas_dist.seeds import load_seeds
 
 

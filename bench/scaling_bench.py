@@ -29,7 +29,7 @@ archive in a temporary folder, so the driver pays exactly what it pays in a run.
     programmatic mutation of its parent, after a sleep of the answer's tokens at
     `--tokens-per-s`) and `StubFinetuneActor` (keeps the adapter as it is); warm start off.
     Cycle 0 (the seed programs, `--seeds`) runs as in any run but is not measured. From the
-    run's busy spans (`Archive.spans`, `llmnas_dist.timeline.cycle_use`) of cycles 1..C it
+    run's busy spans (`Archive.spans`, `llmnas_dist.analysis.timeline.cycle_use`) of cycles 1..C it
     prints ONE table with the sleep rows of (a) (same sizes) and the driver rows:
 
     efficiency = ideal / measured, as in (a): `ideal` is the makespan of the same evaluation
@@ -102,19 +102,22 @@ from bench.driver_stubs import (  # noqa: E402
 from cluster.driver import Driver  # noqa: E402
 from cluster.factory import Actors  # noqa: E402
 from cluster.pool import EvaluatorPool, Placement, PoolResult, archive_recorder  # noqa: E402
-from db.archive import Archive, code_hash  # noqa: E402
+from db.archive import Archive  # noqa: E402
 from db.models import CandidateStatus, RunStatus  # noqa: E402
+from llmnas_dist.analysis.timeline import Span, SpanKind, busy_seconds, cycle_use  # noqa: E402
 from llmnas_dist.config import (  # noqa: E402
     AdmissionConfig,
     Config,
     EvaluationConfig,
     build_config,
 )
+from llmnas_dist.seeds import load_seeds  # noqa: E402
 
 # the evaluator's own budget_key: the actor then imports nothing the real one does not
-from llmnas_dist.evaluation import budget_key  # noqa: E402
-from llmnas_dist.seeds import load_seeds  # noqa: E402
-from llmnas_dist.timeline import Span, SpanKind, busy_seconds, cycle_use  # noqa: E402
+from llmnas_dist.vocab import (
+    budget_key,  # noqa: E402
+    code_hash,  # noqa: E402
+)
 from workers.evaluator import EvalTask  # noqa: E402
 from workers.gpus import Where  # noqa: E402
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from cluster import run_cli
-from llmnas_dist.cli import main as llmnas_main
+from llmnas_dist.cli.main import main as llmnas_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -43,20 +43,20 @@ from cluster.factory import Actors, adapter_files, start_generator
 from cluster.pool import PoolResult, archive_recorder
 from cluster.progress import Mark, PhaseClock, Progress, TrainingProgress, now_mark
 from db.archive import Archive, Elite
-from db.models import Candidate, CandidateMode, CandidateStatus
-from llmnas_dist.admission import Admission, Verdict
+from db.models import Candidate, CandidateStatus, Mode
+from llmnas_dist.admission.delta import feedback_for
+from llmnas_dist.admission.grammar import answer_grammar
+from llmnas_dist.admission.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex
+from llmnas_dist.admission.pipeline import Admission, Verdict
+from llmnas_dist.analysis.diagnostics import noise_gate
+from llmnas_dist.analysis.timeline import Span, SpanKind, SpanOutcome
 from llmnas_dist.config import Config
-from llmnas_dist.datasets import DatasetSpec, dataset_spec
-from llmnas_dist.delta import feedback_for
-from llmnas_dist.diagnostics import noise_gate
 from llmnas_dist.errors import CandidateRejected, ErrorClass
-from llmnas_dist.evaluation import budget_key
-from llmnas_dist.finetune import ElitePair
-from llmnas_dist.grammar import answer_grammar
-from llmnas_dist.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex
-from llmnas_dist.prompts import choose_modes, parent_prompt, retry_prompt
+from llmnas_dist.evaluation.datasets import DatasetSpec, dataset_spec
+from llmnas_dist.generation.finetune import ElitePair
+from llmnas_dist.generation.prompts import choose_modes, parent_prompt, retry_prompt
 from llmnas_dist.seeds import seed_population
-from llmnas_dist.timeline import Span, SpanKind, SpanOutcome
+from llmnas_dist.vocab import budget_key
 from workers.evaluator import EvalTask
 from workers.generator import GenRequest
 from workers.gpus import Where, locate
@@ -319,7 +319,7 @@ class Driver:
             cand = done.get(i)
             if cand is None or cand.status is CandidateStatus.GENERATED:
                 cid = self.archive.add_candidate(
-                    self.run_id, SEED_CYCLE, i, mode=CandidateMode.FULL, raw_output=code
+                    self.run_id, SEED_CYCLE, i, mode=Mode.FULL, raw_output=code
                 )
                 fresh = Admission(
                     self.cfg.admission, self.spec, NoveltyIndex.from_config(self.cfg.admission)

@@ -16,10 +16,10 @@
   cannot place (its node is gone and no other has room) holds nothing, so the retried
   tasks go to the evaluators that survive. One that holds GPU ids CUDA cannot see stops
   the run with a PlacementError naming them (workers/gpus.py).
-- Every attempt becomes a busy span (`on_span`, llmnas_dist/timeline.py), also one that
+- Every attempt becomes a busy span (`on_span`, llmnas_dist/analysis/timeline.py), also one that
   died with its actor or node (outcome `lost`): the archive says which attempts died where.
 - Each task runs under the adaptive deadline of its dataset and budget
-  (llmnas_dist/deadline.py), fed by the durations of the pool's successful results.
+  (llmnas_dist/evaluation/deadline.py), fed by the durations of the pool's successful results.
 
 Placement lives in `evaluator_placement`: one GPU per actor when the cluster has GPUs
 (so one pinned evaluator per GPU), otherwise `cpus_per_evaluator` CPUs each.
@@ -38,11 +38,11 @@ from typing import Any
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
+from llmnas_dist.analysis.timeline import Span, SpanOutcome
 from llmnas_dist.config import AdmissionConfig, EvaluationConfig
-from llmnas_dist.deadline import Deadlines
 from llmnas_dist.errors import PlacementError
-from llmnas_dist.evaluation import budget_key
-from llmnas_dist.timeline import Span, SpanOutcome
+from llmnas_dist.evaluation.deadline import Deadlines
+from llmnas_dist.vocab import budget_key
 from workers.evaluator import EvalTask, EvaluatorActor, worker_lost
 from workers.gpus import Where
 

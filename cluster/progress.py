@@ -19,8 +19,8 @@ from typing import Any, TextIO
 import psutil
 
 from db.models import CandidateStatus
-from llmnas_dist.archive_cli import SHORT_HASH
-from llmnas_dist.finetune import TrainStep
+from llmnas_dist.cli.archive import SHORT_HASH
+from llmnas_dist.generation.finetune import TrainStep
 
 LOG_EVERY_S = 10.0
 VALID = {

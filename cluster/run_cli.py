@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from llmnas_dist.cli_common import EXIT_FAILED, EXIT_OK, config_from_args
+from llmnas_dist.cli.common import EXIT_FAILED, EXIT_OK, config_from_args
 from llmnas_dist.errors import UsageError
 
 

@@ -12,7 +12,6 @@ read-then-write never fails on a stale snapshot. PostgreSQL: pre-ping pooled con
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
 import re
@@ -67,20 +66,22 @@ from db.models import (
     Architecture,
     ArchScore,
     Candidate,
-    CandidateMode,
     CandidateStatus,
     Cycle,
     CycleStatus,
     Evaluation,
+    Mode,
     Run,
     RunStatus,
     SpanRow,
+    check_transition,
     utcnow,
 )
 from db.readonly_sql import vet_select
+from llmnas_dist.analysis.timeline import Span
 from llmnas_dist.config import ArchiveConfig, Config
 from llmnas_dist.errors import ErrorClass, UsageError, truncate
-from llmnas_dist.timeline import Span
+from llmnas_dist.vocab import budget_key, code_hash
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -92,21 +93,9 @@ PG_UPGRADE_LOCK = 0x11A5  # advisory lock id: concurrent openers upgrade one at 
 EXPORT_TABLES = ("evaluations", "candidates", "cycles", "leaderboard")
 
 
-def code_hash(code: str) -> str:
-    """Content address of a (canonical) program: sha256 hex of its UTF-8 bytes."""
-    return hashlib.sha256(code.encode("utf-8")).hexdigest()
-
-
 def candidate_id(run_id: str, cycle: int, slot: int, attempt: int = 0) -> str:
     """Stable id of one generation attempt: "{run}:{cycle}:{slot}:{attempt}"."""
     return f"{run_id}:{cycle}:{slot}:{attempt}"
-
-
-def budget_key(epochs: float | None = None, budget_s: float | None = None) -> str:
-    """The evaluation budget as a short key: "epochs=1" or "budget_s=30"."""
-    if (epochs is None) == (budget_s is None):
-        raise ValueError("give exactly one of epochs and budget_s")
-    return f"epochs={epochs:g}" if epochs is not None else f"budget_s={budget_s:g}"
 
 
 def new_run_id() -> str:
@@ -428,7 +417,7 @@ class Archive:
             if run is None:
                 raise NotFound(f"no run {run_id!r} in the archive")
             new = RunStatus(status)
-            run.status.check_transition(new, f"run {run_id}")
+            check_transition(run.status, new, f"run {run_id}")
             if new is not run.status:
                 run.status = new
                 run.finished_at = None if new is RunStatus.RUNNING else utcnow()
@@ -521,7 +510,7 @@ class Archive:
             cycle = s.get(Cycle, (run_id, t), with_for_update=True)
             if cycle is None:
                 raise NotFound(f"no cycle {t} in run {run_id!r}")
-            cycle.status.check_transition(CycleStatus.COMPLETED, f"cycle {run_id}:{t}")
+            check_transition(cycle.status, CycleStatus.COMPLETED, f"cycle {run_id}:{t}")
             if cycle.status is CycleStatus.RUNNING:
                 cycle.status = CycleStatus.COMPLETED
                 cycle.gamma_t, cycle.n_elites = gamma_t, n_elites
@@ -697,7 +686,7 @@ class Archive:
         cycle: int,
         slot: int,
         *,
-        mode: CandidateMode | str,
+        mode: Mode | str,
         prompt: str = "",
         raw_output: str = "",
         attempt: int = 0,
@@ -725,7 +714,7 @@ class Archive:
                 attempt=attempt,
                 parent_hash=parent_hash,
                 arch_hash=arch_hash,
-                mode=CandidateMode(mode),
+                mode=Mode(mode),
                 adapter_version=adapter_version,
                 prompt=prompt,
                 raw_output=raw_output,
@@ -779,7 +768,7 @@ class Archive:
         cand = s.get(Candidate, candidate_id, with_for_update=True)
         if cand is None:
             raise NotFound(f"no candidate {candidate_id!r} in the archive")
-        cand.status.check_transition(new, f"candidate {candidate_id}")
+        check_transition(cand.status, new, f"candidate {candidate_id}")
         if new is cand.status:
             return False
         cand.status = new
@@ -1040,7 +1029,7 @@ class Archive:
 
     @_reconnecting
     def record_spans(self, run_id: str, spans: Sequence[Span]) -> None:
-        """Store busy spans (llmnas_dist/timeline.py); each needs its cycle."""
+        """Store busy spans (llmnas_dist/analysis/timeline.py); each needs its cycle."""
         rows = []
         for sp in spans:
             if sp.cycle is None:

@@ -30,6 +30,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from db.errors import IllegalTransition
+from llmnas_dist.vocab import CandidateStatus, CycleStatus, Mode, RunStatus
+
+__all__ = ["CandidateStatus", "CycleStatus", "Mode", "RunStatus"]  # the stored vocabulary
 
 HASH_LEN = 64  # sha256 hex digest
 ID_LEN = 128
@@ -52,76 +55,14 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class _Transitions(str, enum.Enum):
-    """A str enum whose allowed successors are listed in `_SUCCESSORS`."""
-
-    def can_become(self, other: Any) -> bool:
-        return type(self)(other) in _SUCCESSORS[type(self)][self]
-
-    def check_transition(self, other: Any, what: str) -> None:
-        """Raise IllegalTransition unless self -> other is allowed (staying put is allowed)."""
-        new = type(self)(other)
-        if new is not self and not self.can_become(new):
-            allowed = ", ".join(s.value for s in _SUCCESSORS[type(self)][self]) or "none"
-            raise IllegalTransition(
-                f"{what}: cannot go from {self.value!r} to {new.value!r} (allowed: {allowed})"
-            )
-
-
-class RunStatus(_Transitions):
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    STOPPED = "stopped"
-
-
-class CycleStatus(_Transitions):
-    RUNNING = "running"
-    COMPLETED = "completed"
-
-
-class CandidateStatus(_Transitions):
-    GENERATED = "generated"
-    REJECTED = "rejected"
-    ADMITTED = "admitted"
-    EVALUATING = "evaluating"
-    EVALUATED = "evaluated"
-    FAILED = "failed"
-
-
-class CandidateMode(str, enum.Enum):
-    DELTA = "delta"
-    FULL = "full"
-
-
-_SUCCESSORS: dict[type, dict[Any, frozenset[Any]]] = {
-    # a stopped or failed run may be resumed
-    RunStatus: {
-        RunStatus.RUNNING: frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STOPPED}),
-        RunStatus.FAILED: frozenset({RunStatus.RUNNING}),
-        RunStatus.STOPPED: frozenset({RunStatus.RUNNING}),
-        RunStatus.COMPLETED: frozenset(),
-    },
-    CycleStatus: {
-        CycleStatus.RUNNING: frozenset({CycleStatus.COMPLETED}),
-        CycleStatus.COMPLETED: frozenset(),
-    },
-    CandidateStatus: {
-        CandidateStatus.GENERATED: frozenset(
-            {CandidateStatus.REJECTED, CandidateStatus.ADMITTED, CandidateStatus.FAILED}
-        ),
-        CandidateStatus.ADMITTED: frozenset(
-            {CandidateStatus.EVALUATING, CandidateStatus.EVALUATED, CandidateStatus.FAILED}
-        ),
-        # back to admitted: the evaluator died and the evaluation is queued again
-        CandidateStatus.EVALUATING: frozenset(
-            {CandidateStatus.EVALUATED, CandidateStatus.FAILED, CandidateStatus.ADMITTED}
-        ),
-        CandidateStatus.REJECTED: frozenset(),
-        CandidateStatus.EVALUATED: frozenset(),
-        CandidateStatus.FAILED: frozenset(),
-    },
-}
+def check_transition(current: Any, new: Any, what: str) -> None:
+    """Raise IllegalTransition unless current -> new is allowed (staying put is allowed)."""
+    target = type(current)(new)
+    if target is not current and not current.can_become(target):
+        allowed = ", ".join(s.value for s in current.successors()) or "none"
+        raise IllegalTransition(
+            f"{what}: cannot go from {current.value!r} to {target.value!r} (allowed: {allowed})"
+        )
 
 
 def _status(enum_cls: type[enum.Enum]) -> Enum:
@@ -204,7 +145,7 @@ class Candidate(Base):
     parent_hash: Mapped[str | None] = mapped_column(ForeignKey("architectures.hash"))
     # null when the output could not be turned into a program
     arch_hash: Mapped[str | None] = mapped_column(ForeignKey("architectures.hash"))
-    mode: Mapped[CandidateMode] = mapped_column(_status(CandidateMode))
+    mode: Mapped[Mode] = mapped_column(_status(Mode))
     adapter_version: Mapped[int | None] = mapped_column(Integer)
     prompt: Mapped[str] = mapped_column(Text, default="")
     raw_output: Mapped[str] = mapped_column(Text, default="")
@@ -250,13 +191,13 @@ class Evaluation(Base):
     error_class: Mapped[str | None] = mapped_column(String(32))
     message: Mapped[str | None] = mapped_column(Text)
     # the wall-clock limit this evaluation ran under (the adaptive deadline, see
-    # llmnas_dist/deadline.py); null: recorded before revision 0005
+    # llmnas_dist/evaluation/deadline.py); null: recorded before revision 0005
     deadline_s: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class SpanRow(Base):
-    """One busy interval of one actor (llmnas_dist/timeline.py): what the utilisation
+    """One busy interval of one actor (llmnas_dist/analysis/timeline.py): what the utilisation
     timeline, busy shares and scaling advice are computed from. Times are Unix seconds."""
 
     __tablename__ = "spans"

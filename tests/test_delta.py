@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmnas_dist.config import AdmissionConfig
-from llmnas_dist.delta import (
+from llmnas_dist.admission.delta import (
     apply_delta,
     apply_output,
     drop_unfinished,
@@ -16,8 +15,9 @@ from llmnas_dist.delta import (
     parse_hunks,
     patch,
 )
+from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
-from llmnas_dist.program import check_static
+from llmnas_dist.program.static import check_static
 from llmnas_dist.seeds import load_seeds
 
 PARENT = load_seeds()["plain_cnn"]

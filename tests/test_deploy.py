@@ -545,7 +545,7 @@ def test_runtime_env_excludes_environments_runs_and_caches():
         ".mypy_cache/x",
     ):
         assert spec.match_file(path), path
-    for path in (ENTRYPOINT_CONFIG, "llmnas_dist/cli.py", "cluster/pool.py"):
+    for path in (ENTRYPOINT_CONFIG, "llmnas_dist/cli/main.py", "cluster/pool.py"):
         assert not spec.match_file(path), path
 
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from llmnas_dist.diagnostics import (
+from llmnas_dist.analysis.diagnostics import (
     INSUFFICIENT,
     NOT_SUPPORTED,
     SUPPORTED,

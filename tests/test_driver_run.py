@@ -23,9 +23,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from db.archive import Archive, budget_key
+from db.archive import Archive
 from db.models import CandidateStatus, CycleStatus, RunStatus
-from llmnas_dist.diagnostics import diagnose, load_run_data
+from llmnas_dist.analysis.diagnostics import diagnose, load_run_data
+from llmnas_dist.vocab import budget_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

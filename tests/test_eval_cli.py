@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_evaluator_pool import HANGS_IN_TRAINING  # forward never returns after 3 steps
 
-from llmnas_dist.cli import main
+from llmnas_dist.cli.main import main
 from llmnas_dist.seeds import load_seeds
 
 NAN_NET = """
@@ -40,7 +40,7 @@ def _eval_json(program: Path, seed: int) -> dict:
         [
             sys.executable,
             "-m",
-            "llmnas_dist.cli",
+            "llmnas_dist.cli.main",
             "eval",
             str(program),
             "--dataset",
@@ -107,8 +107,9 @@ def test_missing_program_and_conflicting_budgets_exit_2(tmp_path: Path, program:
 def test_a_program_that_hangs_costs_the_adaptive_deadline(tmp_path: Path, capsys) -> None:
     """The archive knows one-epoch digits evaluations take about 2 s: a program that
     hangs after three training steps is stopped at the 6 s floor, not at timeout_s."""
-    from db.archive import Archive, code_hash
+    from db.archive import Archive
     from llmnas_dist.config import build_config, dump_config
+    from llmnas_dist.vocab import code_hash
 
     url = f"sqlite:///{tmp_path / 'archive.db'}"
     cfg = build_config(

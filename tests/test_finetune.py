@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from llmnas_dist.admission.delta import apply_output, extract_code
 from llmnas_dist.config import FinetuneConfig
-from llmnas_dist.datasets import dataset_spec
-from llmnas_dist.delta import apply_output, extract_code
-from llmnas_dist.finetune import (
+from llmnas_dist.evaluation.datasets import dataset_spec
+from llmnas_dist.generation.finetune import (
     METADATA_FILE,
     ElitePair,
     Example,
@@ -124,8 +124,8 @@ def train_small_adapter(out: Path) -> Path:
 
 @pytest.mark.integration
 def test_lora_lowers_elite_nll_and_changes_generations(tmp_path):
-    from llmnas_dist.finetune import mean_nll
-    from llmnas_dist.generation import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
+    from llmnas_dist.generation.finetune import mean_nll
 
     gen = TransformersGenerator("smollm2-135m-instruct")
     greedy = Sampling(temperature=0.0, max_new_tokens=24)
@@ -164,7 +164,7 @@ def test_finetune_actor_trains_an_adapter_on_ray(tmp_path):
     import ray
 
     from llmnas_dist.config import ClusterConfig
-    from llmnas_dist.finetune import ElitePair
+    from llmnas_dist.generation.finetune import ElitePair
     from llmnas_dist.seeds import load_seeds
     from workers.finetuner import FinetuneActor, finetune_options
 
@@ -200,7 +200,7 @@ def test_finetune_actor_trains_an_adapter_on_ray(tmp_path):
 
 
 def test_learning_rate_schedules():
-    from llmnas_dist.finetune import learning_rate
+    from llmnas_dist.generation.finetune import learning_rate
 
     assert [learning_rate("constant", 1e-3, s, 10) for s in (0, 9)] == [1e-3, 1e-3]
     linear = [learning_rate("linear", 1.0, s, 20) for s in range(20)]
@@ -214,7 +214,7 @@ def test_learning_rate_schedules():
 def test_prompt_batches_group_examples_that_share_a_prompt():
     import random
 
-    from llmnas_dist.finetune import prompt_batches
+    from llmnas_dist.generation.finetune import prompt_batches
 
     prompts = [(1, 2)] * 6 + [(3,)] * 2 + [(4, 5)]
     batches = prompt_batches(prompts, 4, random.Random(0))
@@ -226,7 +226,7 @@ def test_prompt_batches_group_examples_that_share_a_prompt():
 def test_length_batches_cover_every_example_once_and_pad_little():
     import random
 
-    from llmnas_dist.finetune import length_batches
+    from llmnas_dist.generation.finetune import length_batches
 
     lengths = [random.Random(i).randint(100, 2000) for i in range(64)]
     batches = length_batches(lengths, 4, random.Random(0))
@@ -245,7 +245,7 @@ def test_completion_loss_from_kept_logits_equals_the_full_computation():
     import torch.nn.functional as F
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from llmnas_dist.finetune import IGNORE, _batch, _completion_loss
+    from llmnas_dist.generation.finetune import IGNORE, _batch, _completion_loss
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
@@ -274,7 +274,7 @@ def test_prompt_cached_loss_equals_the_full_loss_and_trains_the_adapter():
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from llmnas_dist.finetune import _backward
+    from llmnas_dist.generation.finetune import _backward
 
     torch.manual_seed(0)
     cfg = LlamaConfig(

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from llmnas_dist.cli import main
+from llmnas_dist.cli.main import main
 from llmnas_dist.seeds import load_seeds
 
 
@@ -84,9 +84,9 @@ def test_generate_prints_each_proposal_with_its_verdict(parent, config, capsys):
 
 
 def test_without_adapter_it_samples_with_the_cached_warm_start(tmp_path, monkeypatch, capsys):
+    from llmnas_dist.cli.generate import _adapter
     from llmnas_dist.config import load_config
-    from llmnas_dist.generate_cli import _adapter
-    from llmnas_dist.warmstart import warm_start_key
+    from llmnas_dist.generation.warmstart import warm_start_key
 
     monkeypatch.setenv("LLMNAS_CACHE", str(tmp_path / "cache"))
     cfg = load_config(None)

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from llmnas_dist.admission.delta import drop_unfinished, extract_delta, patch
+from llmnas_dist.admission.grammar import delta_grammar
 from llmnas_dist.config import GenerationConfig
-from llmnas_dist.datasets import dataset_spec
-from llmnas_dist.delta import drop_unfinished, extract_delta, patch
 from llmnas_dist.errors import ConfigError
-from llmnas_dist.generation import (
+from llmnas_dist.evaluation.datasets import dataset_spec
+from llmnas_dist.generation.engine import (
     STOP_STRINGS,
     GenerationResult,
     Sampling,
@@ -27,8 +28,7 @@ from llmnas_dist.generation import (
     make_generator,
     vllm_lora_rank,
 )
-from llmnas_dist.grammar import delta_grammar
-from llmnas_dist.prompts import parent_prompt
+from llmnas_dist.generation.prompts import parent_prompt
 from llmnas_dist.seeds import load_seeds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,7 +231,7 @@ def test_one_batch_serves_two_parents_grammars_and_a_free_row(generator):
 
 @pytest.mark.integration
 def test_no_special_token_reaches_an_added_line(generator):
-    from llmnas_dist.constrain import allowed_tokens, compile_grammar, hf_tokenizer
+    from llmnas_dist.generation.constrain import allowed_tokens, compile_grammar, hf_tokenizer
 
     tokenizer = hf_tokenizer(generator.tokenizer)
     parent = load_seeds()["plain_cnn"]
@@ -250,7 +250,7 @@ def test_random_walks_with_the_real_tokenizer_apply(generator):
     """The property of test_grammar.py with SmolLM2's own tokens (multi-byte, merged)."""
     import random
 
-    from llmnas_dist.constrain import compile_grammar, hf_tokenizer, random_walk
+    from llmnas_dist.generation.constrain import compile_grammar, hf_tokenizer, random_walk
 
     tokenizer = hf_tokenizer(generator.tokenizer)
     finished = 0

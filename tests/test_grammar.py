@@ -11,14 +11,8 @@ import random
 
 import pytest
 
-from llmnas_dist.constrain import (
-    accepts,
-    byte_tokenizer,
-    compile_grammar,
-    random_walk,
-)
-from llmnas_dist.delta import extract_delta, make_delta, patch
-from llmnas_dist.grammar import (
+from llmnas_dist.admission.delta import extract_delta, make_delta, patch
+from llmnas_dist.admission.grammar import (
     FULL_GRAMMAR,
     MAX_PARENT_LINES,
     GrammarUnsupported,
@@ -27,8 +21,14 @@ from llmnas_dist.grammar import (
     delta_grammar,
     unique_lengths,
 )
-from llmnas_dist.mutations import mutate
-from llmnas_dist.prompts import delta_answer, training_delta
+from llmnas_dist.generation.constrain import (
+    accepts,
+    byte_tokenizer,
+    compile_grammar,
+    random_walk,
+)
+from llmnas_dist.generation.mutations import mutate
+from llmnas_dist.generation.prompts import delta_answer, training_delta
 from llmnas_dist.seeds import load_seeds
 
 SEEDS = load_seeds()

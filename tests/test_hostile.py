@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from llmnas_dist import sandbox
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected
-from llmnas_dist.sandbox import SandboxLimits, build_verdict, run_in_sandbox
+from llmnas_dist.sandbox import runner as sandbox
+from llmnas_dist.sandbox.runner import SandboxLimits, build_verdict, run_in_sandbox
 
 HOSTILE_DIR = Path(__file__).parent / "hostile"
 PROGRAMS = sorted(HOSTILE_DIR.glob("*.py"))
@@ -83,7 +83,9 @@ def test_suite_is_large_and_well_formed():
 
 @pytest.mark.parametrize("path", PROGRAMS, ids=lambda p: p.stem)
 def test_static_check_rejects(path: Path, outside):
-    program = pytest.importorskip("llmnas_dist.program", reason="check_static not available yet")
+    program = pytest.importorskip(
+        "llmnas_dist.program.static", reason="check_static not available yet"
+    )
     expected = read_header(path)["expect-static"].strip()
     if expected == "-":
         pytest.skip("not statically visible: only the sandbox can stop it")

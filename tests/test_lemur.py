@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from llmnas_dist.admission import Admission
+from llmnas_dist.admission.pipeline import Admission
 from llmnas_dist.config import AdmissionConfig, EvaluationConfig
-from llmnas_dist.datasets import dataset_spec
 from llmnas_dist.errors import CandidateRejected, ErrorClass
-from llmnas_dist.evaluation import evaluate_program
-from llmnas_dist.lemur import LEMUR_PRM, declared_hyperparameters, program_prm
-from llmnas_dist.proxy import Recipe
-from llmnas_dist.sandbox import SandboxLimits
+from llmnas_dist.evaluation.datasets import dataset_spec
+from llmnas_dist.evaluation.evaluate import evaluate_program
+from llmnas_dist.evaluation.recipe import Recipe
+from llmnas_dist.program.lemur import LEMUR_PRM, declared_hyperparameters, program_prm
+from llmnas_dist.sandbox.runner import SandboxLimits
 
 LIMITS = SandboxLimits.from_evaluation(EvaluationConfig(timeout_s=120))
 
@@ -191,7 +191,7 @@ def test_recipe_and_input_size_come_from_the_evaluation_section() -> None:
 
 
 def test_eval_cli_trains_by_the_programs_own_recipe(tmp_path, monkeypatch, capsys) -> None:
-    from llmnas_dist.cli import main
+    from llmnas_dist.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "lemur_net.py").write_text(LEMUR_PROGRAM)

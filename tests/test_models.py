@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from llmnas_dist import models
 from llmnas_dist.errors import ConfigError
-from llmnas_dist.models import SMOLLM2_NAME, cache_root, resolve_model
+from llmnas_dist.generation import models
+from llmnas_dist.generation.models import SMOLLM2_NAME, cache_root, resolve_model
 
 
 def test_cache_root_honours_env_and_defaults_to_home():

@@ -6,10 +6,10 @@ import random
 
 import pytest
 
+from llmnas_dist.admission.delta import apply_output, make_delta
 from llmnas_dist.config import AdmissionConfig
-from llmnas_dist.datasets import dataset_spec
-from llmnas_dist.delta import apply_output, make_delta
-from llmnas_dist.mutations import (
+from llmnas_dist.evaluation.datasets import dataset_spec
+from llmnas_dist.generation.mutations import (
     DEFAULT_MAX_JACCARD,
     OPERATORS,
     REVERSIBLE,
@@ -21,7 +21,7 @@ from llmnas_dist.mutations import (
     reverse,
     warm_start_pairs,
 )
-from llmnas_dist.prompts import delta_answer
+from llmnas_dist.generation.prompts import delta_answer
 from llmnas_dist.seeds import load_seeds
 
 SEEDS = load_seeds()
@@ -120,7 +120,7 @@ def test_build_filter_drops_children_that_fail_it():
 
 
 def test_a_sample_of_children_builds_in_the_sandbox():
-    from llmnas_dist.sandbox import build_check
+    from llmnas_dist.sandbox.runner import build_check
 
     spec = dataset_spec("digits")
     cfg = AdmissionConfig()

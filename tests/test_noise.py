@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from llmnas_dist.noise import (
+from llmnas_dist.evaluation.noise import (
     estimate_noise,
     measured_spearman,
     predicted_spearman,

@@ -8,8 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from llmnas_dist.config import AdmissionConfig
-from llmnas_dist.novelty import (
+from llmnas_dist.admission.novelty import (
     NoveltyIndex,
     code_tokens,
     decision_bands,
@@ -18,7 +17,8 @@ from llmnas_dist.novelty import (
     shingles,
     signature_bytes,
 )
-from llmnas_dist.program import canonicalize
+from llmnas_dist.config import AdmissionConfig
+from llmnas_dist.program.static import canonicalize
 from llmnas_dist.seeds import load_seeds
 
 CFG = AdmissionConfig()

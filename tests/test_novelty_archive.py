@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 from db.archive import Archive
-from llmnas_dist.cli import main
+from llmnas_dist.admission.novelty import minhash, signature_bytes
+from llmnas_dist.cli.main import main
 from llmnas_dist.config import AdmissionConfig, ArchiveConfig
-from llmnas_dist.novelty import minhash, signature_bytes
-from llmnas_dist.program import canonicalize
+from llmnas_dist.program.static import canonicalize
 from llmnas_dist.seeds import load_seeds
 
 

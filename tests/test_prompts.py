@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from llmnas_dist.datasets import dataset_spec
-from llmnas_dist.delta import apply_output, extract_code, make_delta
-from llmnas_dist.prompts import (
+from llmnas_dist.admission.delta import apply_output, extract_code, make_delta
+from llmnas_dist.evaluation.datasets import dataset_spec
+from llmnas_dist.generation.prompts import (
     TEMPLATES,
     choose_modes,
     delta_answer,
@@ -84,7 +84,7 @@ def test_choose_modes_gives_each_cycle_its_exact_share():
 
 
 def test_training_delta_uses_the_least_context_that_places_every_hunk():
-    from llmnas_dist.delta import parse_hunks
+    from llmnas_dist.admission.delta import parse_hunks
 
     child = PARENT.replace("nn.ReLU(inplace=True)", "nn.GELU()")
     diff = training_delta(PARENT, child)

@@ -6,10 +6,16 @@ import pytest
 import torch
 
 from llmnas_dist.config import EvaluationConfig
-from llmnas_dist.datasets import load_dataset
-from llmnas_dist.evaluation import evaluate_program, train_verdict
-from llmnas_dist.proxy import Diverged, Recipe, augment_batch, seed_everything, train_proxy
-from llmnas_dist.sandbox import SandboxLimits
+from llmnas_dist.evaluation.datasets import load_dataset
+from llmnas_dist.evaluation.evaluate import evaluate_program, train_verdict
+from llmnas_dist.evaluation.recipe import (
+    Diverged,
+    Recipe,
+    augment_batch,
+    seed_everything,
+    train_proxy,
+)
+from llmnas_dist.sandbox.runner import SandboxLimits
 from llmnas_dist.seeds import load_seeds
 
 LIMITS = SandboxLimits(timeout_s=60.0, memory_mb=4096, cpu_time_s=61.0, threads=1)
@@ -177,8 +183,8 @@ def test_verdict_refuses_forged_results(forged: dict) -> None:
 def test_sandboxed_training_keeps_the_parents_simd_kernels() -> None:
     # A confined worker cannot read /proc and /sys; ATen must have chosen its kernels
     # before the fork, or training runs on scalar kernels at half the speed.
-    from llmnas_dist.datasets import dataset_file
-    from llmnas_dist.sandbox import run_in_sandbox
+    from llmnas_dist.evaluation.datasets import dataset_file
+    from llmnas_dist.sandbox.runner import run_in_sandbox
 
     path = dataset_file("digits", 0)
     payload = {

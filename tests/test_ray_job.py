@@ -23,7 +23,7 @@ import yaml
 
 from db.archive import Archive
 from db.models import RunStatus
-from llmnas_dist.models import cache_root
+from llmnas_dist.generation.models import cache_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.postgres]
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmnas_dist import _sandbox_child, sandbox
 from llmnas_dist.config import AdmissionConfig, EvaluationConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
-from llmnas_dist.sandbox import (
+from llmnas_dist.sandbox import child as _sandbox_child
+from llmnas_dist.sandbox import runner as sandbox
+from llmnas_dist.sandbox.runner import (
     SandboxCapabilities,
     SandboxError,
     SandboxLimits,

@@ -9,13 +9,14 @@ import re
 import pytest
 import torch
 
-from llmnas_dist import _sandbox_child, sandbox
 from llmnas_dist.config import EvaluationConfig
-from llmnas_dist.datasets import dataset_file
-from llmnas_dist.evaluation import evaluate_program, gpu_ids_for_device
-from llmnas_dist.program import ALLOWED_IMPORTS
-from llmnas_dist.proxy import Recipe
-from llmnas_dist.sandbox import (
+from llmnas_dist.evaluation.datasets import dataset_file
+from llmnas_dist.evaluation.evaluate import evaluate_program, gpu_ids_for_device
+from llmnas_dist.evaluation.recipe import Recipe
+from llmnas_dist.program.policy import ALLOWED_IMPORTS
+from llmnas_dist.sandbox import child as _sandbox_child
+from llmnas_dist.sandbox import runner as sandbox
+from llmnas_dist.sandbox.runner import (
     NvidiaGpu,
     SandboxLimits,
     check_gpu_ids,

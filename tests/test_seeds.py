@@ -7,9 +7,9 @@ import itertools
 import pytest
 import torch
 
+from llmnas_dist.admission.novelty import NoveltyIndex, minhash
 from llmnas_dist.config import AdmissionConfig
-from llmnas_dist.novelty import NoveltyIndex, minhash
-from llmnas_dist.program import canonicalize
+from llmnas_dist.program.static import canonicalize
 from llmnas_dist.seeds import load_seeds
 
 SEEDS = load_seeds()

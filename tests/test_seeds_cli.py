@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from llmnas_dist.cli import main
-from llmnas_dist.cli_common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from llmnas_dist.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from llmnas_dist.cli.main import main
 from llmnas_dist.config import CEConfig
 from llmnas_dist.errors import UsageError
 from llmnas_dist.seeds import load_seeds, sample_seeds, seed_population

@@ -1,4 +1,4 @@
-"""llmnas_dist/timeline.py: busy time, group shares, critical path and scaling advice, each
+"""llmnas_dist/analysis/timeline.py: busy time, group shares, critical path and scaling advice, each
 checked against numbers worked out by hand for small constructed cycles."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from llmnas_dist.timeline import (
+from llmnas_dist.analysis.timeline import (
     Span,
     busy_seconds,
     cycle_use,

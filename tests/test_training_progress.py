@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray")
 
 from cluster.driver import Driver  # noqa: E402
 from llmnas_dist.config import ClusterConfig, Config, FinetuneConfig  # noqa: E402
-from llmnas_dist.finetune import TrainStep  # noqa: E402
+from llmnas_dist.generation.finetune import TrainStep  # noqa: E402
 from workers.finetuner import Finetuner, finetune_options  # noqa: E402
 
 pytestmark = pytest.mark.integration

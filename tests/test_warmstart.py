@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from llmnas_dist.admission.delta import apply_output, extract_code
 from llmnas_dist.config import AdmissionConfig, FinetuneConfig, GenerationConfig
-from llmnas_dist.delta import apply_output, extract_code
-from llmnas_dist.finetune import METADATA_FILE
-from llmnas_dist.mutations import DEFAULT_MAX_JACCARD, parent_jaccard
-from llmnas_dist.program import canonicalize
-from llmnas_dist.seeds import load_seeds
-from llmnas_dist.warmstart import (
+from llmnas_dist.generation.finetune import METADATA_FILE
+from llmnas_dist.generation.mutations import DEFAULT_MAX_JACCARD, parent_jaccard
+from llmnas_dist.generation.warmstart import (
     ADAPTERS_DIR,
     WarmStart,
     warm_start_adapter,
     warm_start_examples,
     warm_start_key,
 )
+from llmnas_dist.program.static import canonicalize
+from llmnas_dist.seeds import load_seeds
 
 SEEDS = load_seeds()
 SMALL_SEEDS = {name: SEEDS[name] for name in ("plain_cnn", "vit_tiny")}
@@ -112,7 +112,7 @@ def test_a_cached_adapter_is_reused_without_training(tmp_path):
 
 
 def test_a_staging_leftover_is_never_taken_for_a_cached_adapter(tmp_path, monkeypatch):
-    import llmnas_dist.warmstart as warmstart
+    import llmnas_dist.generation.warmstart as warmstart
 
     fake_adapter(tmp_path / ADAPTERS_DIR / f".warm-start-{key()[:24]}-killed")
     trained = []
@@ -157,7 +157,7 @@ def test_finetuner_warm_start_returns_the_cached_adapter_as_a_dict(tmp_path, mon
 
 @pytest.mark.integration
 def test_tiny_warm_start_trains_caches_and_changes_generations(tmp_path):
-    from llmnas_dist.finetune import read_metadata
+    from llmnas_dist.generation.finetune import read_metadata
 
     seeds = {"plain_cnn": SEEDS["plain_cnn"]}
     gen_cfg = GEN.model_copy(update={"warm_start_per_seed": 2})

@@ -1,6 +1,6 @@
 """EvaluatorActor: a thin Ray actor that proxy-trains one candidate at a time.
 
-All the work is `llmnas_dist.evaluation.evaluate_program` (static checks, then training in
+All the work is `llmnas_dist.evaluation.evaluate.evaluate_program` (static checks, then training in
 a fresh sandboxed child), so a program that hangs, blows memory or crashes costs one
 evaluation, never the actor. The actor adds where and when it ran (node, GPU, actor id,
 start and end) and the deadline it ran under to each result. An evaluator holding GPU ids
@@ -17,12 +17,13 @@ from typing import Any
 
 import ray
 
+from llmnas_dist.analysis.timeline import SpanKind
 from llmnas_dist.config import AdmissionConfig, EvaluationConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass, PlacementError, truncate
-from llmnas_dist.evaluation import budget_key, evaluate_program
-from llmnas_dist.proxy import Recipe
-from llmnas_dist.sandbox import SandboxError, SandboxLimits
-from llmnas_dist.timeline import SpanKind
+from llmnas_dist.evaluation.evaluate import evaluate_program
+from llmnas_dist.evaluation.recipe import Recipe
+from llmnas_dist.sandbox.runner import SandboxError, SandboxLimits
+from llmnas_dist.vocab import budget_key
 from workers.gpus import Where, assigned_gpus, cuda_devices, locate
 
 log = logging.getLogger(__name__)

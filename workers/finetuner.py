@@ -1,9 +1,9 @@
 """FinetuneActor: a thin Ray actor that trains one LoRA adapter per cycle on the elites.
 
-The work is `llmnas_dist.finetune.train_lora`; the actor turns elite (parent, child)
+The work is `llmnas_dist.generation.finetune.train_lora`; the actor turns elite (parent, child)
 pairs into delta and full-code examples and returns the adapter's metadata for the
 archive (path, base model, example count, train loss). Before cycle 1 it also provides
-the warm-start adapter theta_0 (`llmnas_dist.warmstart`, cached across runs on its node).
+the warm-start adapter theta_0 (`llmnas_dist.generation.warmstart`, cached across runs on its node).
 Placement: one GPU (`cluster.finetune_num_gpus`) on clusters with GPUs, CPUs otherwise.
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 import ray
 
 from llmnas_dist.config import AdmissionConfig, ClusterConfig, FinetuneConfig, GenerationConfig
-from llmnas_dist.datasets import dataset_spec
 from llmnas_dist.errors import PlacementError
-from llmnas_dist.finetune import ElitePair, TrainStep, build_examples, train_lora
-from llmnas_dist.warmstart import warm_start_adapter
+from llmnas_dist.evaluation.datasets import dataset_spec
+from llmnas_dist.generation.finetune import ElitePair, TrainStep, build_examples, train_lora
+from llmnas_dist.generation.warmstart import warm_start_adapter
 from workers.gpus import Where, assigned_gpus, locate
 from workers.threads import node_threads
 

@@ -22,7 +22,7 @@ import ray
 
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError, PlacementError
-from llmnas_dist.generation import Sampling, make_generator
+from llmnas_dist.generation.engine import Sampling, make_generator
 from workers.gpus import Where, assigned_gpus, locate
 from workers.threads import node_threads
 

@@ -8,7 +8,7 @@ spans                   one row per generation call, admission, evaluation attem
                         that died with its actor or node: outcome 'lost'), study evaluation,
                         fine-tune and warm start: actor, node, GPU, start and end (Unix
                         seconds), outcome. The report's timeline, busy shares, critical path
-                        and scaling advice are computed from them (llmnas_dist/timeline.py).
+                        and scaling advice are computed from them (llmnas_dist.analysis).
 evaluations.deadline_s  the wall-clock limit the evaluation ran under (adaptive deadline);
                         null: recorded before this revision.
 """

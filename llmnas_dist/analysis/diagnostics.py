@@ -1,0 +1,992 @@
+"""Convergence diagnostics: the six results of the CE view of LLM-NAS, measured from a run.
+
+Each result is computed by a pure function over plain rows (so synthetic inputs with known
+answers test it) and says whether the run's data supports it: "supported", "not
+supported" or "insufficient data", with its numbers and sample sizes.
+
+1. CE equivalence    every CE cycle's update is a max-likelihood fit on its elite set E_t
+                     (examples and training loss of the adapter recorded per cycle)
+2. monotonicity      the mean score of E_t never decreases over t (checked cycle by cycle;
+                     Mann-Kendall trend test on the elite means and the cycle sample means)
+3. elite mass        C_t = share of cycle-t samples at or above a fixed gamma* stays at or
+                     above the bound 1 - (1 - rho_0)^t, rho_0 = C_1 (Wilson intervals)
+4. delta vs full     valid-generation rate per mode (Wilson intervals, one-sided
+                     two-proportion test) and the first-order Markov token-error model's
+                     predicted delta/full ratio from the measured output lengths
+5. no collapse       per cycle: novelty rejection rate, mean pairwise MinHash Jaccard of the
+                     admitted programs, distinct structures; collapse = a significant trend
+6. proxy reliability sigma^2_noise, sigma^2_arch, SNR, predicted Spearman rho_S, and the
+                     measured Spearman against the reference budget where it was run
+
+`reliability_gate` / `noise_gate` are the computation the driver's gate acts on.
+This module never imports ray or db: `load_run_data` takes any object with the Archive's
+read methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from llmnas_dist.admission.grammar import decoding_of
+from llmnas_dist.admission.novelty import code_tokens, signature_from_bytes
+from llmnas_dist.errors import ErrorClass
+from llmnas_dist.evaluation.noise import estimate_noise, scores_by_arch, spearman
+
+SUPPORTED = "supported"
+NOT_SUPPORTED = "not supported"
+INSUFFICIENT = "insufficient data"
+ALPHA = 0.05
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+SEED_CYCLE = 0  # the seed programs: evaluated, but not samples of the LLM
+ADMITTED = frozenset({"admitted", "evaluating", "evaluated"})
+NOVELTY_CLASSES = frozenset({"duplicate", "not_novel"})
+UNANSWERED = ErrorClass.PROMPT_TOO_LONG.value  # never reached the LLM: not one of its samples
+MIN_MODE_SAMPLES = 10  # attempts per mode before comparing valid rates
+MIN_TREND_POINTS = 3  # Mann-Kendall has no power below this
+MIN_SPEARMAN_PAIRS = 4  # Fisher's z interval needs n > 3
+MAX_JACCARD_PROGRAMS = 200  # pairwise Jaccard on an evenly spaced subsample beyond this
+
+
+# ---- plain rows ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CycleRow:
+    t: int
+    status: str
+    gamma_t: float | None = None
+    n_elites: int | None = None
+    elite_scores: tuple[float, ...] | None = None  # E_t as snapshotted when t completed
+    settings: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class CandidateRow:
+    cycle: int
+    slot: int
+    attempt: int
+    mode: str
+    status: str
+    error_class: str | None = None
+    output_tokens: int | None = None
+    arch_hash: str | None = None
+    parent_hash: str | None = None
+    nearest_jaccard: float | None = None
+    message: str | None = None
+    constrained: bool | None = None  # sampled under a grammar (None: not recorded)
+
+    @property
+    def decided(self) -> bool:
+        return self.status != "generated"
+
+    @property
+    def novelty_rejected(self) -> bool:
+        return self.status == "rejected" and self.error_class in NOVELTY_CLASSES
+
+    @property
+    def archived(self) -> bool:
+        """Passed admission: its program is in the archive (a later evaluation may fail)."""
+        return self.arch_hash is not None and self.status in ADMITTED | {"failed"}
+
+    @property
+    def valid(self) -> bool:
+        """A runnable program came out of the generation; novelty is judged separately."""
+        return self.archived or self.novelty_rejected
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    arch_hash: str
+    dataset: str
+    seed: int
+    budget: str
+    score: float | None
+
+
+@dataclass(frozen=True)
+class AdapterRow:
+    cycle: int
+    version: int
+    n_examples: int
+    train_loss: float | None
+
+
+@dataclass
+class RunData:
+    """Everything the diagnostics read from one run."""
+
+    run_id: str
+    dataset: str
+    budget: str
+    config: Mapping[str, Any]
+    cycles: list[CycleRow]
+    candidates: list[CandidateRow]
+    evaluations: list[EvalRow]
+    adapters: list[AdapterRow] = field(default_factory=list)
+    signatures: dict[str, np.ndarray] = field(default_factory=dict)
+    codes: dict[str, str] = field(default_factory=dict)
+    status: str = "running"
+
+    def setting(self, section: str, key: str, default: Any) -> Any:
+        value = (self.config.get(section) or {}).get(key, default)
+        return default if value is None else value
+
+    @property
+    def rho(self) -> float:
+        return float(self.setting("ce", "rho", 0.25))
+
+    @property
+    def min_elites(self) -> int:
+        return int(self.setting("ce", "min_elites", 1))
+
+    @property
+    def reference_gamma(self) -> float | None:
+        value = (self.config.get("ce") or {}).get("reference_gamma")
+        return None if value is None else float(value)
+
+    @property
+    def snr_threshold(self) -> float:
+        return float(self.setting("reliability", "snr_threshold", 1.0))
+
+    @property
+    def reference_budget(self) -> str:
+        # the archive's budget key ("epochs=5"); restated: llmnas_dist does not import db
+        return f"epochs={float(self.setting('evaluation', 'reference_epochs', 5.0)):g}"
+
+    @property
+    def model(self) -> str:
+        return str(self.setting("generation", "model", "?"))
+
+
+@dataclass
+class Result:
+    """One diagnostic: its verdict on the data, numbers, sample sizes and plot series."""
+
+    key: str
+    title: str
+    claim: str
+    status: str
+    summary: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+    samples: dict[str, int] = field(default_factory=dict)
+    series: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+
+def json_safe(value: Any) -> Any:
+    """Strict-JSON form: NaN -> None, +-inf -> "inf"/"-inf", tuples -> lists, numpy -> python."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+    return value
+
+
+# ---- statistics ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Mann-Kendall test (normal approximation, tie-corrected) with the Theil-Sen slope."""
+
+    n: int
+    s: int
+    tau: float
+    z: float
+    p_value: float  # two-sided
+    slope: float
+
+    @property
+    def direction(self) -> str:
+        if self.p_value >= ALPHA or self.s == 0:
+            return "no trend"
+        return "increasing" if self.s > 0 else "decreasing"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "direction": self.direction}
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)
+
+
+def mann_kendall(values: Sequence[float], times: Sequence[float] | None = None) -> Trend:
+    x = [float(v) for v in values]
+    n = len(x)
+    if n < MIN_TREND_POINTS:
+        raise ValueError(f"a trend test needs at least {MIN_TREND_POINTS} points, got {n}")
+    ts = [float(t) for t in times] if times is not None else [float(i) for i in range(n)]
+    pairs = [(i, j) for i in range(n - 1) for j in range(i + 1, n)]
+    s = sum(_sign(x[j] - x[i]) for i, j in pairs)
+    ties = sum(k * (k - 1) * (2 * k + 5) for k in Counter(x).values())
+    var = (n * (n - 1) * (2 * n + 5) - ties) / 18.0
+    z = 0.0 if s == 0 or var <= 0 else (s - _sign(s)) / math.sqrt(var)
+    slopes = [(x[j] - x[i]) / (ts[j] - ts[i]) for i, j in pairs if ts[j] != ts[i]]
+    return Trend(
+        n=n,
+        s=s,
+        tau=s / len(pairs),
+        z=z,
+        p_value=math.erfc(abs(z) / math.sqrt(2.0)),
+        slope=float(np.median(slopes)) if slopes else 0.0,
+    )
+
+
+def decreases(values: Sequence[float], tol: float = 1e-9) -> list[tuple[int, float]]:
+    """(index, drop) for every step where the sequence goes down by more than tol."""
+    return [
+        (i, values[i - 1] - values[i])
+        for i in range(1, len(values))
+        if values[i] < values[i - 1] - tol
+    ]
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k/n."""
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"a proportion needs 0 <= k <= n and n > 0, got k={k}, n={n}")
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def two_proportion_test(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
+    """(z, one-sided p) for H1: p1 > p2, pooled standard error."""
+    if n1 <= 0 or n2 <= 0:
+        raise ValueError("both samples need at least one trial")
+    pooled = (k1 + k2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    z = 0.0 if se == 0 else (k1 / n1 - k2 / n2) / se
+    return z, 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def markov_token_error(p_valid: float, length: float) -> float:
+    """Per-token error eps of the first-order Markov model p_valid = (1 - eps)^length."""
+    if not 0.0 <= p_valid <= 1.0 or length <= 0:
+        raise ValueError(f"need 0 <= p_valid <= 1 and length > 0, got {p_valid}, {length}")
+    return 1.0 - p_valid ** (1.0 / length)
+
+
+def markov_valid_rate(eps: float, length: float) -> float:
+    return (1.0 - eps) ** length
+
+
+def markov_predicted_ratio(p_full: float, len_full: float, len_delta: float) -> float:
+    """Predicted delta/full valid-rate ratio: (1-eps)^(L_delta - L_full), eps from full mode
+    (= p_full^(L_delta / L_full - 1)); NaN when full mode never produced a valid program."""
+    eps = markov_token_error(p_full, len_full)
+    if eps >= 1.0:
+        return math.nan
+    return markov_valid_rate(eps, len_delta) / p_full
+
+
+def spearman_interval(r: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Approximate interval for Spearman's rho: Fisher z with Fieller's SE sqrt(1.06/(n-3))."""
+    if n < MIN_SPEARMAN_PAIRS:
+        raise ValueError(f"an interval needs at least {MIN_SPEARMAN_PAIRS} pairs, got {n}")
+    centre = math.atanh(max(-0.999999, min(0.999999, r)))
+    half = z * math.sqrt(1.06 / (n - 3))
+    return math.tanh(centre - half), math.tanh(centre + half)
+
+
+def mean_pairwise_jaccard(signatures: Sequence[np.ndarray]) -> float:
+    """Mean MinHash-estimated Jaccard over all pairs (share of equal signature values)."""
+    if len(signatures) < 2:
+        raise ValueError("pairwise Jaccard needs at least two signatures")
+    m = np.stack([np.asarray(s) for s in signatures])
+    n = len(m)
+    total = sum(float((m[i + 1 :] == m[i]).mean(axis=1).sum()) for i in range(n - 1))
+    return total / (n * (n - 1) / 2)
+
+
+def structure_key(code: str) -> str:
+    """Two programs share a structure when they differ only in numeric literals (widths,
+    kernel sizes, rates) and comments: the tokens with every number folded to '#'."""
+    out: list[str] = []
+    for tok in code_tokens(code):
+        if tok.isdigit():
+            if out and out[-1] == "#":
+                continue
+            if len(out) >= 2 and out[-1] == "." and out[-2] == "#":  # 0.5 -> # . # -> #
+                out.pop()
+                continue
+            tok = "#"
+        out.append(tok)
+    return hashlib.sha1(" ".join(out).encode()).hexdigest()
+
+
+def top_rho(scores: Iterable[float], rho: float, min_elites: int = 1) -> list[float]:
+    """The elite scores: the top max(ceil(rho * N), min_elites) of N (the Archive's rule)."""
+    ordered = sorted(scores, reverse=True)
+    k = min(len(ordered), max(math.ceil(rho * len(ordered)), min_elites))
+    return ordered[:k]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+# ---- the reliability gate (the driver calls this) -------------------------------------
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether the proxy is too noisy: SNR below the threshold (NaN and inf never are)."""
+
+    snr: float
+    threshold: float
+    low: bool
+    n_arch: int = 0
+    predicted_spearman: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        # same keys the driver stores in a cycle's settings["gate"]
+        return json_safe(
+            {
+                "snr": self.snr,
+                "threshold": self.threshold,
+                "low": self.low,
+                "n_archs": self.n_arch,
+                "predicted_spearman": self.predicted_spearman,
+            }
+        )
+
+    @property
+    def message(self) -> str:
+        rel = "below" if self.low else "at or above"
+        rho = (
+            ""
+            if self.predicted_spearman is None
+            else f", predicted Spearman {self.predicted_spearman:.3f}"
+        )
+        return (
+            f"proxy reliability: SNR {self.snr:.3f} is {rel} the threshold {self.threshold:g} "
+            f"over {self.n_arch} architectures{rho}"
+        )
+
+
+def reliability_gate(
+    snr: float, threshold: float, *, n_arch: int = 0, predicted_spearman: float | None = None
+) -> GateDecision:
+    if math.isnan(threshold) or threshold < 0:
+        raise ValueError(f"the SNR threshold must be >= 0, got {threshold}")
+    return GateDecision(snr, threshold, bool(snr < threshold), n_arch, predicted_spearman)
+
+
+def noise_gate(
+    rows: Iterable[tuple[str, int, float | None]], threshold: float
+) -> GateDecision | None:
+    """The gate over (architecture, seed, score) rows of one dataset and budget; None while
+    fewer than two architectures have two or more successful seeds."""
+    groups = {a: s for a, s in scores_by_arch(rows).items() if len(s) >= 2}
+    if len(groups) < 2:
+        return None
+    est = estimate_noise(groups)
+    return reliability_gate(
+        est.snr, threshold, n_arch=est.n_arch, predicted_spearman=est.predicted_spearman
+    )
+
+
+# ---- per-run views ---------------------------------------------------------------------
+
+
+def arch_scores(evaluations: Iterable[EvalRow], dataset: str, budget: str) -> dict[str, float]:
+    """Architecture -> mean successful score at one dataset and budget (the elite score)."""
+    rows = [
+        (e.arch_hash, e.seed, e.score)
+        for e in evaluations
+        if e.dataset == dataset and e.budget == budget
+    ]
+    return {a: _mean(v) for a, v in scores_by_arch(rows).items()}
+
+
+def cycle_budgets(data: RunData) -> dict[int, str]:
+    """The budget each cycle evaluated at (the gate may have raised it; else the run's)."""
+    return {c.t: str((c.settings or {}).get("budget") or data.budget) for c in data.cycles}
+
+
+def samples_by_cycle(data: RunData) -> dict[int, list[float]]:
+    """Cycle -> scores of the programs its candidates produced, at the budget that cycle
+    evaluated with."""
+    budgets = cycle_budgets(data)
+    by_budget = {
+        b: arch_scores(data.evaluations, data.dataset, b) for b in {data.budget, *budgets.values()}
+    }
+    out: dict[int, list[float]] = {}
+    for c in data.candidates:
+        scores = by_budget[budgets.get(c.cycle, data.budget)]
+        if c.status == "evaluated" and c.arch_hash in scores:
+            out.setdefault(c.cycle, []).append(scores[c.arch_hash])
+    return out
+
+
+def elite_scores_by_cycle(data: RunData) -> dict[int, list[float]]:
+    """E_t's scores per completed cycle: the stored snapshot, else recomputed (elitist:
+    every program of cycles <= t, current scores)."""
+    per_cycle = samples_by_cycle(data)
+    out: dict[int, list[float]] = {}
+    for cyc in data.cycles:
+        if cyc.status != "completed":
+            continue
+        if cyc.elite_scores is not None:
+            out[cyc.t] = list(cyc.elite_scores)
+            continue
+        pool = [s for t, scores in per_cycle.items() if t <= cyc.t for s in scores]
+        if pool:
+            out[cyc.t] = top_rho(pool, data.rho, data.min_elites)
+    return {t: v for t, v in out.items() if v}
+
+
+def llm_candidates(candidates: Iterable[CandidateRow]) -> list[CandidateRow]:
+    """Judged proposals of the LLM (cycle 0 holds the seed programs, not generations; a
+    prompt too long for the model was never answered)."""
+    return [
+        c for c in candidates if c.cycle > SEED_CYCLE and c.decided and c.error_class != UNANSWERED
+    ]
+
+
+# ---- 1. CE equivalence -----------------------------------------------------------------
+
+
+def ce_equivalence(cycles: Sequence[CycleRow], adapters: Sequence[AdapterRow]) -> Result:
+    ce_cycles = [c.t for c in cycles if c.t > SEED_CYCLE and c.status == "completed"]
+    updates = {a.cycle: a for a in adapters if a.cycle > SEED_CYCLE}
+    n_elites = {c.t: c.n_elites for c in cycles}
+    ts = sorted(updates)
+    series: dict[str, Any] = {
+        "t": ts,
+        "train_loss": [updates[t].train_loss for t in ts],
+        "n_examples": [updates[t].n_examples for t in ts],
+        "n_elites": [n_elites.get(t) for t in ts],
+    }
+    res = Result(
+        "ce_equivalence",
+        "1. CE equivalence",
+        "Each cycle's fine-tune is a maximum-likelihood fit of the LLM on the elite set E_t "
+        "(the CE update restricted to the LoRA family).",
+        INSUFFICIENT,
+        "",
+        samples={"ce_cycles": len(ce_cycles), "updates": len(ts)},
+        series=series,
+    )
+    warm = [a for a in adapters if a.cycle == SEED_CYCLE]
+    res.numbers = {
+        "cycles_without_update": [t for t in ce_cycles if t not in updates],
+        "warm_start_examples": warm[0].n_examples if warm else None,
+        "first_loss": series["train_loss"][0] if ts else None,
+        "last_loss": series["train_loss"][-1] if ts else None,
+    }
+    if not ts:
+        res.summary = f"no CE update recorded over {len(ce_cycles)} completed CE cycles"
+        return res
+    bad = [t for t in ts if updates[t].n_examples < 1 or not _finite(updates[t].train_loss)]
+    res.numbers["bad_updates"] = bad
+    res.status = NOT_SUPPORTED if bad else SUPPORTED
+    losses = ", ".join("-" if x is None else f"{x:.3f}" for x in series["train_loss"])
+    res.summary = (
+        f"{len(ts)} of {len(ce_cycles)} CE cycles fine-tuned on their elites "
+        f"({sum(series['n_examples'])} examples in all; loss per cycle {losses})"
+        + (f"; cycles {bad} have no examples or a non-finite loss" if bad else "")
+    )
+    return res
+
+
+# ---- 2. monotonicity -------------------------------------------------------------------
+
+
+def _trend_or_none(values: Sequence[float], times: Sequence[float]) -> Trend | None:
+    return mann_kendall(values, times) if len(values) >= MIN_TREND_POINTS else None
+
+
+def monotonicity(
+    elites: Mapping[int, Sequence[float]],
+    gammas: Mapping[int, float | None],
+    samples: Mapping[int, Sequence[float]],
+) -> Result:
+    ts = sorted(t for t, v in elites.items() if v)
+    means = [_mean(elites[t]) for t in ts]
+    sample_ts = sorted(t for t in samples if t > SEED_CYCLE and samples[t])
+    sample_means = [_mean(samples[t]) for t in sample_ts]
+    series: dict[str, Any] = {
+        "t": ts,
+        "elite_mean": means,
+        "gamma_t": [gammas.get(t) for t in ts],
+        "sample_t": sample_ts,
+        "sample_mean": sample_means,
+    }
+    res = Result(
+        "monotonicity",
+        "2. Monotone elite quality",
+        "The mean score of the elite set E_t is non-decreasing over cycles t.",
+        INSUFFICIENT,
+        "",
+        samples={"cycles": len(ts), "elites": sum(len(elites[t]) for t in ts)},
+        series=series,
+    )
+    elite_trend = _trend_or_none(means, ts)
+    sample_trend = _trend_or_none(sample_means, sample_ts)
+    drops = [(ts[i], d) for i, d in decreases(means)]
+    g = [x for x in series["gamma_t"] if x is not None]
+    res.numbers = {
+        "elite_mean_first": means[0] if means else None,
+        "elite_mean_last": means[-1] if means else None,
+        "decreases": [{"t": t, "drop": d} for t, d in drops],
+        "gamma_decreases": len(decreases(g)),
+        "elite_trend": elite_trend.to_dict() if elite_trend else None,
+        "sample_mean_trend": sample_trend.to_dict() if sample_trend else None,
+    }
+    if len(ts) < 2:
+        res.summary = f"{len(ts)} completed cycle(s) with an elite set: nothing to compare"
+        return res
+    res.status = NOT_SUPPORTED if drops else SUPPORTED
+    trend = (
+        f"; Mann-Kendall on elite means: {elite_trend.direction} "
+        f"(tau {elite_trend.tau:.2f}, p {elite_trend.p_value:.3g})"
+        if elite_trend
+        else ""
+    )
+    what = (
+        "non-decreasing at every step"
+        if not drops
+        else "decreases at cycle(s) " + ", ".join(f"{t} (-{d:.4f})" for t, d in drops)
+    )
+    res.summary = (
+        f"elite mean {means[0]:.4f} -> {means[-1]:.4f} over {len(ts)} cycles, {what}{trend}"
+    )
+    return res
+
+
+# ---- 3. elite mass ---------------------------------------------------------------------
+
+
+def elite_mass_bound(rho0: float, t: int) -> float:
+    """1 - (1 - rho_0)^t: the elite mass the CE recursion guarantees after t cycles."""
+    if not 0.0 <= rho0 <= 1.0:
+        raise ValueError(f"rho_0 is a share in [0, 1], got {rho0}")
+    return 1.0 - (1.0 - rho0) ** t
+
+
+def elite_mass(samples: Mapping[int, Sequence[float]], gamma_star: float | None) -> Result:
+    ts = sorted(t for t in samples if t > SEED_CYCLE and samples[t])
+    res = Result(
+        "elite_mass",
+        "3. Elite mass",
+        "C_t, the share of cycle-t samples at or above a fixed reference gamma*, stays at or "
+        "above the bound 1 - (1 - rho_0)^t with rho_0 = C_1.",
+        INSUFFICIENT,
+        "",
+        samples={"cycles": len(ts), "samples": sum(len(samples[t]) for t in ts)},
+    )
+    if gamma_star is None or 1 not in ts:
+        res.summary = "no reference gamma* or no evaluated sample in cycle 1"
+        res.numbers = {"gamma_star": gamma_star}
+        return res
+    n = [len(samples[t]) for t in ts]
+    k = [sum(1 for s in samples[t] if s >= gamma_star) for t in ts]
+    c = [ki / ni for ki, ni in zip(k, n, strict=True)]
+    rho0 = c[ts.index(1)]
+    bound = [elite_mass_bound(rho0, t) for t in ts]
+    ci = [wilson_interval(ki, ni) for ki, ni in zip(k, n, strict=True)]
+    below = [t for t, b, (_, hi) in zip(ts, bound, ci, strict=True) if t > 1 and hi < b]
+    res.series = {
+        "t": ts,
+        "c_t": c,
+        "lo": [lo for lo, _ in ci],
+        "hi": [hi for _, hi in ci],
+        "bound": bound,
+        "n": n,
+        "above": k,
+    }
+    res.numbers = {"gamma_star": gamma_star, "rho_0": rho0, "below_bound": below}
+    if len(ts) < 2:
+        res.summary = f"C_1 = {rho0:.3f} (rho_0); a second cycle is needed to test the bound"
+        return res
+    res.status = NOT_SUPPORTED if below else SUPPORTED
+    res.summary = (
+        f"gamma* = {gamma_star:.4f}, rho_0 = {rho0:.3f}; C_t = {c[-1]:.3f} at t = {ts[-1]} "
+        f"(bound {bound[-1]:.3f}); "
+        + (
+            "every C_t's 95% interval reaches the bound"
+            if not below
+            else f"C_t is significantly below the bound at t = {below}"
+        )
+    )
+    return res
+
+
+# ---- 4. delta vs full ------------------------------------------------------------------
+
+
+def _mode_stats(cands: Sequence[CandidateRow]) -> dict[str, Any]:
+    n = len(cands)
+    k = sum(1 for c in cands if c.valid)
+    lengths = [c.output_tokens for c in cands if c.output_tokens]
+    lo, hi = wilson_interval(k, n) if n else (math.nan, math.nan)
+    slots: dict[tuple[int, int], bool] = {}
+    for c in sorted(cands, key=lambda c: c.attempt):
+        slots[(c.cycle, c.slot)] = c.valid
+    return {
+        "n": n,
+        "valid": k,
+        "rate": k / n if n else math.nan,
+        "lo": lo,
+        "hi": hi,
+        "mean_tokens": _mean([float(x) for x in lengths]),
+        "n_lengths": len(lengths),
+        "retries": sum(1 for c in cands if c.attempt > 0),
+        # after retries with the error fed back: slots whose last attempt was valid
+        "slots": len(slots),
+        "slots_valid": sum(1 for ok in slots.values() if ok),
+    }
+
+
+def delta_vs_full(candidates: Sequence[CandidateRow]) -> Result:
+    judged = llm_candidates(candidates)
+    modes = {m: _mode_stats([c for c in judged if c.mode == m]) for m in ("delta", "full")}
+    d, f = modes["delta"], modes["full"]
+    res = Result(
+        "delta_vs_full",
+        "4. Delta vs full code",
+        "Delta generations are valid more often than full-code ones; the first-order Markov "
+        "token-error model p = (1 - eps)^L predicts the ratio from output lengths.",
+        INSUFFICIENT,
+        "",
+        samples={"delta": d["n"], "full": f["n"]},
+        series={"modes": modes},
+    )
+    numbers: dict[str, Any] = {"delta": d, "full": f, "by_decoding": by_decoding(judged)}
+    res.numbers = numbers
+    decoding = _decoding_summary(numbers["by_decoding"])
+    if min(d["n"], f["n"]) < MIN_MODE_SAMPLES:
+        res.summary = (
+            f"{d['n']} delta and {f['n']} full attempts; at least {MIN_MODE_SAMPLES} of each "
+            "are needed" + decoding
+        )
+        return res
+    z, p = two_proportion_test(d["valid"], d["n"], f["valid"], f["n"])
+    numbers |= {
+        "z": z,
+        "p_value": p,
+        "observed_ratio": d["rate"] / f["rate"] if f["rate"] else math.inf,
+    }
+    if _finite(f["mean_tokens"]) and _finite(d["mean_tokens"]) and f["mean_tokens"] > 0:
+        eps = markov_token_error(f["rate"], f["mean_tokens"])
+        numbers |= {
+            "eps": eps,
+            "predicted_delta_rate": markov_valid_rate(eps, d["mean_tokens"]),
+            "predicted_ratio": markov_predicted_ratio(
+                f["rate"], f["mean_tokens"], d["mean_tokens"]
+            ),
+        }
+    res.status = SUPPORTED if p < ALPHA else NOT_SUPPORTED
+    pred = numbers.get("predicted_ratio")
+    pred_txt = f", Markov model predicts {pred:.2f}" if pred is not None and _finite(pred) else ""
+    res.summary = (
+        f"valid delta {d['rate']:.1%} ({d['valid']}/{d['n']}) vs full {f['rate']:.1%} "
+        f"({f['valid']}/{f['n']}), one-sided p {p:.3g}; observed ratio "
+        f"{numbers['observed_ratio']:.2f}{pred_txt}" + decoding
+    )
+    return res
+
+
+def by_decoding(judged: Sequence[CandidateRow]) -> dict[str, dict[str, Any]]:
+    """Valid-rate statistics per (mode, decoding): constrained answers are valid by
+    construction far more often, so pooling them with free ones would hide both rates."""
+    groups: dict[str, list[CandidateRow]] = {}
+    for c in judged:
+        groups.setdefault(f"{c.mode} {decoding_of(c.constrained)}", []).append(c)
+    return {key: _mode_stats(cands) for key, cands in sorted(groups.items())}
+
+
+def _decoding_summary(groups: dict[str, dict[str, Any]]) -> str:
+    if len(groups) < 2:
+        return ""
+    parts = [f"{key} {g['rate']:.1%} ({g['valid']}/{g['n']})" for key, g in groups.items()]
+    return "; by decoding: " + ", ".join(parts)
+
+
+# ---- 5. no collapse --------------------------------------------------------------------
+
+
+def _subsample(items: Sequence[Any], limit: int) -> list[Any]:
+    if len(items) <= limit:
+        return list(items)
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
+
+
+def cycle_diversity(
+    cands: Sequence[CandidateRow], signatures: Mapping[str, np.ndarray], codes: Mapping[str, str]
+) -> dict[str, Any]:
+    """One cycle's novelty rejection rate, mean pairwise Jaccard and distinct structures."""
+    valid = [c for c in cands if c.valid]
+    hashes = sorted({c.arch_hash for c in cands if c.archived and c.arch_hash})
+    sigs = [
+        signatures[h]
+        for h in _subsample([h for h in hashes if h in signatures], MAX_JACCARD_PROGRAMS)
+    ]
+    structures = {structure_key(codes[h]) for h in hashes if h in codes}
+    nearest = [c.nearest_jaccard for c in cands if c.archived and c.nearest_jaccard is not None]
+    return {
+        "valid": len(valid),
+        "novelty_rejected": sum(1 for c in valid if c.novelty_rejected),
+        "rejection_rate": (
+            sum(1 for c in valid if c.novelty_rejected) / len(valid) if valid else math.nan
+        ),
+        "admitted": len(hashes),
+        "mean_jaccard": mean_pairwise_jaccard(sigs) if len(sigs) >= 2 else math.nan,
+        "distinct_structures": len(structures),
+        "structure_share": len(structures) / len(hashes) if hashes and structures else math.nan,
+        "mean_nearest_jaccard": _mean(nearest),
+    }
+
+
+def no_collapse(
+    candidates: Sequence[CandidateRow],
+    signatures: Mapping[str, np.ndarray],
+    codes: Mapping[str, str],
+) -> Result:
+    judged = llm_candidates(candidates)
+    ts = sorted({c.cycle for c in judged})
+    rows = {t: cycle_diversity([c for c in judged if c.cycle == t], signatures, codes) for t in ts}
+    series: dict[str, Any] = {"t": ts}
+    for key in ("rejection_rate", "mean_jaccard", "structure_share", "distinct_structures",
+                "admitted", "valid", "novelty_rejected", "mean_nearest_jaccard"):  # fmt: skip
+        series[key] = [rows[t][key] for t in ts]
+    res = Result(
+        "no_collapse",
+        "5. No mode collapse",
+        "The search keeps proposing different programs: no rising novelty rejection rate, no "
+        "rising pairwise similarity, no shrinking share of distinct structures.",
+        INSUFFICIENT,
+        "",
+        samples={"cycles": len(ts), "valid": sum(r["valid"] for r in rows.values())},
+        series=series,
+    )
+    trends: dict[str, dict[str, Any] | None] = {}
+    for key in ("rejection_rate", "mean_jaccard", "structure_share"):
+        pts = [(t, v) for t, v in zip(ts, series[key], strict=True) if _finite(v)]
+        trend = _trend_or_none([v for _, v in pts], [t for t, _ in pts])
+        trends[key] = trend.to_dict() if trend else None
+    res.numbers = {"trends": trends}
+    if all(v is None for v in trends.values()):
+        res.summary = f"{len(ts)} CE cycle(s) with judged proposals; {MIN_TREND_POINTS} needed"
+        return res
+    signs = {
+        "rejection_rate": "increasing",
+        "mean_jaccard": "increasing",
+        "structure_share": "decreasing",
+    }
+    bad = [k for k, d in signs.items() if (trends[k] or {}).get("direction") == d]
+    res.status = NOT_SUPPORTED if bad else SUPPORTED
+    last = rows[ts[-1]]
+    res.summary = (
+        f"last cycle: novelty rejection {last['rejection_rate']:.1%} of {last['valid']} valid, "
+        f"mean pairwise Jaccard {last['mean_jaccard']:.3f}, {last['distinct_structures']} "
+        f"distinct structures of {last['admitted']} programs; "
+        + ("significant collapse trend in " + ", ".join(bad) if bad else "no collapse trend")
+    )
+    return res
+
+
+# ---- 6. proxy reliability --------------------------------------------------------------
+
+
+def proxy_reliability(
+    evaluations: Sequence[EvalRow],
+    dataset: str,
+    budget: str,
+    reference_budget: str,
+    threshold: float,
+) -> Result:
+    rows = [
+        (e.arch_hash, e.seed, e.score)
+        for e in evaluations
+        if e.dataset == dataset and e.budget == budget
+    ]
+    groups = scores_by_arch(rows)
+    repeated = {a: v for a, v in groups.items() if len(v) >= 2}
+    res = Result(
+        "proxy_reliability",
+        "6. Proxy reliability",
+        "With proxy = quality + seed noise, the Spearman correlation of the proxy with the "
+        "reference ranking is rho_S = (6/pi) arcsin(rho_P / 2), rho_P = sqrt(SNR / (1 + SNR)).",
+        INSUFFICIENT,
+        "",
+        samples={"noise_archs": len(repeated), "noise_scores": sum(map(len, repeated.values()))},
+        series={"noise": {a[:12]: v for a, v in sorted(repeated.items())}},
+    )
+    if len(repeated) < 2:
+        res.summary = (
+            f"{len(repeated)} architecture(s) with repeated seeds at {budget}; the noise study "
+            "needs two (evaluation.noise_sample)"
+        )
+        return res
+    est = estimate_noise(repeated)
+    gate = reliability_gate(
+        est.snr, threshold, n_arch=est.n_arch, predicted_spearman=est.predicted_spearman
+    )
+    res.numbers = {**est.to_dict(), "gate": gate.to_dict(), "budget": budget}
+    proxy = {a: _mean(v) for a, v in groups.items()}
+    reference = arch_scores(evaluations, dataset, reference_budget)
+    common = sorted(proxy.keys() & reference.keys())
+    res.samples["reference_pairs"] = len(common)
+    res.series["pairs"] = [[proxy[a], reference[a]] for a in common]
+    res.numbers["reference_budget"] = reference_budget
+    base = (
+        f"SNR {est.snr:.3g} (sigma^2_arch {est.sigma2_arch:.3g} / sigma^2_noise "
+        f"{est.sigma2_noise:.3g}, {est.n_arch} architectures), predicted rho_S "
+        f"{est.predicted_spearman:.3f}" + ("; below the gate threshold" if gate.low else "")
+    )
+    if len(common) < MIN_SPEARMAN_PAIRS:
+        res.summary = f"{base}; {len(common)} reference pair(s), {MIN_SPEARMAN_PAIRS} needed"
+        return res
+    try:
+        measured = spearman([proxy[a] for a in common], [reference[a] for a in common])
+    except ValueError as exc:  # one side constant: the ranking says nothing
+        res.summary = f"{base}; measured Spearman undefined ({exc})"
+        return res
+    lo, hi = spearman_interval(measured, len(common))
+    res.numbers |= {"measured_spearman": measured, "measured_lo": lo, "measured_hi": hi}
+    inside = lo <= est.predicted_spearman <= hi
+    res.status = SUPPORTED if inside else NOT_SUPPORTED
+    res.summary = (
+        f"{base}; measured Spearman vs {reference_budget} {measured:.3f} "
+        f"[{lo:.3f}, {hi:.3f}] over {len(common)} architectures: the prediction is "
+        + ("inside" if inside else "outside")
+        + " its 95% interval"
+    )
+    return res
+
+
+# ---- all six ---------------------------------------------------------------------------
+
+
+def gamma_star(data: RunData) -> float | None:
+    """The fixed reference gamma*: ce.reference_gamma, else gamma_1."""
+    if data.reference_gamma is not None:
+        return data.reference_gamma
+    return next((c.gamma_t for c in data.cycles if c.t == 1 and c.status == "completed"), None)
+
+
+def gate_events(cycles: Sequence[CycleRow]) -> list[dict[str, Any]]:
+    """The driver's gate decisions as stored with each cycle's settings."""
+    out = []
+    for c in cycles:
+        gate = (c.settings or {}).get("gate") or {}
+        if gate:
+            out.append({"t": c.t, **gate, "low": bool(gate.get("low", False))})
+    return out
+
+
+def diagnose(data: RunData) -> dict[str, Result]:
+    samples = samples_by_cycle(data)
+    results = [
+        ce_equivalence(data.cycles, data.adapters),
+        monotonicity(elite_scores_by_cycle(data), {c.t: c.gamma_t for c in data.cycles}, samples),
+        elite_mass(samples, gamma_star(data)),
+        delta_vs_full(data.candidates),
+        no_collapse(data.candidates, data.signatures, data.codes),
+        proxy_reliability(
+            data.evaluations, data.dataset, data.budget, data.reference_budget, data.snr_threshold
+        ),
+    ]
+    results[-1].numbers["gate_events"] = gate_events(data.cycles)
+    return {r.key: r for r in results}
+
+
+# ---- loading from the archive ----------------------------------------------------------
+
+
+def _value(x: Any) -> Any:
+    return getattr(x, "value", x)
+
+
+def load_run_data(archive: Any, run_id: str) -> RunData:
+    """Read one run through the Archive's public methods (NotFound for an unknown run)."""
+    run = archive.get_run(run_id)
+    cycles = [
+        CycleRow(
+            t=c.t,
+            status=_value(c.status),
+            gamma_t=c.gamma_t,
+            n_elites=c.n_elites,
+            elite_scores=None if c.elites is None else tuple(float(e["score"]) for e in c.elites),
+            settings=c.settings,
+        )
+        for c in archive.cycles(run_id)
+    ]
+    candidates = [
+        CandidateRow(
+            cycle=c.cycle,
+            slot=c.slot,
+            attempt=c.attempt,
+            mode=_value(c.mode),
+            status=_value(c.status),
+            error_class=c.error_class,
+            output_tokens=c.output_tokens,
+            arch_hash=c.arch_hash,
+            parent_hash=c.parent_hash,
+            nearest_jaccard=c.nearest_jaccard,
+            message=c.message,
+            constrained=c.constrained,
+        )
+        for c in archive.candidates(run_id)
+    ]
+    evaluations = [
+        EvalRow(e.arch_hash, e.dataset, e.seed, e.budget, e.score)
+        for e in archive.evaluations(run_id)
+    ]
+    adapters = [
+        AdapterRow(a.cycle, a.version, a.n_examples, a.train_loss) for a in archive.adapters(run_id)
+    ]
+    codes, signatures = _programs(archive, {c.arch_hash for c in candidates if c.arch_hash})
+    return RunData(
+        run_id=run.id,
+        dataset=run.dataset,
+        budget=run.budget,
+        config=run.config or {},
+        cycles=cycles,
+        candidates=candidates,
+        evaluations=evaluations,
+        adapters=adapters,
+        signatures=signatures,
+        codes=codes,
+        status=_value(run.status),
+    )
+
+
+def _programs(archive: Any, hashes: Iterable[str]) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    codes: dict[str, str] = {}
+    signatures: dict[str, np.ndarray] = {}
+    for h in sorted(hashes):
+        arch = archive.get_architecture(h)
+        codes[h] = arch.code
+        if arch.signature is not None and arch.num_perm:
+            # a legacy 64-bit signature is not comparable: left out
+            with contextlib.suppress(ValueError):
+                signatures[h] = signature_from_bytes(bytes(arch.signature), arch.num_perm)
+    return codes, signatures

@@ -1,0 +1,296 @@
+"""The warm start (theta_0): a LoRA adapter that teaches the base model the delta format
+before cycle 1.
+
+The training set is (parent prompt -> delta) pairs built from the seed programs by the
+mutation operators (`mutations.warm_start_pairs`): every child passes the static checks, a
+sandboxed build for the run's dataset, and is far enough from its parent to pass novelty.
+The adapter has the fine-tuning config's LoRA shape (rank, alpha, dropout, target modules),
+so the first CE adapter can continue from it (`train_lora(init_adapter=...)`); learning
+rate and epochs are the warm start's own (`generation.warm_start_*`).
+
+Training takes minutes on a CPU, so the adapter is cached under the models cache, keyed by
+a hash of everything that determines it: the model, the LoRA fields, the warm-start
+fields, the admission settings (they decide which children are kept), the dataset, the
+seed programs' text, the delta prompt template and a format version. It is trained into a
+staging folder and renamed into place, so a killed process never leaves a half adapter
+that a later call would take for a cached one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmnas_dist.config import AdmissionConfig, FinetuneConfig, GenerationConfig
+from llmnas_dist.errors import CandidateRejected
+from llmnas_dist.evaluation.datasets import DatasetSpec, dataset_spec
+from llmnas_dist.generation.finetune import (
+    METADATA_FILE,
+    ElitePair,
+    Example,
+    TrainStep,
+    build_examples,
+    read_metadata,
+    train_lora,
+)
+from llmnas_dist.generation.models import cache_root
+from llmnas_dist.generation.mutations import BLOCK_OPERATORS, warm_start_pairs
+from llmnas_dist.generation.prompts import load_template
+from llmnas_dist.program.static import canonicalize
+from llmnas_dist.seeds import load_seeds
+
+log = logging.getLogger(__name__)
+
+# bump when the examples change in a way the key's inputs do not show (operators, answer
+# format, scores in prompts), so stale adapters are never reused
+FORMAT_VERSION = 4
+ADAPTERS_DIR = "adapters"
+PAIR_SEED = 0  # the mutation draw and the training order are fixed: same key, same adapter
+UNSCORED_FRACTION = 0.25  # share of prompts whose parent has no score yet (cycle-0 seeds)
+STALE_STAGING_S = 6 * 3600  # a staging folder this old belongs to a killed process
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """The warm-start adapter: where it is, whether this call found it cached, and what it
+    was trained on. `seconds` is this call's wall time (well under a second when cached)."""
+
+    path: str
+    cached: bool
+    n_examples: int
+    train_loss: float
+    seconds: float
+    key: str
+
+
+def warm_start_key(
+    generation: GenerationConfig,
+    finetune: FinetuneConfig,
+    admission: AdmissionConfig,
+    dataset: str,
+    seeds: Mapping[str, str],
+    input_size: int | None = None,
+) -> str:
+    """sha256 over everything that determines the adapter."""
+    inputs: dict[str, object] = {
+        "format": FORMAT_VERSION,
+        "model": generation.model,
+        "lora": finetune.model_dump(
+            mode="json",
+            include={
+                "r",
+                "alpha",
+                "dropout",
+                "target_modules",
+                "batch_size",
+                "max_length",
+                "full_code_fraction",
+            },
+        ),
+        "warm_start": {
+            "per_seed": generation.warm_start_per_seed,
+            "epochs": generation.warm_start_epochs,
+            "lr": generation.warm_start_lr,
+        },
+        # the codec's fuzz judges answers, not the taught pairs (built with exact deltas)
+        "admission": admission.model_dump(mode="json", exclude={"delta_fuzz"}),
+        "dataset": dataset,
+        "seeds": sorted(seeds.items()),
+        "prompt": [load_template("delta").template, load_template("full").template],
+    }
+    if input_size is not None:  # absent by default: the default run keeps its cached adapter
+        inputs["input_size"] = input_size
+    blob = json.dumps(inputs, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _builds_for(spec: DatasetSpec, admission: AdmissionConfig) -> Callable[[str], bool]:
+    """A sandboxed build of a child for the run's dataset, as admission does it."""
+    from llmnas_dist.sandbox.runner import build_check
+
+    def builds(child: str) -> bool:
+        try:
+            build_check(child, spec.in_shape, spec.num_classes, admission)
+        except CandidateRejected:
+            return False
+        return True
+
+    return builds
+
+
+def warm_start_examples(
+    generation: GenerationConfig,
+    admission: AdmissionConfig,
+    dataset: str,
+    seeds: Mapping[str, str],
+    build: bool = True,
+    full_code_fraction: float = 0.0,
+    input_size: int | None = None,
+) -> list[Example]:
+    """Examples from mutation pairs of `seeds`: (delta prompt -> delta), and for a
+    `full_code_fraction` share (finetune.full_code_fraction, as in the CE updates)
+    (full prompt -> the whole child). Without full examples the warm-started model answered
+    every full-mode prompt of a default run with `<nn>\n<- <nn>\n</nn>` (12 of 12).
+    Programs are shown in canonical form, as the archive stores them and the driver's
+    prompts show parents; each parent gets a random plausible score (or none), as prompts
+    in a run carry them. Children are built at the run's shape (`input_size`)."""
+    spec = dataset_spec(dataset).at_size(input_size)
+    rng = random.Random(PAIR_SEED)
+    canonical = {name: canonicalize(code, admission)[0] for name, code in seeds.items()}
+    builds = _builds_for(spec, admission) if build else None
+    # Block insertions only, never reversed: a small model taught removals starts
+    # "removing" blocks the parent does not have (seen on held-out parents), and block
+    # hunks sit at anchors every program has (super().__init__(), the classifier, the top
+    # of forward). Against all operators the valid-delta rate was the same within noise
+    # (6/24 vs 7/24). The CE cycles teach the other edits from elites.
+    pairs = warm_start_pairs(
+        canonical,
+        generation.warm_start_per_seed,
+        rng,
+        builds=builds,
+        reverse_fraction=0.0,
+        cfg=admission,
+        operators=BLOCK_OPERATORS,
+    )
+    taught, scores = [], {}
+    for pair in pairs:
+        parent, child = (canonicalize(c, admission)[0] for c in (pair.parent, pair.child))
+        if parent == child:
+            continue
+        # one score per parent: its examples share one prompt, which training runs once
+        if parent not in scores:
+            scores[parent] = None if rng.random() < UNSCORED_FRACTION else rng.uniform(0.2, 0.97)
+        taught.append(ElitePair(parent, child, scores[parent]))
+    return build_examples(taught, spec, full_code_fraction, seed=PAIR_SEED)
+
+
+def _adapter_root(cache: Path | None) -> Path:
+    return (cache or cache_root()) / ADAPTERS_DIR
+
+
+def _cached(folder: Path, key: str, started: float) -> WarmStart:
+    meta = read_metadata(folder)
+    return WarmStart(
+        path=str(folder),
+        cached=True,
+        n_examples=int(meta["examples"]),
+        train_loss=float(meta["train_loss"]),
+        seconds=time.perf_counter() - started,
+        key=key,
+    )
+
+
+def _point_metadata_at(adapter: Path, final: Path) -> None:
+    """The metadata names the folder the adapter will live in, written before the rename."""
+    meta_path = adapter / METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["adapter_dir"] = str(final.resolve())
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _remove_stale_staging(root: Path) -> None:
+    """Staging folders left by killed processes (old enough that none is still training)."""
+    for entry in root.glob(".warm-start-*"):
+        try:
+            if time.time() - entry.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _folder(key: str, cache: Path | None) -> Path:
+    return _adapter_root(cache) / f"warm-start-{key[:24]}"
+
+
+def cached_warm_start(
+    generation: GenerationConfig,
+    finetune: FinetuneConfig,
+    admission: AdmissionConfig,
+    dataset: str,
+    cache: Path | None = None,
+    seeds: Mapping[str, str] | None = None,
+    input_size: int | None = None,
+) -> Path | None:
+    """The folder of this configuration's warm-start adapter when a run has cached it
+    (on the shipped seeds unless `seeds` is given), else None; nothing is trained."""
+    seeds = load_seeds() if seeds is None else seeds
+    key = warm_start_key(generation, finetune, admission, dataset, seeds, input_size)
+    folder = _folder(key, cache)
+    return folder if (folder / "adapter_config.json").is_file() else None
+
+
+def warm_start_adapter(
+    generation: GenerationConfig,
+    finetune: FinetuneConfig,
+    admission: AdmissionConfig,
+    dataset: str,
+    cache: Path | None = None,
+    seeds: Mapping[str, str] | None = None,
+    input_size: int | None = None,
+    on_step: Callable[[TrainStep], None] | None = None,
+) -> WarmStart:
+    """The warm-start adapter for this configuration: the cached one, or trained now (on
+    the shipped seeds unless `seeds` is given, children built at `input_size`) and cached;
+    `on_step` hears each training step."""
+    started = time.perf_counter()
+    seeds = load_seeds() if seeds is None else dict(seeds)
+    if not seeds:
+        raise ValueError("the warm start needs at least one seed program")
+    key = warm_start_key(generation, finetune, admission, dataset, seeds, input_size)
+    root = _adapter_root(cache)
+    final = _folder(key, cache)
+    if (final / "adapter_config.json").is_file():
+        return _cached(final, key, started)
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(root)
+    examples = warm_start_examples(
+        generation,
+        admission,
+        dataset,
+        seeds,
+        full_code_fraction=finetune.full_code_fraction,
+        input_size=input_size,
+    )
+    if not examples:
+        raise ValueError("no mutation of the seed programs passed admission; nothing to train on")
+    log.info("warm start: %d examples from %d seeds", len(examples), len(seeds))
+    staging = Path(tempfile.mkdtemp(prefix=".warm-start-", dir=root))
+    try:
+        result = train_lora(
+            generation.model,
+            examples,
+            finetune,
+            staging / "adapter",
+            seed=PAIR_SEED,
+            version=0,
+            lr=generation.warm_start_lr,
+            epochs=generation.warm_start_epochs,
+            schedule="linear",
+            prompt_grad=False,  # twice the examples in the same minutes
+            on_step=on_step,
+        )
+        _point_metadata_at(staging / "adapter", final)
+        try:
+            (staging / "adapter").rename(final)
+        except OSError:
+            if not (final / "adapter_config.json").is_file():
+                raise
+            # another process cached the same adapter first; its copy is as good as ours
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return WarmStart(
+        path=str(final),
+        cached=False,
+        n_examples=result.examples,
+        train_loss=result.train_loss,
+        seconds=time.perf_counter() - started,
+        key=key,
+    )
