@@ -32,9 +32,9 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from db.archive import Archive, candidate_id  # noqa: E402
-from db.models import Architecture, ArchScore, Candidate, Evaluation, utcnow  # noqa: E402
-from llmnas_dist.vocab import budget_key, code_hash  # noqa: E402
+from db.archive import Archive, candidate_id
+from db.models import Architecture, ArchScore, Candidate, Evaluation, utcnow
+from llmnas_dist.vocab import budget_key, code_hash
 
 PG_ADMIN_URL = os.environ.get(
     "LLMNAS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

@@ -19,12 +19,13 @@ actors that need an LLM, so that `bench/scaling_bench.py driver` can run the rea
   false`, so `warm_start` is not called; it returns a placeholder too.
 
 Both honour the interface the driver uses: `generate(requests, seed, alone)` returns one
-dict per request with the `GenerationResult` fields, key, mode, adapter, grammar_note and
-`call` = {"started", "ended", "where"} (the call's span); `install_adapter(name, files)`;
-`train(...)` returns the `FinetuneResult` keys; both have `where() -> Where`. Every answer
-and adapter is marked `stub`. The answers ignore the grammar the driver sends (they are
-not sampled, so `constrained` is False); the mutation is seeded by (call seed, request key),
-so a run draws the same answers again.
+`Answer` per request (llmnas_dist/generation/engine.py: the `GenerationResult` fields, key,
+mode, adapter, grammar_note and the call's span); `install_adapter(name, files)`;
+`train(...)` returns a `FinetuneResult` and `warm_start(...)` a `WarmStart`; both have
+`where() -> Where`. Every answer and adapter is marked `stub` (the `Stub*` subclasses).
+The answers ignore the grammar the driver sends (they are not sampled, so `constrained` is
+False); the mutation is seeded by (call seed, request key), so a run draws the same answers
+again.
 """
 
 from __future__ import annotations
@@ -35,19 +36,21 @@ import re
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 
 from llmnas_dist.config import FinetuneConfig, GenerationConfig
-from llmnas_dist.generation.engine import GenerationResult
+from llmnas_dist.generation.engine import Answer
 from llmnas_dist.generation.finetune import FinetuneResult
 from llmnas_dist.generation.mutations import novel_mutation
 from llmnas_dist.generation.prompts import delta_answer, full_answer, training_delta
+from llmnas_dist.generation.warmstart import WarmStart
+from llmnas_dist.vocab import Where
 from workers.generator import GenRequest
-from workers.gpus import Where, locate
+from workers.gpus import locate
 
 # SmolLM2's tokenizer measured on these answers: 2.6 characters per token for deltas, 3.0
 # for whole programs (novel mutations of the 15 shipped seeds)
@@ -56,6 +59,27 @@ DEFAULT_TOKENS_PER_S = 400.0  # per sequence; a batch's sequences decode side by
 MUTATION_TRIES = 4  # draws of novel_mutation before the stub gives up on a parent
 STUB_NOTE = "placeholder adapter written by bench/driver_stubs.py: no weights, not trained"
 _PARENT = re.compile(r"```python\n(.*?)\n```", re.S)  # the parent, as parent_prompt puts it
+
+
+@dataclass(frozen=True)
+class StubAnswer(Answer):
+    """An answer of the stub engine (not sampled)."""
+
+    stub: bool = True
+
+
+@dataclass(frozen=True)
+class StubFinetuneResult(FinetuneResult):
+    """The stub fine-tuner's result: nothing was trained (no loss: None)."""
+
+    stub: bool = True
+
+
+@dataclass(frozen=True)
+class StubWarmStart(WarmStart):
+    """The stub's theta_0: a placeholder (no loss: None)."""
+
+    stub: bool = True
 
 
 def parent_of(prompt: str) -> str | None:
@@ -137,35 +161,29 @@ class StubGeneration:
 
     def generate(
         self, requests: Sequence[GenRequest], seed: int, alone: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[Answer]:
         started = time.time()
         answers = [self.answer(r, seed) for r in requests]
         decode_s = max((n for _, n in answers), default=0) / self.tokens_per_s
         time.sleep(max(0.0, started + decode_s - time.time()))
         ended = time.time()
-        call = {"started": started, "ended": ended, "where": self.place}
-        out = []
-        for req, (text, n) in zip(requests, answers, strict=True):
-            res = GenerationResult(
+        return [
+            StubAnswer(
                 text=text,
                 prompt_tokens=tokens(req.prompt),
                 output_tokens=n,
                 seconds=ended - started,
                 constrained=False,  # not sampled: the grammar is not applied
                 grammar_note=req.grammar_note,
+                key=req.key,
+                mode=req.mode,
+                adapter=self.adapter,
+                started=started,
+                ended=ended,
+                where=self.place,
             )
-            out.append(
-                {
-                    **asdict(res),
-                    "key": req.key,
-                    "mode": req.mode,
-                    "adapter": self.adapter,
-                    "grammar_note": res.grammar_note,
-                    "call": call,
-                    "stub": True,
-                }
-            )
-        return out
+            for req, (text, n) in zip(requests, answers, strict=True)
+        ]
 
     def info(self) -> dict[str, Any]:
         return {"backend": "stub", "model_path": None, "adapter": self.adapter}
@@ -202,37 +220,28 @@ class StubFinetuner:
         version: int,
         seed: int = 0,
         init_adapter: str | None = None,
-    ) -> dict[str, Any]:
-        """The current adapter unchanged (a placeholder the first time), with the keys of
-        `FinetuneResult`."""
+    ) -> FinetuneResult:
+        """The current adapter unchanged (a placeholder the first time), as a
+        `FinetuneResult` with nothing trained."""
         started = time.time()
         self.calls += 1
         path = init_adapter if init_adapter else write_stub_adapter(Path(out_dir))
         time.sleep(self.seconds)
-        meta: dict[str, Any] = {f.name: None for f in fields(FinetuneResult)}
-        meta.update(
+        return StubFinetuneResult(
             adapter_dir=path,
             base_model=self.model,
             base_model_path="(stub)",
             examples=len(elites),
+            train_loss=None,  # type: ignore[arg-type]
+            first_loss=None,  # type: ignore[arg-type]
             steps=0,
             seconds=time.time() - started,
             version=version,
-            stub=True,
         )
-        return meta
 
-    def warm_start(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    def warm_start(self, *args: Any, **kwargs: Any) -> WarmStart:
         path = write_stub_adapter(Path(tempfile.mkdtemp(prefix="llmnas-stub-ws-")))
-        return {
-            "path": path,
-            "cached": False,
-            "n_examples": 0,
-            "train_loss": None,
-            "seconds": 0.0,
-            "key": "stub",
-            "stub": True,
-        }
+        return StubWarmStart(path, False, 0, None, 0.0, "stub")  # type: ignore[arg-type]
 
 
 StubGenerationActor = ray.remote(StubGeneration)

@@ -93,33 +93,35 @@ import ray.cloudpickle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import driver_stubs  # noqa: E402
-from bench.driver_stubs import (  # noqa: E402
+from bench import driver_stubs
+from bench.driver_stubs import (
     DEFAULT_TOKENS_PER_S,
     StubFinetuneActor,
     StubGenerationActor,
 )
-from cluster.driver import Driver  # noqa: E402
-from cluster.factory import Actors  # noqa: E402
-from cluster.pool import EvaluatorPool, Placement, PoolResult, archive_recorder  # noqa: E402
-from db.archive import Archive  # noqa: E402
-from db.models import CandidateStatus, RunStatus  # noqa: E402
-from llmnas_dist.analysis.timeline import Span, SpanKind, busy_seconds, cycle_use  # noqa: E402
-from llmnas_dist.config import (  # noqa: E402
+from cluster.driver import Driver
+from cluster.factory import Actors
+from cluster.pool import EvaluatorPool, Placement, PoolResult, archive_recorder
+from db.archive import Archive
+from db.models import CandidateStatus, RunStatus
+from llmnas_dist.analysis.timeline import busy_seconds, cycle_use
+from llmnas_dist.config import (
     AdmissionConfig,
     Config,
     EvaluationConfig,
     build_config,
 )
-from llmnas_dist.seeds import load_seeds  # noqa: E402
+from llmnas_dist.evaluation.evaluate import EvalRecord
+from llmnas_dist.seeds import load_seeds
+from llmnas_dist.spans import Span, SpanKind
 
 # the evaluator's own budget_key: the actor then imports nothing the real one does not
 from llmnas_dist.vocab import (
-    budget_key,  # noqa: E402
-    code_hash,  # noqa: E402
+    Where,
+    budget_key,
+    code_hash,
 )
-from workers.evaluator import EvalTask  # noqa: E402
-from workers.gpus import Where  # noqa: E402
+from workers.evaluator import EvalTask
 
 # This file and bench/ are not installed modules: ship their classes to Ray workers by
 # value, or a worker would try to import them by name and fail.
@@ -139,8 +141,8 @@ STUB_ACTOR_CPUS = 0.05  # logical CPUs of each stub actor (they sleep; Ray only 
 
 
 class SleepEvaluator:
-    """Stands in for `workers.evaluator.Evaluator`: same constructor, same result keys, but
-    the evaluation is a sleep of exactly `task.budget_s` seconds."""
+    """Stands in for `workers.evaluator.Evaluator`: same constructor, same result type
+    (`EvalRecord`), but the evaluation is a sleep of exactly `task.budget_s` seconds."""
 
     def __init__(
         self, evaluation: EvaluationConfig, admission: AdmissionConfig | None = None
@@ -152,36 +154,27 @@ class SleepEvaluator:
     def where(self) -> Where:
         return Where(self.worker_id, self.node_id, (), os.getpid())
 
-    def evaluate(self, task: EvalTask) -> dict[str, Any]:
+    def evaluate(self, task: EvalTask) -> EvalRecord:
         started = time.time()
         time.sleep(task.budget_s or 0.0)
         finished = time.time()
         accuracy = (zlib.crc32(task.key.encode()) % 1000) / 1000.0  # stable per task
-        return {
-            "ok": True,
-            "dataset": task.dataset,
-            "seed": task.seed,
-            "epochs": None,
-            "budget_s": task.budget_s,
-            "budget": budget_key(None, task.budget_s or 0.0),
-            "accuracy": accuracy,
-            "loss": 1.0 - accuracy,
-            "epochs_done": None,
-            "duration_s": finished - started,
-            "samples_per_s": None,
-            "params": None,
-            "device": "cpu",
-            "error_class": None,
-            "message": None,
-            "node_id": self.node_id,
-            "gpu_id": None,
-            "worker_id": self.worker_id,
-            "pid": os.getpid(),
-            "key": task.key,
+        return EvalRecord(
+            ok=True,
+            dataset=task.dataset,
+            seed=task.seed,
+            epochs=None,
+            budget_s=task.budget_s or 0.0,  # its budget key: budget_s=<seconds>
+            accuracy=accuracy,
+            loss=1.0 - accuracy,
+            duration_s=finished - started,
+            device="cpu",
+            key=task.key,
+            where=self.where(),
             # wall-clock stamps (same machine, same clock as the driver) for the timeline
-            "started": started,
-            "ended": finished,
-        }
+            started=started,
+            ended=finished,
+        )
 
 
 SleepEvaluatorActor = ray.remote(SleepEvaluator)
@@ -230,7 +223,7 @@ class TimedRecorder:
     archive: Archive
     run_id: str
     archive_s: float = 0.0
-    arrivals: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
+    arrivals: list[tuple[float, EvalRecord]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._record = archive_recorder(self.archive, self.run_id)
@@ -303,19 +296,17 @@ def warm_pool(evaluators: int, cpus_per_evaluator: float) -> tuple[EvaluatorPool
         EvalTask(key=f"warm-{i}", code="", dataset=DATASET, budget_s=0.0) for i in range(evaluators)
     ]
     workers: set[str] = set()
-    pool.run(warm, lambda item: workers.add(item.result["worker_id"]))
+    pool.run(warm, lambda item: workers.add(item.result.worker_id or ""))
     if len(workers) != evaluators:
         raise RuntimeError(f"warm-up reached {len(workers)} of {evaluators} actors")
     return pool, time.perf_counter() - started
 
 
-def timeline(
-    arrivals: list[tuple[float, dict[str, Any]]], t0: float, t1: float
-) -> dict[str, float]:
+def timeline(arrivals: list[tuple[float, EvalRecord]], t0: float, t1: float) -> dict[str, float]:
     """Where the makespan went, from the actors' own sleep stamps (wall clock)."""
     by_worker: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for _, r in arrivals:
-        by_worker[r["worker_id"]].append((r["started"], r["ended"]))
+        by_worker[r.worker_id or ""].append((r.started or 0.0, r.ended or 0.0))
     gaps = []
     for spans in by_worker.values():
         spans.sort()
@@ -323,10 +314,10 @@ def timeline(
     return {
         "mean_gap_ms": 1000 * statistics.fmean(gaps) if gaps else 0.0,
         "max_gap_ms": 1000 * max(gaps) if gaps else 0.0,
-        "first_start_ms": 1000 * (min(r["started"] for _, r in arrivals) - t0),
-        "tail_ms": 1000 * (t1 - max(r["ended"] for _, r in arrivals)),
+        "first_start_ms": 1000 * (min(r.started or 0.0 for _, r in arrivals) - t0),
+        "tail_ms": 1000 * (t1 - max(r.ended or 0.0 for _, r in arrivals)),
         "oversleep_ms": 1000
-        * statistics.fmean(r["duration_s"] - r["budget_s"] for _, r in arrivals),
+        * statistics.fmean((r.duration_s or 0.0) - (r.budget_s or 0.0) for _, r in arrivals),
     }
 
 
@@ -361,7 +352,7 @@ def measure_scaling(
         ideal_s=ideal,
         makespan_s=makespan,
         efficiency=ideal / makespan,
-        busy_share=sum(r["duration_s"] for _, r in recorder.arrivals) / (evaluators * makespan),
+        busy_share=sum(r.duration_s or 0.0 for _, r in recorder.arrivals) / (evaluators * makespan),
         loss_per_turn_ms=1000 * (makespan - ideal) / turns,
         startup_s=startup_s,
         recorded=len(archive.evaluations(run_id)),

@@ -16,8 +16,9 @@ import ray
 from cluster.console import log_to_file, stop_file_log
 from cluster.driver import Driver
 from cluster.factory import connect_ray, evaluators_wanted, start_actors
-from cluster.progress import PhaseClock, cycle_rows, format_table, found_summary
+from cluster.progress import PhaseClock, cycle_rows, cycle_table, found_summary
 from db.archive import Archive
+from db.contract import ArchiveStore
 from db.errors import ArchiveError, NotFound
 from db.models import RunStatus
 from llmnas_dist.config import Config, stored_config
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 PHASES_FILE = "phases.json"  # the run's phase times, next to its driver.log
 
 
-def open_run(archive: Archive, cfg: Config, resume: str | None, run_id: str | None) -> Config:
+def open_run(archive: ArchiveStore, cfg: Config, resume: str | None, run_id: str | None) -> Config:
     """The run's id and effective config: a new run, or an existing one to continue."""
     name = resume or run_id
     try:
@@ -68,7 +69,7 @@ def run_search(
         stop_file_log()
 
 
-def _drive(cfg: Config, archive: Archive, run_id: str, evaluators: int | None) -> bool:
+def _drive(cfg: Config, archive: ArchiveStore, run_id: str, evaluators: int | None) -> bool:
     clock = PhaseClock()
     with clock.phase("Ray start"):
         started_ray = connect_ray(cfg, evaluators or cfg.evaluation.evaluators or 2)
@@ -94,7 +95,7 @@ def _drive(cfg: Config, archive: Archive, run_id: str, evaluators: int | None) -
             actors.shutdown()
         if started_ray:
             ray.shutdown()
-    print(format_table(cycle_rows(archive, run_id)), flush=True)
+    print(cycle_table(cycle_rows(archive, run_id)), flush=True)
     print(clock.table(), flush=True)
     clock.write(Path(cfg.cluster.run_dir, run_id, PHASES_FILE))
     print(found_summary(archive, run_id), flush=True)

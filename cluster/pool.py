@@ -33,18 +33,21 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
 
-from llmnas_dist.analysis.timeline import Span, SpanOutcome
 from llmnas_dist.config import AdmissionConfig, EvaluationConfig
 from llmnas_dist.errors import PlacementError
 from llmnas_dist.evaluation.deadline import Deadlines
-from llmnas_dist.vocab import budget_key
+from llmnas_dist.evaluation.evaluate import EvalRecord
+from llmnas_dist.spans import Span, SpanOutcome
+from llmnas_dist.vocab import Where, budget_key
 from workers.evaluator import EvalTask, EvaluatorActor, worker_lost
-from workers.gpus import Where
+
+if TYPE_CHECKING:
+    from db.contract import ArchiveStore
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +92,12 @@ def evaluator_placement(cfg: EvaluationConfig, cluster_resources: dict[str, floa
     return Placement(cfg.evaluators or CPU_MACHINE_EVALUATORS, 0.0, cfg.cpus_per_evaluator)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PoolResult:
+    """A task's one result, and how many attempts it took."""
+
     task: EvalTask
-    result: dict[str, Any]
+    result: EvalRecord
     attempts: int
 
 
@@ -112,7 +117,7 @@ class EvaluatorPool:
     evaluation: EvaluationConfig
     admission: AdmissionConfig | None = None
     placement: Placement | None = None
-    # a Ray actor class with evaluate(EvalTask) -> dict and where() -> Where (default: ours)
+    # a Ray actor class with evaluate(EvalTask) -> EvalRecord and where() -> Where (default: ours)
     actor_cls: Any = None
     logical_gpus: bool = False  # cluster.logical_gpus: GPU ids without CUDA are allowed
     on_span: Callable[[Span], None] | None = None  # receives every attempt's busy span
@@ -285,14 +290,12 @@ class EvaluatorPool:
         self._dispatch()
         return done
 
-    def _observe(self, flight: _InFlight, where: Where | None, result: dict[str, Any]) -> None:
+    def _observe(self, flight: _InFlight, where: Where | None, result: EvalRecord) -> None:
         """A result's span, and its duration for the deadlines when it succeeded."""
-        started, ended = result.get("started"), result.get("ended")
-        ok = bool(result.get("ok"))
-        if ok:  # the archive's duration_s, so a run's own and earlier runs' durations agree
-            self.deadlines.observe(result["dataset"], result["budget"], result.get("duration_s"))
-        outcome = SpanOutcome.OK if ok else SpanOutcome.FAILED
-        self._span(flight, where, outcome, result.get("error_class"), started, ended)
+        if result.ok:  # the archive's duration_s, so a run's own and earlier runs' agree
+            self.deadlines.observe(result.dataset, result.budget, result.duration_s)
+        outcome = SpanOutcome.OK if result.ok else SpanOutcome.FAILED
+        self._span(flight, where, outcome, result.error_class, result.started, result.ended)
 
     def _span(
         self,
@@ -355,7 +358,7 @@ class EvaluatorPool:
         self._where.clear()
 
 
-def archive_recorder(archive: Any, run_id: str) -> Callable[[PoolResult], None]:
+def archive_recorder(archive: ArchiveStore, run_id: str) -> Callable[[PoolResult], None]:
     """A callback that stores each result through `Archive.record_evaluation` (idempotent per
     run, architecture, dataset, seed and budget, so a repeated delivery changes nothing)."""
 
@@ -366,23 +369,23 @@ def archive_recorder(archive: Any, run_id: str) -> Callable[[PoolResult], None]:
         archive.record_evaluation(
             run_id,
             item.task.arch_hash,
-            dataset=r["dataset"],
-            seed=r["seed"],
-            budget=r["budget"],
-            score=r.get("accuracy") if r.get("ok") else None,
-            loss=r.get("loss"),
-            accuracy=r.get("accuracy"),
-            epochs_done=r.get("epochs_done"),
-            duration_s=r.get("duration_s"),
-            samples_per_s=r.get("samples_per_s"),
-            worker_id=r.get("worker_id"),
-            node_id=r.get("node_id"),
-            gpu_id=r.get("gpu_id"),
+            dataset=r.dataset,
+            seed=r.seed,
+            budget=r.budget,
+            score=r.accuracy if r.ok else None,
+            loss=r.loss,
+            accuracy=r.accuracy,
+            epochs_done=r.epochs_done,
+            duration_s=r.duration_s,
+            samples_per_s=r.samples_per_s,
+            worker_id=r.worker_id,
+            node_id=r.node_id,
+            gpu_id=r.gpu_id,
             attempt=item.attempts,
-            error_class=r.get("error_class"),
-            message=r.get("message"),
+            error_class=r.error_class,
+            message=r.message,
             candidate_id=item.task.candidate_id,
-            deadline_s=r.get("deadline_s"),
+            deadline_s=r.deadline_s,
         )
 
     return record

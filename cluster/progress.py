@@ -14,21 +14,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import psutil
 
-from db.models import CandidateStatus
-from llmnas_dist.cli.archive import SHORT_HASH
+from llmnas_dist.cli.common import format_table
 from llmnas_dist.generation.finetune import TrainStep
+from llmnas_dist.vocab import SHORT_HASH, CandidateStatus, was_admitted
+
+if TYPE_CHECKING:
+    from db.contract import ArchiveReader
 
 LOG_EVERY_S = 10.0
-VALID = {
-    CandidateStatus.ADMITTED,
-    CandidateStatus.EVALUATING,
-    CandidateStatus.EVALUATED,
-    CandidateStatus.FAILED,
-}
 
 
 @dataclass(kw_only=True)
@@ -198,7 +195,7 @@ TABLE_COLUMNS = (
 )
 
 
-def cycle_rows(archive: Any, run_id: str) -> list[dict[str, Any]]:
+def cycle_rows(archive: ArchiveReader, run_id: str) -> list[dict[str, Any]]:
     """One row per cycle: generated, constrained (of those, sampled under a grammar), valid
     (passed parsing, checks and the build), novel (admitted), evaluated, gamma_t, best score
     so far, mean score of E_t."""
@@ -208,9 +205,10 @@ def cycle_rows(archive: Any, run_id: str) -> list[dict[str, Any]]:
         row["generated"] += 1
         row["constrained"] += bool(c.constrained)
         row["evaluated"] += c.status is CandidateStatus.EVALUATED
+        admitted = was_admitted(c.status, c.arch_hash)
         novelty = c.error_class in ("duplicate", "not_novel")
-        row["valid"] += c.status in VALID or novelty
-        row["novel"] += c.status in VALID
+        row["valid"] += admitted or novelty
+        row["novel"] += admitted
     rows, best = [], None
     for cycle in archive.cycles(run_id):
         counts = per_cycle.get(cycle.t, dict.fromkeys(COUNTS, 0))
@@ -231,24 +229,15 @@ def cycle_rows(archive: Any, run_id: str) -> list[dict[str, Any]]:
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def cycle_table(rows: list[dict[str, Any]]) -> str:
     """The per-cycle table printed at the end of a run."""
-
-    def cell(value: Any) -> str:
-        if value is None:
-            return "-"
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-    widths = {c: max(len(c), *(len(cell(r[c])) for r in rows)) for c in TABLE_COLUMNS}
-    head = "  ".join(c.rjust(widths[c]) for c in TABLE_COLUMNS)
-    body = ["  ".join(cell(r[c]).rjust(widths[c]) for c in TABLE_COLUMNS) for r in rows]
-    return "\n".join([head, *body])
+    return format_table(TABLE_COLUMNS, [[r[c] for c in TABLE_COLUMNS] for r in rows], rule=False)
 
 
 FOUND_K = 3
 
 
-def found_summary(archive: Any, run_id: str) -> str:
+def found_summary(archive: ArchiveReader, run_id: str) -> str:
     """The end of a run: its best architectures (hash prefix, score, parameters, origin),
     where the archive is, and the commands that show the report, leaderboard and code."""
     top = archive.top(run_id, FOUND_K)

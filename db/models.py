@@ -4,13 +4,17 @@ Status columns are Python enums stored as short strings (no database enum type),
 same schema runs on SQLite and PostgreSQL and adding a status needs no type migration.
 Error classes are plain strings (values of `llmnas_dist.errors.ErrorClass`) for the same
 reason. Timestamps are UTC.
+
+Every model has one lookup, `Model.get(session, key)`, which raises db.errors.NotFound with
+the model's own message ("no run 'r1' in the archive"), so no query writes get-or-NotFound
+by hand.
 """
 
 from __future__ import annotations
 
 import enum
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -27,12 +31,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from db.errors import IllegalTransition
+from db.errors import IllegalTransition, NotFound
 from llmnas_dist.vocab import CandidateStatus, CycleStatus, Mode, RunStatus
 
 __all__ = ["CandidateStatus", "CycleStatus", "Mode", "RunStatus"]  # the stored vocabulary
+
+_M = TypeVar("_M", bound="Base")
 
 HASH_LEN = 64  # sha256 hex digest
 ID_LEN = 128
@@ -53,6 +59,19 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+    @classmethod
+    def get(cls: type[_M], session: Session, key: Any, *, for_update: bool = False) -> _M:
+        """The row with this primary key, read in `session` (locked for update when asked);
+        NotFound, saying what was missing, when there is none: the archive's one lookup."""
+        row = session.get(cls, key, with_for_update=for_update)
+        if row is None:
+            raise NotFound(cls._missing(key))
+        return row
+
+    @classmethod
+    def _missing(cls, key: Any) -> str:
+        return f"no {cls.__tablename__} row {key!r} in the archive"
 
 
 def check_transition(current: Any, new: Any, what: str) -> None:
@@ -92,6 +111,10 @@ class Run(Base):
     # evaluator count asked for by `llmnas scale`; the driver applies it between cycles
     evaluators_target: Mapped[int | None] = mapped_column(Integer)
 
+    @classmethod
+    def _missing(cls, key: Any) -> str:
+        return f"no run {key!r} in the archive"
+
 
 class Cycle(Base):
     __tablename__ = "cycles"
@@ -109,6 +132,11 @@ class Cycle(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
+    @classmethod
+    def _missing(cls, key: Any) -> str:
+        run_id, t = key
+        return f"no cycle {t} in run {run_id!r}"
+
 
 class Architecture(Base):
     __tablename__ = "architectures"
@@ -125,6 +153,10 @@ class Architecture(Base):
     param_count: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     first_run: Mapped[str | None] = mapped_column(ForeignKey("runs.id"))
+
+    @classmethod
+    def _missing(cls, key: Any) -> str:
+        return f"no architecture {key!r} in the archive"
 
 
 class Candidate(Base):
@@ -162,6 +194,10 @@ class Candidate(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
+    @classmethod
+    def _missing(cls, key: Any) -> str:
+        return f"no candidate {key!r} in the archive"
+
 
 class Evaluation(Base):
     __tablename__ = "evaluations"
@@ -197,7 +233,7 @@ class Evaluation(Base):
 
 
 class SpanRow(Base):
-    """One busy interval of one actor (llmnas_dist/analysis/timeline.py): what the utilisation
+    """One busy interval of one actor (llmnas_dist/spans.py): what the utilisation
     timeline, busy shares and scaling advice are computed from. Times are Unix seconds."""
 
     __tablename__ = "spans"

@@ -102,6 +102,8 @@ VIEWS: dict[str, str] = {
 }
 
 
-def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object):
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
     """Alembic autogenerate filter: views are made from this module, not from the models."""
     return not (type_ == "table" and name in VIEWS)

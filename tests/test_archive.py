@@ -27,9 +27,9 @@ from db.errors import (
 from db.models import Base, CandidateStatus, RunStatus
 from db.readonly_sql import vet_select
 from db.views import VIEWS, include_object
-from llmnas_dist.analysis.timeline import Span
 from llmnas_dist.cli.main import main
 from llmnas_dist.errors import ErrorClass, UsageError
+from llmnas_dist.spans import Span
 from llmnas_dist.vocab import budget_key, code_hash
 
 BUDGET = budget_key(epochs=1.0)
@@ -293,22 +293,39 @@ def test_failures_and_cycle_stats(archive: Archive) -> None:
     }  # fmt: skip
 
 
+def test_every_method_that_touches_the_database_reconnects() -> None:
+    """@reconnecting (db/engine.py) is on every public query and write; the two that cannot
+    carry it themselves retry each step: iter_signatures (a generator) per batch, sql per
+    statement (so a query's own failure is never repeated)."""
+    not_database = {"close", "from_url", "head_revision", "upgrade"}
+    per_step = {"iter_signatures": "_signatures_after", "sql": "_select"}
+    missing = [
+        name
+        for name in dir(Archive)
+        if not name.startswith("_")
+        and callable(getattr(Archive, name))
+        and name not in not_database
+        and not hasattr(getattr(Archive, per_step.get(name, name)), "__wrapped__")
+    ]
+    assert missing == []
+
+
 def test_hash_prefix_lookup(archive: Archive) -> None:
     codes = [program(i) for i in range(40)]
     for c in codes:
         archive.add_architecture(c)
     hashes = sorted(code_hash(c) for c in codes)
-    assert archive.find_architectures(hashes[0][:12].upper()).hash == hashes[0]
+    assert archive.find_architecture(hashes[0][:12].upper()).hash == hashes[0]
     shared = next(a[:1] for a, b in zip(hashes, hashes[1:], strict=False) if a[0] == b[0])
     with pytest.raises(AmbiguousPrefix):
-        archive.find_architectures(shared)
+        archive.find_architecture(shared)
     with pytest.raises(NotFound):
-        archive.find_architectures("zz")
+        archive.find_architecture("zz")
     missing = next(
         p for p in (f"{i:03x}" for i in range(4096)) if not any(h.startswith(p) for h in hashes)
     )
     with pytest.raises(NotFound):
-        archive.find_architectures(missing)
+        archive.find_architecture(missing)
 
 
 # ---- read-only SQL ------------------------------------------------------------------------

@@ -8,33 +8,36 @@ import math
 import numpy as np
 import pytest
 
-from llmnas_dist.analysis.diagnostics import (
+from llmnas_dist.analysis.gate import noise_gate, reliability_gate
+from llmnas_dist.analysis.results import (
     INSUFFICIENT,
     NOT_SUPPORTED,
     SUPPORTED,
+    ce_equivalence,
+    delta_vs_full,
+    diagnose,
+    elite_mass,
+    elite_mass_bound,
+    monotonicity,
+    no_collapse,
+    proxy_reliability,
+)
+from llmnas_dist.analysis.rundata import (
     AdapterRow,
     CandidateRow,
     CycleRow,
     EvalRow,
     RunData,
-    ce_equivalence,
-    decreases,
-    delta_vs_full,
-    diagnose,
-    elite_mass,
-    elite_mass_bound,
     elite_scores_by_cycle,
+    samples_by_cycle,
+)
+from llmnas_dist.analysis.stats import (
+    decreases,
     json_safe,
     mann_kendall,
     markov_predicted_ratio,
     markov_token_error,
     mean_pairwise_jaccard,
-    monotonicity,
-    no_collapse,
-    noise_gate,
-    proxy_reliability,
-    reliability_gate,
-    samples_by_cycle,
     spearman_interval,
     structure_key,
     top_rho,

@@ -25,7 +25,8 @@ import yaml
 
 from db.archive import Archive
 from db.models import CandidateStatus, CycleStatus, RunStatus
-from llmnas_dist.analysis.diagnostics import diagnose, load_run_data
+from llmnas_dist.analysis.results import diagnose
+from llmnas_dist.analysis.rundata import load_run_data
 from llmnas_dist.vocab import budget_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,14 +12,16 @@ import pytest
 import yaml
 
 from cluster.cli import main
-from cluster.driver import Call, Driver, Settings, Slot, keyed_rng, keyed_seed
+from cluster.cycle import Settings, Slot, keyed_rng, keyed_seed
+from cluster.driver import Driver
+from cluster.generation_phase import Call
 from cluster.progress import (
     Mark,
     PhaseClock,
     TrainingProgress,
     cycle_rows,
+    cycle_table,
     duration,
-    format_table,
     found_summary,
     now_mark,
 )
@@ -27,6 +29,7 @@ from db.archive import Archive
 from db.models import CandidateStatus, RunStatus
 from llmnas_dist.admission.grammar import delta_grammar
 from llmnas_dist.config import Config, build_config, load_config
+from llmnas_dist.generation.engine import Answer
 from llmnas_dist.generation.finetune import TrainStep
 from llmnas_dist.seeds import load_seeds
 from llmnas_dist.vocab import code_hash
@@ -75,12 +78,12 @@ def _noisy_archive(tmp_path: Path, action: str) -> tuple[Archive, Driver]:
 def test_reliability_gate_acts_on_low_snr(tmp_path: Path, action: str, expected) -> None:
     archive, driver = _noisy_archive(tmp_path, action)
     try:
-        decided = driver.reliability_gate(Settings(1, 1.0, None))
+        decided = driver.studies.gate(Settings(1, 1.0, None))
         assert (decided.seeds, decided.epochs) == expected
         assert decided.gate["low"] is True and decided.gate["n_archs"] == 3
         assert decided.gate["snr"] < 1.0
         # add_seeds stops at max_seeds
-        assert driver.reliability_gate(Settings(2, 1.0, None)).seeds == 2
+        assert driver.studies.gate(Settings(2, 1.0, None)).seeds == 2
     finally:
         archive.close()
 
@@ -91,7 +94,7 @@ def test_gate_needs_two_studied_architectures(tmp_path: Path) -> None:
         archive.create_run(cfg, run_id="r")
         driver = Driver(cfg, archive, "r", actors=None)  # type: ignore[arg-type]
         same = Settings(1, 1.0, None)
-        assert driver.reliability_gate(same) is same
+        assert driver.studies.gate(same) is same
 
 
 def test_a_prompt_the_model_could_not_take_is_rejected_without_retry(tmp_path: Path) -> None:
@@ -104,16 +107,16 @@ def test_a_prompt_the_model_could_not_take_is_rejected_without_retry(tmp_path: P
         driver = Driver(cfg, archive, "r", actors=None)  # type: ignore[arg-type]
         slot = Slot(1, 0, "delta", "the prompt", parent_code="class Net: ...\n")
         error = "prompt of 3000 tokens + max_new_tokens 384 exceeds max_model_len 2048"
-        answer = {"text": "", "output_tokens": 0, "error": error}
+        answer = Answer("", 3000, 0, 0.0, error=error)
         settings = Settings(1, 1.0, None)
-        driver.on_generated(Call([(slot, 0, "the prompt")]), [answer], settings)
+        driver.phase.on_generated(Call([(slot, 0, "the prompt")]), [answer], settings)
         [cand] = archive.candidates("r", cycle=1)
-        assert driver.resume_slot(slot, cand, settings) == []  # nor after a restart
+        assert driver.phase.resume_slot(slot, cand, settings) == []  # nor after a restart
     assert cand.status is CandidateStatus.REJECTED
     assert (cand.error_class, cand.message) == ("prompt_too_long", error)
     assert cand.prompt == "the prompt"  # recorded as asked
     # a retry prompt carries the parent and the answer again: it would not fit either
-    assert not driver._calls
+    assert not driver.phase.calls
 
 
 def test_cycle_table_counts_valid_novel_and_evaluated(tmp_path: Path) -> None:
@@ -152,7 +155,7 @@ def test_cycle_table_counts_valid_novel_and_evaluated(tmp_path: Path) -> None:
             "completed": True,
         }
     ]
-    table = format_table(rows)
+    table = cycle_table(rows)
     assert table.splitlines()[0].split() == [
         "cycle",
         "generated",
@@ -264,8 +267,10 @@ def test_what_a_grammar_cannot_prevent_is_retried_under_the_same_grammar(tmp_pat
             actors = SimpleNamespace(generators=[recorder], pool=pool)
             driver = Driver(cfg, archive, "r", actors)  # type: ignore[arg-type]
             slot = Slot(1, 0, "delta", "the prompt", parent_code=parent)
-            result = {"text": answer, "output_tokens": 9, "constrained": constrained}
-            driver.on_generated(Call([(slot, 0, "the prompt")]), [result], Settings(1, 1.0, None))
+            result = Answer(answer, 0, 9, 0.0, constrained=constrained)
+            driver.phase.on_generated(
+                Call([(slot, 0, "the prompt")]), [result], Settings(1, 1.0, None)
+            )
             [cand] = archive.candidates("r", cycle=1)
         assert cand.error_class == "syntax_error" and cand.constrained is constrained
         [[retry]] = recorder.sent
@@ -281,7 +286,7 @@ def test_phase_clock_splits_a_cycle_at_its_last_answer(tmp_path: Path) -> None:
     driver = Driver(Config(), archive=None, run_id="r", actors=None, clock=clock)  # type: ignore[arg-type]
     now = now_mark()
     started = Mark(now.at - 60.0, now.busy - 60.0)  # one core busy throughout
-    driver._last_answer_at = Mark(started.at + 30.0, started.busy + 30.0)
+    driver.phase.last_answer_at = Mark(started.at + 30.0, started.busy + 30.0)
     driver.time_generation(2, started)  # answered 30 s in, evaluated until now
     names = [p.name for p in clock.spans]
     assert names == [
@@ -292,7 +297,7 @@ def test_phase_clock_splits_a_cycle_at_its_last_answer(tmp_path: Path) -> None:
     assert clock.spans[1].seconds == pytest.approx(30.0)
     assert clock.spans[1].cpu == pytest.approx(1 / clock.cores)
     assert clock.spans[2].seconds == pytest.approx(30.0, abs=5.0)
-    assert driver._last_answer_at is None  # the next cycle starts its own split
+    assert driver.phase.last_answer_at is None  # the next cycle starts its own split
     table = clock.table()
     assert table.splitlines()[0].startswith("phases (wall time; cpu: share of this node's")
     assert "cycle 2: evaluate after the last answer" in table and "total" in table

@@ -69,14 +69,14 @@ def test_two_actors_stream_seed_results() -> None:
     pool = _pool(2)
     names = ["plain_cnn", "mlp_mixer", "squeezenet_fire"]
     tasks = [EvalTask(key=n, code=SEEDS[n], dataset="digits", seed=0, epochs=1.0) for n in names]
-    seen: list[dict] = []
+    seen: list = []
     assert pool.run(tasks, lambda item: seen.append(item.result)) == len(names)
-    assert sorted(r["key"] for r in seen) == sorted(names)
+    assert sorted(r.key for r in seen) == sorted(names)
     for r in seen:
-        assert r["ok"], r["message"]
-        assert 0.0 <= r["accuracy"] <= 1.0 and r["node_id"] and r["worker_id"]
-        assert r["budget"] == "epochs=1" and r["gpu_id"] is None
-    assert len({r["worker_id"] for r in seen}) == 2  # both actors served
+        assert r.ok, r.message
+        assert 0.0 <= r.accuracy <= 1.0 and r.node_id and r.worker_id
+        assert r.budget == "epochs=1" and r.gpu_id is None
+    assert len({r.worker_id for r in seen}) == 2  # both actors served
     pool.shutdown()
 
 
@@ -100,7 +100,7 @@ def test_killed_actor_is_replaced_and_its_candidate_recorded_once(tmp_path) -> N
     ray.kill(victim, no_restart=True)
     items = list(pool.results())
     assert len(items) == 1 and items[0].attempts == 2 and pool.replaced == 1
-    assert items[0].result["ok"], items[0].result["message"]
+    assert items[0].result.ok, items[0].result.message
     record = archive_recorder(archive, run.id)
     record(items[0])
     record(items[0])  # a repeated delivery changes nothing
@@ -127,9 +127,9 @@ def test_hostile_program_fails_and_the_actor_keeps_serving() -> None:
         ]
     )
     out = {item.task.key: item for item in pool.results()}
-    assert out["hang"].result["error_class"] == "timeout" and out["hang"].attempts == 1
-    assert out["good"].result["ok"] and pool.replaced == 0
-    assert out["hang"].result["worker_id"] == out["good"].result["worker_id"]
+    assert out["hang"].result.error_class == "timeout" and out["hang"].attempts == 1
+    assert out["good"].result.ok and pool.replaced == 0
+    assert out["hang"].result.worker_id == out["good"].result.worker_id
     pool.shutdown()
 
 
@@ -142,7 +142,7 @@ def test_pool_grows_and_shrinks_between_cycles() -> None:
     with pytest.raises(ValueError):
         pool.resize(0)
     pool.submit([EvalTask(key="x", code=SEEDS["plain_cnn"], dataset="digits", epochs=0.2)])
-    assert [item.result["ok"] for item in pool.results()] == [True]
+    assert [item.result.ok for item in pool.results()] == [True]
     pool.shutdown()
 
 
@@ -164,15 +164,15 @@ def test_a_straggler_costs_its_adaptive_deadline_not_the_timeout() -> None:
         for i in range(2)
     ]
     first = {item.task.key: item.result for item in _run(pool, good)}
-    assert all(r["ok"] and r["deadline_s"] == 300.0 for r in first.values())  # no history yet
+    assert all(r.ok and r.deadline_s == 300.0 for r in first.values())  # no history yet
     hang = EvalTask(key="hang", code=HANGS_IN_TRAINING, dataset="digits", epochs=0.5)
     (result,) = [item.result for item in _run(pool, [hang])]
-    median = sorted(r["duration_s"] for r in first.values())[0:2]
+    median = sorted(r.duration_s for r in first.values())[0:2]
     expected = max(8.0, 3.0 * (median[0] + median[1]) / 2)
-    assert result["deadline_s"] == pytest.approx(expected)
-    assert result["error_class"] == "timeout" and not result["ok"]
-    assert result["accuracy"] is None  # a timed-out program is never scored
-    assert result["ended"] - result["started"] < expected + 15.0
+    assert result.deadline_s == pytest.approx(expected)
+    assert result.error_class == "timeout" and not result.ok
+    assert result.accuracy is None  # a timed-out program is never scored
+    assert result.ended - result.started < expected + 15.0
     assert [(sp.key, sp.kind, sp.outcome) for sp in spans][-1] == ("hang", "evaluate", "failed")
     pool.shutdown()
 
@@ -204,7 +204,7 @@ def test_logical_gpus_train_on_the_cpu_when_allowed() -> None:
     pool = EvaluatorPool(CFG, placement=Placement(1, 1.0, 0.5), logical_gpus=True)
     task = EvalTask(key="x", code=SEEDS["plain_cnn"], dataset="digits", epochs=0.2)
     (item,) = _run(pool, [task])
-    assert item.result["ok"] and item.result["device"] == "cpu" and item.result["gpu_id"] == "0"
+    assert item.result.ok and item.result.device == "cpu" and item.result.gpu_id == "0"
     pool.shutdown()
 
 

@@ -191,11 +191,11 @@ def test_finetune_actor_trains_an_adapter_on_ray(tmp_path):
         last = ray.get(actor.progress.remote())  # what the driver's live line shows
     finally:
         ray.shutdown()
-    assert meta["adapter_dir"] == str(out) and (out / METADATA_FILE).is_file()
-    assert meta["examples"] == 2 and meta["version"] == 1 and meta["steps"] >= 1
-    assert meta["base_model"] == "smollm2-135m-instruct"
-    assert read_metadata(out)["train_loss"] == pytest.approx(meta["train_loss"])
-    assert last.step == last.total == meta["steps"] and last.eta_s == 0.0
+    assert meta.adapter_dir == str(out) and (out / METADATA_FILE).is_file()
+    assert meta.examples == 2 and meta.version == 1 and meta.steps >= 1
+    assert meta.base_model == "smollm2-135m-instruct"
+    assert read_metadata(out)["train_loss"] == pytest.approx(meta.train_loss)
+    assert last.step == last.total == meta.steps and last.eta_s == 0.0
     assert math.isfinite(last.loss)
 
 

@@ -338,9 +338,9 @@ def test_generation_actor_answers_a_batch_on_ray(tmp_path):
         )
         requests = [GenRequest("c1", PROMPTS[0]), GenRequest("c2", PROMPTS[1], "full")]
         out = ray.get(actor.generate.remote(requests, 3))
-        assert [r["key"] for r in out] == ["c1", "c2"] and out[1]["mode"] == "full"
+        assert [r.key for r in out] == ["c1", "c2"] and out[1].mode == "full"
         # a batch holding a full-mode request decodes with the full-program budget
-        assert all(r["text"] and 0 < r["output_tokens"] <= 20 for r in out)
+        assert all(r.text and 0 < r.output_tokens <= 20 for r in out)
         assert ray.get(actor.info.remote())["adapter"] is None
         with pytest.raises(ray.exceptions.RayTaskError, match="adapter"):
             ray.get(actor.set_adapter.remote(str(tmp_path)))

@@ -8,16 +8,18 @@ import os
 import sys
 import time
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 ray = pytest.importorskip("ray")
 
-import cluster.driver as driver_mod  # noqa: E402
-from cluster.driver import Call, Driver, Settings, Slot  # noqa: E402
+import cluster.generation_phase as phase_mod  # noqa: E402
+from cluster.cycle import Settings, Slot  # noqa: E402
+from cluster.driver import Driver  # noqa: E402
+from cluster.generation_phase import Call  # noqa: E402
 from db.archive import Archive  # noqa: E402
 from llmnas_dist.config import build_config  # noqa: E402
+from llmnas_dist.generation.engine import Answer  # noqa: E402
 from workers.generator import GenRequest  # noqa: E402
 from workers.gpus import locate  # noqa: E402
 
@@ -31,13 +33,14 @@ class FakeGeneration:
     def __init__(self, die: bool) -> None:
         self.die = die
 
-    def generate(self, requests: list[GenRequest], seed: int, alone: bool) -> list[dict[str, Any]]:
+    def generate(self, requests: list[GenRequest], seed: int, alone: bool) -> list[Answer]:
         if self.die:
             time.sleep(0.5)
             os._exit(1)  # the process is gone, as with a lost node or the OOM killer
         started = time.time()
-        call = {"started": started, "ended": time.time(), "where": locate([], False, "fake")}
-        return [{"text": f"seed {seed}", "output_tokens": 2, "key": r.key, "call": call}
+        where = locate([], False, "fake")
+        return [Answer(f"seed {seed}", 0, 2, 0.0, key=r.key, started=started,
+                       ended=time.time(), where=where)
                 for r in requests]  # fmt: skip
 
     def where(self):
@@ -58,7 +61,7 @@ def local_ray():
 
 def test_a_lost_generation_actor_is_replaced_and_its_call_resent(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(
-        driver_mod, "start_generator", lambda cfg: FakeGenerationActor.remote(die=False)
+        phase_mod, "start_generator", lambda cfg: FakeGenerationActor.remote(die=False)
     )
     cfg = build_config(
         {"archive": {"url": f"sqlite:///{tmp_path / 'a.db'}"}, "generation": {"max_retries": 0}}
@@ -70,11 +73,11 @@ def test_a_lost_generation_actor_is_replaced_and_its_call_resent(tmp_path, monke
         doomed = FakeGenerationActor.remote(die=True)
         actors = SimpleNamespace(generators=[doomed], pool=pool)
         driver = Driver(cfg, archive, "r", actors)  # type: ignore[arg-type]
-        driver._cycle = 1
+        driver.spans.cycle = 1
         slots = [Slot(1, i, "delta", f"prompt {i}", parent_code="x = 1\n") for i in range(2)]
         requests = [GenRequest(f"{s.index}:0", s.prompt) for s in slots]
-        driver.send(Call([(s, 0, s.prompt) for s in slots], requests, 1234, 0, time.time()))
-        driver.drain(Settings(1, 1.0, None))
+        driver.phase.send(Call([(s, 0, s.prompt) for s in slots], requests, 1234, 0, time.time()))
+        driver.phase.drain(Settings(1, 1.0, None))
         cands = archive.candidates("r", cycle=1)
         spans = archive.spans("r", cycle=1)
     assert actors.generators[0] is not doomed  # replaced

@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from llmnas_dist.admission.build import build_verdict
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected
 from llmnas_dist.sandbox import runner as sandbox
-from llmnas_dist.sandbox.runner import SandboxLimits, build_verdict, run_in_sandbox
+from llmnas_dist.sandbox.gpus import NvidiaGpu, gpu_grant
+from llmnas_dist.sandbox.runner import SandboxLimits, run_in_sandbox
 
 HOSTILE_DIR = Path(__file__).parent / "hostile"
 PROGRAMS = sorted(HOSTILE_DIR.glob("*.py"))
@@ -184,11 +186,11 @@ def test_gpu_run_opens_its_gpu_but_not_another(stand_in_dev: Path, outside, monk
     canary, token = outside
     dev = str(stand_in_dev)
     gpus = [
-        sandbox.NvidiaGpu("0000:18:00.0", 0, "GPU-aaaa"),
-        sandbox.NvidiaGpu("0000:3a:00.0", 1, "GPU-bbbb"),
+        NvidiaGpu("0000:18:00.0", 0, "GPU-aaaa"),
+        NvidiaGpu("0000:3a:00.0", 1, "GPU-bbbb"),
     ]
     present = [f"{dev}/nvidia0", f"{dev}/nvidia1"]
-    real_grant = sandbox.gpu_grant
+    real_grant = gpu_grant
     monkeypatch.setattr(
         sandbox,
         "gpu_grant",

@@ -120,7 +120,7 @@ def test_build_filter_drops_children_that_fail_it():
 
 
 def test_a_sample_of_children_builds_in_the_sandbox():
-    from llmnas_dist.sandbox.runner import build_check
+    from llmnas_dist.admission.build import build_check
 
     spec = dataset_spec("digits")
     cfg = AdmissionConfig()

@@ -21,9 +21,9 @@ from db.archive import Archive
 from db.models import CandidateStatus
 from llmnas_dist.admission.novelty import minhash
 from llmnas_dist.analysis.report import RESULT_KEYS
-from llmnas_dist.analysis.timeline import Span
 from llmnas_dist.cli.main import main
 from llmnas_dist.seeds import load_seeds
+from llmnas_dist.spans import Span
 from llmnas_dist.vocab import code_hash
 
 CHROMIUM = "/usr/bin/chromium"

@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from llmnas_dist.admission.build import build_check
 from llmnas_dist.config import AdmissionConfig, EvaluationConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
-from llmnas_dist.sandbox import child as _sandbox_child
+from llmnas_dist.sandbox import launch
 from llmnas_dist.sandbox import runner as sandbox
+from llmnas_dist.sandbox import zygote as sandbox_zygote
+from llmnas_dist.sandbox.child import confine
 from llmnas_dist.sandbox.runner import (
     SandboxCapabilities,
     SandboxError,
     SandboxLimits,
-    build_check,
     run_in_sandbox,
     sandbox_capabilities,
 )
@@ -69,7 +71,7 @@ def kernel_allows_unshare() -> bool:
 
 def test_capabilities_are_the_strongest_this_kernel_offers():
     caps = sandbox_capabilities()
-    assert caps.landlock_abi == _sandbox_child.landlock_abi()
+    assert caps.landlock_abi == confine.landlock_abi()
     assert caps.drop_uid == (os.geteuid() == 0)
     if kernel_allows_unshare():
         assert caps.namespaces == ("root" if os.geteuid() == 0 else "user")
@@ -126,7 +128,7 @@ def test_program_gets_a_scrubbed_environment_and_a_private_removed_workdir(zygot
     assert out["ok"] is False and out["error_class"] is ErrorClass.BUILD_FAILED  # no Net: expected
     workdir, _, keys = out["stdout_tail"].strip().partition(" ")
     assert not Path(workdir).exists()
-    assert eval(keys) == sorted(["PATH", "HOME", "TMPDIR", "LANG", *sandbox.THREAD_ENV_VARS])
+    assert eval(keys) == sorted(["PATH", "HOME", "TMPDIR", "LANG", *launch.THREAD_ENV_VARS])
 
 
 def test_thread_counts_are_capped():
@@ -173,13 +175,13 @@ time.sleep(0.3)
 
 def test_zygote_restarts_after_it_dies():
     build_check(SMALL_CNN, (1, 8, 8), 10, AdmissionConfig())
-    first = sandbox._zygote
+    first = sandbox_zygote._zygote
     assert first is not None
     first.proc.kill()
     first.proc.wait()
     report = build_check(SMALL_CNN, (1, 8, 8), 10, AdmissionConfig())
     assert report.output_shape == (2, 10)
-    assert sandbox._zygote is not None and sandbox._zygote.proc.poll() is None
+    assert sandbox_zygote._zygote is not None and sandbox_zygote._zygote.proc.poll() is None
 
 
 def test_cpu_limit_maps_to_timeout():
@@ -262,7 +264,7 @@ def test_setup_failure_is_a_sandbox_error_not_a_verdict():
 @pytest.mark.parametrize("mode", ["user", "none"])
 def test_weaker_isolation_modes_still_build(mode, monkeypatch, tmp_path):
     """The unprivileged path (user namespace, no uid drop) and the degraded one."""
-    abi = _sandbox_child.landlock_abi() if mode == "user" else 0
+    abi = confine.landlock_abi() if mode == "user" else 0
     if mode == "user" and not (
         shutil.which("unshare")
         and subprocess.run(

@@ -14,20 +14,20 @@ from llmnas_dist.evaluation.datasets import dataset_file
 from llmnas_dist.evaluation.evaluate import evaluate_program, gpu_ids_for_device
 from llmnas_dist.evaluation.recipe import Recipe
 from llmnas_dist.program.policy import ALLOWED_IMPORTS
-from llmnas_dist.sandbox import child as _sandbox_child
-from llmnas_dist.sandbox import runner as sandbox
-from llmnas_dist.sandbox.runner import (
+from llmnas_dist.sandbox import launch
+from llmnas_dist.sandbox.child import confine, tasks
+from llmnas_dist.sandbox.gpus import (
     NvidiaGpu,
-    SandboxLimits,
     check_gpu_ids,
-    confinement,
     gpu_grant,
     parse_nvidia_information,
-    run_in_sandbox,
+    present_gpu_device_files,
 )
+from llmnas_dist.sandbox.launch import confinement
+from llmnas_dist.sandbox.runner import SandboxLimits, run_in_sandbox
 from llmnas_dist.seeds import load_seeds
 
-SCRUBBED_KEYS = {"PATH", "HOME", "TMPDIR", "LANG", *sandbox.THREAD_ENV_VARS}
+SCRUBBED_KEYS = {"PATH", "HOME", "TMPDIR", "LANG", *launch.THREAD_ENV_VARS}
 SHARED = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-caps"]
 # Four GPUs as a driver lists them: minors in probe order, not in PCI bus order.
 GPUS = [
@@ -55,10 +55,10 @@ def grant(ids: list[str], env: dict | None = None, present: list[str] = ALL_FILE
 
 def test_cpu_run_gets_todays_paths_and_environment() -> None:
     read_paths, device_paths = confinement(["/data/digits"], None)
-    assert read_paths == sandbox._read_paths(["/data/digits"])
+    assert read_paths == launch.read_paths(["/data/digits"])
     assert device_paths == ["/dev/null", "/dev/zero", "/dev/urandom"]
     assert not [p for p in read_paths if p.startswith(("/proc", "/sys", "/dev"))]
-    env = sandbox._child_env("/tmp/w", 2)
+    env = launch.child_env("/tmp/w", 2)
     assert set(env) == SCRUBBED_KEYS and env["HOME"] == "/tmp/w" and env["OMP_NUM_THREADS"] == "2"
 
 
@@ -69,9 +69,7 @@ def test_cpu_run_gets_todays_paths_and_environment() -> None:
 def test_landlock_rules_of_a_cpu_run_are_pinned(abi, workdir_rights, device_rights) -> None:
     # Literal rights: workdir everything but execute, read paths read file/dir, devices
     # read/write (+truncate, +ioctl as the ABI has them), exactly as before GPU runs existed.
-    rules = _sandbox_child.landlock_rules(
-        abi, "/w", ["/usr", "/lib"], _sandbox_child.BASE_DEVICE_FILES
-    )
+    rules = confine.landlock_rules(abi, "/w", ["/usr", "/lib"], confine.BASE_DEVICE_FILES)
     assert rules == [
         ("/w", workdir_rights),
         ("/usr", 0xC),
@@ -89,12 +87,12 @@ def test_gpu_grant_has_exactly_the_assigned_device_and_variables() -> None:
     g = grant(["2"])  # index 2 in PCI bus order: 0000:9a:00.0, minor 3
     assert g.device_files == (*SHARED, "/dev/nvidia3")
     assert g.env == {"CUDA_VISIBLE_DEVICES": "2", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-    env = sandbox._child_env("/tmp/w", 1, g)
+    env = launch.child_env("/tmp/w", 1, g)
     assert set(env) == SCRUBBED_KEYS | {"CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"}
     assert env["PATH"] == "/usr/bin:/bin"  # nothing else of the parent's
     read_paths, device_paths = confinement([], g)
     assert device_paths == ["/dev/null", "/dev/zero", "/dev/urandom", *SHARED, "/dev/nvidia3"]
-    assert set(sandbox._read_paths([])) < set(read_paths)
+    assert set(launch.read_paths([])) < set(read_paths)
     assert {"/proc/driver/nvidia", "/sys/bus/pci"} <= set(read_paths)
     assert "/proc" not in read_paths and "/dev" not in read_paths
 
@@ -160,10 +158,8 @@ def test_a_device_name_maps_to_this_process_visible_gpu() -> None:
 
 
 def test_preload_list_is_the_static_allowlist() -> None:
-    assert set(_sandbox_child.preload_modules()) == ALLOWED_IMPORTS | set(
-        _sandbox_child.SANDBOX_MODULES
-    )
-    assert not hasattr(_sandbox_child, "PRELOAD_MODULES")  # no second, hand-kept copy
+    assert set(tasks.preload_modules()) == ALLOWED_IMPORTS | set(tasks.SANDBOX_MODULES)
+    assert not hasattr(tasks, "PRELOAD_MODULES")  # no second, hand-kept copy
 
 
 def test_every_allowlisted_module_is_loaded_before_the_program_runs() -> None:
@@ -224,8 +220,8 @@ def test_evaluator_trains_on_its_gpu() -> None:
     evaluator = Evaluator(EvaluationConfig(timeout_s=120.0), gpu_ids=ids)
     code = load_seeds()["plain_cnn"]
     result = evaluator.evaluate(EvalTask(key="k", code=code, dataset="digits", epochs=0.5))
-    assert result["ok"], result["message"]
-    assert result["device"].startswith("cuda") and result["gpu_id"] == ids[0]
+    assert result.ok, result.message
+    assert (result.device or "").startswith("cuda") and result.gpu_id == ids[0]
 
 
 @pytest.mark.gpu
@@ -234,7 +230,7 @@ def test_gpu_run_opens_only_its_own_gpu_and_the_shared_files() -> None:
     ids = gpu_ids_for_device("cuda", os.environ)
     granted = gpu_grant(ids).device_files
     own = [p for p in granted if re.fullmatch(r"/dev/nvidia\d+", p)]
-    others = [p for p in sandbox.present_gpu_device_files() if p not in own]
+    others = [p for p in present_gpu_device_files() if p not in own]
     refused = [*others, "/dev/full", "/proc/1/environ"]
     code = (
         "for p in %r:\n"

@@ -152,31 +152,30 @@ def test_stub_generation_answers_with_a_timed_mutation_of_the_parent() -> None:
     results = engine.generate(requests, seed=7, alone=False)
     assert len(results) == 3
     for req, res in zip(requests, results, strict=True):
-        assert set(GenerationResult.__dataclass_fields__) <= set(res)
-        assert res["key"] == req.key and res["mode"] == req.mode and res["stub"] is True
-        call = res["call"]
-        assert started <= call["started"] <= call["ended"] and call["where"] == engine.where()
+        assert set(GenerationResult.__dataclass_fields__) <= set(res.__dataclass_fields__)
+        assert res.key == req.key and res.mode == req.mode and res.stub is True
+        assert started <= res.started <= res.ended and res.where == engine.where()
         child = (
-            extract_code(res["text"])
+            extract_code(res.text)
             if req.mode == "full"
-            else apply_delta(parent, extract_delta(res["text"]))
+            else apply_delta(parent, extract_delta(res.text))
         )
         assert child.strip() != parent.strip()
     # a batch decodes side by side: the call lasts its longest answer's tokens
-    longest = max(r["output_tokens"] for r in results)
-    assert results[0]["seconds"] >= 0.95 * longest / 500.0
+    longest = max(r.output_tokens for r in results)
+    assert results[0].seconds >= 0.95 * longest / 500.0
     again = engine.generate(requests, seed=7)
-    assert [r["text"] for r in again] == [r["text"] for r in results]  # seeded
+    assert [r.text for r in again] == [r.text for r in results]  # seeded
 
 
 def test_stub_finetuner_keeps_the_adapter(tmp_path: Path) -> None:
     ft = stubs.StubFinetuner("smollm2-135m-instruct")
     first = ft.train([], "digits", str(tmp_path / "v001"), 1)
-    assert first["adapter_dir"] == str(tmp_path / "v001") and first["stub"] is True
+    assert first.adapter_dir == str(tmp_path / "v001") and first.stub is True
     assert (tmp_path / "v001" / "adapter_config.json").is_file()
-    again = ft.train([], "digits", str(tmp_path / "v002"), 2, init_adapter=first["adapter_dir"])
-    assert again["adapter_dir"] == first["adapter_dir"] and not (tmp_path / "v002").exists()
-    assert {"examples", "train_loss", "version"} <= set(again)
+    again = ft.train([], "digits", str(tmp_path / "v002"), 2, init_adapter=first.adapter_dir)
+    assert again.adapter_dir == first.adapter_dir and not (tmp_path / "v002").exists()
+    assert {"examples", "train_loss", "version"} <= set(again.__dataclass_fields__)
 
 
 @pytest.mark.integration

@@ -8,13 +8,13 @@ import math
 import pytest
 
 from llmnas_dist.analysis.timeline import (
-    Span,
     busy_seconds,
     cycle_use,
     run_uses,
     shares_text,
     to_json,
 )
+from llmnas_dist.spans import Span
 
 T0 = 1_700_000_000.0  # Unix seconds, as the actors record them
 

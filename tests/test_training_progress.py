@@ -8,15 +8,14 @@ from __future__ import annotations
 import io
 import sys
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 ray = pytest.importorskip("ray")
 
-from cluster.driver import Driver  # noqa: E402
-from llmnas_dist.config import ClusterConfig, Config, FinetuneConfig  # noqa: E402
+from cluster.finetune_phase import await_training  # noqa: E402
+from llmnas_dist.config import ClusterConfig, FinetuneConfig  # noqa: E402
 from llmnas_dist.generation.finetune import TrainStep  # noqa: E402
 from workers.finetuner import Finetuner, finetune_options  # noqa: E402
 
@@ -61,9 +60,7 @@ def test_the_driver_shows_training_steps_while_the_finetuner_trains(monkeypatch)
     actor = ray.remote(SteppingFinetuner).options(**options).remote("m", FinetuneConfig())
     out = Captured()
     monkeypatch.setattr(sys, "stdout", out)
-    driver = Driver(Config(), archive=None, run_id="r", actors=None)  # type: ignore[arg-type]
-    driver.actors = SimpleNamespace(finetuner=actor)  # type: ignore[assignment]
-    result = driver.await_training(actor.train.remote(), "cycle 1: fine-tune")
+    result = await_training(actor, actor.train.remote(), "cycle 1: fine-tune")
     assert result == {"steps": STEPS}
     lines = [ln for ln in out.getvalue().replace("\033[K", "").split("\r") if ln.strip()]
     # the actor answered `progress` while `train` ran (one poll a second): lines of the

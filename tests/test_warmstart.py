@@ -144,15 +144,15 @@ def test_finetuner_warm_start_refuses_another_model():
         Finetuner("./another-model", TINY).warm_start(GEN, ADM, "digits")
 
 
-def test_finetuner_warm_start_returns_the_cached_adapter_as_a_dict(tmp_path, monkeypatch):
+def test_finetuner_warm_start_returns_the_cached_adapter(tmp_path, monkeypatch):
     from workers.finetuner import Finetuner
 
     monkeypatch.setenv("LLMNAS_CACHE", str(tmp_path))
     folder = tmp_path / ADAPTERS_DIR / f"warm-start-{key(seeds=SEEDS)[:24]}"
     fake_adapter(folder, examples=60, loss=0.1)
     out = Finetuner(GEN.model, TINY).warm_start(GEN, ADM, "digits")
-    assert out["path"] == str(folder) and out["cached"] is True
-    assert out["n_examples"] == 60 and out["train_loss"] == 0.1 and out["seconds"] < 1.0
+    assert out.path == str(folder) and out.cached is True
+    assert out.n_examples == 60 and out.train_loss == 0.1 and out.seconds < 1.0
 
 
 @pytest.mark.integration

@@ -3,8 +3,10 @@
 All the work is `llmnas_dist.evaluation.evaluate.evaluate_program` (static checks, then training in
 a fresh sandboxed child), so a program that hangs, blows memory or crashes costs one
 evaluation, never the actor. The actor adds where and when it ran (node, GPU, actor id,
-start and end) and the deadline it ran under to each result. An evaluator holding GPU ids
-that CUDA cannot see refuses to evaluate (workers/gpus.py) unless `cluster.logical_gpus`.
+start and end) and the deadline it ran under to each result: an `EvalRecord`
+(llmnas_dist/evaluation/evaluate.py), the one type that crosses Ray back to the driver.
+An evaluator holding GPU ids that CUDA cannot see refuses to evaluate (workers/gpus.py)
+unless `cluster.logical_gpus`.
 Placement (one GPU each, or CPUs) is decided by the pool's factory, not here.
 """
 
@@ -13,18 +15,17 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import ray
 
-from llmnas_dist.analysis.timeline import SpanKind
 from llmnas_dist.config import AdmissionConfig, EvaluationConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass, PlacementError, truncate
-from llmnas_dist.evaluation.evaluate import evaluate_program
+from llmnas_dist.evaluation.evaluate import EvalRecord, evaluate_program
 from llmnas_dist.evaluation.recipe import Recipe
 from llmnas_dist.sandbox.runner import SandboxError, SandboxLimits
-from llmnas_dist.vocab import budget_key
-from workers.gpus import Where, assigned_gpus, cuda_devices, locate
+from llmnas_dist.spans import SpanKind
+from llmnas_dist.vocab import Where
+from workers.gpus import assigned_gpus, cuda_devices, locate
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +75,9 @@ class Evaluator:
         # so the first of them is cuda:0 there.
         return "cuda:0" if self.train_gpus else "cpu"
 
-    def evaluate(self, task: EvalTask) -> dict[str, Any]:
-        """Evaluate one task; always returns a result dict (failures included), with where
-        and when it ran."""
+    def evaluate(self, task: EvalTask) -> EvalRecord:
+        """Evaluate one task; always returns a result (failures included), with where and
+        when it ran."""
         if self.place.problem:
             raise PlacementError(self.place.problem)
         started = time.time()
@@ -99,47 +100,38 @@ class Evaluator:
                 data_root=self.cfg.data_root,
                 admission=self.admission,
                 gpu_ids=self.train_gpus,
-            ).to_dict()
+            )
         except (SandboxError, CandidateRejected, ValueError) as exc:
             # Not the program's verdict: the pool retries it like a lost worker.
             raise RuntimeError(f"evaluation infrastructure failed: {truncate(str(exc))}") from exc
-        if self.train_gpus and result.get("ok") and result.get("device") == "cpu":
+        if self.train_gpus and result.ok and result.device == "cpu":
             # CUDA could not start in the sandbox (driver, device files: the child's output
             # says why): say so loudly rather than let a GPU cluster train on CPUs unnoticed.
             log.warning("evaluator on GPU %s trained %s on the CPU", self.gpu_ids, task.key)
-        return {
-            **result,
-            "node_id": self.place.node_id,
-            "gpu_id": self.place.gpu_id,
-            "worker_id": self.place.actor,
-            "pid": self.place.pid,
-            "key": task.key,
-            "started": started,
-            "ended": time.time(),
-            "deadline_s": limits.timeout_s,
-        }
+        return EvalRecord.of(
+            result,
+            key=task.key,
+            where=self.place,
+            started=started,
+            ended=time.time(),
+            deadline_s=limits.timeout_s,
+        )
 
 
-def worker_lost(
-    task: EvalTask, cfg: EvaluationConfig, attempts: int, reason: str
-) -> dict[str, Any]:
+def worker_lost(task: EvalTask, cfg: EvaluationConfig, attempts: int, reason: str) -> EvalRecord:
     """The result recorded for a task whose evaluators kept dying (WORKER_LOST)."""
     own_budget = task.epochs is not None or task.budget_s is not None
     epochs, budget_s = (task.epochs, task.budget_s) if own_budget else (cfg.epochs, cfg.budget_s)
-    return {
-        "key": task.key,
-        "ok": False,
-        "dataset": task.dataset,
-        "seed": task.seed,
-        "epochs": epochs,
-        "budget_s": budget_s,
-        "budget": budget_key(epochs, budget_s),
-        "error_class": ErrorClass.WORKER_LOST.value,
-        "message": truncate(f"evaluator lost {attempts} time(s); last: {reason}"),
-        "node_id": None,
-        "gpu_id": None,
-        "worker_id": None,
-    }
+    return EvalRecord(
+        ok=False,
+        dataset=task.dataset,
+        seed=task.seed,
+        epochs=epochs,
+        budget_s=budget_s,
+        error_class=ErrorClass.WORKER_LOST.value,
+        message=truncate(f"evaluator lost {attempts} time(s); last: {reason}"),
+        key=task.key,
+    )
 
 
 EvaluatorActor = ray.remote(Evaluator)

@@ -1,8 +1,8 @@
 """FinetuneActor: a thin Ray actor that trains one LoRA adapter per cycle on the elites.
 
 The work is `llmnas_dist.generation.finetune.train_lora`; the actor turns elite (parent, child)
-pairs into delta and full-code examples and returns the adapter's metadata for the
-archive (path, base model, example count, train loss). Before cycle 1 it also provides
+pairs into delta and full-code examples and returns the adapter's `FinetuneResult` (path,
+base model, example count, train loss: what the archive records). Before cycle 1 it also provides
 the warm-start adapter theta_0 (`llmnas_dist.generation.warmstart`, cached across runs on its node).
 Placement: one GPU (`cluster.finetune_num_gpus`) on clusters with GPUs, CPUs otherwise.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 import ray
@@ -20,9 +19,16 @@ import ray
 from llmnas_dist.config import AdmissionConfig, ClusterConfig, FinetuneConfig, GenerationConfig
 from llmnas_dist.errors import PlacementError
 from llmnas_dist.evaluation.datasets import dataset_spec
-from llmnas_dist.generation.finetune import ElitePair, TrainStep, build_examples, train_lora
-from llmnas_dist.generation.warmstart import warm_start_adapter
-from workers.gpus import Where, assigned_gpus, locate
+from llmnas_dist.generation.finetune import (
+    ElitePair,
+    FinetuneResult,
+    TrainStep,
+    build_examples,
+    train_lora,
+)
+from llmnas_dist.generation.warmstart import WarmStart, warm_start_adapter
+from llmnas_dist.vocab import Where
+from workers.gpus import assigned_gpus, locate
 from workers.threads import node_threads
 
 
@@ -71,7 +77,7 @@ class Finetuner:
         version: int,
         seed: int = 0,
         init_adapter: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> FinetuneResult:
         """Train the cycle's adapter on the elite pairs; returns its metadata."""
         self.latest = None
         examples = build_examples(
@@ -79,7 +85,7 @@ class Finetuner:
         )
         # the CE update runs alone: generation waits for its adapter, evaluations are done
         with node_threads():
-            result = train_lora(
+            return train_lora(
                 self.model,
                 examples,
                 self.cfg,
@@ -89,7 +95,6 @@ class Finetuner:
                 version=version,
                 on_step=self._heard,
             )
-        return asdict(result)
 
     def warm_start(
         self,
@@ -98,9 +103,9 @@ class Finetuner:
         dataset: str,
         seeds: dict[str, str] | None = None,
         input_size: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> WarmStart:
         """theta_0 for this model: the cached warm-start adapter, or trained now (on the
-        run's seed programs, the shipped ones when None); returns path, cached,
+        run's seed programs, the shipped ones when None): its path, whether it was cached,
         n_examples, train_loss, seconds (this call's) and key."""
         if generation.model != self.model:
             raise ValueError(
@@ -109,7 +114,7 @@ class Finetuner:
             )
         self.latest = None
         with node_threads():
-            adapter = warm_start_adapter(
+            return warm_start_adapter(
                 generation,
                 self.cfg,
                 admission,
@@ -118,7 +123,6 @@ class Finetuner:
                 input_size=input_size,
                 on_step=self._heard,
             )
-            return asdict(adapter)
 
 
 class _ActorFinetuner(Finetuner):

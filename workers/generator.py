@@ -14,7 +14,7 @@ import re
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ import ray
 
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError, PlacementError
-from llmnas_dist.generation.engine import Sampling, make_generator
-from workers.gpus import Where, assigned_gpus, locate
+from llmnas_dist.generation.engine import Answer, Sampling, make_generator
+from llmnas_dist.vocab import Where
+from workers.gpus import assigned_gpus, locate
 from workers.threads import node_threads
 
 
@@ -95,8 +96,8 @@ class Generation:
 
     def generate(
         self, requests: Sequence[GenRequest], seed: int, alone: bool = False
-    ) -> list[dict[str, Any]]:
-        """Answer a batch with the current adapter; one result dict per request, in order.
+    ) -> list[Answer]:
+        """Answer a batch with the current adapter; one `Answer` per request, in order.
         `alone`: no evaluation runs beside this call, so torch may take every core of the
         node (else it stays on the actor's one thread: workers/threads.py measured why)."""
         # a batch with a full-mode request gets the full-program token budget, one of
@@ -111,16 +112,18 @@ class Generation:
                 self.adapter,
                 grammars=[r.grammar for r in requests],
             )
-        call = {"started": started, "ended": time.time(), "where": self.place}
+        ended = time.time()
         return [
-            {
-                **asdict(res),
-                "key": req.key,
-                "mode": req.mode,
-                "adapter": self.adapter,
-                "grammar_note": res.grammar_note or req.grammar_note,
-                "call": call,  # the whole call's span (the same for every answer of it)
-            }
+            Answer.of(
+                res,
+                key=req.key,
+                mode=req.mode,
+                adapter=self.adapter,
+                grammar_note=res.grammar_note or req.grammar_note,
+                started=started,  # the whole call's span (the same for every answer of it)
+                ended=ended,
+                where=self.place,
+            )
             for req, res in zip(requests, results, strict=True)
         ]
 

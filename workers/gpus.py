@@ -12,26 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 
 import ray
 
+from llmnas_dist.vocab import Where
+
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Where:
-    """An actor's place in the cluster, as it reports it."""
-
-    actor: str  # Ray actor id, or pid-N outside an actor
-    node_id: str | None
-    gpu_ids: tuple[str, ...]
-    pid: int
-    problem: str | None = None  # why this actor must not run (GPUs CUDA cannot see)
-
-    @property
-    def gpu_id(self) -> str | None:
-        return ",".join(self.gpu_ids) or None
 
 
 def assigned_gpus() -> list[str]:

@@ -71,7 +71,7 @@ def sandboxed_build(
     code: str, in_shape: tuple[int, int, int], num_classes: int, cfg: AdmissionConfig
 ) -> BuildResult:
     """The sandbox's build check (imported on first use: it is the heavy part)."""
-    from llmnas_dist.sandbox.runner import build_check
+    from llmnas_dist.admission.build import build_check
 
     return build_check(code, in_shape, num_classes, cfg)
 

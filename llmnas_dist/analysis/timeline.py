@@ -4,7 +4,8 @@ Every generation call, admission, evaluation (each attempt, also one that died w
 actor or node) and fine-tune is one `Span`: what ran, on which actor, node and GPU, from
 when to when (Unix seconds, so spans of different nodes share one clock to NTP precision),
 and how it ended. The archive keeps them (table `spans`); this module turns one cycle's
-spans into what a user deciding on the evaluator count needs:
+spans into what a user deciding on the evaluator count needs (the `Span` record and its
+vocabulary live in llmnas_dist/spans.py, shared with the archive and the actors):
 
 - the busy share of each actor group (generators, evaluators, fine-tuner, driver) over the
   cycle, and of each actor (the report's timeline strips);
@@ -16,84 +17,16 @@ spans into what a user deciding on the evaluator count needs:
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
+from llmnas_dist.spans import ActorGroup, Span, SpanKind, SpanOutcome
 
-class SpanKind(str, enum.Enum):
-    """What an actor was busy with."""
-
-    GENERATE = "generate"  # one generation call (a batch of prompts)
-    ADMIT = "admit"  # the driver's admission of one answer (parse, checks, novelty)
-    EVALUATE = "evaluate"  # one attempt at one candidate's evaluation (one seed)
-    STUDY = "study"  # an evaluation of the noise or reference study
-    FINETUNE = "finetune"  # the CE update (LoRA on the elites)
-    WARM_START = "warm_start"  # theta_0 before cycle 1
-
-
-class ActorGroup(str, enum.Enum):
-    GENERATOR = "generator"
-    EVALUATOR = "evaluator"
-    FINETUNER = "finetuner"
-    DRIVER = "driver"
-
-
-class SpanOutcome(str, enum.Enum):
-    OK = "ok"  # finished and returned (a rejected program is still an ok admission)
-    FAILED = "failed"  # returned a failure (the program's, or the actor raised)
-    LOST = "lost"  # the actor died (killed, OOM, its node lost) while holding it
-
-
-GROUP_OF_KIND = {
-    SpanKind.GENERATE: ActorGroup.GENERATOR,
-    SpanKind.ADMIT: ActorGroup.DRIVER,
-    SpanKind.EVALUATE: ActorGroup.EVALUATOR,
-    SpanKind.STUDY: ActorGroup.EVALUATOR,
-    SpanKind.FINETUNE: ActorGroup.FINETUNER,
-    SpanKind.WARM_START: ActorGroup.FINETUNER,
-}
 # the evaluation phase ends this long after the last answer at most, relative to how long
 # generation took, and still counts as keeping pace (one short proxy may start last)
 PACE_TOLERANCE = 0.10
-
-
-@dataclass(frozen=True)
-class Span:
-    """One busy interval of one actor."""
-
-    kind: str  # a SpanKind value
-    actor: str  # Ray actor id (or "driver")
-    started: float  # Unix seconds
-    ended: float
-    node_id: str | None = None
-    gpu_id: str | None = None
-    outcome: str = SpanOutcome.OK.value
-    key: str | None = None  # the candidate or evaluation it served
-    attempt: int = 1
-    cycle: int | None = None
-    message: str | None = None
-
-    def __post_init__(self) -> None:
-        SpanKind(self.kind)
-        SpanOutcome(self.outcome)
-        if not (math.isfinite(self.started) and math.isfinite(self.ended)):
-            raise ValueError(f"span times must be finite, got {self.started}..{self.ended}")
-        if self.ended < self.started:
-            raise ValueError(f"span ends before it starts: {self.started} > {self.ended}")
-
-    @property
-    def group(self) -> str:
-        return GROUP_OF_KIND[SpanKind(self.kind)].value
-
-    @property
-    def seconds(self) -> float:
-        return self.ended - self.started
-
-    def at(self, cycle: int) -> Span:
-        return replace(self, cycle=cycle)
 
 
 def busy_seconds(intervals: Iterable[tuple[float, float]], lo: float, hi: float) -> float:

@@ -12,20 +12,21 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 from db.archive import EXPORT_TABLES, Archive
+from db.contract import ArchiveReader
 from db.errors import ArchiveError
 from llmnas_dist.admission.grammar import decoding_of
 from llmnas_dist.analysis.timeline import CycleUse, cycle_use, shares_text
-from llmnas_dist.cli.common import EXIT_OK, config_from_args
+from llmnas_dist.cli.common import EXIT_OK, config_from_args, format_cell, format_table
 from llmnas_dist.errors import UsageError
 from llmnas_dist.program.lemur import TrainedProgram, write_lemur_export
+from llmnas_dist.vocab import SHORT_HASH
 
-SHORT_HASH = 12
 EXPORT_FORMATS = ("csv", "jsonl", "parquet", "lemur")
 
 
@@ -47,7 +48,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     out = argparse.ArgumentParser(add_help=False)
     out.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    def add(name: str, handler: Callable[[Archive, argparse.Namespace], Any], text: str):
+    def add(
+        name: str, handler: Callable[[ArchiveReader, argparse.Namespace], Any], text: str
+    ) -> argparse.ArgumentParser:
         q = actions.add_parser(name, parents=[common, out], help=text, description=text)
         q.set_defaults(func=lambda args: _run_query(handler, args))
         return q
@@ -80,7 +83,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     sql.add_argument("--max-rows", type=_positive_int, default=1000, help="row cap (default 1000)")
 
 
-def _run_query(handler: Callable[[Archive, argparse.Namespace], Any], args: argparse.Namespace):
+def _run_query(
+    handler: Callable[[ArchiveReader, argparse.Namespace], Any], args: argparse.Namespace
+) -> int:
     cfg = config_from_args(args)
     try:
         # the CLI answers now or says why: it does not wait for a server to come up
@@ -92,39 +97,6 @@ def _run_query(handler: Callable[[Archive, argparse.Namespace], Any], args: argp
 
 
 # ---- output ----------------------------------------------------------------------------
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ", timespec="seconds")
-    if isinstance(value, bytes):
-        return f"<{len(value)} bytes>"
-    return str(getattr(value, "value", value))
-
-
-def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Aligned plain text: numbers right-aligned, everything else left-aligned."""
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    numeric = [
-        bool(rows) and all(isinstance(r[i], int | float) or r[i] is None for r in rows)
-        for i in range(len(columns))
-    ]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [
-            v.rjust(w) if num else v.ljust(w)
-            for v, w, num in zip(values, widths, numeric, strict=True)
-        ]
-        return "  ".join(parts).rstrip()
-
-    out = [line(columns), line(["-" * w for w in widths])]
-    out += [line(r) for r in cells]
-    return "\n".join(out)
 
 
 def _jsonable(value: Any) -> Any:
@@ -140,7 +112,9 @@ def _print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _print_records(args: argparse.Namespace, records: list[dict[str, Any]], columns: list[str]):
+def _print_records(
+    args: argparse.Namespace, records: list[dict[str, Any]], columns: list[str]
+) -> None:
     if args.json:
         _print_json([{k: _jsonable(r[k]) for k in columns} for r in records])
     elif not records:
@@ -156,7 +130,7 @@ def _short(h: str | None) -> str | None:
 # ---- queries ---------------------------------------------------------------------------
 
 
-def last_cycle_use(archive: Archive, run_id: str) -> CycleUse | None:
+def last_cycle_use(archive: ArchiveReader, run_id: str) -> CycleUse | None:
     """The last completed cycle's utilisation (None before the first one completes, or
     for a run recorded before spans existed): a cycle still running would show a share of
     a phase that has not ended."""
@@ -174,7 +148,7 @@ def _busy_json(use: CycleUse | None) -> dict[str, Any] | None:
     return {"cycle": use.cycle, "group_share": shares, "text": shares_text(use)}
 
 
-def list_runs(archive: Archive, args: argparse.Namespace) -> None:
+def list_runs(archive: ArchiveReader, args: argparse.Namespace) -> None:
     rows = archive.run_summaries()
     uses = [last_cycle_use(archive, r["id"]) for r in rows]
     if args.json:
@@ -190,15 +164,15 @@ def list_runs(archive: Archive, args: argparse.Namespace) -> None:
     _print_records(args, rows, columns)
 
 
-def show_top(archive: Archive, args: argparse.Namespace) -> None:
+def show_top(archive: ArchiveReader, args: argparse.Namespace) -> None:
     rows = [r._asdict() for r in archive.top(args.run, args.k, args.dataset)]
     if not args.json:
         rows = [{**r, "hash": _short(r["hash"])} for r in rows]
     _print_records(args, rows, ["rank", "hash", "score", "n_seeds", "params", "first_cycle"])
 
 
-def show_architecture(archive: Archive, args: argparse.Namespace) -> None:
-    arch = archive.find_architectures(args.hash_prefix)
+def show_architecture(archive: ArchiveReader, args: argparse.Namespace) -> None:
+    arch = archive.find_architecture(args.hash_prefix)
     evals = archive.sql(
         "SELECT run_id, dataset, budget, seed, score, error_class, duration_s FROM evaluations "
         f"WHERE arch_hash = '{arch.hash}' ORDER BY run_id, dataset, budget, seed",
@@ -218,15 +192,15 @@ def show_architecture(archive: Archive, args: argparse.Namespace) -> None:
         return
     width = max(len(k) for k in meta)
     for key, value in meta.items():
-        print(f"{key.ljust(width)}  {_cell(value)}")
+        print(f"{key.ljust(width)}  {format_cell(value)}")
     print()
     print(format_table(evals.columns, evals.rows) if evals.rows else "(no evaluations)")
     print()
     print(arch.code.rstrip("\n"))
 
 
-def show_lineage(archive: Archive, args: argparse.Namespace) -> None:
-    arch = archive.find_architectures(args.hash_prefix)
+def show_lineage(archive: ArchiveReader, args: argparse.Namespace) -> None:
+    arch = archive.find_architecture(args.hash_prefix)
     rows = [{"depth": i, **s._asdict()} for i, s in enumerate(archive.lineage(arch.hash))]
     if not args.json:
         rows = [
@@ -235,7 +209,7 @@ def show_lineage(archive: Archive, args: argparse.Namespace) -> None:
     _print_records(args, rows, ["depth", "hash", "parent_hash", "run_id", "cycle", "mode"])
 
 
-def show_failures(archive: Archive, args: argparse.Namespace) -> None:
+def show_failures(archive: ArchiveReader, args: argparse.Namespace) -> None:
     rows = [
         {"error_class": ec, "decoding": decoding_of(c), "count": n}
         for ec, c, n in archive.failures(args.run)
@@ -257,7 +231,7 @@ def _write_text_rows(fmt: str, rows: list[dict[str, Any]], stream: TextIO) -> No
         writer.writerow({k: ("" if v is None else _jsonable(v)) for k, v in row.items()})
 
 
-def export_run(archive: Archive, args: argparse.Namespace) -> None:
+def export_run(archive: ArchiveReader, args: argparse.Namespace) -> None:
     if args.format == "lemur":
         export_lemur(archive, args)
         return
@@ -283,7 +257,7 @@ def export_run(archive: Archive, args: argparse.Namespace) -> None:
         print(f"wrote {len(rows)} {args.table} rows of run {args.run} to {args.out}")
 
 
-def trained_programs(archive: Archive, run_id: str) -> list[TrainedProgram]:
+def trained_programs(archive: ArchiveReader, run_id: str) -> list[TrainedProgram]:
     """Every successful evaluation of a run with its program and how it was trained."""
     from llmnas_dist.evaluation.datasets import dataset_spec  # imports torch: only for this export
 
@@ -313,7 +287,7 @@ def trained_programs(archive: Archive, run_id: str) -> list[TrainedProgram]:
     return programs
 
 
-def export_lemur(archive: Archive, args: argparse.Namespace) -> None:
+def export_lemur(archive: ArchiveReader, args: argparse.Namespace) -> None:
     if not args.out:
         raise UsageError("--format lemur needs --out DIR (it writes a folder)")
     out = Path(args.out)
@@ -328,7 +302,7 @@ def export_lemur(archive: Archive, args: argparse.Namespace) -> None:
               f"to {out} (LEMUR's nn/ and stat/train/ layout)")  # fmt: skip
 
 
-def run_sql(archive: Archive, args: argparse.Namespace) -> None:
+def run_sql(archive: ArchiveReader, args: argparse.Namespace) -> None:
     result = archive.sql(args.query, max_rows=args.max_rows)
     if args.json:
         _print_json({

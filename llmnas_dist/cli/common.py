@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from llmnas_dist.config import Config, EvaluationConfig, load_config
 from llmnas_dist.errors import UsageError
+
+if TYPE_CHECKING:
+    from db.contract import ArchiveReader
 
 # Exit statuses used by every command.
 EXIT_OK = 0
@@ -75,15 +78,14 @@ def with_input_flags(config: Config, args: argparse.Namespace) -> Config:
 
 
 @contextlib.contextmanager
-def existing_archive(config: Config) -> Iterator[Any]:
+def existing_archive(config: Config) -> Iterator[ArchiveReader | None]:
     """The configured archive when there is one to read (a SQLite file that exists, or a
     server), else None; commands that only read it never create one."""
-    url = config.archive.url
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if not path or path == ":memory:" or not Path(path).is_file():
-            yield None
-            return
+    from db.url import archive_exists  # the archive's own URL parser (light: no engine)
+
+    if not archive_exists(config.archive.url):
+        yield None
+        return
     from db.archive import Archive  # only when an archive exists: keeps commands light
 
     archive = Archive(config.archive)
@@ -91,3 +93,41 @@ def existing_archive(config: Config) -> Iterator[Any]:
         yield archive
     finally:
         archive.close()
+
+
+# ---- tables ----------------------------------------------------------------------------
+
+
+def format_cell(value: Any) -> str:
+    """One value as a table shows it: "-" for None, floats to 4 decimals."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    return str(getattr(value, "value", value))
+
+
+def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], rule: bool = True) -> str:
+    """Aligned plain text: numbers right-aligned, everything else left-aligned; `rule`: a
+    line of dashes under the header."""
+    cells = [[format_cell(v) for v in row] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], int | float) or r[i] is None for r in rows)
+        for i in range(len(columns))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line(columns), *([line(["-" * w for w in widths])] if rule else [])]
+    out += [line(r) for r in cells]
+    return "\n".join(out)

@@ -21,12 +21,12 @@ from dataclasses import dataclass, replace
 
 from llmnas_dist.admission.novelty import NoveltyIndex
 from llmnas_dist.admission.pipeline import Admission, Verdict
-from llmnas_dist.cli.archive import format_table
 from llmnas_dist.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     add_input_flags,
     config_from_args,
+    format_table,
     with_input_flags,
 )
 from llmnas_dist.config import AdmissionConfig

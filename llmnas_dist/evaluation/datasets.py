@@ -256,7 +256,7 @@ CELEBA_MALE_ATTR = 20  # index of `Male` in list_attr_celeba.txt
 
 def _import_torchvision(name: str) -> Any:
     try:
-        import torchvision  # noqa: F401
+        import torchvision
         import torchvision.datasets
         import torchvision.transforms
     except Exception as exc:  # noqa: BLE001 - a CUDA build next to CPU torch fails oddly

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from llmnas_dist.config import AdmissionConfig
@@ -22,7 +22,7 @@ from llmnas_dist.evaluation.recipe import Recipe
 from llmnas_dist.program.lemur import check_own_trainer, program_prm
 from llmnas_dist.program.static import check_static
 from llmnas_dist.sandbox.runner import SandboxLimits, run_in_sandbox
-from llmnas_dist.vocab import budget_key
+from llmnas_dist.vocab import Where, budget_key
 
 FLOAT_FIELDS = ("accuracy", "loss", "epochs_done", "samples_per_s")
 
@@ -52,6 +52,37 @@ class EvalResult:
     @property
     def budget(self) -> str:
         return budget_key(self.epochs, self.budget_s)
+
+
+@dataclass(frozen=True)
+class EvalRecord(EvalResult):
+    """One evaluation as an evaluator actor returns it (what crosses Ray to the driver and
+    is recorded in the archive): the result, the task's `key`, where it ran (None: its
+    evaluators were lost), when (Unix seconds) and the deadline it ran under."""
+
+    key: str = ""
+    where: Where | None = None
+    started: float | None = None
+    ended: float | None = None
+    deadline_s: float | None = None
+
+    @classmethod
+    def of(cls, result: EvalResult, **run: Any) -> EvalRecord:
+        """`result` with where and when it ran (`run`: keyword arguments)."""
+        verdict = {f.name: getattr(result, f.name) for f in fields(EvalResult)}
+        return cls(**(verdict | run))
+
+    @property
+    def worker_id(self) -> str | None:
+        return self.where.actor if self.where else None
+
+    @property
+    def node_id(self) -> str | None:
+        return self.where.node_id if self.where else None
+
+    @property
+    def gpu_id(self) -> str | None:
+        return self.where.gpu_id if self.where else None
 
 
 def _failed(recipe: Recipe, dataset: str, error_class: ErrorClass, message: str) -> EvalResult:

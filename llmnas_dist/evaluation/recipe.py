@@ -1,8 +1,9 @@
 """The proxy recipe: one fixed, seeded training procedure that makes scores comparable.
 
-`train_proxy` trains a built model on dataset tensors and measures it on the test split;
-it is used in-process for trusted code (benchmarks, tests) and, through `sandbox_train`,
-inside the sandbox's worker for generated programs (the `train` task).
+`train_proxy` trains a built model on dataset tensors and measures it on the test split
+(`train_lemur`: the program's own `train_setup`/`learn`, scored alike); it is used
+in-process for trusted code (benchmarks, tests) and inside the sandbox's worker for
+generated programs (the `train` task, llmnas_dist.sandbox.child.tasks).
 
 Fast path: the whole dataset is moved to the device once as uint8 and each batch is
 indexed there and normalised on the fly (no DataLoader, no per-sample Python); on a GPU the
@@ -21,14 +22,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-
-from llmnas_dist.sandbox.child import count_parameters
 
 if TYPE_CHECKING:
     from llmnas_dist.config import EvaluationConfig
@@ -350,52 +349,3 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     random.seed(seed)
     numpy.random.seed(seed)
-
-
-def sandbox_train(
-    load_program: Callable[[], dict[str, Any]], payload: dict[str, Any]
-) -> dict[str, Any]:
-    """The sandbox's `train` task: load the data, execute the program, build and train Net.
-
-    Trusted references are taken before a line of the program runs; the program can still
-    misreport its own score (the sandbox's documented residual risk), not anyone else's."""
-    recipe = Recipe(**payload["recipe"])
-    module_type = torch.nn.Module
-    numel = torch._C.TensorBase.numel
-    tensors = torch.load(payload["data_path"], map_location="cpu", weights_only=True)
-    channels, height, width = (int(v) for v in tensors["x_train"].shape[1:])
-    if recipe.input_size is not None:
-        height = width = recipe.input_size
-    # in_shape[0] is the training batch, as LEMUR gives it
-    in_shape = (recipe.batch_size, channels, height, width)
-    if recipe.device != "cpu" and not torch.cuda.is_available():
-        recipe = Recipe(**{**payload["recipe"], "device": "cpu"})
-    seed_everything(recipe.seed)
-    prm = dict(payload.get("prm") or {})
-    namespace = load_program()
-    net_class = namespace.get("Net")
-    if not isinstance(net_class, type):
-        raise LookupError("the program defines no class Net")
-    model = net_class(
-        in_shape=in_shape,
-        out_shape=(int(payload["num_classes"]),),
-        prm=prm,
-        device=torch.device(recipe.device),
-    )
-    if not isinstance(model, module_type):
-        raise TypeError(f"Net(...) returned {type(model).__name__}, not a torch.nn.Module")
-    params = count_parameters(model, numel)
-    try:
-        if recipe.name == "lemur":
-            result = train_lemur(model, tensors, recipe, prm)
-        else:
-            result = train_proxy(model, tensors, recipe)
-    except Diverged as exc:
-        return {"diverged": True, "step": exc.step, "params": params}
-    return {
-        **result,
-        "diverged": False,
-        "params": params,
-        "device": recipe.device,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-    }

