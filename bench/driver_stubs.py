@@ -48,7 +48,7 @@ from llmnas_dist.generation.finetune import FinetuneResult
 from llmnas_dist.generation.mutations import novel_mutation
 from llmnas_dist.generation.prompts import delta_answer, full_answer, training_delta
 from llmnas_dist.generation.warmstart import WarmStart
-from llmnas_dist.vocab import Where
+from llmnas_dist.spans import Where
 from workers.generator import GenRequest
 from workers.gpus import locate
 

@@ -22,8 +22,8 @@ from typing import Any
 import ray
 
 from db.contract import ArchiveStore
-from llmnas_dist.spans import Span, SpanKind
-from llmnas_dist.vocab import Where, budget_key
+from llmnas_dist.spans import Span, SpanKind, Where
+from llmnas_dist.vocab import budget_key
 
 SEED_CYCLE = 0  # the seed programs, evaluated before the first CE cycle
 

@@ -42,8 +42,8 @@ from llmnas_dist.config import AdmissionConfig, EvaluationConfig
 from llmnas_dist.errors import PlacementError
 from llmnas_dist.evaluation.deadline import Deadlines
 from llmnas_dist.evaluation.evaluate import EvalRecord
-from llmnas_dist.spans import Span, SpanOutcome
-from llmnas_dist.vocab import Where, budget_key
+from llmnas_dist.spans import Span, SpanOutcome, Where
+from llmnas_dist.vocab import budget_key
 from workers.evaluator import EvalTask, EvaluatorActor, worker_lost
 
 if TYPE_CHECKING:

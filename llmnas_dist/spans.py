@@ -1,4 +1,5 @@
-"""The busy-span record: one interval during which one actor was busy, and its vocabulary.
+"""Where actors run and when they are busy: the `Where` record every actor reports, and the
+busy-span record (one interval during which one actor was busy) with its vocabulary.
 
 Shared by every layer: the actors and the driver write spans (cluster/, workers/), the
 archive stores and returns them (db/, table `spans`), the analysis turns them into
@@ -12,6 +13,21 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class Where:
+    """An actor's place in the cluster, as it reports it (workers/gpus.py finds it out)."""
+
+    actor: str  # Ray actor id, or pid-N outside an actor
+    node_id: str | None
+    gpu_ids: tuple[str, ...]
+    pid: int
+    problem: str | None = None  # why this actor must not run (GPUs CUDA cannot see)
+
+    @property
+    def gpu_id(self) -> str | None:
+        return ",".join(self.gpu_ids) or None
 
 
 class SpanKind(str, enum.Enum):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 SHORT_HASH = 12  # hex digits of a hash shown to people (tables, logs, the end-of-run summary)
@@ -25,21 +24,6 @@ def budget_key(epochs: float | None = None, budget_s: float | None = None) -> st
     if (epochs is None) == (budget_s is None):
         raise ValueError("give exactly one of epochs and budget_s")
     return f"epochs={epochs:g}" if epochs is not None else f"budget_s={budget_s:g}"
-
-
-@dataclass(frozen=True)
-class Where:
-    """An actor's place in the cluster, as it reports it (workers/gpus.py finds it out)."""
-
-    actor: str  # Ray actor id, or pid-N outside an actor
-    node_id: str | None
-    gpu_ids: tuple[str, ...]
-    pid: int
-    problem: str | None = None  # why this actor must not run (GPUs CUDA cannot see)
-
-    @property
-    def gpu_id(self) -> str | None:
-        return ",".join(self.gpu_ids) or None
 
 
 class Mode(str, enum.Enum):

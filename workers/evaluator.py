@@ -23,8 +23,7 @@ from llmnas_dist.errors import CandidateRejected, ErrorClass, PlacementError, tr
 from llmnas_dist.evaluation.evaluate import EvalRecord, evaluate_program
 from llmnas_dist.evaluation.recipe import Recipe
 from llmnas_dist.sandbox.runner import SandboxError, SandboxLimits
-from llmnas_dist.spans import SpanKind
-from llmnas_dist.vocab import Where
+from llmnas_dist.spans import SpanKind, Where
 from workers.gpus import assigned_gpus, cuda_devices, locate
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from llmnas_dist.generation.finetune import (
     train_lora,
 )
 from llmnas_dist.generation.warmstart import WarmStart, warm_start_adapter
-from llmnas_dist.vocab import Where
+from llmnas_dist.spans import Where
 from workers.gpus import assigned_gpus, locate
 from workers.threads import node_threads
 

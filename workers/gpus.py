@@ -15,7 +15,7 @@ import os
 
 import ray
 
-from llmnas_dist.vocab import Where
+from llmnas_dist.spans import Where
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from llmnas_dist.evaluation.recipe import Recipe
 from llmnas_dist.program.lemur import check_own_trainer, program_prm
 from llmnas_dist.program.static import check_static
 from llmnas_dist.sandbox.runner import SandboxLimits, run_in_sandbox
-from llmnas_dist.vocab import Where, budget_key
+from llmnas_dist.spans import Where
+from llmnas_dist.vocab import budget_key
 
 FLOAT_FIELDS = ("accuracy", "loss", "epochs_done", "samples_per_s")
 

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.generation.models import inference_dtype, resolve_model
-from llmnas_dist.vocab import Where
+from llmnas_dist.spans import Where
 
 VLLM_INSTALL = "GPU: pip install vllm; CPU: bash deploy/setup-vllm-cpu.sh (builds .venv-vllm)"
 STOP_STRINGS = ("</delta>", "</nn>")  # the end tags of the two answer formats
