@@ -113,14 +113,10 @@ from llmnas_dist.config import (
 )
 from llmnas_dist.evaluation.evaluate import EvalRecord
 from llmnas_dist.seeds import load_seeds
-from llmnas_dist.spans import Span, SpanKind
+from llmnas_dist.spans import Span, SpanKind, Where
 
 # the evaluator's own budget_key: the actor then imports nothing the real one does not
-from llmnas_dist.vocab import (
-    Where,
-    budget_key,
-    code_hash,
-)
+from llmnas_dist.vocab import budget_key, code_hash
 from workers.evaluator import EvalTask
 
 # This file and bench/ are not installed modules: ship their classes to Ray workers by

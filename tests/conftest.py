@@ -12,15 +12,13 @@ import secrets
 from collections.abc import Callable, Iterator
 
 import pytest
+from fixtures import PG_ADMIN_URL
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from db.archive import Archive
 
-PG_ADMIN_URL = os.environ.get(
-    "LLMNAS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 BACKENDS = [
     "sqlite",
     pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.integration]),

@@ -15,8 +15,8 @@ from pathlib import Path
 import grimp
 import pytest
 import tomllib
+from fixtures import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("llmnas_dist", "db", "workers", "cluster")
 # Modules allowed past MAX_LINES, each with the reason it stays one module.
 MAX_LINES = 600

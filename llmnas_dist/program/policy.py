@@ -2,7 +2,7 @@
 named refusals, each with the reason it stays refused.
 
 Loosening any rule here needs its threat argument in a comment and a hostile program in
-`tests/hostile/` that tries to misuse what was allowed.
+`tests/sandbox/hostile/` that tries to misuse what was allowed.
 """
 
 from __future__ import annotations

@@ -5,16 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+from fixtures import ROOT
 
 from db.archive import Archive
 
 pytestmark = pytest.mark.integration
 
 N = 200
-ROOT = Path(__file__).resolve().parent.parent
 WRITER = textwrap.dedent(
     """
     import sys, time

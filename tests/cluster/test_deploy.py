@@ -22,13 +22,14 @@ import jsonschema
 import pytest
 import ray.autoscaler
 import yaml
+from fixtures import ROOT
 from pathspec import PathSpec
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.runtime_env import RuntimeEnv
 
 from llmnas_dist.config import ARCHIVE_URL_ENV, Config, load_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 DEPLOY = REPO / "deploy"
 KUBERAY = DEPLOY / "kuberay"
 CUSTOM_RESOURCES = ("llmnas_evaluator", "llmnas_inference")

@@ -6,9 +6,9 @@ import importlib.util
 import json
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
+from fixtures import ROOT
 
 from llmnas_dist.admission.delta import drop_unfinished, extract_delta, patch
 from llmnas_dist.admission.grammar import delta_grammar
@@ -31,7 +31,6 @@ from llmnas_dist.generation.engine import (
 from llmnas_dist.generation.prompts import parent_prompt
 from llmnas_dist.seeds import load_seeds
 
-ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 PROMPTS = ["Write one PyTorch Conv2d layer.", "Name an activation function."]
 
@@ -271,10 +270,10 @@ def test_vllm_hot_swaps_a_lora_adapter(tmp_path):
     and changes greedy output. The adapter is trained here in the main venv."""
     if not VLLM_PYTHON.exists():
         pytest.skip(".venv-vllm is absent; build it with bash deploy/setup-vllm-cpu.sh")
-    from test_finetune import train_small_adapter  # tests/ is on sys.path under pytest
+    from adapters import train_small_adapter
 
     adapter = train_small_adapter(tmp_path / "adapter")
-    script = ROOT / "tests" / "vllm_swap_check.py"
+    script = ROOT / "tests" / "generation" / "vllm_swap_check.py"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [str(VLLM_PYTHON), str(script), str(adapter)],

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures import ROOT
 
 from db.archive import Archive
 from db.models import CandidateStatus, CycleStatus, RunStatus
@@ -76,7 +77,7 @@ def llmnas(*args: str, cwd: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,  # its own process group: SIGKILL takes Ray's children too
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
 
 
@@ -249,7 +250,7 @@ def pg_cluster() -> list[str]:
 def pg_url() -> Iterator[str]:
     """A fresh database on the local server; made and dropped with connections of its own,
     because the restart kills every connection the test suite holds."""
-    from conftest import PG_ADMIN_URL
+    from fixtures import PG_ADMIN_URL
     from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from fixtures import HANGS_IN_TRAINING
 
 ray = pytest.importorskip("ray")
 
@@ -18,24 +19,6 @@ pytestmark = pytest.mark.integration
 
 CFG = EvaluationConfig(cpus_per_evaluator=0.5, timeout_s=60.0, memory_limit_mb=4096, max_attempts=3)
 SEEDS = load_seeds()
-
-HANGS_IN_TRAINING = """
-import torch
-import torch.nn as nn
-
-
-class Net(nn.Module):
-    def __init__(self, in_shape, out_shape, prm, device):
-        super().__init__()
-        self.fc = nn.Linear(in_shape[-3] * in_shape[-2] * in_shape[-1], out_shape[0])
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        while self.calls > 3:
-            pass
-        return self.fc(torch.flatten(x, 1))
-"""
 
 
 @pytest.fixture(scope="module", autouse=True)

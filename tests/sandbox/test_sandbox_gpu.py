@@ -8,6 +8,7 @@ import re
 
 import pytest
 import torch
+from fixtures import LINEAR_NET
 
 from llmnas_dist.config import EvaluationConfig
 from llmnas_dist.evaluation.datasets import dataset_file
@@ -176,19 +177,6 @@ def test_every_allowlisted_module_is_loaded_before_the_program_runs() -> None:
 # ---------------------------------------------------------------- on a GPU
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
-SMALL_NET = """
-import torch
-import torch.nn as nn
-
-
-class Net(nn.Module):
-    def __init__(self, in_shape, out_shape, prm, device):
-        super().__init__()
-        self.fc = nn.Linear(in_shape[-3] * in_shape[-2] * in_shape[-1], out_shape[0])
-
-    def forward(self, x):
-        return self.fc(torch.flatten(x, 1))
-"""
 
 
 def _train_payload(device: str) -> tuple[dict, str]:
@@ -249,7 +237,7 @@ def test_gpu_run_opens_only_its_own_gpu_and_the_shared_files() -> None:
 @pytest.mark.gpu
 @needs_cuda
 def test_host_memory_bomb_on_a_gpu_run_is_out_of_memory() -> None:
-    code = SMALL_NET.replace(
+    code = LINEAR_NET.replace(
         "return self.fc(torch.flatten(x, 1))",
         "self.keep = [torch.ones(1 << 28) for _ in range(40)]\n        return self.fc(x)",
     )

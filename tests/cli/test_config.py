@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fixtures import ROOT
 from pydantic import BaseModel
 
 import llmnas_dist.config
@@ -26,7 +27,7 @@ from llmnas_dist.config import (
 )
 from llmnas_dist.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 SHIPPED_CONFIGS = sorted(
     [*REPO.glob("llmnas_dist/configs/*.yaml"), *REPO.glob("deploy/configs/*.yaml")]
 )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
+from fixtures import ROOT
 
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
@@ -458,7 +458,7 @@ def test_parse_source_is_safe_from_many_threads() -> None:
 def test_no_module_parses_python_outside_parse_source() -> None:
     """Every parse in the packages goes through parse_source (the sandbox child runs in its
     own process, where one thread compiles the program)."""
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     offenders = [
         f"{path.relative_to(root)}:{n}"
         for package in ("llmnas_dist", "db", "workers", "cluster")

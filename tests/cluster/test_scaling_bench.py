@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from fixtures import ROOT
 
 ray = pytest.importorskip("ray")
 
@@ -23,7 +24,7 @@ from llmnas_dist.generation.prompts import parent_prompt, retry_prompt  # noqa: 
 from llmnas_dist.seeds import load_seeds  # noqa: E402
 from workers.generator import GenRequest  # noqa: E402
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "scaling_bench.py"
+BENCH = ROOT / "bench" / "scaling_bench.py"
 
 
 def _load_bench():

@@ -1,4 +1,4 @@
-"""The hostile-program suite: every program in tests/hostile/ against both barriers.
+"""The hostile-program suite: every program in tests/sandbox/hostile/ against both barriers.
 
 Each program's header says what it attempts and what must happen:
 `# expect-static:` the error class(es) check_static must raise ("-": not statically

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from fixtures import ROOT
 
 from cluster.cli import main
 from cluster.cycle import Settings, Slot, keyed_rng, keyed_seed
@@ -204,9 +205,7 @@ def test_found_summary_names_the_best_their_origin_and_the_commands(tmp_path: Pa
 
 def test_default_run_config_is_the_embedded_file() -> None:
     cfg = load_config(environ={})
-    shipped = yaml.safe_load(
-        (Path(__file__).parents[1] / "llmnas_dist" / "configs" / "default.yaml").read_text()
-    )
+    shipped = yaml.safe_load((ROOT / "llmnas_dist" / "configs" / "default.yaml").read_text())
     assert cfg.generation.max_new_tokens == shipped["generation"]["max_new_tokens"]
     assert cfg.ce.cycles == shipped["ce"]["cycles"] >= 3
 

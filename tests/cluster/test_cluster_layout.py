@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_ray_job import BIN, free_port, submit_job, two_raylets
+from raylets import BIN, free_port, submit_job, two_raylets
 
 from db.archive import Archive
 from db.models import CandidateStatus, RunStatus

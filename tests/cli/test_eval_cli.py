@@ -8,24 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_evaluator_pool import HANGS_IN_TRAINING  # forward never returns after 3 steps
+from fixtures import HANGS_IN_TRAINING, NAN_NET
 
 from llmnas_dist.cli.main import main
 from llmnas_dist.seeds import load_seeds
-
-NAN_NET = """
-import torch
-import torch.nn as nn
-
-
-class Net(nn.Module):
-    def __init__(self, in_shape, out_shape, prm, device):
-        super().__init__()
-        self.fc = nn.Linear(in_shape[-3] * in_shape[-2] * in_shape[-1], out_shape[0])
-
-    def forward(self, x):
-        return self.fc(torch.flatten(x, 1)) * float("nan")
-"""
 
 
 @pytest.fixture()

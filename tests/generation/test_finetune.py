@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
+from adapters import ELITES, SMALL, train_small_adapter
 
 from llmnas_dist.admission.delta import apply_output, extract_code
 from llmnas_dist.config import FinetuneConfig
@@ -36,20 +36,6 @@ class Net(nn.Module):
     def forward(self, x):
         return self.head(self.body(x))
 """
-# a few "elite" answers the small model would never write unprompted
-ELITES = [
-    Example(f"Improve network {name}: widen it.", f"<delta>\n-{old}\n+{new}\n</delta>")
-    for name, old, new in [
-        ("alpha", "nn.Linear(c * h * w, 64), nn.ReLU()", "nn.Linear(c * h * w, 256), nn.GELU()"),
-        (
-            "beta",
-            "self.head = nn.Linear(64, out_shape[0])",
-            "self.head = nn.Linear(256, out_shape[0])",
-        ),
-        ("gamma", "nn.ReLU()", "nn.SiLU(), nn.Dropout(0.1)"),
-    ]
-]
-SMALL = FinetuneConfig(r=8, alpha=16, dropout=0.0, lr=3e-3, epochs=3, batch_size=3, max_length=256)
 
 
 class CharTokenizer:
@@ -114,12 +100,6 @@ def test_train_lora_refuses_existing_folder_and_empty_set(tmp_path):
         train_lora("smollm2-135m-instruct", ELITES, SMALL, tmp_path)
     with pytest.raises(ValueError, match="no training examples"):
         train_lora("smollm2-135m-instruct", [], SMALL, tmp_path / "new")
-
-
-def train_small_adapter(out: Path) -> Path:
-    """A rank-8 adapter trained a few steps on ELITES (shared with the vLLM test)."""
-    train_lora("smollm2-135m-instruct", ELITES, SMALL, out, seed=0)
-    return out
 
 
 @pytest.mark.integration

@@ -1,0 +1,66 @@
+"""What several test modules share: the repository root, the PostgreSQL admin URL and the
+inline programs more than one stage's tests train or check. Test modules import this module
+(tests/ is on sys.path under pytest); no test module imports another.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The server the PostgreSQL cases create their databases on (an admin URL); the default is
+# the local trust-auth server.
+PG_ADMIN_URL = os.environ.get(
+    "LLMNAS_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+# One linear layer: the smallest program that builds, trains and scores on any dataset.
+LINEAR_NET = """
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[-3] * in_shape[-2] * in_shape[-1], out_shape[0])
+
+    def forward(self, x):
+        return self.fc(torch.flatten(x, 1))
+"""
+
+# The same network, whose every output is NaN: training must fail with a reason.
+NAN_NET = """
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[-3] * in_shape[-2] * in_shape[-1], out_shape[0])
+
+    def forward(self, x):
+        return self.fc(torch.flatten(x, 1)) * float("nan")
+"""
+
+# Trains three steps, then its forward never returns: the deadline must stop it.
+HANGS_IN_TRAINING = """
+import torch
+import torch.nn as nn
+
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.fc = nn.Linear(in_shape[-3] * in_shape[-2] * in_shape[-1], out_shape[0])
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        while self.calls > 3:
+            pass
+        return self.fc(torch.flatten(x, 1))
+"""
