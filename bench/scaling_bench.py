@@ -103,7 +103,6 @@ from cluster.driver import Driver
 from cluster.factory import Actors
 from cluster.pool import EvaluatorPool, Placement, PoolResult, archive_recorder
 from db.archive import Archive
-from db.models import CandidateStatus, RunStatus
 from llmnas_dist.analysis.timeline import busy_seconds, cycle_use
 from llmnas_dist.config import (
     AdmissionConfig,
@@ -116,7 +115,7 @@ from llmnas_dist.seeds import load_seeds
 from llmnas_dist.spans import Span, SpanKind, Where
 
 # the evaluator's own budget_key: the actor then imports nothing the real one does not
-from llmnas_dist.vocab import budget_key, code_hash
+from llmnas_dist.vocab import CandidateStatus, RunStatus, budget_key, code_hash
 from workers.evaluator import EvalTask
 
 # This file and bench/ are not installed modules: ship their classes to Ray workers by

@@ -47,13 +47,13 @@ from cluster.generation_phase import GenerationPhase
 from cluster.progress import Mark, PhaseClock, Progress, now_mark
 from cluster.studies import Studies
 from db.contract import ArchiveStore, Elite
-from db.models import CandidateStatus, Mode
 from llmnas_dist.admission.novelty import NoveltyIndex
 from llmnas_dist.admission.pipeline import Admission
 from llmnas_dist.config import Config
 from llmnas_dist.evaluation.datasets import DatasetSpec, dataset_spec
 from llmnas_dist.generation.prompts import choose_modes, parent_prompt
 from llmnas_dist.seeds import seed_population
+from llmnas_dist.vocab import CandidateStatus, Mode
 
 log = logging.getLogger(__name__)
 

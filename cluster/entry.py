@@ -20,9 +20,9 @@ from cluster.progress import PhaseClock, cycle_rows, cycle_table, found_summary
 from db.archive import Archive
 from db.contract import ArchiveStore
 from db.errors import ArchiveError, NotFound
-from db.models import RunStatus
 from llmnas_dist.config import Config, stored_config
 from llmnas_dist.errors import PlacementError, UsageError
+from llmnas_dist.vocab import RunStatus
 
 log = logging.getLogger(__name__)
 

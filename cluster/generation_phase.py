@@ -31,7 +31,7 @@ from cluster.finetune_phase import Adapters
 from cluster.pool import PoolResult, archive_recorder
 from cluster.progress import Mark, Progress, now_mark
 from db.contract import ArchiveStore
-from db.models import Candidate, CandidateStatus
+from db.models import Candidate
 from llmnas_dist.admission.delta import feedback_for
 from llmnas_dist.admission.grammar import answer_grammar
 from llmnas_dist.admission.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex
@@ -43,6 +43,7 @@ from llmnas_dist.evaluation.evaluate import EvalRecord
 from llmnas_dist.generation.engine import Answer
 from llmnas_dist.generation.prompts import retry_prompt
 from llmnas_dist.spans import Span, SpanKind, SpanOutcome
+from llmnas_dist.vocab import CandidateStatus
 from workers.evaluator import EvalTask
 from workers.generator import GenRequest
 from workers.gpus import locate

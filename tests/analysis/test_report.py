@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 
 from db.archive import Archive
-from db.models import CandidateStatus
 from llmnas_dist.admission.novelty import minhash
 from llmnas_dist.analysis.report import RESULT_KEYS
 from llmnas_dist.cli.main import main
 from llmnas_dist.seeds import load_seeds
 from llmnas_dist.spans import Span
-from llmnas_dist.vocab import code_hash
+from llmnas_dist.vocab import CandidateStatus, code_hash
 
 CHROMIUM = "/usr/bin/chromium"
 SECTIONS = ("summary", *RESULT_KEYS, "leaderboard", "failures", "utilisation")

@@ -28,8 +28,8 @@ import yaml
 from raylets import BIN, free_port, submit_job, two_raylets
 
 from db.archive import Archive
-from db.models import CandidateStatus, RunStatus
 from llmnas_dist.generation.models import cache_root
+from llmnas_dist.vocab import CandidateStatus, RunStatus
 
 pytestmark = [
     pytest.mark.integration,

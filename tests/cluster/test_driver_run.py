@@ -25,10 +25,9 @@ import yaml
 from fixtures import ROOT
 
 from db.archive import Archive
-from db.models import CandidateStatus, CycleStatus, RunStatus
 from llmnas_dist.analysis.results import diagnose
 from llmnas_dist.analysis.rundata import load_run_data
-from llmnas_dist.vocab import budget_key
+from llmnas_dist.vocab import CandidateStatus, CycleStatus, RunStatus, budget_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -27,13 +27,12 @@ from cluster.progress import (
     now_mark,
 )
 from db.archive import Archive
-from db.models import CandidateStatus, RunStatus
 from llmnas_dist.admission.grammar import delta_grammar
 from llmnas_dist.config import Config, build_config, load_config
 from llmnas_dist.generation.engine import Answer
 from llmnas_dist.generation.finetune import TrainStep
 from llmnas_dist.seeds import load_seeds
-from llmnas_dist.vocab import code_hash
+from llmnas_dist.vocab import CandidateStatus, RunStatus, code_hash
 
 
 def test_keyed_streams_do_not_depend_on_order_or_process() -> None:

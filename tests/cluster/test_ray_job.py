@@ -17,8 +17,8 @@ from fixtures import ROOT
 from raylets import BIN, submit_job, two_raylets
 
 from db.archive import Archive
-from db.models import RunStatus
 from llmnas_dist.generation.models import cache_root
+from llmnas_dist.vocab import RunStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.postgres]
 

@@ -15,13 +15,13 @@ from fixtures import ROOT
 ray = pytest.importorskip("ray")
 
 from db.archive import Archive  # noqa: E402
-from db.models import CandidateStatus, CycleStatus, RunStatus  # noqa: E402
 from llmnas_dist.admission.delta import apply_delta, extract_code, extract_delta  # noqa: E402
 from llmnas_dist.config import GenerationConfig  # noqa: E402
 from llmnas_dist.evaluation.datasets import dataset_spec  # noqa: E402
 from llmnas_dist.generation.engine import GenerationResult  # noqa: E402
 from llmnas_dist.generation.prompts import parent_prompt, retry_prompt  # noqa: E402
 from llmnas_dist.seeds import load_seeds  # noqa: E402
+from llmnas_dist.vocab import CandidateStatus, CycleStatus, RunStatus  # noqa: E402
 from workers.generator import GenRequest  # noqa: E402
 
 BENCH = ROOT / "bench" / "scaling_bench.py"

@@ -24,13 +24,13 @@ from db.errors import (
     NotFound,
     SchemaMismatch,
 )
-from db.models import Base, CandidateStatus, RunStatus
+from db.models import Base
 from db.readonly_sql import vet_select
 from db.views import VIEWS, include_object
 from llmnas_dist.cli.main import main
 from llmnas_dist.errors import ErrorClass, UsageError
 from llmnas_dist.spans import Span
-from llmnas_dist.vocab import budget_key, code_hash
+from llmnas_dist.vocab import CandidateStatus, RunStatus, budget_key, code_hash
 
 BUDGET = budget_key(epochs=1.0)
 
