@@ -23,7 +23,7 @@ import ray
 
 from db.contract import ArchiveStore
 from llmnas_dist.spans import Span, SpanKind, Where
-from llmnas_dist.vocab import budget_key
+from llmnas_dist.vocab import Mode, budget_key
 
 SEED_CYCLE = 0  # the seed programs, evaluated before the first CE cycle
 
@@ -71,7 +71,7 @@ class Slot:
 
     t: int
     index: int
-    mode: str
+    mode: Mode
     prompt: str
     parent_hash: str | None = None
     parent_code: str | None = None

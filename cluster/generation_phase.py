@@ -255,7 +255,7 @@ class GenerationPhase:
             admitting = time.time()
             verdict = self.admission.admit(
                 answer.text,
-                slot.mode,  # type: ignore[arg-type]
+                slot.mode,
                 slot.parent_code,
                 unanswered=answer.error,
                 note=answer.grammar_note,
@@ -343,7 +343,7 @@ class GenerationPhase:
     def resume_slot(self, slot: Slot, last: Candidate, settings: Settings) -> list[Item]:
         """Carry a recorded slot on from its last attempt's state (after a restart)."""
         if last.status is CandidateStatus.GENERATED:
-            verdict = self.admission.admit(last.raw_output, slot.mode, slot.parent_code)  # type: ignore[arg-type]
+            verdict = self.admission.admit(last.raw_output, slot.mode, slot.parent_code)
             self.judge(last.id, verdict)
             if verdict.admitted:
                 self.queue(last.id, verdict.code_hash or "", verdict.canonical or "", settings)

@@ -32,6 +32,9 @@ class Mode(str, enum.Enum):
     DELTA = "delta"
     FULL = "full"
 
+    def __str__(self) -> str:  # prompts, file names and messages format the bare value
+        return self.value
+
 
 class _Transitions(str, enum.Enum):
     """A str enum whose allowed successors are listed in `_SUCCESSORS`."""

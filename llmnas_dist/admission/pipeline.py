@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from llmnas_dist.admission.delta import drop_unfinished, extract_code, extract_delta, patch
 from llmnas_dist.admission.novelty import NoveltyIndex, minhash, signature_bytes
@@ -27,8 +27,7 @@ from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
 from llmnas_dist.evaluation.datasets import DatasetSpec
 from llmnas_dist.program.static import canonicalize
-
-Mode = Literal["delta", "full"]
+from llmnas_dist.vocab import Mode
 
 
 class BuildResult(Protocol):
@@ -94,7 +93,7 @@ class Admission:
     def admit(
         self,
         output: str,
-        mode: Mode = "full",
+        mode: Mode | str = Mode.FULL,
         parent: str | None = None,
         unanswered: str | None = None,
         note: str | None = None,

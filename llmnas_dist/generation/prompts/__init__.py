@@ -21,6 +21,7 @@ from string import Template
 from llmnas_dist.admission.delta import BASELINE_NAME, IMPROVED_NAME, apply_delta, make_delta
 from llmnas_dist.errors import CandidateRejected, truncate
 from llmnas_dist.evaluation.datasets import DatasetSpec
+from llmnas_dist.vocab import Mode
 
 TEMPLATES = ("delta", "full", "retry")
 DEFAULT_GOAL = "the highest test accuracy after a short, fixed training budget"
@@ -157,7 +158,7 @@ def full_answer(code: str) -> str:
     return f"<nn>\n{code.rstrip()}\n</nn>"
 
 
-def choose_modes(rng: random.Random, n: int, delta_fraction: float) -> list[str]:
+def choose_modes(rng: random.Random, n: int, delta_fraction: float) -> list[Mode]:
     """A mode per slot of a cycle: round(n * (1 - delta_fraction)) 'full' slots at places
     drawn from rng, the others 'delta' (GenerationConfig.delta_fraction). A quota, not a
     draw per slot: the share is exact in every cycle, so a short run still gets the full-mode
@@ -166,4 +167,4 @@ def choose_modes(rng: random.Random, n: int, delta_fraction: float) -> list[str]
     if not 0.0 <= delta_fraction <= 1.0:
         raise ValueError(f"delta_fraction must be in [0, 1], got {delta_fraction}")
     full = set(rng.sample(range(n), math.floor(n * (1.0 - delta_fraction) + 0.5)))
-    return ["full" if i in full else "delta" for i in range(n)]
+    return [Mode.FULL if i in full else Mode.DELTA for i in range(n)]
