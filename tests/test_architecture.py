@@ -7,6 +7,7 @@ that no file takes part in an import cycle, and that modules stay small.
 
 from __future__ import annotations
 
+import ast
 import graphlib
 import subprocess
 import sys
@@ -76,3 +77,30 @@ def test_modules_stay_small() -> None:
         and str(path.relative_to(ROOT)) not in LONG_MODULES
     }
     assert long == {}
+
+
+def imported_modules(source: str) -> list[str]:
+    """Every module an import statement of `source` names (inside functions too)."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            names.append(node.module or "")
+        elif isinstance(node, ast.Import):
+            names.extend(a.name for a in node.names)
+    return names
+
+
+def is_test_module(name: str) -> bool:
+    return name.split(".")[-1].startswith(("test_", "conftest"))
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared programs and helpers live in tests/fixtures.py and per-stage helper modules."""
+    assert is_test_module(imported_modules("def f():\n    from test_x import y\n")[0])
+    offenders = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in (ROOT / "tests").rglob("*.py")
+        for name in imported_modules(path.read_text())
+        if is_test_module(name)
+    ]
+    assert offenders == []
