@@ -38,6 +38,7 @@ from db.models import (
 from db.readonly_sql import vet_select
 from llmnas_dist.errors import UsageError
 from llmnas_dist.spans import Span
+from llmnas_dist.vocab import ADMITTED_STATUSES
 
 HEX = re.compile(r"[0-9a-f]+")
 
@@ -359,7 +360,6 @@ class Queries(Store):
     def lineage(self, hash_: str) -> list[LineageStep]:
         """The chain from an architecture back to its seed, through its admitted candidates."""
         self.get_architecture(hash_)
-        admitted = (CandidateStatus.ADMITTED, CandidateStatus.EVALUATING, CandidateStatus.EVALUATED)
         steps: list[LineageStep] = []
         seen: set[str] = set()
         current: str | None = hash_
@@ -368,7 +368,7 @@ class Queries(Store):
                 seen.add(current)
                 cand = s.scalars(
                     select(Candidate)
-                    .where(Candidate.arch_hash == current, Candidate.status.in_(admitted))
+                    .where(Candidate.arch_hash == current, Candidate.status.in_(ADMITTED_STATUSES))
                     .order_by(Candidate.created_at, Candidate.id)
                     .limit(1)
                 ).first()
