@@ -258,7 +258,13 @@ class Driver:
             for cycle in self.archive.cycles(self.run_id):
                 if cycle.t == t - 1:
                     self.elites = [
-                        Elite(rank, e["hash"], e["score"], e["n_seeds"], self.code(e["hash"]))
+                        Elite(
+                            rank,
+                            e["hash"],
+                            e["score"],
+                            e["n_seeds"],
+                            self.archive.get_architecture(e["hash"]).code,
+                        )
                         for rank, e in enumerate(cycle.elites or [], 1)
                     ]
                     break
@@ -267,9 +273,6 @@ class Driver:
                     f"cycle {t - 1} of run {self.run_id} is missing from the archive"
                 )
         return self.elites
-
-    def code(self, arch_hash: str) -> str:
-        return self.archive.get_architecture(arch_hash).code
 
     # ---- steps 5 and 7: select, complete --------------------------------------------------
 
