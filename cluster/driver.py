@@ -242,7 +242,7 @@ class Driver:
                 f"cycle {t - 1} left no elite to propose from: no seed program was evaluated "
                 "successfully on this dataset (see `llmnas archive failures`)"
             )
-        seed, frac = self.cfg.ce.seed, self.cfg.generation.delta_fraction
+        seed, frac = self.cfg.ce.stream_seed, self.cfg.generation.delta_fraction
         n = self.cfg.ce.candidates_per_cycle
         modes = choose_modes(keyed_rng(seed, "mode", t), n, frac)
         slots = []

@@ -60,6 +60,8 @@ def run_search(
         run = archive.get_run(name) if existing and name else archive.create_run(cfg, run_id=name)
         if existing:
             archive.finish_run(run.id, RunStatus.RUNNING)
+        else:  # the new run's config as stored, with the seed its creation drew
+            cfg = stored_config(run.config, cfg)
         log_path = log_to_file(cfg.cluster.run_dir, run.id)
         print(f"run {run.id}: archive {archive.safe_url}", flush=True)
         print(f"  log: {log_path} (resume with: llmnas run --resume {run.id})", flush=True)

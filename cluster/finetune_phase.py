@@ -142,7 +142,9 @@ class Adapters:
         started = time.time()
         meta: FinetuneResult = await_training(
             finetuner,
-            finetuner.train.remote(pairs, self.spec.name, out, t, self.cfg.ce.seed + t, self.path),
+            finetuner.train.remote(
+                pairs, self.spec.name, out, t, self.cfg.ce.stream_seed + t, self.path
+            ),
             f"cycle {t}: fine-tune",
         )
         self.spans.actor_span(SpanKind.FINETUNE, finetuner, started)

@@ -155,7 +155,7 @@ class GenerationPhase:
             )
             for slot, attempt, prompt in items
         ]
-        seed = keyed_seed(self.cfg.ce.seed, "generate", *key)
+        seed = keyed_seed(self.cfg.ce.stream_seed, "generate", *key)
         self.send(Call(items, requests, seed, index, time.time()))
 
     def send(self, call: Call) -> None:

@@ -91,7 +91,7 @@ class Studies:
         studied = {arch for arch, seed, _ in rows if seed == max(seeds)}
         room = max(0, sample - len(studied))
         fresh = sorted({arch: cid for cid, arch in evaluated if arch not in studied}.items())
-        chosen = keyed_rng(self.cfg.ce.seed, study, t).sample(fresh, min(room, len(fresh)))
+        chosen = keyed_rng(self.cfg.ce.stream_seed, study, t).sample(fresh, min(room, len(fresh)))
         have = {(arch, seed) for arch, seed, _ in rows}
         tasks = []
         for arch_hash, cid in sorted(chosen):

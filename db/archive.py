@@ -121,6 +121,7 @@ class Archive(Queries):
     ) -> Run:
         """A new run; dataset and budget default to the config's (ce.dataset, evaluation)."""
         cfg = config if isinstance(config, Config) else Config.model_validate(config or {})
+        cfg = cfg.with_run_seed()  # stored with the run: a resume continues its streams
         run_id = run_id or new_run_id()
         if not RUN_ID.fullmatch(run_id):
             raise ValueError(

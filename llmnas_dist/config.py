@@ -9,6 +9,7 @@ to a default.
 from __future__ import annotations
 
 import os
+import secrets
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -44,7 +45,15 @@ class CEConfig(Section):
     min_elites: int = Field(
         2, ge=1, description="Smallest elite set, used while the archive is still small."
     )
-    seed: int = Field(0, ge=0, description="Seed of the run's random stream (parents, sampling).")
+    seed: int | None = Field(
+        None,
+        ge=0,
+        description="Seed of the run's random streams (parents, modes, sampling, the seed "
+        "sample). None: drawn when a run is created and stored with it, so a resume continues "
+        "its streams and every new run draws fresh ones (a repeat of the default on the same "
+        "archive once replayed the first run's proposals: 0 of 12 admitted, all duplicates "
+        "or not novel); set it to replay a run exactly. Commands outside a run use 0.",
+    )
     reference_gamma: float | None = Field(
         None,
         description="Fixed reference score gamma* for the elite-mass diagnostic C_t; "
@@ -65,6 +74,12 @@ class CEConfig(Section):
         description="Evaluate at most this many seeds in cycle 0 (a seeded draw from ce.seeds), "
         "so a folder of 1,000 programs does not mean 1,000 trainings; None takes them all.",
     )
+
+
+    @property
+    def stream_seed(self) -> int:
+        """The seed the streams use: the run's (drawn at creation when unset), 0 outside one."""
+        return 0 if self.seed is None else self.seed
 
 
 class GenerationConfig(Section):
@@ -409,6 +424,13 @@ class Config(Section):
                 f"{self.ce.candidates_per_cycle * self.ce.cycles})"
             )
         return self
+
+    def with_run_seed(self) -> Config:
+        """This config with `ce.seed` drawn when unset: what a new run stores and runs with."""
+        if self.ce.seed is not None:
+            return self
+        drawn = secrets.randbelow(2**31)
+        return self.model_copy(update={"ce": self.ce.model_copy(update={"seed": drawn})})
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

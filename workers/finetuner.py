@@ -9,8 +9,6 @@ Placement: one GPU (`cluster.finetune_num_gpus`) on clusters with GPUs, CPUs oth
 
 from __future__ import annotations
 
-import logging
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -125,20 +123,7 @@ class Finetuner:
             )
 
 
-class _ActorFinetuner(Finetuner):
-    """The body in its own Ray worker process, where the root logger is left at WARNING
-    with no handler: without one of its own, the step / loss / ETA lines of the warm start
-    (a first run's longest phase) and of each fine-tune never reach the driver's console
-    (Ray streams the actor's stderr). In-process use keeps the caller's logging."""
-
-    def __init__(self, model: str, cfg: FinetuneConfig, logical_gpus: bool = False) -> None:
-        super().__init__(model, cfg, logical_gpus)
-        steps = logging.getLogger(train_lora.__module__)
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        steps.addHandler(handler)
-        steps.setLevel(logging.INFO)
-        steps.propagate = False
-
-
-FinetuneActor = ray.remote(_ActorFinetuner)
+# No log handler of its own in the actor: Ray forwards a worker's stderr to the driver's
+# console, where the step lines of a training (once printed here) ran beside the driver's
+# live line, which shows the same step, loss and ETA from `progress()`.
+FinetuneActor = ray.remote(Finetuner)

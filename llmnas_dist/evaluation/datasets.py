@@ -28,6 +28,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -345,10 +346,20 @@ def load_dataset(name: str, seed: int = 0, data_root: str | None = None) -> Data
 _export_dir: Path | None = None
 
 
-@functools.lru_cache(maxsize=8)
+_export_lock = threading.Lock()
+
+
 def dataset_file(name: str, seed: int = 0, data_root: str | None = None) -> Path:
     """The dataset saved once per process as a world-readable torch file, for sandboxed
-    training children (they run as `nobody`, confined to read paths we grant)."""
+    training children (they run as `nobody`, confined to read paths we grant). Threads of
+    one process share the file: two threads exporting at once both wrote the same
+    `.tmp` and one failed (seen evaluating seeds from a thread pool)."""
+    with _export_lock:
+        return _export_dataset(name, seed, data_root)
+
+
+@functools.lru_cache(maxsize=8)
+def _export_dataset(name: str, seed: int, data_root: str | None) -> Path:
     global _export_dir
     if _export_dir is None:
         _export_dir = Path(tempfile.mkdtemp(prefix="llmnas-data-"))

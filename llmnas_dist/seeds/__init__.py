@@ -59,4 +59,4 @@ def sample_seeds(seeds: dict[str, str], size: int | None, seed: int) -> dict[str
 
 def seed_population(ce: CEConfig) -> dict[str, str]:
     """A run's seed programs (cycle 0 and the warm start): ce.seeds, at most ce.seed_sample."""
-    return sample_seeds(load_seeds(ce.seeds), ce.seed_sample, ce.seed)
+    return sample_seeds(load_seeds(ce.seeds), ce.seed_sample, ce.stream_seed)

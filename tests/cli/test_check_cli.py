@@ -11,9 +11,11 @@ import pytest
 
 from llmnas_dist.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from llmnas_dist.cli.main import main
+from llmnas_dist.config import load_config
 from llmnas_dist.seeds import load_seeds
 
 SEED = load_seeds()["plain_cnn"]
+DEFAULT = load_config(None)  # the embedded default: every command without --config
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ def test_rejected_program_human_output(workdir, capsys):
     assert main(["check", "bad.py"]) == EXIT_FAILED
     out = capsys.readouterr().out
     assert out.startswith("rejected: forbidden_import")
-    assert "import socket" in out and "dataset: digits" in out
+    assert "import socket" in out and f"dataset: {DEFAULT.ce.dataset}" in out
 
 
 def test_parent_and_delta(workdir, capsys):

@@ -90,16 +90,19 @@ def test_without_adapter_it_samples_with_the_cached_warm_start(tmp_path, monkeyp
 
     monkeypatch.setenv("LLMNAS_CACHE", str(tmp_path / "cache"))
     cfg = load_config(None)
+    size = cfg.evaluation.input_size  # the run trains children at this size
     args = argparse.Namespace(adapter=None, base_model=False)
     assert _adapter(args, cfg, "digits") is None  # nothing cached yet: the base model
     assert "base model: no warm-start adapter is cached" in capsys.readouterr().err
-    key = warm_start_key(cfg.generation, cfg.finetune, cfg.admission, "digits", load_seeds())
+    key = warm_start_key(
+        cfg.generation, cfg.finetune, cfg.admission, "digits", load_seeds(), size
+    )
     folder = tmp_path / "cache" / "adapters" / f"warm-start-{key[:24]}"
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text("{}")
     assert _adapter(args, cfg, "digits") == str(folder)
     assert "cached warm-start adapter" in capsys.readouterr().err
-    assert _adapter(args, cfg, "mnist5k") is None  # trained for another dataset: not used
+    assert _adapter(args, cfg, "animal10k") is None  # trained for another dataset: not used
     assert _adapter(argparse.Namespace(adapter=None, base_model=True), cfg, "digits") is None
     given = argparse.Namespace(adapter="/some/adapter", base_model=False)
     assert _adapter(given, cfg, "digits") == "/some/adapter"

@@ -55,7 +55,7 @@ def test_seeds_check_table(folder, capsys) -> None:
     assert "admitted" in lines["a_cnn"] and "admitted" in lines["b_vgg"]
     assert "duplicate" in lines["c_copy"] and "a_cnn" in lines["c_copy"]
     assert "forbidden_import" in lines["d_os"] and "processes" in lines["d_os"]
-    assert "2 of 4 admitted at digits 1x8x8" in captured.out
+    assert "2 of 4 admitted at mnist5k 1x8x8" in captured.out
     assert "checked 4/4" in captured.err  # the progress line
 
 

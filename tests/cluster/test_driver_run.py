@@ -146,8 +146,7 @@ def test_sigkilled_driver_resumes_exactly_once_with_the_same_stream(tmp_path: Pa
     ref_dir, dir_ = tmp_path / "reference", tmp_path / "killed"
     ref_dir.mkdir()
     dir_.mkdir()
-    ref_cfg = write_config(ref_dir, f"sqlite:///{ref_dir / 'a.db'}")
-    cfg = write_config(dir_, f"sqlite:///{dir_ / 'a.db'}")
+    cfg = write_config(dir_, f"sqlite:///{dir_ / 'a.db'}")  # no ce.seed: drawn
 
     # killed while the seeds are being evaluated (evaluations in flight), then resumed
     proc = llmnas("run", "--config", str(cfg), "--run-id", "r1", cwd=dir_)
@@ -156,10 +155,16 @@ def test_sigkilled_driver_resumes_exactly_once_with_the_same_stream(tmp_path: Pa
     with Archive.from_url(f"sqlite:///{dir_ / 'a.db'}") as archive:
         assert archive.get_run("r1").status is RunStatus.RUNNING  # nobody marked it
         assert archive.last_completed_cycle("r1") is None
+        drawn = archive.get_run("r1").config["ce"]["seed"]  # drawn when the run was created
+    assert isinstance(drawn, int)
     out = finish(llmnas("run", "--resume", "r1", "--config", str(cfg), cwd=dir_))
     assert "cycle  generated" in out  # the per-cycle table
 
-    # the uninterrupted reference run, scaled from 2 to 3 evaluators while it runs
+    # the uninterrupted reference run with the drawn seed set (so the resume must have kept
+    # the stored one to match it), scaled from 2 to 3 evaluators while it runs
+    ref_cfg = write_config(
+        ref_dir, f"sqlite:///{ref_dir / 'a.db'}", ce={**TINY["ce"], "seed": drawn}
+    )
     proc = llmnas("run", "--config", str(ref_cfg), "--run-id", "r1", cwd=ref_dir)
     wait_for(ref_dir / "a.db", "SELECT COUNT(*) FROM cycles", 1, proc)
     scaled = llmnas("scale", "r1", "3", "--config", str(ref_cfg), cwd=ref_dir)

@@ -28,6 +28,7 @@ from db.models import Base
 from db.readonly_sql import vet_select
 from db.views import VIEWS, include_object
 from llmnas_dist.cli.main import main
+from llmnas_dist.config import Config
 from llmnas_dist.errors import ErrorClass, UsageError
 from llmnas_dist.spans import Span
 from llmnas_dist.vocab import CandidateStatus, RunStatus, budget_key, code_hash
@@ -208,6 +209,15 @@ def test_run_and_cycle_status(archive: Archive) -> None:
     archive.finish_run("r1")
     with pytest.raises(IllegalTransition):
         archive.finish_run("r1", "running")
+
+
+def test_a_new_run_stores_a_drawn_stream_seed_and_keeps_a_set_one(archive: Archive) -> None:
+    drawn = [archive.create_run(Config(), run_id=f"d{i}").config["ce"]["seed"] for i in range(3)]
+    assert all(isinstance(s, int) and s >= 0 for s in drawn)
+    assert len(set(drawn)) == 3  # fresh streams per run (a repeat once replayed the first)
+    assert archive.get_run("d0").config["ce"]["seed"] == drawn[0]  # what a resume reads back
+    set_seed = Config.model_validate({"ce": {"seed": 11}})
+    assert archive.create_run(set_seed, run_id="s").config["ce"]["seed"] == 11
 
 
 # ---- selection ----------------------------------------------------------------------------
