@@ -82,3 +82,23 @@ def test_dataset_file_round_trips_for_sandboxed_children() -> None:
     loaded = torch.load(path, weights_only=True)
     assert torch.equal(loaded["x_test"], load_dataset("digits", 0).x_test)
     assert loaded["scale"] == 16.0
+
+
+def test_threads_exporting_the_same_dataset_at_once_share_one_file() -> None:
+    """Threads of one process asking for the same file at once (an evaluation pool in
+    threads): before the export was locked, two of them wrote the same `.tmp` and one
+    failed with FileNotFoundError."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = 8
+    start = threading.Barrier(n)
+
+    def export(_: int) -> str:
+        start.wait()
+        return str(dataset_file("digits", 7))  # a seed no other test exports
+
+    with ThreadPoolExecutor(n) as pool:
+        paths = set(pool.map(export, range(n)))
+    assert len(paths) == 1
+    assert torch.load(paths.pop(), weights_only=True)["scale"] == 16.0
