@@ -60,7 +60,8 @@ class Queries(Store):
 
     @reconnecting
     def run_summaries(self) -> list[dict[str, Any]]:
-        """One row per run with its progress: what `llmnas archive runs` prints."""
+        """One row per run with its progress and stream seed: what `llmnas archive runs`
+        prints."""
         c, e, y = Candidate, Evaluation, Cycle
         cycles_done = (
             select(func.count())
@@ -88,10 +89,18 @@ class Queries(Store):
             n_cand.label("candidates"),
             n_eval.label("evaluated"),
             best.label("best_score"),
+            Run.config,
         ).order_by(Run.created_at, Run.id)
         with self._session() as s:
             rows = s.execute(q).mappings().all()
-        return [{**r, "id": r["id"], "status": RunStatus(r["status"]).value} for r in rows]
+        return [
+            {
+                **{k: v for k, v in r.items() if k != "config"},
+                "status": RunStatus(r["status"]).value,
+                "seed": (r["config"].get("ce") or {}).get("seed"),  # ce.seed, to replay the run
+            }
+            for r in rows
+        ]
 
     @reconnecting
     def last_completed_cycle(self, run_id: str) -> int | None:

@@ -158,7 +158,7 @@ def list_runs(archive: ArchiveReader, args: argparse.Namespace) -> None:
             {**r, "busy": shares_text(u) if u else None} for r, u in zip(rows, uses, strict=True)
         ]
     columns = [
-        "id", "status", "created_at", "dataset", "budget",
+        "id", "status", "created_at", "dataset", "budget", "seed",
         "cycles_done", "candidates", "evaluated", "best_score", "busy",
     ]  # fmt: skip
     _print_records(args, rows, columns)

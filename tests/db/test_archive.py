@@ -211,13 +211,23 @@ def test_run_and_cycle_status(archive: Archive) -> None:
         archive.finish_run("r1", "running")
 
 
-def test_a_new_run_stores_a_drawn_stream_seed_and_keeps_a_set_one(archive: Archive) -> None:
+def test_a_new_run_stores_a_drawn_stream_seed_and_keeps_a_set_one(
+    archive: Archive, capsys: pytest.CaptureFixture[str]
+) -> None:
     drawn = [archive.create_run(Config(), run_id=f"d{i}").config["ce"]["seed"] for i in range(3)]
     assert all(isinstance(s, int) and s >= 0 for s in drawn)
     assert len(set(drawn)) == 3  # fresh streams per run (a repeat once replayed the first)
     assert archive.get_run("d0").config["ce"]["seed"] == drawn[0]  # what a resume reads back
     set_seed = Config.model_validate({"ce": {"seed": 11}})
     assert archive.create_run(set_seed, run_id="s").config["ce"]["seed"] == 11
+    code, out, _ = cli(capsys, archive, "runs", "--json")  # where a user finds it to replay
+    assert code == 0
+    assert {r["id"]: r["seed"] for r in json.loads(out)} == {
+        "d0": drawn[0],
+        "d1": drawn[1],
+        "d2": drawn[2],
+        "s": 11,
+    }
 
 
 # ---- selection ----------------------------------------------------------------------------
