@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -141,4 +142,24 @@ def test_a_sample_of_children_builds_in_the_sandbox():
     for child in sample:
         assert child is not None
         report = build_check(child, spec.in_shape, spec.num_classes, cfg)
+        assert report.param_count > 0
+
+
+@pytest.mark.parametrize("op", ["add_residual_block", "add_post_block"])
+def test_residual_blocks_keep_their_shape_whatever_kernel_the_model_writes(op):
+    """The model copies a taught block and varies its kernel; with padding='same' every odd
+    or even kernel still adds to its input (with a numeric padding, kernel 5 with padding 1
+    failed the build)."""
+    from llmnas_dist.admission.build import build_check
+
+    spec = dataset_spec("mnist5k").at_size(8)
+    child = OPERATORS[op](SEEDS["resnet_basic"], random.Random(3))
+    assert child is not None and "padding='same'" in child
+    block = next(line for line in child.splitlines() if "padding='same'" in line)
+    for kernel in (1, 2, 3, 5, 7):
+        varied = child.replace(
+            block, re.sub(r", \d, padding='same'", f", {kernel}, padding='same'", block)
+        )
+        assert varied != child or f", {kernel}, padding" in block
+        report = build_check(varied, spec.in_shape, spec.num_classes, AdmissionConfig())
         assert report.param_count > 0
