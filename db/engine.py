@@ -209,7 +209,8 @@ class Store:
 
     `read_only=True` (the CLI's mode) never creates or upgrades anything: a missing SQLite
     file, an empty database or an out-of-date schema is an error, and SQLite is opened with
-    `mode=ro`. `connect_retries` overrides the config's for the first connection only.
+    `mode=ro`. `connect_retries` overrides the config's, for the first connection and every
+    query after it (the CLI fails fast on an outage, mid-command too).
     """
 
     def __init__(
@@ -219,6 +220,8 @@ class Store:
         read_only: bool = False,
         connect_retries: int | None = None,
     ) -> None:
+        if connect_retries is not None:
+            cfg = cfg.model_copy(update={"connect_retries": connect_retries})
         self.cfg = cfg
         self.read_only = read_only
         self.url = parse_url(cfg.url)
@@ -228,8 +231,7 @@ class Store:
             self.url, read_only=read_only, busy_timeout_ms=cfg.busy_timeout_ms
         )
         self._ro_engine: Engine | None = self.engine if read_only else None
-        retries = cfg.connect_retries if connect_retries is None else connect_retries
-        wait_until_reachable(self.engine, self.safe_url, retries)
+        wait_until_reachable(self.engine, self.safe_url, cfg.connect_retries)
         if check_schema(self.engine, self.safe_url, read_only=read_only):
             self.upgrade()
 

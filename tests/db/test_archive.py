@@ -28,7 +28,7 @@ from db.models import Base
 from db.readonly_sql import vet_select
 from db.views import VIEWS, include_object
 from llmnas_dist.cli.main import main
-from llmnas_dist.config import Config
+from llmnas_dist.config import ArchiveConfig, Config
 from llmnas_dist.errors import ErrorClass, UsageError
 from llmnas_dist.spans import Span
 from llmnas_dist.vocab import CandidateStatus, RunStatus, budget_key, code_hash
@@ -311,6 +311,31 @@ def test_failures_and_cycle_stats(archive: Archive) -> None:
         "generated": 6, "constrained": 3, "rejected": 4, "admitted": 1, "evaluated": 1,
         "failed": 1,
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(("given", "tries"), [(None, 3), (0, 1)])
+def test_connect_retries_given_at_open_bound_every_query(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: int | None, tries: int
+) -> None:
+    """The CLI opens the archive with connect_retries=0: an outage mid-command fails at once
+    (before, only the first connection honoured it and later queries retried 30 times)."""
+    from sqlalchemy.exc import OperationalError
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    Archive.from_url(url).close()  # created and migrated
+    calls = []
+
+    def unreachable(*args: object, **kwargs: object) -> None:
+        calls.append(1)
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr("db.engine.time.sleep", lambda s: None)
+    cfg = ArchiveConfig(url=url, connect_retries=2)
+    with Archive(cfg, read_only=True, connect_retries=given) as archive:
+        monkeypatch.setattr(archive, "_session", unreachable)
+        with pytest.raises(OperationalError):
+            archive.list_runs()
+    assert len(calls) == tries
 
 
 def test_every_method_that_touches_the_database_reconnects() -> None:
