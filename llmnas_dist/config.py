@@ -75,7 +75,6 @@ class CEConfig(Section):
         "so a folder of 1,000 programs does not mean 1,000 trainings; None takes them all.",
     )
 
-
     @property
     def stream_seed(self) -> int:
         """The seed the streams use: the run's (drawn at creation when unset), 0 outside one."""

@@ -49,7 +49,8 @@ def add_input_flags(p: argparse.ArgumentParser, recipe: bool = False) -> None:
         "--input-size",
         type=int,
         metavar="PX",
-        help="resize images to PX x PX for the program (default: evaluation.input_size)",
+        help="resize images to PX x PX for the program (default: evaluation.input_size for "
+        "the config's dataset; another --dataset keeps its own size)",
     )
     if recipe:
         p.add_argument(
@@ -61,12 +62,18 @@ def add_input_flags(p: argparse.ArgumentParser, recipe: bool = False) -> None:
 
 
 def with_input_flags(config: Config, args: argparse.Namespace) -> Config:
-    """The config with the command's --input-size/--recipe applied (validated like YAML)."""
+    """The config with the command's --input-size/--recipe applied (validated like YAML).
+    A --dataset other than the config's keeps its own image size unless --input-size says
+    otherwise: the config's `evaluation.input_size` was chosen for its own dataset (the
+    default shrinks mnist5k to 8 px; `--dataset cifar10` should not mean cifar10 at 8 px)."""
     update = {
         key: getattr(args, key)
         for key in ("input_size", "recipe")
         if getattr(args, key, None) is not None
     }
+    dataset = getattr(args, "dataset", None)
+    if dataset and dataset != config.ce.dataset and "input_size" not in update:
+        update["input_size"] = None
     if not update:
         return config
     try:

@@ -23,7 +23,7 @@ from llmnas_dist.admission.grammar import answer_grammar
 from llmnas_dist.admission.novelty import minhash
 from llmnas_dist.admission.pipeline import Admission, Verdict
 from llmnas_dist.cli.check import archive_index
-from llmnas_dist.cli.common import EXIT_FAILED, EXIT_OK, config_from_args
+from llmnas_dist.cli.common import EXIT_FAILED, EXIT_OK, config_from_args, with_input_flags
 from llmnas_dist.config import Config
 from llmnas_dist.errors import CandidateRejected, UsageError
 from llmnas_dist.evaluation.datasets import dataset_spec
@@ -130,7 +130,7 @@ def _adapter(args: argparse.Namespace, config: Config, dataset: str) -> str | No
 
 
 def generate_proposals(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    config = with_input_flags(config_from_args(args), args)
     if not 1 <= args.n <= MAX_N:
         raise UsageError(f"--n must be between 1 and {MAX_N}, got {args.n}")
     if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():

@@ -35,6 +35,21 @@ def test_admitted_seed_prints_json_and_creates_no_archive(workdir, capsys):
     assert not (workdir / "runs").exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "shape"),
+    [
+        ([], "1x8x8"),  # the default's own dataset at the default's size (mnist5k at 8 px)
+        (["--dataset", "cifar100"], "3x32x32"),  # another dataset keeps its own size
+        (["--dataset", "cifar100", "--input-size", "16"], "3x16x16"),
+        (["--dataset", DEFAULT.ce.dataset], "1x8x8"),
+    ],
+)
+def test_the_configs_input_size_belongs_to_its_own_dataset(workdir, capsys, flags, shape):
+    assert DEFAULT.evaluation.input_size == 8  # what this test is about
+    assert main(["check", "seed.py", *flags]) == EXIT_OK
+    assert f"({shape})" in capsys.readouterr().out
+
+
 def test_rejected_program_human_output(workdir, capsys):
     (workdir / "bad.py").write_text("import socket\n" + SEED)
     assert main(["check", "bad.py"]) == EXIT_FAILED
