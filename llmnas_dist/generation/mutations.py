@@ -38,10 +38,11 @@ _ACTIVATION = re.compile(
 )
 _MODULE_ACTS = ("nn.ReLU()", "nn.GELU()", "nn.SiLU()", "nn.LeakyReLU(0.1)", "nn.ELU()", "nn.Mish()")
 _BLOCK_ACTS = ("nn.ReLU()", "nn.GELU()", "nn.SiLU()")  # in blocks the operators add
-# The residual blocks' convolutions are written with padding='same', never a number: the
-# model copies the block and varies its kernel, and with a numeric padding it wrote kernel 3
-# with padding 2 or kernel 5 with padding 1, whose output no longer adds to the input: 5 of
-# the 6 delta build failures of the default first run of 2026-12-03 (mnist5k at 8 px)
+# The residual blocks' convolutions pad 'same', never by a number: the model copies a block
+# and varies its kernel, and with a numeric padding it wrote kernel 3 with padding 2 or
+# kernel 5 with padding 1, whose output no longer adds to the input: 5 of the 6 delta build
+# failures of the default first run of 2026-12-03 (mnist5k at 8 px)
+_SAME = "padding='same'"
 _FUNCTIONAL_ACTS = ("F.relu(", "F.gelu(", "F.silu(", "F.elu(", "F.mish(")
 _KERNEL = re.compile(r"(\b(?:kernel_size=)?)([357]), padding=([123])\b")
 _KERNEL_SWAP = {"3": ("5", "2"), "5": ("3", "1"), "7": ("5", "2")}
@@ -192,7 +193,7 @@ def add_residual_stem(code: str, rng: random.Random) -> str | None:
     act = rng.choice(_BLOCK_ACTS)
     module = (
         f"self.pre_block = nn.Sequential(nn.Conv2d(in_shape[-3], {hidden}, {kernel}, "
-        f"padding='same'), nn.BatchNorm2d({hidden}), {act}, "
+        f"{_SAME}), nn.BatchNorm2d({hidden}), {act}, "
         f"nn.Conv2d({hidden}, in_shape[-3], 1))"
     )
     return _insert_block(code, module, "{x} = {x} + self.pre_block({x})")
@@ -266,7 +267,7 @@ def add_post_block(code: str, rng: random.Random) -> str | None:
     act = rng.choice(_BLOCK_ACTS)
     module = (
         f"self.post_block = nn.Sequential(nn.Conv2d({width}, {width}, {kernel}, "
-        f"padding='same'), nn.BatchNorm2d({width}), {act}, "
+        f"{_SAME}), nn.BatchNorm2d({width}), {act}, "
         f"nn.Conv2d({width}, {width}, 1), nn.BatchNorm2d({width}))"
     )
     lines = code.splitlines(keepends=True)
