@@ -16,14 +16,18 @@ from __future__ import annotations
 import random
 import time
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
+from cluster.pool import PoolResult
 from db.contract import ArchiveStore
+from llmnas_dist.evaluation.evaluate import EvalRecord
 from llmnas_dist.spans import Span, SpanKind, Where
 from llmnas_dist.vocab import Mode, budget_key
+from workers.evaluator import EvalTask
 
 SEED_CYCLE = 0  # the seed programs, evaluated before the first CE cycle
 
@@ -85,11 +89,15 @@ class Evaluations:
     as the archive holds them: read once, on first use (a resumed run's rows), then kept up
     to date by `add` for each result the driver records. Which seeds of a candidate are in,
     the studies' samples and the gate's rows come from here, not from a scan of the archive.
+
+    With a `recipe` fingerprint (evaluation.reuse), `reusable` answers tasks that an
+    earlier run already trained under that recipe from the archive instead of the pool.
     """
 
-    def __init__(self, archive: ArchiveStore, run_id: str) -> None:
+    def __init__(self, archive: ArchiveStore, run_id: str, recipe: str | None = None) -> None:
         self.archive = archive
         self.run_id = run_id
+        self.recipe = recipe
         self._rows: dict[EvalKey, float | None] | None = None  # in first-recorded order
         self._by_arch: dict[str, dict[tuple[str, str, int], float | None]] = {}
 
@@ -114,6 +122,41 @@ class Evaluations:
         key = (arch_hash, dataset, budget, seed)
         if key not in rows or (rows[key] is None and score is not None):
             self._put(key, score)
+
+    def reusable(self, tasks: Iterable[EvalTask]) -> tuple[list[PoolResult], list[EvalTask]]:
+        """(results copied from earlier runs' archived evaluations, the tasks left to train).
+        Only epoch budgets are taken: a time budget's result depends on the machine."""
+        reused: list[PoolResult] = []
+        fresh: list[EvalTask] = []
+        for task in tasks:
+            row = None
+            if self.recipe and task.arch_hash and task.epochs is not None:
+                row = self.archive.reusable_evaluation(
+                    self.run_id,
+                    task.arch_hash,
+                    task.dataset,
+                    budget_key(task.epochs),
+                    task.seed,
+                    self.recipe,
+                )
+            if row is None:
+                fresh.append(task)
+                continue
+            copy = EvalRecord(
+                ok=True,
+                dataset=task.dataset,
+                seed=task.seed,
+                epochs=task.epochs,
+                budget_s=None,
+                accuracy=row.score,
+                loss=row.loss,
+                epochs_done=row.epochs_done,
+                key=task.key,
+                recipe=self.recipe,
+                reused_from=row.id,
+            )
+            reused.append(PoolResult(task, copy, attempts=0))
+        return reused, fresh
 
     def rows(self, budget: str, dataset: str | None = None) -> list[tuple[str, int, float | None]]:
         """(architecture, seed, score) at a budget (on one dataset, or any), in the order

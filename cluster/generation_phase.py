@@ -377,7 +377,7 @@ class GenerationPhase:
             return
         self.archive.update_candidate_status(cid, CandidateStatus.EVALUATING)
         self._pending[cid] = set(missing)
-        self.actors.pool.submit(
+        reused, fresh = self.evals.reusable(
             EvalTask(
                 key=f"{cid}#{seed}",
                 code=code,
@@ -390,6 +390,9 @@ class GenerationPhase:
             )
             for seed in missing
         )
+        self.actors.pool.submit(fresh)
+        for item in reused:
+            self.on_evaluated(item)
 
     def on_evaluated(self, item: PoolResult) -> None:
         """Record one result; a candidate is finished when all of its seeds are in."""
@@ -401,6 +404,7 @@ class GenerationPhase:
         cid = item.task.candidate_id or ""
         if r.ok:
             self.progress.score(r.accuracy)
+        self.progress.reused += r.reused_from is not None
         if cid not in self._pending:
             return  # a study evaluation, not a candidate's own
         self._ok[cid] = self._ok.get(cid, False) or r.ok

@@ -138,6 +138,11 @@ class EvaluatorPool:
         self._start_failures = 0  # actors in a row that died before they were ready
         self.resize(self._placement.count)
 
+    @property
+    def device_kind(self) -> str:
+        """Where its evaluators train: "cuda" with a GPU each, else "cpu"."""
+        return "cuda" if self._placement.num_gpus > 0 else "cpu"
+
     def _new_actor(self) -> Any:
         actor_cls = self.actor_cls or EvaluatorActor
         extra = {"logical_gpus": True} if self.logical_gpus else {}
@@ -386,6 +391,8 @@ def archive_recorder(archive: ArchiveStore, run_id: str) -> Callable[[PoolResult
             message=r.message,
             candidate_id=item.task.candidate_id,
             deadline_s=r.deadline_s,
+            recipe=r.recipe,
+            reused_from=r.reused_from,
         )
 
     return record

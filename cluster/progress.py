@@ -64,19 +64,41 @@ class Progress(LiveLine):
     admitted: int = 0
     evaluating: int = 0
     done: int = 0
+    reused: int = 0  # evaluations taken from earlier runs (evaluation.reuse)
     best: float | None = None
 
     def line(self) -> str:
         best = "-" if self.best is None else f"{self.best:.4f}"
+        reused = f", {self.reused} evaluations reused" if self.reused else ""
         return (
             f"cycle {self.t}: generated {self.generated}/{self.planned} | admitted "
-            f"{self.admitted} | evaluating {self.evaluating} | done {self.done} | best {best}"
-            f" | {self.elapsed:.0f} s"
+            f"{self.admitted} | evaluating {self.evaluating} | done {self.done}{reused} | "
+            f"best {best} | {self.elapsed:.0f} s"
         )
 
     def score(self, value: float | None) -> None:
         if value is not None and (self.best is None or value > self.best):
             self.best = value
+
+
+@dataclass
+class StudyProgress(LiveLine):
+    """A cycle's study evaluations (noise seeds, the longer reference budget): done of
+    planned, how many were taken from earlier runs, and an ETA at the pace so far."""
+
+    t: int
+    planned: int
+    done: int = 0
+    reused: int = 0
+
+    def line(self) -> str:
+        left = self.planned - self.done
+        eta = "-" if not self.done or not left else duration(self.elapsed / self.done * left)
+        reused = f", {self.reused} reused" if self.reused else ""
+        return (
+            f"cycle {self.t}: proxy studies: done {self.done}/{self.planned}{reused} | "
+            f"ETA {eta} | {self.elapsed:.0f} s"
+        )
 
 
 def duration(seconds: float) -> str:

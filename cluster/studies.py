@@ -20,6 +20,7 @@ from collections.abc import Callable
 from cluster.cycle import Evaluations, Settings, keyed_rng
 from cluster.factory import Actors
 from cluster.pool import PoolResult
+from cluster.progress import StudyProgress
 from db.contract import ArchiveStore, Elite
 from llmnas_dist.analysis.gate import noise_gate
 from llmnas_dist.config import Config
@@ -72,7 +73,7 @@ class Studies:
             )
         if tasks:
             log.info("cycle %d: %d study evaluations", t, len(tasks))
-            self.actors.pool.run(tasks, self.on_result)
+            self.evaluate(tasks, StudyProgress(t, len(tasks)))
 
     def tasks(
         self,
@@ -151,7 +152,25 @@ class Studies:
             for seed in range(settings.seeds)
             if (e.hash, seed) not in have
         ]
-        self.actors.pool.run(tasks, self.on_result)
+        self.evaluate(tasks)
+
+    def evaluate(self, tasks: list[EvalTask], progress: StudyProgress | None = None) -> None:
+        """Record each task's result as it comes: taken from an earlier run where one
+        trained it under the same recipe (evaluation.reuse), else from the pool."""
+
+        def record(item: PoolResult) -> None:
+            self.on_result(item)
+            if progress is not None:
+                progress.done += 1
+                progress.reused += item.result.reused_from is not None
+                progress.show()
+
+        reused, fresh = self.evals.reusable(tasks)
+        for item in reused:
+            record(item)
+        self.actors.pool.run(fresh, record)
+        if progress is not None:
+            progress.show(final=True)
 
 
 def _budget(s: Settings) -> tuple[float | None, float | None]:

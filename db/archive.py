@@ -460,8 +460,11 @@ class Archive(Queries):
         message: str | None = None,
         candidate_id: str | None = None,
         deadline_s: float | None = None,
+        recipe: str | None = None,
+        reused_from: int | None = None,
     ) -> bool:
-        """Store one result; True when the row was written.
+        """Store one result; True when the row was written. `recipe` is the training
+        recipe's fingerprint, `reused_from` the archived evaluation a reused result copies.
 
         Unique per (run, architecture, dataset, seed, budget): recording it again changes
         nothing and raises nothing. The one exception is a failed row (score null), which a
@@ -489,6 +492,8 @@ class Archive(Queries):
             "error_class": _error_class(error_class),
             "message": None if message is None else truncate(message),
             "deadline_s": deadline_s,
+            "recipe": recipe,
+            "reused_from": reused_from,
             "created_at": utcnow(),
         }
         stmt = self._insert(Evaluation).values(**values)

@@ -178,6 +178,14 @@ class ArchiveReader(Protocol):
         and budget, over every run (what the adaptive deadline starts from)."""
         ...
 
+    def reusable_evaluation(
+        self, run_id: str, arch_hash: str, dataset: str, budget: str, seed: int, recipe: str
+    ) -> Evaluation | None:
+        """The first successful evaluation another run than `run_id` trained itself (not a
+        copy) for this program, dataset, budget and seed under this recipe fingerprint
+        (`Recipe.fingerprint`); None when there is none."""
+        ...
+
     def spans(self, run_id: str, cycle: int | None = None) -> list[Span]:
         """The run's busy spans (one cycle's when given), in start order."""
         ...
@@ -379,8 +387,11 @@ class ArchiveStore(ArchiveReader, Protocol):
         message: str | None = None,
         candidate_id: str | None = None,
         deadline_s: float | None = None,
+        recipe: str | None = None,
+        reused_from: int | None = None,
     ) -> bool:
-        """Store one result (score None: it failed); True when written. Unique per (run,
+        """Store one result (score None: it failed; `recipe` its recipe's fingerprint;
+        `reused_from` the evaluation of another run it copies); True when written. Unique per (run,
         architecture, dataset, seed, budget): a repeat changes nothing, except that a
         successful attempt replaces a failed row. The architecture's running mean score
         is updated in the same transaction."""

@@ -205,6 +205,8 @@ class Evaluation(Base):
         UniqueConstraint("run_id", "arch_hash", "dataset", "seed", "budget"),
         # covers the elite/top query: filter on (run, dataset, budget), group by arch, read score
         Index(None, "run_id", "dataset", "budget", "arch_hash", "score"),
+        # an earlier run's result for the same program, dataset, budget and seed (reuse)
+        Index(None, "arch_hash", "dataset", "budget", "seed"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -229,6 +231,13 @@ class Evaluation(Base):
     # the wall-clock limit this evaluation ran under (the adaptive deadline, see
     # llmnas_dist/evaluation/deadline.py); null: recorded before revision 0005
     deadline_s: Mapped[float | None] = mapped_column(Float)
+    # the training recipe's fingerprint (llmnas_dist/evaluation/recipe.py): results with the
+    # same one, program, dataset, budget and seed are interchangeable (evaluation.reuse);
+    # null: recorded before revision 0006, or failed before training
+    recipe: Mapped[str | None] = mapped_column(String(16))
+    # the id of the evaluation (of an earlier run) this row copies instead of training
+    # again; null: trained for this run. Copies carry no duration, worker or node.
+    reused_from: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -259,6 +259,24 @@ class Queries(Store):
             return [float(d) for d in s.scalars(q) if d is not None]
 
     @reconnecting
+    def reusable_evaluation(
+        self, run_id: str, arch_hash: str, dataset: str, budget: str, seed: int, recipe: str
+    ) -> Evaluation | None:
+        """The first successful evaluation another run trained (not itself a copy) for this
+        program, dataset, budget and seed with this recipe fingerprint; None when none did."""
+        e = Evaluation
+        q = (
+            select(e)
+            .where(e.arch_hash == arch_hash, e.dataset == dataset, e.budget == budget)
+            .where(e.seed == seed, e.recipe == recipe, e.run_id != run_id)
+            .where(e.score.is_not(None), e.reused_from.is_(None))
+            .order_by(e.id)
+            .limit(1)
+        )
+        with self._session() as s:
+            return s.scalars(q).first()
+
+    @reconnecting
     def spans(self, run_id: str, cycle: int | None = None) -> list[Span]:
         """A run's spans (one cycle's when given), in start order."""
         q = select(SpanRow).where(SpanRow.run_id == run_id)

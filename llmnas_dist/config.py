@@ -234,6 +234,14 @@ class EvaluationConfig(Section):
         "learn(train_data), as LEMUR trains it; same data, limits and test pass).",
     )
     seeds: int = Field(1, ge=1, le=100, description="Seeds per architecture in normal cycles.")
+    reuse: bool = Field(
+        True,
+        description="Take the result an earlier run archived for the same program, dataset, "
+        "epoch budget, seed and recipe fingerprint (training fields, device kind, torch "
+        "version) instead of training again: on a CPU training is deterministic, so it is the "
+        "result training would give. The copy names the row it copies (reused_from). "
+        "Time budgets (budget_s) are never reused: their result depends on the machine.",
+    )
     evaluators: int | None = Field(
         None, ge=1, description="Evaluator actors; None means one per GPU (or 2 on a CPU machine)."
     )

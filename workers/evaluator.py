@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import ray
 
@@ -114,7 +114,16 @@ class Evaluator:
             started=started,
             ended=time.time(),
             deadline_s=limits.timeout_s,
+            recipe=trained_recipe(recipe, result.device).fingerprint,
         )
+
+
+def trained_recipe(recipe: Recipe, device: str | None) -> Recipe:
+    """The recipe on the device the sandbox says it trained on (a GPU evaluator whose CUDA
+    failed trained on the CPU); a device name the recipe does not know keeps the asked one."""
+    if device is not None and (device == "cpu" or device.startswith("cuda")):
+        return replace(recipe, device=device)
+    return recipe
 
 
 def worker_lost(task: EvalTask, cfg: EvaluationConfig, attempts: int, reason: str) -> EvalRecord:

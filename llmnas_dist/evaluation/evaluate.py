@@ -59,13 +59,17 @@ class EvalResult:
 class EvalRecord(EvalResult):
     """One evaluation as an evaluator actor returns it (what crosses Ray to the driver and
     is recorded in the archive): the result, the task's `key`, where it ran (None: its
-    evaluators were lost), when (Unix seconds) and the deadline it ran under."""
+    evaluators were lost), when (Unix seconds), the deadline it ran under, the fingerprint
+    of its recipe (`Recipe.fingerprint`) and, for a result taken from an earlier run instead
+    of training again, the id of the archived evaluation it copies."""
 
     key: str = ""
     where: Where | None = None
     started: float | None = None
     ended: float | None = None
     deadline_s: float | None = None
+    recipe: str | None = None
+    reused_from: int | None = None
 
     @classmethod
     def of(cls, result: EvalResult, **run: Any) -> EvalRecord:

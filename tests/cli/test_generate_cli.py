@@ -94,9 +94,7 @@ def test_without_adapter_it_samples_with_the_cached_warm_start(tmp_path, monkeyp
     args = argparse.Namespace(adapter=None, base_model=False)
     assert _adapter(args, cfg, "digits") is None  # nothing cached yet: the base model
     assert "base model: no warm-start adapter is cached" in capsys.readouterr().err
-    key = warm_start_key(
-        cfg.generation, cfg.finetune, cfg.admission, "digits", load_seeds(), size
-    )
+    key = warm_start_key(cfg.generation, cfg.finetune, cfg.admission, "digits", load_seeds(), size)
     folder = tmp_path / "cache" / "adapters" / f"warm-start-{key[:24]}"
     folder.mkdir(parents=True)
     (folder / "adapter_config.json").write_text("{}")

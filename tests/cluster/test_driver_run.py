@@ -27,6 +27,7 @@ from fixtures import ROOT
 from db.archive import Archive
 from llmnas_dist.analysis.results import diagnose
 from llmnas_dist.analysis.rundata import load_run_data
+from llmnas_dist.seeds import load_seeds
 from llmnas_dist.vocab import CandidateStatus, CycleStatus, RunStatus, budget_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -211,6 +212,37 @@ def test_resubmitting_the_same_run_id_continues_it(tmp_path: Path) -> None:
     again = llmnas("run", "--config", str(cfg), "--run-id", "job-1", cwd=tmp_path)
     out, _ = again.communicate(timeout=120)
     assert again.returncode == 2 and "already completed" in out
+
+
+def test_a_new_run_reuses_what_an_earlier_run_trained_under_the_same_recipe(
+    tmp_path: Path,
+) -> None:
+    """evaluation.reuse: a second run on the archive takes the seed programs' results of
+    the first (same programs, dataset, budget, seed, recipe) instead of training them."""
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    cfg = write_config(tmp_path, url, ce={**TINY["ce"], "cycles": 1})
+    finish(llmnas("run", "--config", str(cfg), "--run-id", "first", cwd=tmp_path))
+    out = finish(llmnas("run", "--config", str(cfg), "--run-id", "second", cwd=tmp_path))
+    with Archive.from_url(url) as archive:
+        first = {e.id: e for e in archive.evaluations("first")}
+        seeds = {c.id for c in archive.candidates("second", cycle=0)}
+        second = archive.evaluations("second")
+        assert_exactly_once(archive, "second")
+    budget = budget_key(TINY["evaluation"]["epochs"], None)
+    own = [e for e in second if e.candidate_id in seeds and e.seed == 0 and e.budget == budget]
+    assert len(own) == len(seeds) == len(load_seeds())
+    assert all(e.reused_from is not None for e in own)
+    for copy in (e for e in second if e.reused_from is not None):
+        original = first[copy.reused_from]
+        assert (copy.arch_hash, copy.seed, copy.budget, copy.score, copy.recipe) == (
+            original.arch_hash,
+            original.seed,
+            original.budget,
+            original.score,
+            original.recipe,
+        )
+        assert copy.duration_s is None and original.duration_s is not None
+    assert "evaluations reused" in out  # the live line says so
 
 
 def test_raise_budget_gate_reranks_the_run_at_the_raised_budget(tmp_path: Path) -> None:

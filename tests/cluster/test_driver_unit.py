@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,12 +15,14 @@ import yaml
 from fixtures import ROOT
 
 from cluster.cli import main
-from cluster.cycle import Settings, Slot, keyed_rng, keyed_seed
+from cluster.cycle import Evaluations, Settings, Slot, keyed_rng, keyed_seed
 from cluster.driver import Driver
 from cluster.generation_phase import Call
 from cluster.progress import (
     Mark,
     PhaseClock,
+    Progress,
+    StudyProgress,
     TrainingProgress,
     cycle_rows,
     cycle_table,
@@ -27,12 +31,15 @@ from cluster.progress import (
     now_mark,
 )
 from db.archive import Archive
+from db.contract import Elite
 from llmnas_dist.admission.grammar import delta_grammar
 from llmnas_dist.config import Config, build_config, load_config
+from llmnas_dist.evaluation.recipe import Recipe
 from llmnas_dist.generation.engine import Answer
 from llmnas_dist.generation.finetune import TrainStep
 from llmnas_dist.seeds import load_seeds
-from llmnas_dist.vocab import CandidateStatus, RunStatus, code_hash
+from llmnas_dist.vocab import CandidateStatus, Mode, RunStatus, code_hash
+from workers.evaluator import EvalTask
 
 
 def test_keyed_streams_do_not_depend_on_order_or_process() -> None:
@@ -69,6 +76,74 @@ def _noisy_archive(tmp_path: Path, action: str) -> tuple[Archive, Driver]:
                 "r", code_hash(code), dataset="digits", seed=seed, budget="epochs=1", score=score
             )
     return archive, Driver(cfg, archive, "r", actors=None)  # type: ignore[arg-type]
+
+
+def test_reusable_copies_an_earlier_runs_result_and_leaves_the_rest_to_train(
+    tmp_path: Path,
+) -> None:
+    """evaluation.reuse: a task another run trained under the same recipe becomes a result
+    naming the row it copies; a time budget, an unknown program, another recipe or reuse
+    switched off leave the task to the pool."""
+    archive = Archive(build_config({"archive": {"url": f"sqlite:///{tmp_path / 'a.db'}"}}).archive)
+    fp = Recipe(epochs=1.0).fingerprint
+    archive.create_run(run_id="r1", dataset="digits", budget="epochs=1")
+    archive.create_run(run_id="r2", dataset="digits", budget="epochs=1")
+    code = "# program\n"
+    h = code_hash(code)
+    archive.add_architecture(code, run_id="r1")
+    archive.record_evaluation(
+        "r1", h, dataset="digits", seed=0, budget="epochs=1", score=0.625, loss=0.5, recipe=fp
+    )
+    (original,) = archive.evaluations("r1")
+    task = EvalTask(key="c#0", code=code, dataset="digits", seed=0, epochs=1.0, arch_hash=h)
+    others = [
+        replace(task, key="time", epochs=None, budget_s=1.0),
+        replace(task, key="seed 1", seed=1),
+        replace(task, key="unknown", arch_hash=code_hash("# other\n")),
+    ]
+    reused, fresh = Evaluations(archive, "r2", fp).reusable([task, *others])
+    assert [f.key for f in fresh] == [t.key for t in others]
+    (item,) = reused
+    r = item.result
+    assert (item.task, item.attempts, r.ok, r.key) == (task, 0, True, "c#0")
+    assert (r.accuracy, r.loss, r.budget, r.reused_from, r.recipe) == (
+        0.625,
+        0.5,
+        "epochs=1",
+        original.id,
+        fp,
+    )
+    assert r.duration_s is None and r.worker_id is None  # no time was spent on it here
+    for recipe in (None, Recipe(epochs=1.0, lr=0.5).fingerprint):
+        assert Evaluations(archive, "r2", recipe).reusable([task]) == ([], [task])
+
+
+@pytest.mark.parametrize(("n_elites", "most"), [(4, 1), (3, 2), (1, 4)])
+def test_a_cycles_parents_are_dealt_without_replacement_within_a_mode(
+    tmp_path: Path, n_elites: int, most: int
+) -> None:
+    """8 slots, 4 of each mode: every elite proposes once in a mode before any twice."""
+    cfg = build_config(
+        {
+            "ce": {"candidates_per_cycle": 8, "seed": 5},
+            "generation": {"delta_fraction": 0.5},
+            "archive": {"url": f"sqlite:///{tmp_path / 'a.db'}"},
+        }
+    )
+    archive = Archive(cfg.archive)
+    archive.create_run(cfg, run_id="r")
+    driver = Driver(cfg, archive, "r", actors=None)  # type: ignore[arg-type]
+    driver.elites = [Elite(i + 1, f"{i:064x}", 0.5, 1, f"# elite {i}\n") for i in range(n_elites)]
+    slots = driver.parents(1)
+    assert slots == driver.parents(1)  # keyed: a resumed driver deals the same
+    for mode in Mode:
+        counts = Counter(s.parent_hash for s in slots if s.mode is mode)
+        assert sum(counts.values()) == 4 and max(counts.values()) == most
+        assert len(counts) == min(4, n_elites)
+    # another cycle deals in another order
+    assert [s.parent_hash for s in driver.parents(2)] != [s.parent_hash for s in slots] or (
+        n_elites == 1
+    )
 
 
 @pytest.mark.parametrize(
@@ -261,7 +336,7 @@ def test_what_a_grammar_cannot_prevent_is_retried_under_the_same_grammar(tmp_pat
             archive.create_run(cfg, run_id="r")
             archive.start_cycle("r", 1)
             # evaluations running (here: with the constrained run) keep generation on one thread
-            pool = SimpleNamespace(busy=lambda busy=constrained: busy)
+            pool = SimpleNamespace(busy=lambda busy=constrained: busy, device_kind="cpu")
             actors = SimpleNamespace(generators=[recorder], pool=pool)
             driver = Driver(cfg, archive, "r", actors)  # type: ignore[arg-type]
             slot = Slot(1, 0, "delta", "the prompt", parent_code=parent)
@@ -350,3 +425,17 @@ def test_a_training_line_reads_at_a_glance() -> None:
     line.step = TrainStep(30, 120, 0.5, 300.0)
     assert line.line().startswith("warm start: step 30/120 | loss 0.500 | ETA 15 min | ")
     assert [duration(s) for s in (45, 600, 7200)] == ["45 s", "10 min", "2.0 h"]
+
+
+def test_a_study_line_counts_reuse_and_gives_an_eta() -> None:
+    line = StudyProgress(0, 12)
+    assert line.line().startswith("cycle 0: proxy studies: done 0/12 | ETA - | ")
+    line._started -= 60.0  # a minute in, 4 done (1 of them copied): 8 left at 15 s each
+    line.done, line.reused = 4, 1
+    assert line.line().startswith("cycle 0: proxy studies: done 4/12, 1 reused | ETA 2 min | ")
+    line.done = 12
+    assert "| ETA - |" in line.line()
+    progress = Progress(1, 8)
+    assert "reused" not in progress.line()
+    progress.done, progress.reused = 3, 2
+    assert "| done 3, 2 evaluations reused | " in progress.line()

@@ -69,7 +69,7 @@ def test_a_lost_generation_actor_is_replaced_and_its_call_resent(tmp_path, monke
     with Archive(cfg.archive) as archive:
         archive.create_run(cfg, run_id="r")
         archive.start_cycle("r", 1)
-        pool = SimpleNamespace(busy=lambda: False, refs=lambda: [], on_span=None)
+        pool = SimpleNamespace(busy=lambda: False, refs=lambda: [], on_span=None, device_kind="cpu")
         doomed = FakeGenerationActor.remote(die=True)
         actors = SimpleNamespace(generators=[doomed], pool=pool)
         driver = Driver(cfg, archive, "r", actors)  # type: ignore[arg-type]

@@ -128,6 +128,39 @@ def test_writes_are_idempotent(archive: Archive) -> None:
     assert len(archive.adapters("r1")) == 1
 
 
+def test_reusable_evaluation_is_another_runs_own_success_under_the_same_recipe(
+    archive: Archive,
+) -> None:
+    """What evaluation.reuse may copy: a scored row of another run, trained there (not a
+    copy), with the same program, dataset, budget, seed and recipe fingerprint."""
+    populate(archive, "r1", {})
+    archive.create_run(run_id="r2", dataset="digits", budget=BUDGET)
+    h = code_hash(program(1))
+    archive.add_architecture(program(1), run_id="r1")
+    key = dict(dataset="digits", budget=BUDGET, recipe="aaaa")
+    archive.record_evaluation("r1", h, seed=0, score=None, error_class="timeout", **key)
+    archive.record_evaluation("r1", h, seed=1, score=0.5, **key)
+    archive.record_evaluation("r1", h, seed=2, score=0.25, **{**key, "recipe": "bbbb"})
+    (failed, trained, other_recipe) = archive.evaluations("r1")
+
+    def found(run: str, seed: int, recipe: str = "aaaa", budget: str = BUDGET) -> int | None:
+        row = archive.reusable_evaluation(run, h, "digits", budget, seed, recipe)
+        return None if row is None else row.id
+
+    assert found("r2", 0) is None  # a failure is never reused
+    assert found("r2", 1) == trained.id
+    assert found("r1", 1) is None  # a run never copies itself
+    assert found("r2", 2) is None and found("r2", 2, "bbbb") == other_recipe.id
+    assert found("r2", 1, budget=budget_key(epochs=2.0)) is None
+    # a copy names its original and is never itself the one copied
+    archive.record_evaluation("r2", h, seed=1, score=0.5, reused_from=trained.id, **key)
+    archive.create_run(run_id="r3", dataset="digits", budget=BUDGET)
+    assert found("r3", 1) == trained.id
+    (copy,) = archive.evaluations("r2")
+    assert (copy.reused_from, copy.recipe, copy.duration_s) == (trained.id, "aaaa", None)
+    assert archive.durations("digits", BUDGET) == []  # copies and failures carry no duration
+
+
 def test_bad_input_is_a_domain_error(archive: Archive) -> None:
     archive.create_run(run_id="r1")
     with pytest.raises(ValueError, match="run id"):

@@ -114,6 +114,25 @@ def test_recipe_from_config_overrides_budget() -> None:
         Recipe.from_config(cfg, epochs=1.0, budget_s=1.0)
 
 
+def test_recipe_fingerprint_names_what_decides_a_score_besides_budget_and_seed() -> None:
+    base = Recipe(seed=0, epochs=1.0)
+    same = [Recipe(seed=3, epochs=1.0), Recipe(epochs=None, budget_s=5.0)]
+    assert {r.fingerprint for r in same} == {base.fingerprint}
+    other = [
+        Recipe(lr=2e-3),
+        Recipe(batch_size=32),
+        Recipe(input_size=8),
+        Recipe(augment=True),
+        Recipe(optimizer="sgd"),
+        Recipe(name="lemur"),
+        Recipe(device="cuda:0"),
+    ]
+    prints = {r.fingerprint for r in other}
+    assert len(prints) == len(other) and base.fingerprint not in prints
+    # which GPU does not matter, that it is one does
+    assert Recipe(device="cuda:1").fingerprint == Recipe(device="cuda:0").fingerprint
+
+
 def test_sandboxed_training_matches_between_runs() -> None:
     recipe = Recipe(seed=7)
     a = evaluate_program(SMALL_NET, "digits", recipe, LIMITS)
