@@ -174,7 +174,8 @@ def show_top(archive: ArchiveReader, args: argparse.Namespace) -> None:
 def show_architecture(archive: ArchiveReader, args: argparse.Namespace) -> None:
     arch = archive.find_architecture(args.hash_prefix)
     evals = archive.sql(
-        "SELECT run_id, dataset, budget, seed, score, error_class, duration_s FROM evaluations "
+        "SELECT run_id, dataset, budget, seed, score, error_class, duration_s, reused_from "
+        "FROM evaluations "
         f"WHERE arch_hash = '{arch.hash}' ORDER BY run_id, dataset, budget, seed",
         max_rows=10_000,
     )  # the hash is validated hex, so inlining it is safe

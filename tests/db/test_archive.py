@@ -470,6 +470,7 @@ def test_cli_queries_as_tables_and_json(archive: Archive, capsys, tmp_path: Path
     code, out, _ = cli(capsys, archive, "show", best[:10], "--json")
     shown = json.loads(out)
     assert shown["hash"] == best and shown["code"] == program(5) and len(shown["evaluations"]) == 2
+    assert [e["reused_from"] for e in shown["evaluations"]] == [None, None]  # trained here
     code, out, _ = cli(capsys, archive, "show", best[:10])
     assert code == 0 and program(5).strip() in out
     code, out, _ = cli(capsys, archive, "lineage", best, "--json")
