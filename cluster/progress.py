@@ -92,8 +92,8 @@ class StudyProgress(LiveLine):
     reused: int = 0
 
     def line(self) -> str:
-        left = self.planned - self.done
-        eta = "-" if not self.done or not left else duration(self.elapsed / self.done * left)
+        left, trained = self.planned - self.done, self.done - self.reused  # copies are instant
+        eta = "-" if not trained or not left else duration(self.elapsed / trained * left)
         reused = f", {self.reused} reused" if self.reused else ""
         return (
             f"cycle {self.t}: proxy studies: done {self.done}/{self.planned}{reused} | "

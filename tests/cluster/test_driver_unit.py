@@ -430,9 +430,9 @@ def test_a_training_line_reads_at_a_glance() -> None:
 def test_a_study_line_counts_reuse_and_gives_an_eta() -> None:
     line = StudyProgress(0, 12)
     assert line.line().startswith("cycle 0: proxy studies: done 0/12 | ETA - | ")
-    line._started -= 60.0  # a minute in, 4 done (1 of them copied): 8 left at 15 s each
-    line.done, line.reused = 4, 1
-    assert line.line().startswith("cycle 0: proxy studies: done 4/12, 1 reused | ETA 2 min | ")
+    line._started -= 60.0  # a minute in, 5 done (1 of them copied): 7 left at 15 s each
+    line.done, line.reused = 5, 1
+    assert line.line().startswith("cycle 0: proxy studies: done 5/12, 1 reused | ETA 2 min | ")
     line.done = 12
     assert "| ETA - |" in line.line()
     progress = Progress(1, 8)
