@@ -8,6 +8,8 @@ actors are stopped and a Ray instance this process started is shut down.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import traceback
 from pathlib import Path
 
@@ -71,10 +73,19 @@ def run_search(
         stop_file_log()
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    """`kill` or `ray job stop` stops a run as Ctrl-C does (marked stopped, its tables
+    printed): Ray's own SIGTERM handler aborted the driver with a stack dump (rc 134)."""
+    raise KeyboardInterrupt
+
+
 def _drive(cfg: Config, archive: ArchiveStore, run_id: str, evaluators: int | None) -> bool:
     clock = PhaseClock()
     with clock.phase("Ray start"):
         started_ray = connect_ray(cfg, evaluators or cfg.evaluation.evaluators or 2)
+    main = threading.current_thread() is threading.main_thread()  # where handlers may be set
+    if main:
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)  # after ray.init, which sets its own
     actors = None
     status = RunStatus.FAILED
     try:
@@ -92,6 +103,8 @@ def _drive(cfg: Config, archive: ArchiveStore, run_id: str, evaluators: int | No
         log.error("run %s failed:\n%s", run_id, traceback.format_exc())
         print(f"run {run_id} failed; resume with: llmnas run --resume {run_id}", flush=True)
     finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         archive.finish_run(run_id, status)
         if actors is not None:
             actors.shutdown()

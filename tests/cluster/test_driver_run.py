@@ -223,13 +223,20 @@ def test_a_new_run_reuses_what_an_earlier_run_trained_under_the_same_recipe(
     url = f"sqlite:///{tmp_path / 'a.db'}"
     cfg = write_config(tmp_path, url, ce={**TINY["ce"], "cycles": 1})
     finish(llmnas("run", "--config", str(cfg), "--run-id", "first", cwd=tmp_path))
-    out = finish(llmnas("run", "--config", str(cfg), "--run-id", "second", cwd=tmp_path))
+    second_run = llmnas("run", "--config", str(cfg), "--run-id", "second", cwd=tmp_path)
+    query = "SELECT COUNT(*) FROM cycles WHERE run_id = 'second' AND t = 1"
+    wait_for(tmp_path / "a.db", query, 1, second_run)
+    # `kill` (and `ray job stop`) stops it as Ctrl-C does: marked stopped, no stack dump
+    second_run.send_signal(signal.SIGTERM)
+    out, _ = second_run.communicate(timeout=300)
+    assert second_run.returncode == 1 and "stopped; resume with" in out, out[-4000:]
+    assert "SIGTERM received" not in out
     with Archive.from_url(url) as archive:
         first = {e.id: e for e in archive.evaluations("first")}
         seeds = {c.id for c in archive.candidates("second", cycle=0)}
         second = archive.evaluations("second")
         first_seeds = {c.id for c in archive.candidates("first", cycle=0)}
-        assert archive.get_run("second").status is RunStatus.COMPLETED
+        assert archive.get_run("second").status is RunStatus.STOPPED
     cycle0 = [e for e in second if e.candidate_id in seeds]
     assert len(seeds) == len(load_seeds())
     assert len(cycle0) == sum(e.candidate_id in first_seeds for e in first.values())
