@@ -391,8 +391,8 @@ class ArchiveStore(ArchiveReader, Protocol):
         reused_from: int | None = None,
     ) -> bool:
         """Store one result (score None: it failed; `recipe` its recipe's fingerprint;
-        `reused_from` the evaluation of another run it copies); True when written. Unique per (run,
-        architecture, dataset, seed, budget): a repeat changes nothing, except that a
+        `reused_from` the evaluation of another run it copies); True when written. Unique
+        per (run, architecture, dataset, seed, budget): a repeat changes nothing, except that a
         successful attempt replaces a failed row. The architecture's running mean score
         is updated in the same transaction."""
         ...
