@@ -233,7 +233,7 @@ class Evaluation(Base):
     deadline_s: Mapped[float | None] = mapped_column(Float)
     # the training recipe's fingerprint (llmnas_dist/evaluation/recipe.py): results with the
     # same one, program, dataset, budget and seed are interchangeable (evaluation.reuse);
-    # null: recorded before revision 0006, or failed before training
+    # null: recorded before revision 0006, or its evaluators were lost (worker_lost)
     recipe: Mapped[str | None] = mapped_column(String(16))
     # the id of the evaluation (of an earlier run) this row copies instead of training
     # again; null: trained for this run. Copies carry no duration, worker or node.

@@ -6,8 +6,8 @@ Create Date: 2026-12-03
 
 evaluations.recipe       the training recipe's fingerprint (Recipe.fingerprint: the training
                          fields, the device kind, torch's version, on a CPU its SIMD
-                         kernels); null: recorded before this revision, or failed before
-                         training
+                         kernels); null: recorded before this revision, or its
+                         evaluators were lost (worker_lost)
 evaluations.reused_from  the id of the evaluation (of an earlier run) this row copies instead
                          of training again (evaluation.reuse); null: trained for its run
 ix_evaluations_arch_hash_dataset_budget_seed
