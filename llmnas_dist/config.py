@@ -238,8 +238,9 @@ class EvaluationConfig(Section):
         True,
         description="Take the result an earlier run archived for the same program, dataset, "
         "epoch budget, seed and recipe fingerprint (training fields, device kind, torch "
-        "version, on a CPU its SIMD kernels) instead of training again: on a CPU training is deterministic, so it is the "
-        "result training would give. The copy names the row it copies (reused_from). "
+        "version, on a CPU its SIMD kernels) instead of training again: on a CPU training "
+        "is deterministic, so it is the result training would give. The copy names the row "
+        "it copies (reused_from). "
         "Time budgets (budget_s) are never reused: their result depends on the machine.",
     )
     evaluators: int | None = Field(
