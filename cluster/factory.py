@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+import llmnas_dist
 from cluster.pool import EvaluatorPool, Placement, evaluator_placement
 from llmnas_dist.config import Config
 from workers.finetuner import FinetuneActor, finetune_options
@@ -32,11 +34,28 @@ ACTOR_CPUS = 1.0  # logical CPUs a generation or fine-tuning actor asks for
 MAX_ADAPTER_BYTES = 2 * 1024**3  # refuse to ship anything larger: not an adapter
 
 
+def code_root() -> Path:
+    """The folder the driver imports this project's packages from (site-packages, or the
+    checkout of an editable install)."""
+    return Path(llmnas_dist.__file__).resolve().parents[1]
+
+
 def connect_ray(cfg: Config, evaluators: int) -> bool:
     """Join the configured or surrounding cluster, else start a local one; True when this
-    process started Ray (and so should shut it down)."""
+    process started Ray (and so should shut it down).
+
+    Ray puts the driver's working directory first on its workers' sys.path (unless the job
+    has a working_dir): `llmnas run` started inside another checkout of llmnas-dist ran its
+    driver from the installed code and its actors from that checkout (seen: a run whose
+    evaluators recorded no recipe fingerprints). So Ray starts in the driver's own code
+    root, and the workers import what the driver imports."""
     if ray.is_initialized():
         return False
+    with contextlib.chdir(code_root()):
+        return _init_ray(cfg, evaluators)
+
+
+def _init_ray(cfg: Config, evaluators: int) -> bool:
     address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True, configure_logging=False)

@@ -120,7 +120,7 @@ class TrainingProgress(LiveLine):
 
     def line(self) -> str:
         if self.step is None:
-            return f"{self.label}: preparing the training examples | {self.elapsed:.0f} s"
+            return f"{self.label}: preparing | {self.elapsed:.0f} s"  # cache lookup or examples
         s = self.step
         return (
             f"{self.label}: step {s.step}/{s.total} | loss {s.loss:.3f} | "

@@ -51,7 +51,10 @@ def two_raylets(head: list[str], worker: list[str], prefix: str) -> Iterator[dic
     ray_cmd("get-auth-token", "--generate")
     # every `ray start` gets a free dashboard-agent port: the default (52365) may be held by
     # another Ray on this machine, and then the head's job agent never comes up
-    common = ["--disable-usage-stats", f"--temp-dir={base / 'ray'}"]
+    # a temp dir per raylet: with one shared dir, the worker's runtime-env agent deleted
+    # and unpacked again the job's working_dir while the driver read its files (seen in a
+    # run: FileNotFoundError on llmnas_dist/seeds, 6 s into the job)
+    common = ["--disable-usage-stats"]
     try:
         ray_cmd(
             "start",
@@ -62,6 +65,7 @@ def two_raylets(head: list[str], worker: list[str], prefix: str) -> Iterator[dic
             "--dashboard-host=127.0.0.1",
             *head,
             *common,
+            f"--temp-dir={base / 'ray'}",
         )
         ray_cmd(
             "start",
@@ -69,6 +73,7 @@ def two_raylets(head: list[str], worker: list[str], prefix: str) -> Iterator[dic
             f"--address=127.0.0.1:{gcs}",
             *worker,
             *common,
+            f"--temp-dir={base / 'rw'}",
         )
         yield {**env, "RAY_ADDRESS": f"http://127.0.0.1:{dash}"}
     finally:

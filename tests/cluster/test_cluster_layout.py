@@ -57,7 +57,9 @@ CONFIG = {
         "tensor_parallel_size": 1,
     },
     # a fixed training time: long enough that the node dies while evaluations run
-    "evaluation": {"epochs": None, "budget_s": 20.0, "cpus_per_evaluator": 1.0},
+    # queue_depth 1: each ready evaluator takes one of the 5 seeds, so the worker's second
+    # evaluator gets one even when it is ready last
+    "evaluation": {"epochs": None, "budget_s": 20.0, "cpus_per_evaluator": 1.0, "queue_depth": 1},
     "cluster": {"logical_gpus": True, "finetune_num_gpus": 1.0},
 }
 
@@ -134,9 +136,11 @@ def worker_node_id(env: dict[str, str]) -> str:
 
 
 def kill_while_evaluating(env: dict[str, str], port: int, node: str, deadline: float) -> int:
-    """Wait until an evaluation runs on the worker node, then SIGKILL its processes."""
+    """Wait until both of the worker node's evaluators run an evaluation, then SIGKILL its
+    processes. Both, not one: the placement file lists the evaluators that said where they
+    run, and a CI run killed the node while its second evaluator was still starting."""
     while time.monotonic() < deadline:
-        if any(t.get("node_id") == node for t in running_evaluations(env)):
+        if sum(t.get("node_id") == node for t in running_evaluations(env)) >= 2:
             time.sleep(3)  # inside the training, past the sandbox start
             pids = node_processes(port)
             for pid in pids:
@@ -144,7 +148,7 @@ def kill_while_evaluating(env: dict[str, str], port: int, node: str, deadline: f
                     os.kill(pid, signal.SIGKILL)
             return len(pids)
         time.sleep(1)
-    raise AssertionError("no evaluation ran on the worker node")
+    raise AssertionError("the worker node's two evaluators never ran evaluations together")
 
 
 def wait_for_job(env: dict[str, str], job: str, deadline: float) -> str:

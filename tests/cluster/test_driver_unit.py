@@ -421,7 +421,7 @@ def test_driver_takes_its_seeds_and_shape_from_the_config(tmp_path: Path) -> Non
 
 def test_a_training_line_reads_at_a_glance() -> None:
     line = TrainingProgress("warm start")
-    assert line.line().startswith("warm start: preparing the training examples | ")
+    assert line.line().startswith("warm start: preparing | ")
     line.step = TrainStep(30, 120, 0.5, 300.0)
     assert line.line().startswith("warm start: step 30/120 | loss 0.500 | ETA 15 min | ")
     assert [duration(s) for s in (45, 600, 7200)] == ["45 s", "10 min", "2.0 h"]
