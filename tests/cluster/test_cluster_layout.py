@@ -135,10 +135,14 @@ def worker_node_id(env: dict[str, str]) -> str:
     return worker["node_id"]
 
 
-def kill_while_evaluating(env: dict[str, str], port: int, node: str, deadline: float) -> int:
+def kill_while_evaluating(
+    env: dict[str, str], port: int, node: str, job: str, deadline: float
+) -> int:
     """Wait until both of the worker node's evaluators run an evaluation, then SIGKILL its
     processes. Both, not one: the placement file lists the evaluators that said where they
-    run, and a CI run killed the node while its second evaluator was still starting."""
+    run, and a CI run killed the node while its second evaluator was still starting. A job
+    that ended first fails the test at once, with its logs."""
+    polls = 0
     while time.monotonic() < deadline:
         if sum(t.get("node_id") == node for t in running_evaluations(env)) >= 2:
             time.sleep(3)  # inside the training, past the sandbox start
@@ -147,16 +151,27 @@ def kill_while_evaluating(env: dict[str, str], port: int, node: str, deadline: f
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             return len(pids)
+        polls += 1
+        if polls % 10 == 0 and (final := job_status(env, job)):
+            logs = ray_cli(env, "job", "logs", job)
+            raise AssertionError(f"the job ended {final} before the node was lost: {logs[-4000:]}")
         time.sleep(1)
     raise AssertionError("the worker node's two evaluators never ran evaluations together")
 
 
+def job_status(env: dict[str, str], job: str) -> str | None:
+    """The job's final status, or None while it runs."""
+    status = ray_cli(env, "job", "status", job).lower()
+    for final in ("succeeded", "failed", "stopped"):
+        if f"'{final}'" in status or f" {final}" in status:
+            return final
+    return None
+
+
 def wait_for_job(env: dict[str, str], job: str, deadline: float) -> str:
     while time.monotonic() < deadline:
-        status = ray_cli(env, "job", "status", job).lower()
-        for final in ("succeeded", "failed", "stopped"):
-            if f"'{final}'" in status or f" {final}" in status:
-                return final
+        if final := job_status(env, job):
+            return final
         time.sleep(5)
     return "timed out"
 
@@ -197,7 +212,7 @@ def test_gpu_layout_and_a_node_lost_mid_cycle(
     assert submitted.returncode == 0, submitted.stderr[-4000:]
     deadline = time.monotonic() + 900
     worker = worker_node_id(env)
-    killed = kill_while_evaluating(env, worker_port, worker, deadline)
+    killed = kill_while_evaluating(env, worker_port, worker, job, deadline)
     assert killed >= 2  # the raylet and at least one worker process
     final = wait_for_job(env, job, deadline)
     logs = ray_cli(env, "job", "logs", job)
