@@ -110,6 +110,12 @@ class GenerationConfig(Section):
         "than the first answer, which the small model otherwise repeats word for word.",
     )
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    stop_on_syntax_error: bool = Field(
+        True,
+        description="Transformers backend: end a whole-program answer as soon as its text holds "
+        "a syntax error that nothing written after it can mend (admission rejects it at the "
+        "same line; the batch no longer decodes it to max_new_tokens_full).",
+    )
     top_k: int = Field(50, ge=0, description="Top-k sampling; 0 disables it.")
     max_new_tokens: int = Field(
         1024, ge=16, le=32_768, description="Tokens per delta proposal (and retry), at most."

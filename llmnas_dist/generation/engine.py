@@ -46,6 +46,9 @@ class Sampling:
     max_new_tokens: int = 1024
     seed: int = 0
     stop: tuple[str, ...] = STOP_STRINGS
+    # end a whole-program answer at a syntax error nothing later can mend (transformers
+    # backend; generation/early_stop.py)
+    stop_on_syntax_error: bool = False
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
@@ -63,7 +66,14 @@ class Sampling:
         a retry samples at the retry temperature."""
         budget = cfg.max_new_tokens_full if mode == "full" else cfg.max_new_tokens
         temperature = cfg.retry_temperature if retry else cfg.temperature
-        return cls(temperature, cfg.top_p, cfg.top_k, budget, seed)
+        return cls(
+            temperature,
+            cfg.top_p,
+            cfg.top_k,
+            budget,
+            seed,
+            stop_on_syntax_error=cfg.stop_on_syntax_error,
+        )
 
 
 @dataclass(frozen=True)
@@ -304,6 +314,7 @@ class TransformersGenerator:
         from peft import PeftModel
 
         from llmnas_dist.generation.constrain import GrammarLogitsProcessor
+        from llmnas_dist.generation.early_stop import SyntaxErrorStop
 
         use_base = base and isinstance(self.model, PeftModel)
         batch = self.tokenizer(
@@ -327,13 +338,16 @@ class TransformersGenerator:
                     constraints, self._ll_tokenizer.vocab_size, int(self.tokenizer.eos_token_id)
                 )
             ]
+        width = batch["input_ids"].shape[1]
+        stop = SyntaxErrorStop(self.tokenizer, width, constraints)
+        if sampling.stop_on_syntax_error:
+            kwargs["stopping_criteria"] = [stop]
         start = time.perf_counter()
         torch.manual_seed(sampling.seed)
         base_only = self.model.disable_adapter() if use_base else contextlib.nullcontext()
         with torch.inference_mode(), base_only:
             out = self.model.generate(**batch, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
         seconds = time.perf_counter() - start
-        width = batch["input_ids"].shape[1]
         prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
         return [
             GenerationResult(
@@ -344,7 +358,10 @@ class TransformersGenerator:
                 output_tokens=_answer_length(row.tolist(), self.tokenizer.eos_token_id),
                 seconds=seconds,
                 constrained=bool(constraints) and constraints[i].constrained,
-                grammar_note=constraints[i].note if constraints else None,
+                grammar_note="; ".join(
+                    n for n in (constraints[i].note if constraints else None, stop.note(i)) if n
+                )
+                or None,
             )
             for i, (row, n) in enumerate(zip(out[:, width:], prompt_tokens, strict=True))
         ]

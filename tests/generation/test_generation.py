@@ -37,7 +37,11 @@ PROMPTS = ["Write one PyTorch Conv2d layer.", "Name an activation function."]
 
 def test_sampling_from_config_and_validation():
     cfg = GenerationConfig(temperature=0.5, top_p=0.8, top_k=20, max_new_tokens=64)
-    assert Sampling.from_config(cfg, seed=3) == Sampling(0.5, 0.8, 20, 64, 3)
+    assert Sampling.from_config(cfg, seed=3) == Sampling(
+        0.5, 0.8, 20, 64, 3, stop_on_syntax_error=True
+    )
+    off = GenerationConfig(stop_on_syntax_error=False)
+    assert not Sampling.from_config(off, mode="full").stop_on_syntax_error
     full = GenerationConfig(max_new_tokens=64, max_new_tokens_full=900)
     assert Sampling.from_config(full, mode="full").max_new_tokens == 900
     assert Sampling.from_config(full, mode="delta").max_new_tokens == 64
@@ -345,3 +349,42 @@ def test_generation_actor_answers_a_batch_on_ray(tmp_path):
             ray.get(actor.set_adapter.remote(str(tmp_path)))
     finally:
         ray.shutdown()
+
+
+# a whole-program answer forced through a line no continuation mends (line 2), two whole
+# lines after it, then 80 free characters: decoded to the end unless stopped early
+BROKEN_FULL = (
+    'start: "<nn>\\nimport torch.nn as nn\\nx = nn.IoU loss.(1)\\na = 1\\nb = 2\\n" TAIL\n'
+    "TAIL: /[a-z ]{80}/\n"
+)
+
+
+@pytest.mark.integration
+def test_a_whole_program_stops_at_a_settled_syntax_error(generator):
+    """The broken row ends within a check (8 steps) of its second line after the error, and
+    says why; the free row beside it and the same row with the switch off run on."""
+    prompts = ["Write a PyTorch Net.", "Write a PyTorch Net."]
+    grammars = [BROKEN_FULL, None]
+    runs = {
+        on: generator.generate(
+            prompts,
+            Sampling(temperature=0.0, max_new_tokens=64, stop=(), stop_on_syntax_error=on),
+            grammars=grammars,
+        )
+        for on in (False, True)
+    }
+    forced = len(
+        generator.tokenizer(
+            "<nn>\nimport torch.nn as nn\nx = nn.IoU loss.(1)\na = 1\nb = 2\n"
+        ).input_ids
+    )
+    stopped, free = runs[True]
+    assert stopped.constrained and stopped.text.startswith(
+        "<nn>\nimport torch.nn as nn\nx = nn.IoU"
+    )
+    assert "decoding stopped at a syntax error (line 2: invalid syntax" in (
+        stopped.grammar_note or ""
+    )
+    assert stopped.output_tokens <= forced + 8 + 1  # +1: the padding's end token
+    assert runs[False][0].output_tokens == 64 and runs[False][0].grammar_note is None
+    assert free.output_tokens == runs[False][1].output_tokens and free.grammar_note is None

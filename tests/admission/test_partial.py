@@ -1,0 +1,91 @@
+"""The verdict on a whole-program answer still being written: a syntax error nothing later
+can mend stops it; unfinished code, deltas and ended answers never do."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmnas_dist.admission.build import build_check
+from llmnas_dist.admission.delta import extract_code
+from llmnas_dist.admission.partial import settled_syntax_error
+from llmnas_dist.config import AdmissionConfig
+from llmnas_dist.errors import CandidateRejected, ErrorClass
+from llmnas_dist.seeds import load_seeds
+
+BROKEN = (
+    "<nn>\n"
+    "import torch.nn as nn\n"
+    "class Net(nn.Module):\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.skip = nn.IoU loss.(self.conv4(F))\n"
+    "        self.bn = nn.BatchNorm2d(8)\n"
+    "        self.relu = nn.ReLU()\n"
+)
+
+
+def prefixes(text: str) -> list[str]:
+    return [text[:i] for i in range(1, len(text) + 1)]
+
+
+def line_prefixes(text: str) -> list[str]:
+    """Only whole lines are judged, so a prefix ending at each newline covers them all."""
+    return [text[: i + 1] for i, ch in enumerate(text) if ch == "\n"]
+
+
+@pytest.mark.parametrize("name", sorted(load_seeds()))
+def test_no_prefix_of_a_valid_program_is_stopped(name: str) -> None:
+    """Every prefix of every seed, framed as a full answer (bare and fenced)."""
+    code = load_seeds()[name]
+    for framed in (f"<nn>\n{code}", f"<nn>\n```python\n{code}"):
+        assert [p for p in line_prefixes(framed) if settled_syntax_error(p)] == []
+
+
+@pytest.mark.parametrize(
+    "unfinished",
+    [
+        "x = nn.Sequential(\n    nn.ReLU(),\n    nn.ReLU(),\n    nn.ReLU(),\n",  # open bracket
+        'x = """a docstring\nstill open\nand open\nand open\n',  # open string
+        "try:\n    a = 1\n    b = 2\n    c = 3\n",  # no except yet
+        "@decorator\n",
+        "class A:\n    def f(self):\n",
+        "x = 1\\\n",  # a continuation line
+        "y = x if f(x)\n",  # the error is on the last line: the rest may still mend it
+    ],
+)
+def test_unfinished_code_is_never_an_error(unfinished: str) -> None:
+    for p in prefixes(f"<nn>\n{unfinished}"):
+        assert settled_syntax_error(p) is None, p
+
+
+def test_a_settled_error_is_reported_at_admission_s_line_once_two_lines_follow() -> None:
+    lines = BROKEN.splitlines(keepends=True)
+    assert settled_syntax_error("".join(lines[:6])) is None  # the bad line is the last
+    assert settled_syntax_error("".join(lines[:7])) is None  # one line after it
+    verdict = settled_syntax_error(BROKEN)
+    assert verdict is not None and verdict.startswith("line 5: invalid syntax")
+    # admission rejects the cut answer as a syntax error at the same line
+    with pytest.raises(CandidateRejected) as rejected:
+        build_check(extract_code(BROKEN), (1, 8, 8), 10, AdmissionConfig())
+    assert rejected.value.error_class is ErrorClass.SYNTAX_ERROR
+    assert "line 5" in rejected.value.message
+
+
+def test_fenced_answers_count_lines_as_admission_does() -> None:
+    fenced = BROKEN.replace("<nn>\n", "<nn>\n\n```python\n")
+    verdict = settled_syntax_error(fenced)
+    assert verdict is not None and verdict.startswith("line 5:")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        BROKEN.replace("<nn>\n", ""),  # no <nn>: a delta, or no program yet
+        BROKEN + "</nn>",  # ended: admission judges the whole answer
+        BROKEN.replace("<nn>\n", "<nn>\n```python\n") + "```\n",  # the fence closed
+        "<delta>\n--- baseline.py\n+++ improved.py\n@@ -1,3 +1,3 @@\n x = (\n-y\n+y = \n",
+        "<nn>\nx = 1\x00\ny = 2\nz = 3\n",  # a null byte: admission's to say
+    ],
+)
+def test_only_an_open_program_is_judged(answer: str) -> None:
+    assert settled_syntax_error(answer) is None
