@@ -6,6 +6,7 @@
     python bench/generation_bench.py constrained [--samples 16] [--out DIR] [--vllm]
     python bench/generation_bench.py threads [--batch 8] [--max-new-tokens 64]
     python bench/generation_bench.py batches [--max-new-tokens 64]
+    python bench/generation_bench.py early-stop --adapter DIR [--samples 3]
 
 Every number is a ratio against a baseline measured in the same run:
 - warm-start: valid-delta rate (the answer parses and applies to its parent) and admitted
@@ -36,6 +37,12 @@ Every number is a ratio against a baseline measured in the same run:
   parameter bytes over measured memory bandwidth (a large tensor copy) bounds batch 1;
   2 x parameters FLOPs per token over measured one-thread matmul throughput bounds any
   batch.
+- early-stop: whole-program answers in the default run's batches (4 prompts: the default
+  config's full-mode prompt for 4 seeds, its sampling, grammar and token budget, the given
+  adapter), each batch sampled twice with the same seed: `stop_on_syntax_error` off (the
+  baseline) and on. Per arm: wall time, output tokens, admission's verdicts; the ratio of
+  wall times; and for every answer stopped early, the verdict of the same row decoded to
+  its end (it must be the same syntax error, at the same line).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -540,6 +548,64 @@ def batches(args: argparse.Namespace) -> dict:
     return report
 
 
+def early_stop(args: argparse.Namespace) -> dict:
+    """The arms of the module doc; --samples batches (seeds 0..samples-1)."""
+    from llmnas_dist.admission.grammar import FULL_GRAMMAR
+    from llmnas_dist.admission.pipeline import Admission
+    from llmnas_dist.config import load_config
+    from llmnas_dist.evaluation.datasets import dataset_spec
+    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
+    from llmnas_dist.generation.prompts import parent_prompt
+    from llmnas_dist.seeds import load_seeds
+
+    if not args.adapter:
+        raise SystemExit("early-stop needs --adapter (the warm-start adapter folder)")
+    cfg = load_config()
+    spec = dataset_spec(cfg.ce.dataset).at_size(cfg.evaluation.input_size)
+    seeds = load_seeds()
+    parents = [seeds[name] for name in sorted(seeds)[:4]]
+    prompts = [parent_prompt("full", p, spec, 0.85) for p in parents]
+    gen = TransformersGenerator(cfg.generation.model)
+    report: dict = {"batches": [], "prompts": len(prompts)}
+    for seed in range(args.samples):
+        arms = {}
+        for on in (False, True):
+            sampling = replace(
+                Sampling.from_config(cfg.generation, seed=seed, mode="full"),
+                stop_on_syntax_error=on,
+            )
+            results = gen.generate(
+                prompts, sampling, adapter=args.adapter, grammars=[FULL_GRAMMAR] * len(prompts)
+            )
+            admission = Admission(cfg.admission, spec)
+            verdicts = [
+                admission.admit(r.text, "full", p) for r, p in zip(results, parents, strict=True)
+            ]
+            arms["on" if on else "off"] = {
+                "seconds": results[0].seconds,
+                "output_tokens": [r.output_tokens for r in results],
+                "stopped": [bool(r.grammar_note and "stopped" in r.grammar_note) for r in results],
+                "verdicts": [
+                    (v.error_class.value if v.error_class else "admitted", v.message[:80])
+                    for v in verdicts
+                ],
+            }
+            print(seed, "on" if on else "off", arms["on" if on else "off"], flush=True)
+        off, on_ = arms["off"], arms["on"]
+        arms["on_over_off_seconds"] = on_["seconds"] / off["seconds"]
+        arms["stopped_rows_agree"] = all(
+            on_["verdicts"][i][0] == off["verdicts"][i][0] == "syntax_error"
+            and on_["verdicts"][i][1].split(":")[0] == off["verdicts"][i][1].split(":")[0]
+            for i, stopped in enumerate(on_["stopped"])
+            if stopped
+        )
+        report["batches"].append(arms)
+    off_s = sum(b["off"]["seconds"] for b in report["batches"])
+    on_s = sum(b["on"]["seconds"] for b in report["batches"])
+    report["on_over_off_seconds"] = on_s / off_s
+    return report
+
+
 def throughput(args: argparse.Namespace) -> dict:
     python = ROOT / ".venv-vllm" / "bin" / "python"
     if not python.exists():
@@ -588,6 +654,7 @@ def main() -> None:
             "constrained",
             "threads",
             "batches",
+            "early-stop",
             "vllm-worker",
             "vllm-arms",
         ),
@@ -618,7 +685,8 @@ def main() -> None:
     p.add_argument("--base-free", action="store_true", help="constrained: a base-model free arm")
     p.add_argument("--arms", help="constrained: only these arms (comma list, transformers)")
     args = p.parse_args()
-    if args.part not in ("warm-start", "constrained", "vllm-arms") and args.max_new_tokens is None:
+    own_budget = ("warm-start", "constrained", "vllm-arms", "early-stop")
+    if args.part not in own_budget and args.max_new_tokens is None:
         args.max_new_tokens = 160
     if args.part == "vllm-worker":
         vllm_worker(args)
@@ -634,6 +702,7 @@ def main() -> None:
         "constrained": constrained,
         "threads": threads,
         "batches": batches,
+        "early-stop": early_stop,
     }
     report = parts[args.part](args)
     path = Path(args.out) / f"{args.part}.json"

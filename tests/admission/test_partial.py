@@ -89,3 +89,40 @@ def test_fenced_answers_count_lines_as_admission_does() -> None:
 )
 def test_only_an_open_program_is_judged(answer: str) -> None:
     assert settled_syntax_error(answer) is None
+
+
+RUNAWAY_BRACKET = (
+    "<nn>\n"
+    "import torch.nn as nn\n"
+    "class Net(nn.Module):\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1),\n"
+    "        self.head = nn.Linear(8, 10)\n"
+    "        self.relu = nn.ReLU()\n"
+    "        self.drop = nn.Dropout(0.1)\n"
+)
+
+
+def test_an_error_inside_a_bracket_that_never_closes_is_found() -> None:
+    """The bracket opened on line 5 hides line 6 (a statement inside a call) from the plain
+    parse; closing it at the end finds it, once two lines follow."""
+    lines = RUNAWAY_BRACKET.splitlines(keepends=True)
+    assert settled_syntax_error("".join(lines[:8])) is None  # one line after line 6
+    verdict = settled_syntax_error(RUNAWAY_BRACKET)
+    assert verdict is not None and verdict.startswith("line 6:")
+
+
+@pytest.mark.parametrize(
+    "open_call",
+    [
+        "x = nn.Sequential(\n    nn.Conv2d(1, 8, 3, padding='same'),\n    nn.ReLU(),\n",
+        "x = dict(\n    a=1,\n    b=[1, 2,\n       3],\n    c={'(': ')'},\n",  # brackets in strings
+        "x = f(\n    y,\n    '''a string with ( and [\n    still open\n",
+        "x = [\n    i * 2\n    for i in range(4)\n    if i\n",
+        "x = (\n    1\n    + 2\n    # a comment (with a bracket\n",
+    ],
+)
+def test_an_open_bracket_around_valid_code_is_never_an_error(open_call: str) -> None:
+    for p in prefixes(f"<nn>\n{open_call}"):
+        assert settled_syntax_error(p) is None, p
