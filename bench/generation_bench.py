@@ -581,7 +581,7 @@ def early_stop(args: argparse.Namespace) -> dict:
             verdicts = [
                 admission.admit(r.text, "full", p) for r, p in zip(results, parents, strict=True)
             ]
-            arms["on" if on else "off"] = {
+            arm = arms["on" if on else "off"] = {
                 "seconds": results[0].seconds,
                 "output_tokens": [r.output_tokens for r in results],
                 "stopped": [bool(r.grammar_note and "stopped" in r.grammar_note) for r in results],
@@ -590,7 +590,8 @@ def early_stop(args: argparse.Namespace) -> dict:
                     for v in verdicts
                 ],
             }
-            print(seed, "on" if on else "off", arms["on" if on else "off"], flush=True)
+            print(seed, "on" if on else "off", arm, flush=True)
+            arm["texts"] = [r.text for r in results]  # in the report only
         off, on_ = arms["off"], arms["on"]
         arms["on_over_off_seconds"] = on_["seconds"] / off["seconds"]
         arms["stopped_rows_agree"] = all(

@@ -17,7 +17,9 @@ from transformers import StoppingCriteria
 from llmnas_dist.admission.partial import settled_syntax_error
 from llmnas_dist.generation.constrain import Constraint
 
-CHECK_EVERY = 8  # decoding steps between checks: a check decodes each open row
+# decoding steps between checks: a check decodes each open row and, when it has new whole
+# lines, parses them (about 9 ms for a 3,000-character answer on a loaded 2-core CPU)
+CHECK_EVERY = 16
 
 
 class SyntaxErrorStop(StoppingCriteria):
@@ -29,6 +31,7 @@ class SyntaxErrorStop(StoppingCriteria):
         self.prompt_width = prompt_width
         self.constraints = constraints
         self.stopped: dict[int, str] = {}  # row -> the verdict it was stopped for
+        self._lines: dict[int, int] = {}  # row -> whole lines at its last verdict
         self._steps = 0
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> Any:
@@ -39,7 +42,11 @@ class SyntaxErrorStop(StoppingCriteria):
         for i, row in enumerate(input_ids[:, self.prompt_width :].tolist()):
             if i in self.stopped:
                 continue
-            verdict = settled_syntax_error(self.tokenizer.decode(row, skip_special_tokens=True))
+            text = self.tokenizer.decode(row, skip_special_tokens=True)
+            if self._lines.get(i) == (lines := text.count("\n")):
+                continue  # only whole lines are judged: nothing new
+            self._lines[i] = lines
+            verdict = settled_syntax_error(text)
             if verdict is not None:
                 self.stopped[i] = verdict
                 done[i] = True

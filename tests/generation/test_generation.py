@@ -15,6 +15,7 @@ from llmnas_dist.admission.grammar import delta_grammar
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.evaluation.datasets import dataset_spec
+from llmnas_dist.generation.early_stop import CHECK_EVERY
 from llmnas_dist.generation.engine import (
     STOP_STRINGS,
     GenerationResult,
@@ -361,8 +362,8 @@ BROKEN_FULL = (
 
 @pytest.mark.integration
 def test_a_whole_program_stops_at_a_settled_syntax_error(generator):
-    """The broken row ends within a check (8 steps) of its second line after the error, and
-    says why; the free row beside it and the same row with the switch off run on."""
+    """The broken row ends within one check (CHECK_EVERY steps) of the second line after its error
+    and says why; the free row beside it and the same row with the switch off run on."""
     prompts = ["Write a PyTorch Net.", "Write a PyTorch Net."]
     grammars = [BROKEN_FULL, None]
     runs = {
@@ -385,6 +386,6 @@ def test_a_whole_program_stops_at_a_settled_syntax_error(generator):
     assert "decoding stopped at a syntax error (line 2: invalid syntax" in (
         stopped.grammar_note or ""
     )
-    assert stopped.output_tokens <= forced + 8 + 1  # +1: the padding's end token
+    assert stopped.output_tokens <= forced + CHECK_EVERY + 1  # +1: the padding's end token
     assert runs[False][0].output_tokens == 64 and runs[False][0].grammar_note is None
     assert free.output_tokens == runs[False][1].output_tokens and free.grammar_note is None
