@@ -39,10 +39,12 @@ Every number is a ratio against a baseline measured in the same run:
   batch.
 - early-stop: whole-program answers in the default run's batches (4 prompts: the default
   config's full-mode prompt for 4 seeds, its sampling, grammar and token budget, the given
-  adapter), each batch sampled twice with the same seed: `stop_on_syntax_error` off (the
-  baseline) and on. Per arm: wall time, output tokens, admission's verdicts; the ratio of
-  wall times; and for every answer stopped early, the verdict of the same row decoded to
-  its end (it must be the same syntax error, at the same line).
+  adapter), each batch sampled twice with the same seed: the early stops off (the
+  baseline: `stop_on_syntax_error` False, `stop_on_repeats` 0) and as the config sets
+  them. Per arm: wall time, output tokens, admission's verdicts; the ratio of wall times;
+  and for every answer stopped early, why, and the verdict of the same row decoded to its
+  end (a syntax stop must be the same syntax error at the same line; a loop stop loses
+  nothing when that row was rejected too).
 """
 
 from __future__ import annotations
@@ -548,6 +550,21 @@ def batches(args: argparse.Namespace) -> dict:
     return report
 
 
+def _stop_reason(note: str | None) -> str | None:
+    """'syntax' or 'loop' when the answer's note says decoding stopped early."""
+    if not note or "decoding stopped" not in note:
+        return None
+    return "loop" if "decoding stopped in a loop" in note else "syntax"
+
+
+def _stop_lost_nothing(reason: str, on: tuple[str, str], off: tuple[str, str]) -> bool:
+    """A syntax stop: the row decoded to its end is the same syntax error at the same
+    line. A loop stop: that row was rejected too."""
+    if reason == "syntax":
+        return on[0] == off[0] == "syntax_error" and on[1].split(":")[0] == off[1].split(":")[0]
+    return off[0] != "admitted"
+
+
 def early_stop(args: argparse.Namespace) -> dict:
     """The arms of the module doc; --samples batches (seeds 0..samples-1)."""
     from llmnas_dist.admission.grammar import FULL_GRAMMAR
@@ -570,10 +587,9 @@ def early_stop(args: argparse.Namespace) -> dict:
     for seed in range(args.samples):
         arms = {}
         for on in (False, True):
-            sampling = replace(
-                Sampling.from_config(cfg.generation, seed=seed, mode="full"),
-                stop_on_syntax_error=on,
-            )
+            sampling = Sampling.from_config(cfg.generation, seed=seed, mode="full")
+            if not on:
+                sampling = replace(sampling, stop_on_syntax_error=False, stop_on_repeats=0)
             results = gen.generate(
                 prompts, sampling, adapter=args.adapter, grammars=[FULL_GRAMMAR] * len(prompts)
             )
@@ -584,7 +600,7 @@ def early_stop(args: argparse.Namespace) -> dict:
             arm = arms["on" if on else "off"] = {
                 "seconds": results[0].seconds,
                 "output_tokens": [r.output_tokens for r in results],
-                "stopped": [bool(r.grammar_note and "stopped" in r.grammar_note) for r in results],
+                "stopped": [_stop_reason(r.grammar_note) for r in results],
                 "verdicts": [
                     (v.error_class.value if v.error_class else "admitted", v.message[:80])
                     for v in verdicts
@@ -595,10 +611,9 @@ def early_stop(args: argparse.Namespace) -> dict:
         off, on_ = arms["off"], arms["on"]
         arms["on_over_off_seconds"] = on_["seconds"] / off["seconds"]
         arms["stopped_rows_agree"] = all(
-            on_["verdicts"][i][0] == off["verdicts"][i][0] == "syntax_error"
-            and on_["verdicts"][i][1].split(":")[0] == off["verdicts"][i][1].split(":")[0]
-            for i, stopped in enumerate(on_["stopped"])
-            if stopped
+            _stop_lost_nothing(reason, on_["verdicts"][i], off["verdicts"][i])
+            for i, reason in enumerate(on_["stopped"])
+            if reason
         )
         report["batches"].append(arms)
     off_s = sum(b["off"]["seconds"] for b in report["batches"])

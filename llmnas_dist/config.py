@@ -116,6 +116,14 @@ class GenerationConfig(Section):
         "a syntax error that nothing written after it can mend (admission rejects it at the "
         "same line; the batch no longer decodes it to max_new_tokens_full).",
     )
+    stop_on_repeats: int = Field(
+        6,
+        ge=0,
+        description="Transformers backend: end an answer whose last lines repeat one block of "
+        "up to 8 lines this many times in a row (a loop the small model seldom leaves before "
+        "the token limit cuts it mid-line); the answer is judged as it stands. 0: never. "
+        "No shipped seed repeats a block even twice.",
+    )
     top_k: int = Field(50, ge=0, description="Top-k sampling; 0 disables it.")
     max_new_tokens: int = Field(
         1024, ge=16, le=32_768, description="Tokens per delta proposal (and retry), at most."
@@ -171,6 +179,10 @@ class GenerationConfig(Section):
                     f"{name} ({getattr(self, name)}) must be below max_model_len "
                     f"({self.max_model_len}) to leave room for the prompt"
                 )
+        if self.stop_on_repeats == 1:
+            raise ValueError(
+                "stop_on_repeats must be 0 (off) or at least 2: every line repeats once"
+            )
         return self
 
 

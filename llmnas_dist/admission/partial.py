@@ -1,5 +1,6 @@
 """Verdicts on an answer still being written: a whole program whose text so far already
-holds a syntax error that nothing the model writes next can mend.
+holds a syntax error that nothing the model writes next can mend, and an answer caught in
+a loop (`repeated_block`).
 
 Decoding such an answer to its token limit buys nothing: admission rejects it as
 `syntax_error` at the same line. In the default run of 2026-12-03 (2-core AMD) two of the
@@ -32,6 +33,9 @@ LINES_PAST_ERROR = 2  # whole lines the parser must have read after the error
 _PAIRS = {"(": ")", "[": "]", "{": "}"}
 _OPEN_NN = re.compile(r"<nn>", re.I)
 _FENCE = re.compile(r"\A[ \t]*```[a-zA-Z0-9]*[ \t]*\n")
+# Longest block of lines a loop is looked for in: the loop seen in the early-stop bench
+# alternated 2 lines; a layer stack written out (conv, norm, activation, pool) is 4.
+MAX_BLOCK_LINES = 8
 
 
 def settled_syntax_error(answer: str) -> str | None:
@@ -90,3 +94,58 @@ def _body(answer: str, start: int) -> str:
     admission's `extract_code` drops them (so line numbers agree)."""
     body = answer[start:].lstrip("\n")
     return _FENCE.sub("", body, count=1)
+
+
+def repeated_block(answer: str, min_repeats: int) -> str | None:
+    """'the last N lines repeat a K-line block R times' when the answer's last whole
+    non-blank lines are one block of at most `MAX_BLOCK_LINES` lines written at least
+    `min_repeats` times in a row (the smallest such block); None otherwise.
+
+    Not a settled verdict like a syntax error: the model could leave the loop. The small
+    model seldom did; a loop that runs to the token limit is cut mid-line and rejected.
+    `min_repeats` decides how sure the call is: no shipped seed repeats any block even
+    twice in a row (tests/admission/test_partial.py), and a caller adds what the prompt
+    itself repeats (`longest_repeat`), so copying a parent's repeated lines is no loop."""
+    if min_repeats < 2:
+        raise ValueError(f"min_repeats must be at least 2, got {min_repeats}")
+    lines = _whole_lines(answer)
+    for size in range(1, MAX_BLOCK_LINES + 1):
+        repeats = _repeats_ending_at(lines, len(lines), size)
+        if repeats >= min_repeats:
+            return f"the last {repeats * size} lines repeat a {size}-line block {repeats} times"
+    return None
+
+
+def longest_repeat(text: str) -> int:
+    """The most times any block of at most `MAX_BLOCK_LINES` non-blank lines is written in a
+    row anywhere in `text` (1: no line or block follows itself)."""
+    lines = _whole_lines(text + "\n")
+    return max(
+        (
+            _repeats_ending_at(lines, end, size)
+            for end in range(1, len(lines) + 1)
+            for size in range(1, min(MAX_BLOCK_LINES, end) + 1)
+        ),
+        default=1,
+    )
+
+
+def _whole_lines(text: str) -> list[str]:
+    """The non-blank whole lines of `text` (a last line without its newline is left out),
+    trailing spaces dropped."""
+    whole = text[: text.rfind("\n") + 1]
+    return [line.rstrip() for line in whole.splitlines() if line.strip()]
+
+
+def _repeats_ending_at(lines: list[str], end: int, size: int) -> int:
+    """How many times the block lines[end - size:end] is written in a row, ending at end
+    (0 when there are fewer than `size` lines before end)."""
+    if end < size:
+        return 0
+    block = lines[end - size : end]
+    repeats = 1
+    while end - (repeats + 1) * size >= 0 and (
+        lines[end - (repeats + 1) * size : end - repeats * size] == block
+    ):
+        repeats += 1
+    return repeats

@@ -46,9 +46,11 @@ class Sampling:
     max_new_tokens: int = 1024
     seed: int = 0
     stop: tuple[str, ...] = STOP_STRINGS
-    # end a whole-program answer at a syntax error nothing later can mend (transformers
-    # backend; generation/early_stop.py)
+    # end a whole-program answer at a syntax error nothing later can mend, and any answer
+    # whose last lines repeat one block this many times (0: never); transformers backend,
+    # generation/early_stop.py
     stop_on_syntax_error: bool = False
+    stop_on_repeats: int = 0
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
@@ -57,6 +59,10 @@ class Sampling:
             raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
         if isinstance(self.stop, str) or not all(isinstance(t, str) and t for t in self.stop):
             raise ValueError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
+        if self.stop_on_repeats == 1 or self.stop_on_repeats < 0:
+            raise ValueError(
+                f"stop_on_repeats must be 0 (off) or at least 2, got {self.stop_on_repeats}"
+            )
 
     @classmethod
     def from_config(
@@ -73,6 +79,7 @@ class Sampling:
             budget,
             seed,
             stop_on_syntax_error=cfg.stop_on_syntax_error,
+            stop_on_repeats=cfg.stop_on_repeats,
         )
 
 
@@ -314,7 +321,7 @@ class TransformersGenerator:
         from peft import PeftModel
 
         from llmnas_dist.generation.constrain import GrammarLogitsProcessor
-        from llmnas_dist.generation.early_stop import SyntaxErrorStop
+        from llmnas_dist.generation.early_stop import EarlyStop
 
         use_base = base and isinstance(self.model, PeftModel)
         batch = self.tokenizer(
@@ -339,8 +346,14 @@ class TransformersGenerator:
                 )
             ]
         width = batch["input_ids"].shape[1]
-        stop = SyntaxErrorStop(self.tokenizer, width, constraints)
-        if sampling.stop_on_syntax_error:
+        stop = EarlyStop(
+            self.tokenizer,
+            width,
+            constraints,
+            syntax_error=sampling.stop_on_syntax_error,
+            repeats=sampling.stop_on_repeats,
+        )
+        if stop.active:
             kwargs["stopping_criteria"] = [stop]
         start = time.perf_counter()
         torch.manual_seed(sampling.seed)

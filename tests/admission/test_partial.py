@@ -1,5 +1,6 @@
-"""The verdict on a whole-program answer still being written: a syntax error nothing later
-can mend stops it; unfinished code, deltas and ended answers never do."""
+"""Verdicts on an answer still being written: a syntax error nothing later can mend stops
+it (unfinished code, deltas and ended answers never do); so does a block of lines written
+again and again at its end (a loop)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import pytest
 
 from llmnas_dist.admission.build import build_check
 from llmnas_dist.admission.delta import extract_code
-from llmnas_dist.admission.partial import settled_syntax_error
+from llmnas_dist.admission.partial import longest_repeat, repeated_block, settled_syntax_error
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
+from llmnas_dist.program.static import canonicalize
 from llmnas_dist.seeds import load_seeds
 
 BROKEN = (
@@ -126,3 +128,49 @@ def test_an_error_inside_a_bracket_that_never_closes_is_found() -> None:
 def test_an_open_bracket_around_valid_code_is_never_an_error(open_call: str) -> None:
     for p in prefixes(f"<nn>\n{open_call}"):
         assert settled_syntax_error(p) is None, p
+
+
+LOOP = (
+    "<nn>\nimport torch.nn as nn\n"
+    + "    self.gate = nn.Conv2d(8, 8, 1)\n    self.post = nn.ReLU()\n" * 7
+)
+
+
+@pytest.mark.parametrize("name", sorted(load_seeds()))
+def test_no_seed_repeats_a_block_twice_in_a_row(name: str) -> None:
+    """What stop_on_repeats' default (6) is measured against: no line prefix of a seed,
+    as written or in the canonical form prompts show, ends in a block written twice."""
+    code = load_seeds()[name]
+    for text in (code, canonicalize(code, AdmissionConfig())[0]):
+        assert [p for p in line_prefixes(f"<nn>\n{text}") if repeated_block(p, 2)] == []
+
+
+def test_a_loop_is_found_at_its_repeat_limit_and_named_by_its_smallest_block() -> None:
+    assert repeated_block(LOOP, 7) == "the last 14 lines repeat a 2-line block 7 times"
+    assert repeated_block(LOOP, 8) is None
+    four = "<nn>\n" + "x = self.block(x)\n" * 4
+    assert repeated_block(four, 4) == "the last 4 lines repeat a 1-line block 4 times"
+    assert repeated_block(four, 5) is None
+
+
+def test_blank_lines_and_an_unfinished_last_line_do_not_hide_a_loop() -> None:
+    spaced = LOOP.replace("nn.ReLU()\n", "nn.ReLU()\n\n   \n") + "    self.ga"
+    assert repeated_block(spaced, 6) == "the last 14 lines repeat a 2-line block 7 times"
+
+
+def test_a_loop_the_answer_has_left_is_not_a_loop() -> None:
+    assert repeated_block(LOOP + "    def forward(self, x):\n", 2) is None
+    assert repeated_block("x = 1\ny = 1\nx = 1\n", 2) is None  # no consecutive repeat
+
+
+def test_the_repeat_limit_must_be_at_least_two() -> None:
+    with pytest.raises(ValueError, match="at least 2"):
+        repeated_block(LOOP, 1)
+
+
+def test_longest_repeat_counts_any_block_anywhere() -> None:
+    assert longest_repeat("") == 1
+    assert longest_repeat("x = 1\ny = 2\n") == 1
+    assert longest_repeat("a\nb\na\nb\na\nb\nc\n") == 3  # a 2-line block, mid-text
+    assert longest_repeat("a\n\na\n  \na") == 3  # blank lines skipped, last line counted
+    assert longest_repeat(LOOP) == 7

@@ -15,7 +15,7 @@ from llmnas_dist.admission.grammar import delta_grammar
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.evaluation.datasets import dataset_spec
-from llmnas_dist.generation.early_stop import CHECK_EVERY
+from llmnas_dist.generation.early_stop import CHECK_EVERY, EarlyStop
 from llmnas_dist.generation.engine import (
     STOP_STRINGS,
     GenerationResult,
@@ -39,10 +39,15 @@ PROMPTS = ["Write one PyTorch Conv2d layer.", "Name an activation function."]
 def test_sampling_from_config_and_validation():
     cfg = GenerationConfig(temperature=0.5, top_p=0.8, top_k=20, max_new_tokens=64)
     assert Sampling.from_config(cfg, seed=3) == Sampling(
-        0.5, 0.8, 20, 64, 3, stop_on_syntax_error=True
+        0.5, 0.8, 20, 64, 3, stop_on_syntax_error=True, stop_on_repeats=6
     )
-    off = GenerationConfig(stop_on_syntax_error=False)
+    off = GenerationConfig(stop_on_syntax_error=False, stop_on_repeats=0)
     assert not Sampling.from_config(off, mode="full").stop_on_syntax_error
+    assert Sampling.from_config(off, mode="full").stop_on_repeats == 0
+    with pytest.raises(ValueError, match="stop_on_repeats"):
+        Sampling(stop_on_repeats=1)
+    with pytest.raises(ValueError, match="stop_on_repeats"):
+        GenerationConfig(stop_on_repeats=1)
     full = GenerationConfig(max_new_tokens=64, max_new_tokens_full=900)
     assert Sampling.from_config(full, mode="full").max_new_tokens == 900
     assert Sampling.from_config(full, mode="delta").max_new_tokens == 64
@@ -389,3 +394,77 @@ def test_a_whole_program_stops_at_a_settled_syntax_error(generator):
     assert stopped.output_tokens <= forced + CHECK_EVERY + 1  # +1: the padding's end token
     assert runs[False][0].output_tokens == 64 and runs[False][0].grammar_note is None
     assert free.output_tokens == runs[False][1].output_tokens and free.grammar_note is None
+
+
+# a whole-program answer forced through a two-line block written 6 times, then 80 free
+# characters: decoded to the end unless stopped in the loop
+LOOP_LINES = "a = nn.ReLU()\\nb = nn.Tanh()\\n"
+LOOPING_FULL = (
+    f'start: "<nn>\\nimport torch.nn as nn\\n{LOOP_LINES * 6}" TAIL\nTAIL: /[a-z ]{{80}}/\n'
+)
+
+
+@pytest.mark.integration
+def test_an_answer_in_a_loop_stops_at_the_repeat_limit(generator):
+    """The looping row ends within one check of its 6th repeat and says why; with the
+    limit off (or above the repeats written) it runs to max_new_tokens."""
+    prompts = ["Write a PyTorch Net.", "Write a PyTorch Net."]
+    grammars = [LOOPING_FULL, None]
+    runs = {
+        repeats: generator.generate(
+            prompts,
+            Sampling(temperature=0.0, max_new_tokens=160, stop=(), stop_on_repeats=repeats),
+            grammars=grammars,
+        )
+        for repeats in (0, 6, 7)
+    }
+    forced = len(
+        generator.tokenizer(
+            "<nn>\nimport torch.nn as nn\n" + "a = nn.ReLU()\nb = nn.Tanh()\n" * 6
+        ).input_ids
+    )
+    stopped, free = runs[6]
+    assert stopped.text.count("b = nn.Tanh()") == 6
+    assert "decoding stopped in a loop (the last 12 lines repeat a 2-line block 6 times)" in (
+        stopped.grammar_note or ""
+    )
+    assert stopped.output_tokens <= forced + CHECK_EVERY + 1  # +1: the padding's end token
+    for repeats in (0, 7):
+        assert runs[repeats][0].output_tokens == 160 and runs[repeats][0].grammar_note is None
+    assert free.output_tokens == runs[0][1].output_tokens and free.grammar_note is None
+
+
+class _Chars:
+    """A character-level tokenizer: token i is chr(i) (EarlyStop only decodes)."""
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return "".join(map(chr, ids))
+
+
+def _ids(text: str) -> list[int]:
+    return [ord(c) for c in text]
+
+
+def test_a_prompt_s_own_repeats_raise_its_row_s_repeat_limit():
+    """A parent that writes a line 4 times in a row: an answer copying it is no loop; 6
+    repeats more than the prompt's 4 (9 in a row) is."""
+    import torch
+
+    prompt = "Improve:\n" + "x = self.block(x)\n" * 4 + "return x\n"
+    plain = "Improve:\nreturn x\n".rjust(len(prompt))
+    answer = "<nn>\n" + "    x = self.block(x)\n" * 9 + " " * CHECK_EVERY  # a check after
+    rows = torch.tensor([_ids(prompt + answer), _ids(plain + answer)])
+    stop = EarlyStop(_Chars(), len(prompt), [], syntax_error=False, repeats=6)
+    verdicts = [stop(rows[:, : len(prompt) + n], None) for n in range(1, len(answer) + 1)]
+    first = {row: next(k for k, v in enumerate(verdicts) if v[row]) for row in (0, 1)}
+    assert answer[: first[1] + 2].count("self.block") >= 6  # the plain prompt: at 6
+    assert answer[: first[1] + 2].count("self.block") < 6 + CHECK_EVERY // 20 + 1
+    assert answer[: first[0] + 2].count("self.block") >= 9  # the repeating prompt: at 9
+    assert stop.note(0) == (
+        "decoding stopped in a loop (the last 9 lines repeat a 1-line block 9 times)"
+    )
+
+
+def test_early_stop_is_inactive_with_both_verdicts_off():
+    assert not EarlyStop(None, 0, [], syntax_error=False, repeats=0).active
+    assert EarlyStop(None, 0, [], syntax_error=False, repeats=6).active
