@@ -91,6 +91,7 @@ class Finetuner:
                 seed=seed,
                 init_adapter=init_adapter,
                 version=version,
+                prompt_grad=self.cfg.prompt_grad,
                 on_step=self._heard,
             )
 

@@ -43,9 +43,11 @@ def settled_syntax_error(answer: str) -> str | None:
     (after its `<nn>`, before `</nn>`) already has a syntax error the rest cannot mend; None
     otherwise (no `<nn>` yet, a delta, an ended answer, valid or merely unfinished code)."""
     opened = _OPEN_NN.search(answer)
-    if opened is None or "</" in answer[opened.end() :] or "```" in _body(answer, opened.end()):
+    if opened is None or "</" in answer[opened.end() :]:
         return None  # no program yet, or its end was written: admission judges it whole
     body = _body(answer, opened.end())
+    if "```" in body:
+        return None  # a closing fence: the program's end was written
     lines = body[: body.rfind("\n") + 1]  # whole lines only
     error = _parse_error(lines)
     if error is not None and (error.msg == INCOMPLETE or NEVER_CLOSED in error.msg):

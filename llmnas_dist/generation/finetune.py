@@ -381,11 +381,14 @@ def _lora_model(base: Any, cfg: FinetuneConfig, init_adapter: str | None) -> Any
 
 
 def _epoch_batches(
-    encoded: Sequence[tuple[list[int], int]], batch_size: int, rng: random.Random, prompt_grad: bool
+    encoded: Sequence[tuple[list[int], int]],
+    batch_size: int,
+    rng: random.Random,
+    share_prompts: bool,
 ) -> list[list[int]]:
-    if prompt_grad:
-        return length_batches([len(ids) for ids, _ in encoded], batch_size, rng)
-    return prompt_batches([tuple(ids[:start]) for ids, start in encoded], batch_size, rng)
+    if share_prompts:
+        return prompt_batches([tuple(ids[:start]) for ids, start in encoded], batch_size, rng)
+    return length_batches([len(ids) for ids, _ in encoded], batch_size, rng)
 
 
 def train_lora(
@@ -401,13 +404,16 @@ def train_lora(
     epochs: int | None = None,
     schedule: str = "constant",
     prompt_grad: bool = True,
+    share_prompts: bool = False,
     on_step: Callable[[TrainStep], None] | None = None,
 ) -> FinetuneResult:
     """Train a LoRA adapter on `examples` (optionally continuing `init_adapter`) and save it
     with its metadata in `out_dir`, which must not exist yet (adapters are immutable).
     `lr` and `epochs` override the config's (the warm start has its own). With
     `prompt_grad` False the gradient stops at the prompt (`_prompt_cached_backward`):
-    same loss, about half the time, a partial gradient. `on_step` hears every step."""
+    same loss, about half the time, a partial gradient. `share_prompts` batches examples
+    that share their prompt together (`prompt_batches`; without prompt gradient each
+    batch's prompt then runs once), else by length. `on_step` hears every step."""
     import torch
 
     out = Path(out_dir)
@@ -445,7 +451,7 @@ def train_lora(
     rng = random.Random(seed)
     peft_model.train()
     steps, first_loss = 0, math.nan
-    plans = [_epoch_batches(encoded, cfg.batch_size, rng, prompt_grad) for _ in range(epochs)]
+    plans = [_epoch_batches(encoded, cfg.batch_size, rng, share_prompts) for _ in range(epochs)]
     total = sum(len(plan) for plan in plans)
     epoch_losses: list[float] = []
     for plan in plans:
@@ -493,6 +499,7 @@ def train_lora(
             "epochs": epochs,
             "schedule": schedule,
             "prompt_grad": prompt_grad,
+            "share_prompts": share_prompts,
         },
     )
     (out / METADATA_FILE).write_text(json.dumps(asdict(result), indent=2) + "\n")

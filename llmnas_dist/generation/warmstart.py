@@ -275,6 +275,7 @@ def warm_start_adapter(
             epochs=generation.warm_start_epochs,
             schedule="linear",
             prompt_grad=False,  # twice the examples in the same minutes
+            share_prompts=True,  # a parent's children in one batch: its prompt runs once
             on_step=on_step,
         )
         _point_metadata_at(staging / "adapter", final)

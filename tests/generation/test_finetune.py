@@ -175,6 +175,10 @@ def test_finetune_actor_trains_an_adapter_on_ray(tmp_path):
     assert meta.examples == 2 and meta.version == 1 and meta.steps >= 1
     assert meta.base_model == "smollm2-135m-instruct"
     assert read_metadata(out)["train_loss"] == pytest.approx(meta.train_loss)
+    # the config's choice reaches the training: no gradient through the prompt by default,
+    # batches by length (the warm start alone batches by prompt)
+    settings = read_metadata(out)["settings"]
+    assert settings["prompt_grad"] is False and settings["share_prompts"] is False
     assert last.step == last.total == meta.steps and last.eta_s == 0.0
     assert math.isfinite(last.loss)
 
