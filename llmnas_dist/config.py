@@ -345,7 +345,7 @@ class FinetuneConfig(Section):
         description="Backpropagate through the prompt's tokens too (the whole gradient). "
         "False: the gradient stops at the prompt (its keys and values are computed once, "
         "without autograd; the completion tokens' loss is the same): a CE update on the "
-        "default run's elites took a third of the time on a 2-core CPU (README). The warm "
+        "default config took 0.43x the time on a 2-core CPU (bench/finetune_bench.py). The warm "
         "start always stops it.",
     )
     target_modules: list[str] = Field(
