@@ -365,18 +365,22 @@ BROKEN_FULL = (
 )
 
 
+def _forced_and_free(generator, grammar: str, max_new_tokens: int, **early_stop):
+    """Two greedy rows of one batch: one forced by `grammar`, one free; the early stops set
+    by `early_stop` (Sampling's fields)."""
+    return generator.generate(
+        ["Write a PyTorch Net.", "Write a PyTorch Net."],
+        Sampling(temperature=0.0, max_new_tokens=max_new_tokens, stop=(), **early_stop),
+        grammars=[grammar, None],
+    )
+
+
 @pytest.mark.integration
 def test_a_whole_program_stops_at_a_settled_syntax_error(generator):
     """The broken row ends within one check (CHECK_EVERY steps) of the second line after its error
     and says why; the free row beside it and the same row with the switch off run on."""
-    prompts = ["Write a PyTorch Net.", "Write a PyTorch Net."]
-    grammars = [BROKEN_FULL, None]
     runs = {
-        on: generator.generate(
-            prompts,
-            Sampling(temperature=0.0, max_new_tokens=64, stop=(), stop_on_syntax_error=on),
-            grammars=grammars,
-        )
+        on: _forced_and_free(generator, BROKEN_FULL, 64, stop_on_syntax_error=on)
         for on in (False, True)
     }
     forced = len(
@@ -408,14 +412,8 @@ LOOPING_FULL = (
 def test_an_answer_in_a_loop_stops_at_the_repeat_limit(generator):
     """The looping row ends within one check of its 6th repeat and says why; with the
     limit off (or above the repeats written) it runs to max_new_tokens."""
-    prompts = ["Write a PyTorch Net.", "Write a PyTorch Net."]
-    grammars = [LOOPING_FULL, None]
     runs = {
-        repeats: generator.generate(
-            prompts,
-            Sampling(temperature=0.0, max_new_tokens=160, stop=(), stop_on_repeats=repeats),
-            grammars=grammars,
-        )
+        repeats: _forced_and_free(generator, LOOPING_FULL, 160, stop_on_repeats=repeats)
         for repeats in (0, 6, 7)
     }
     forced = len(
