@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+import transformers.utils.logging as hf_logging
+
 OWN_PACKAGES = ("cluster", "llmnas_dist", "workers", "db")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # read by huggingface_hub and transformers when they load a model
@@ -70,6 +72,12 @@ def configure_console(verbose: bool) -> None:
     for handler in list(ray_log.handlers):
         ray_log.removeHandler(handler)
     ray_log.propagate = True
+    # transformers does the same once any of its modules first logs (and stops its records
+    # propagating): a library error then skipped driver.log, and reached the console only
+    # if nothing had configured transformers before (a test order showed it). Configure it
+    # now, after QUIET_ENV set its verbosity, and route it through the root as well
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
 
 
 def log_to_file(run_dir: str, run_id: str) -> Path:
