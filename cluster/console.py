@@ -72,10 +72,9 @@ def configure_console(verbose: bool) -> None:
     for handler in list(ray_log.handlers):
         ray_log.removeHandler(handler)
     ray_log.propagate = True
-    # transformers does the same once any of its modules first logs (and stops its records
-    # propagating): a library error then skipped driver.log, and reached the console only
-    # if nothing had configured transformers before (a test order showed it). Configure it
-    # now, after QUIET_ENV set its verbosity, and route it through the root as well
+    # transformers does the same once any of its modules first logs, and stops its records
+    # propagating: a library error then skipped driver.log and our console filter (seen in
+    # one test order). Configure it now, after QUIET_ENV set its verbosity, through the root
     hf_logging.disable_default_handler()
     hf_logging.enable_propagation()
 
