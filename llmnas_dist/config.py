@@ -120,9 +120,10 @@ class GenerationConfig(Section):
         6,
         ge=0,
         description="Transformers backend: end an answer whose last lines repeat one block of "
-        "up to 8 lines this many times in a row (a loop the small model seldom leaves before "
-        "the token limit cuts it mid-line); the answer is judged as it stands. 0: never. "
-        "No shipped seed repeats a block even twice.",
+        "up to 8 lines this many times in a row, or whose unfinished line ends in one piece of "
+        "up to 32 characters written this many times over 160 characters (loops the small "
+        "model seldom leaves before the token limit cuts them); the answer is judged as it "
+        "stands. 0: never. No shipped seed repeats a block even twice.",
     )
     top_k: int = Field(50, ge=0, description="Top-k sampling; 0 disables it.")
     max_new_tokens: int = Field(

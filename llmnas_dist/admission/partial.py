@@ -1,6 +1,6 @@
 """Verdicts on an answer still being written: a whole program whose text so far already
 holds a syntax error that nothing the model writes next can mend, and an answer caught in
-a loop (`repeated_block`).
+a loop (`repeated_block` over lines, `repeated_piece` inside one line).
 
 Decoding such an answer to its token limit buys nothing: admission rejects it as
 `syntax_error` at the same line. In the default run of 2026-12-03 (2-core AMD) two of the
@@ -36,6 +36,12 @@ _FENCE = re.compile(r"\A[ \t]*```[a-zA-Z0-9]*[ \t]*\n")
 # Longest block of lines a loop is looked for in: the loop seen in the early-stop bench
 # alternated 2 lines; a layer stack written out (conv, norm, activation, pool) is 4.
 MAX_BLOCK_LINES = 8
+# A loop inside one line: a whole program of the default run of 2026-12-04 (AVX512 EPYC)
+# wrote `_post_block` over and over in one identifier until the 1,024-token limit, holding
+# its batch open. Such a line is judged once its repeated end spans more than any line a
+# program needs (the longest line of the shipped seeds is 100 characters, PEP 8's 79).
+RUNAWAY_LINE_CHARS = 160
+MAX_PIECE_CHARS = 32  # longest piece looked for: a few tokens, as `_post_block` is
 
 
 def settled_syntax_error(answer: str) -> str | None:
@@ -115,6 +121,25 @@ def repeated_block(answer: str, min_repeats: int) -> str | None:
         repeats = _repeats_ending_at(lines, len(lines), size)
         if repeats >= min_repeats:
             return f"the last {repeats * size} lines repeat a {size}-line block {repeats} times"
+    return None
+
+
+def repeated_piece(answer: str, min_repeats: int) -> str | None:
+    """'the last line ends in a K-character piece written R times' when the answer's
+    unfinished last line ends in one piece of at most `MAX_PIECE_CHARS` characters written
+    at least `min_repeats` times in a row, over at least `RUNAWAY_LINE_CHARS` characters
+    (the smallest such piece); None otherwise. The token-level twin of `repeated_block`."""
+    if min_repeats < 2:
+        raise ValueError(f"min_repeats must be at least 2, got {min_repeats}")
+    line = answer[answer.rfind("\n") + 1 :]
+    if len(line) < RUNAWAY_LINE_CHARS:
+        return None
+    for size in range(1, MAX_PIECE_CHARS + 1):
+        piece, repeats = line[-size:], 1
+        while line[len(line) - (repeats + 1) * size : len(line) - repeats * size] == piece:
+            repeats += 1
+        if repeats >= min_repeats and repeats * size >= RUNAWAY_LINE_CHARS:
+            return f"the last line ends in a {size}-character piece written {repeats} times"
     return None
 
 

@@ -7,7 +7,8 @@ every other row's slot to the token limit. Two verdicts end a row early:
 - an answer caught in a loop (`admission.partial.repeated_block`, at
   `generation.stop_on_repeats`): the small model repeats a block of valid lines until the
   token limit cuts it mid-line (seen as the longest row of a whole-program batch in the
-  early-stop bench: 26 lines alternating two identical assignments).
+  early-stop bench: 26 lines alternating two identical assignments), or a piece of one
+  line (`repeated_piece`: an identifier grown by `_post_block` to the token limit).
 A row's repeat limit is `stop_on_repeats` plus what its prompt itself repeats beyond once
 (`longest_repeat`), so an answer that copies a parent's repeated lines is not a loop.
 The stopped answer is judged as it stands, as one cut by the token limit would be. Its
@@ -22,7 +23,13 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria
 
-from llmnas_dist.admission.partial import longest_repeat, repeated_block, settled_syntax_error
+from llmnas_dist.admission.partial import (
+    RUNAWAY_LINE_CHARS,
+    longest_repeat,
+    repeated_block,
+    repeated_piece,
+    settled_syntax_error,
+)
 from llmnas_dist.generation.constrain import Constraint
 
 # decoding steps between checks: a check decodes each open row and, when it has new whole
@@ -68,8 +75,9 @@ class EarlyStop(StoppingCriteria):
             if i in self.stopped:
                 continue
             text = self.tokenizer.decode(row, skip_special_tokens=True)
-            if self._lines.get(i) == (lines := text.count("\n")):
-                continue  # only whole lines are judged: nothing new
+            tail = len(text) - text.rfind("\n") - 1
+            if self._lines.get(i) == (lines := text.count("\n")) and tail < RUNAWAY_LINE_CHARS:
+                continue  # whole lines are judged, and a line only once it runs away
             self._lines[i] = lines
             if self.repeats and i not in self._limits:
                 prompt = self.tokenizer.decode(
@@ -87,7 +95,9 @@ class EarlyStop(StoppingCriteria):
     def _verdict(self, text: str, repeat_limit: int) -> str | None:
         if self.syntax_error and (error := settled_syntax_error(text)) is not None:
             return f"at a syntax error ({error})"
-        if repeat_limit and (loop := repeated_block(text, repeat_limit)) is not None:
+        if repeat_limit and (
+            loop := repeated_block(text, repeat_limit) or repeated_piece(text, repeat_limit)
+        ):
             return f"in a loop ({loop})"
         return None
 

@@ -8,7 +8,13 @@ import pytest
 
 from llmnas_dist.admission.build import build_check
 from llmnas_dist.admission.delta import extract_code
-from llmnas_dist.admission.partial import longest_repeat, repeated_block, settled_syntax_error
+from llmnas_dist.admission.partial import (
+    RUNAWAY_LINE_CHARS,
+    longest_repeat,
+    repeated_block,
+    repeated_piece,
+    settled_syntax_error,
+)
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
 from llmnas_dist.program.static import canonicalize
@@ -143,6 +149,33 @@ def test_no_seed_repeats_a_block_twice_in_a_row(name: str) -> None:
     code = load_seeds()[name]
     for text in (code, canonicalize(code, AdmissionConfig())[0]):
         assert [p for p in line_prefixes(f"<nn>\n{text}") if repeated_block(p, 2)] == []
+
+
+@pytest.mark.parametrize("name", sorted(load_seeds()))
+def test_no_seed_line_runs_away(name: str) -> None:
+    """What the in-line loop check is measured against: no prefix of a seed, as written or
+    canonical, ends in a piece written even twice over the runaway length."""
+    code = load_seeds()[name]
+    for text in (code, canonicalize(code, AdmissionConfig())[0]):
+        assert [p for p in prefixes(f"<nn>\n{text}") if repeated_piece(p, 2)] == []
+
+
+def test_a_loop_inside_a_line_is_found_once_it_spans_the_runaway_length() -> None:
+    grown = "<nn>\nclass Net(nn.Module):\n    x = self" + "_post_block" * 15
+    assert repeated_piece(grown, 6) == "the last line ends in a 11-character piece written 15 times"
+    assert repeated_piece(grown, 16) is None  # fewer repeats than asked
+    assert repeated_piece(grown[: -len("_post_block")], 6) is None  # 154 characters: short
+    assert repeated_piece("# " + "-" * RUNAWAY_LINE_CHARS, 6) == (
+        f"the last line ends in a 1-character piece written {RUNAWAY_LINE_CHARS} times"
+    )
+
+
+def test_a_long_line_that_does_not_repeat_or_has_ended_is_no_loop() -> None:
+    listed = "x = torch.cat([" + ", ".join(f"f{i}" for i in range(60))
+    assert len(listed) > RUNAWAY_LINE_CHARS and repeated_piece(listed, 2) is None
+    assert repeated_piece("y = " + "a" * 200 + "\n    z = 1", 2) is None  # a new line began
+    with pytest.raises(ValueError, match="at least 2"):
+        repeated_piece(listed, 1)
 
 
 def test_a_loop_is_found_at_its_repeat_limit_and_named_by_its_smallest_block() -> None:

@@ -12,6 +12,7 @@ from fixtures import ROOT
 
 from llmnas_dist.admission.delta import drop_unfinished, extract_delta, patch
 from llmnas_dist.admission.grammar import delta_grammar
+from llmnas_dist.admission.partial import RUNAWAY_LINE_CHARS
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.evaluation.datasets import dataset_spec
@@ -460,6 +461,28 @@ def test_a_prompt_s_own_repeats_raise_its_row_s_repeat_limit():
     assert answer[: first[0] + 2].count("self.block") >= 9  # the repeating prompt: at 9
     assert stop.note(0) == (
         "decoding stopped in a loop (the last 9 lines repeat a 1-line block 9 times)"
+    )
+
+
+def test_a_row_looping_inside_one_line_stops_once_the_line_runs_away():
+    """No newline is written, yet the row is judged once its line passes the runaway
+    length, and stops within one check; a row writing a long line that never repeats runs
+    on."""
+    import torch
+
+    prompt = "Improve:\n"
+    looping = "<nn>\n    x = self" + "_post_block" * 30
+    listed = ("<nn>\n    x = [" + ", ".join(f"f{i}" for i in range(80)))[: len(looping)]
+    rows = torch.tensor([_ids(prompt + looping), _ids(prompt + listed)])
+    stop = EarlyStop(_Chars(), len(prompt), [], syntax_error=False, repeats=6)
+    verdicts = [stop(rows[:, : len(prompt) + n], None) for n in range(1, len(looping) + 1)]
+    first = next(k for k, v in enumerate(verdicts) if v[0])
+    pieces = -(-RUNAWAY_LINE_CHARS // len("_post_block"))  # repeats that span the length
+    runaway = len("<nn>\n    x = self") + pieces * len("_post_block")
+    assert runaway <= first + 1 < runaway + CHECK_EVERY
+    assert not any(v[1] for v in verdicts)
+    assert (stop.note(0) or "").startswith(
+        "decoding stopped in a loop (the last line ends in a 11-character piece written"
     )
 
 
