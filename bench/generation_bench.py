@@ -567,7 +567,7 @@ def _stop_lost_nothing(reason: str, on: tuple[str, str], off: tuple[str, str]) -
 
 def early_stop(args: argparse.Namespace) -> dict:
     """The arms of the module doc; --samples batches (seeds 0..samples-1)."""
-    from llmnas_dist.admission.grammar import FULL_GRAMMAR
+    from llmnas_dist.admission.grammar import full_grammar
     from llmnas_dist.admission.pipeline import Admission
     from llmnas_dist.config import load_config
     from llmnas_dist.evaluation.datasets import dataset_spec
@@ -591,7 +591,7 @@ def early_stop(args: argparse.Namespace) -> dict:
             if not on:
                 sampling = replace(sampling, stop_on_syntax_error=False, stop_on_repeats=0)
             results = gen.generate(
-                prompts, sampling, adapter=args.adapter, grammars=[FULL_GRAMMAR] * len(prompts)
+                prompts, sampling, adapter=args.adapter, grammars=[full_grammar(p) for p in parents]
             )
             admission = Admission(cfg.admission, spec)
             verdicts = [

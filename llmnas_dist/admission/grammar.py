@@ -22,13 +22,16 @@ right-linear state machine over parent positions:
 Starting positions whose every extension stays ambiguous are left out, so every prefix
 the grammar allows can still be completed into an answer that applies.
 
-`FULL_GRAMMAR` frames a full-mode answer: `<nn>`, then program text without `</`, then
-`</nn>` (special tokens are kept out by the engine).
+`full_grammar(parent)` frames a full-mode answer, `<nn>` ... `</nn>`, around a program that keeps
+the contract's outline: an allowlisted import header, a top-level `class Net(nn.Module)`
+with the contract's `__init__` signature, no later top-level import (special tokens are
+kept out by the engine). Its header allows the seeds' imports and the parent's own.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from functools import partial
 
@@ -56,7 +59,6 @@ _HEADER = r"/@@( -[0-9]{1,5}(,[0-9]{1,5})? \+[0-9]{1,5}(,[0-9]{1,5})?)? @@\n/"
 # holds at most 40 spaces or tabs: bounds that keep a sampler from looping on blank lines.
 # Measured: the base model, unbounded, spent whole 384-token answers on one line of spaces.
 _BLANK = r"/( [ \t]{0,40}|-[ \t]{0,40}|)\n/"
-FULL_GRAMMAR = 'start: "<nn>\\n" CODE\nCODE: /([^<`]|<+[^<`\\/])*<\\/nn>/\n'
 
 
 class GrammarUnsupported(ValueError):
@@ -198,6 +200,64 @@ def _right_linear(steps: list[Step], terms: dict[str, str]) -> str:
     return "\n".join(rules) + "\n"
 
 
+# A whole program keeps the contract's outline by construction (`full_grammar`), in the
+# canonical form prompts show: an import header of allowlisted lines (the seeds' and its
+# parent's own), a blank line, then lines of which no top-level one is an import, among
+# them `class Net(nn.Module):` and, after it, its `__init__` with the contract's signature;
+# `</nn>` starts a line. The default run of 2026-12-04 (AVX512 EPYC, 12 whole programs
+# under a bare <nn> frame, none admitted) broke that outline in 4: 2 imported
+# `torch.utils.nn.functional`, 2 had no top-level Net. A line's text holds no backtick and
+# no `</` (as the delta grammar's added lines).
+SEED_IMPORTS = (
+    "import math",
+    "import torch",
+    "import torch.nn as nn",
+    "import torch.nn.functional as F",
+)
+_LINE_TEXT = r"([^\n`<]|<+[^\n`</])*"
+_NET_LINE = r"class Net\(nn\.Module\):\n"
+_INIT_LINE = r"    def __init__\(self, in_shape, out_shape, prm, device\):\n"
+_IMPORT_WORDS = ("import ", "from ")
+
+
+def _not_starting_with(words: tuple[str, ...]) -> str:
+    """A regex of one non-blank line's text (no newline) that does not start with any of
+    `words` (words with distinct first characters): a regex engine without lookahead needs
+    the complement spelled out, prefix by prefix."""
+    firsts = "".join(w[0] for w in words)
+    options = [rf"[^\s`<{firsts}]{_LINE_TEXT}"]
+    for word in words:
+        for k in range(1, len(word)):
+            prefix = re.escape(word[:k])
+            options.append(rf"{prefix}([^\n`<{re.escape(word[k])}]{_LINE_TEXT})?")
+    return "(" + "|".join(options) + ")"
+
+
+def _body_line() -> str:
+    """A blank line, an indented line, or a top-level line that is no import."""
+    return rf"(([ \t]{_LINE_TEXT}|{_not_starting_with(_IMPORT_WORDS)})?\n)"
+
+
+def top_level_imports(program: str) -> list[str]:
+    """The program's import statements at column 0, one line each (canonical form)."""
+    return [
+        line.rstrip()
+        for line in program.splitlines()
+        if line.startswith(_IMPORT_WORDS) and "`" not in line and "<" not in line
+    ]
+
+
+def full_grammar(parent: str) -> str:
+    """The language of whole-program answers to `parent`: `<nn>`, the header (lines from
+    the seeds' imports and the parent's own), a blank line, body lines without a top-level
+    import that hold `class Net(nn.Module):` and then its contract `__init__`, `</nn>`."""
+    imports = dict.fromkeys([*SEED_IMPORTS, *top_level_imports(parent)])
+    header = "(" + "|".join(re.escape(line) for line in imports) + r")\n"
+    body = _body_line()
+    program = f"({header})+\\n{body}*{_NET_LINE}{body}*{_INIT_LINE}{body}*"
+    return 'start: "<nn>\\n" PROGRAM\nPROGRAM: /' + program.replace("/", "\\/") + "<\\/nn>/\n"
+
+
 def _reachable(edges: dict[str, list[str]], starts: set[str]) -> set[str]:
     """Every state reachable from `starts` along `edges` (starts included)."""
     seen, todo = set(starts), list(starts)
@@ -232,7 +292,7 @@ def answer_grammar(mode: str, parent: str) -> tuple[str | None, str | None]:
     beyond the engine's limits, or one the grammar cannot copy): the answer is then
     sampled freely and the reason recorded with the candidate."""
     if mode == "full":
-        return FULL_GRAMMAR, None
+        return full_grammar(parent), None
     try:
         return delta_grammar(parent), None
     except GrammarUnsupported as exc:

@@ -13,14 +13,15 @@ import pytest
 
 from llmnas_dist.admission.delta import extract_delta, make_delta, patch
 from llmnas_dist.admission.grammar import (
-    FULL_GRAMMAR,
     MAX_PARENT_LINES,
     GrammarUnsupported,
     answer_grammar,
     decoding_of,
     delta_grammar,
+    full_grammar,
     unique_lengths,
 )
+from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.generation.constrain import (
     accepts,
     byte_tokenizer,
@@ -29,6 +30,7 @@ from llmnas_dist.generation.constrain import (
 )
 from llmnas_dist.generation.mutations import mutate
 from llmnas_dist.generation.prompts import delta_answer, training_delta
+from llmnas_dist.program.static import canonicalize
 from llmnas_dist.seeds import load_seeds
 
 SEEDS = load_seeds()
@@ -195,15 +197,60 @@ def test_parents_without_a_grammar_say_why(parent):
         delta_grammar(parent)
 
 
-def test_full_mode_frame():
-    assert accepts(FULL_GRAMMAR, "<nn>\nimport torch\nx = a < b\n</nn>")
-    assert not accepts(FULL_GRAMMAR, "<nn>\nimport torch\n</nn> trailing")
-    assert not accepts(FULL_GRAMMAR, "```python\nimport torch\n```")
+CANONICAL = {name: canonicalize(code, AdmissionConfig())[0] for name, code in SEEDS.items()}
+WHOLE = CANONICAL["plain_cnn"]
+
+
+def whole(program: str) -> str:
+    return f"<nn>\n{program}</nn>"
+
+
+@pytest.mark.parametrize("name", sorted(CANONICAL))
+def test_every_seed_is_a_whole_program_the_full_grammar_accepts(name):
+    """Under its own grammar and under another parent's: the header is the seeds' set."""
+    program = CANONICAL[name]
+    assert accepts(full_grammar(program), whole(program))
+    assert accepts(full_grammar(WHOLE), whole(program))
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        WHOLE.replace("import torch\n", "import torch\nimport os\n", 1),  # header
+        WHOLE.replace("import torch\n", "import torch.utils.nn.functional\n", 1),
+        WHOLE.replace("\nclass Net", "\nimport os\nclass Net", 1),  # after the header
+        WHOLE.replace("\nclass Net", "\nfrom os import path\nclass Net", 1),
+        WHOLE.replace("class Net(", "class Model(", 1),  # no Net
+        WHOLE.replace("in_shape, out_shape, prm, device", "in_shape, prm, device", 1),
+        WHOLE[WHOLE.index("\n\n") + 2 :],  # no import header
+        WHOLE.replace("\nclass Net", "\nx = '`'\nclass Net", 1),  # a fence could open
+    ],
+)
+def test_the_full_grammar_refuses_programs_that_break_the_contract_s_outline(broken):
+    assert broken != WHOLE
+    assert not accepts(full_grammar(WHOLE), whole(broken))
+
+
+def test_the_full_grammar_frames_the_answer_and_allows_what_is_no_import():
+    grammar = full_grammar(WHOLE)
+    assert not accepts(grammar, whole(WHOLE) + " trailing")
+    assert not accepts(grammar, f"```python\n{WHOLE}```")
+    assert not accepts(grammar, f"<nn>\n{WHOLE.rstrip()}</nn>")  # </nn> starts a line
+    names = "if_x = 1\nfro = 2\nimp = 3\nfrom_x = 4\ni = 5\nf = a < b\n"
+    assert accepts(grammar, whole(WHOLE.replace("\nclass Net", f"\n{names}class Net", 1)))
+    indented = "\n    def forward(self, x):\n        import math\n"
+    assert accepts(grammar, whole(WHOLE.replace("\n    def forward(self, x):\n", indented, 1)))
+
+
+def test_a_parent_s_own_imports_join_the_header_of_its_children():
+    parent = WHOLE.replace("import math\n", "import math\nfrom typing import List\n", 1)
+    assert accepts(full_grammar(parent), whole(parent))
+    assert not accepts(full_grammar(WHOLE), whole(parent))
 
 
 def test_the_grammar_of_an_answer_falls_back_with_its_reason():
     parent = SEEDS["plain_cnn"]
-    assert answer_grammar("full", parent) == (FULL_GRAMMAR, None)
+    assert answer_grammar("full", parent) == (full_grammar(parent), None)
     assert answer_grammar("delta", parent) == (delta_grammar(parent), None)
     assert answer_grammar("delta", ADVERSARIAL["long_250_lines"])[0] is not None
     too_long = "".join(f"x{i} = {i}\n" for i in range(MAX_PARENT_LINES + 1))

@@ -11,7 +11,7 @@ import pytest
 from fixtures import ROOT
 
 from llmnas_dist.admission.delta import drop_unfinished, extract_delta, patch
-from llmnas_dist.admission.grammar import delta_grammar
+from llmnas_dist.admission.grammar import delta_grammar, full_grammar
 from llmnas_dist.admission.partial import RUNAWAY_LINE_CHARS
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
@@ -272,6 +272,28 @@ def test_random_walks_with_the_real_tokenizer_apply(generator):
                 finished += 1
                 patch(parent, extract_delta(tokenizer.decode_str(tokens)))
     assert finished >= 5
+
+
+@pytest.mark.integration
+def test_the_full_grammar_takes_every_seed_in_smollm2_s_own_tokens(generator):
+    """A whole program as the model tokenizes it (merged line breaks, multi-byte tokens) is
+    accepted by the grammar of another parent; a sampled row keeps the import header."""
+    from llmnas_dist.config import AdmissionConfig
+    from llmnas_dist.generation.constrain import compile_grammar, hf_tokenizer
+    from llmnas_dist.program.static import canonicalize
+
+    tokenizer = hf_tokenizer(generator.tokenizer)
+    programs = [canonicalize(code, AdmissionConfig())[0] for code in load_seeds().values()]
+    for program in programs:
+        matcher = compile_grammar(tokenizer, full_grammar(programs[0])).matcher
+        ids = generator.tokenizer(f"<nn>\n{program}</nn>", add_special_tokens=False).input_ids
+        assert matcher.consume_tokens(ids) and matcher.is_accepting()
+    (row,) = generator.generate(
+        ["Write a PyTorch Net."],
+        Sampling(temperature=0.0, max_new_tokens=24, stop=()),
+        grammars=[full_grammar(programs[0])],
+    )
+    assert row.constrained and row.text.startswith("<nn>\nimport ")
 
 
 @pytest.mark.slow
