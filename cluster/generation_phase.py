@@ -37,7 +37,7 @@ from llmnas_dist.admission.grammar import answer_grammar
 from llmnas_dist.admission.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex
 from llmnas_dist.admission.pipeline import Admission, Verdict
 from llmnas_dist.config import Config
-from llmnas_dist.errors import CandidateRejected, ErrorClass
+from llmnas_dist.errors import NOVELTY_CLASSES, CandidateRejected, ErrorClass
 from llmnas_dist.evaluation.datasets import DatasetSpec
 from llmnas_dist.evaluation.evaluate import EvalRecord
 from llmnas_dist.generation.engine import Answer
@@ -327,7 +327,12 @@ class GenerationPhase:
     def retryable(self, slot: Slot, attempt: int, error_class: str | None) -> bool:
         # a prompt too long to answer: the retry prompt (with the answer) would be longer
         too_long = error_class == ErrorClass.PROMPT_TOO_LONG
-        return slot.mode == "delta" and attempt < self.cfg.generation.max_retries and not too_long
+        unoriginal = error_class in NOVELTY_CLASSES and not self.cfg.generation.retry_unoriginal
+        return (
+            slot.mode == "delta"
+            and attempt < self.cfg.generation.max_retries
+            and not (too_long or unoriginal)
+        )
 
     @staticmethod
     def retry_text(prompt: str, answer: str, verdict: Any) -> str:

@@ -142,6 +142,11 @@ class GenerationConfig(Section):
     max_retries: int = Field(
         1, ge=0, le=10, description="Retries of a failed delta with the admission error fed back."
     )
+    retry_unoriginal: bool = Field(
+        True,
+        description="Retry a delta rejected as duplicate or not_novel too (the feedback asks "
+        "for a larger change); false retries only deltas that failed to apply, check or build.",
+    )
     constrained: bool = Field(
         True,
         description="Grammar-constrained decoding: a delta's context and removed lines can only "

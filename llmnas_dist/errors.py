@@ -43,6 +43,10 @@ class ErrorClass(str, enum.Enum):
     WORKER_LOST = "worker_lost"  # the evaluator actor died; retried a bounded number of times
 
 
+# the rejections of a program that works but repeats the archive (str values, as stored)
+NOVELTY_CLASSES = frozenset({ErrorClass.DUPLICATE.value, ErrorClass.NOT_NOVEL.value})
+
+
 class CandidateRejected(Exception):
     """A generated program failed admission or evaluation; carries its class and message."""
 

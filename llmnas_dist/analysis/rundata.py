@@ -20,12 +20,11 @@ import numpy as np
 from llmnas_dist.admission.novelty import signature_from_bytes
 from llmnas_dist.analysis.source import RunSource
 from llmnas_dist.analysis.stats import mean, top_rho
-from llmnas_dist.errors import ErrorClass
+from llmnas_dist.errors import NOVELTY_CLASSES, ErrorClass
 from llmnas_dist.evaluation.noise import scores_by_arch
 from llmnas_dist.vocab import budget_key, was_admitted
 
 SEED_CYCLE = 0  # the seed programs: evaluated, but not samples of the LLM
-NOVELTY_CLASSES = frozenset({"duplicate", "not_novel"})
 UNANSWERED = ErrorClass.PROMPT_TOO_LONG.value  # never reached the LLM: not one of its samples
 
 

@@ -194,6 +194,28 @@ def test_a_prompt_the_model_could_not_take_is_rejected_without_retry(tmp_path: P
     assert not driver.phase.calls
 
 
+@pytest.mark.parametrize("unoriginal", [True, False])
+def test_a_delta_that_repeats_the_archive_is_retried_only_when_configured(
+    tmp_path: Path, unoriginal: bool
+) -> None:
+    """generation.retry_unoriginal: false drops the retries of duplicate and not_novel
+    deltas (the default config's choice), not those of deltas that failed to build, nor any
+    retry of a whole program (never retried)."""
+    cfg = build_config(
+        {
+            "archive": {"url": f"sqlite:///{tmp_path / 'a.db'}"},
+            "generation": {"max_retries": 1, "retry_unoriginal": unoriginal},
+        }
+    )
+    driver = Driver(cfg, archive=None, run_id="r", actors=None)  # type: ignore[arg-type]
+    delta, full = (Slot(1, 0, mode, "p", parent_code="x = 1\n") for mode in ("delta", "full"))
+    for error_class in ("duplicate", "not_novel"):
+        assert driver.phase.retryable(delta, 0, error_class) is unoriginal
+    assert driver.phase.retryable(delta, 0, "build_failed")
+    assert not driver.phase.retryable(delta, 1, "build_failed")  # max_retries reached
+    assert not driver.phase.retryable(full, 0, "build_failed")
+
+
 def test_cycle_table_counts_valid_novel_and_evaluated(tmp_path: Path) -> None:
     cfg = Config()
     with Archive.from_url(f"sqlite:///{tmp_path / 'a.db'}") as archive:
