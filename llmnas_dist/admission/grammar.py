@@ -22,10 +22,11 @@ right-linear state machine over parent positions:
 Starting positions whose every extension stays ambiguous are left out, so every prefix
 the grammar allows can still be completed into an answer that applies.
 
-`full_grammar(parent)` frames a full-mode answer, `<nn>` ... `</nn>`, around a program that keeps
-the contract's outline: an allowlisted import header, a top-level `class Net(nn.Module)`
-with the contract's `__init__` signature, no later top-level import (special tokens are
-kept out by the engine). Its header allows the seeds' imports and the parent's own.
+`full_grammar(parent)` frames a full-mode answer, `<nn>` ... `</nn>`, around a program
+that keeps the contract's outline: an allowlisted import header, a top-level
+`class Net(nn.Module)` with the contract's `__init__` signature, no later top-level import
+(special tokens are kept out by the engine). The header, Net and `__init__` lines may also
+be the parent's own.
 """
 
 from __future__ import annotations
@@ -203,20 +204,22 @@ def _right_linear(steps: list[Step], terms: dict[str, str]) -> str:
 # A whole program keeps the contract's outline by construction (`full_grammar`), in the
 # canonical form prompts show: an import header of allowlisted lines (the seeds' and its
 # parent's own), a blank line, then lines of which no top-level one is an import, among
-# them `class Net(nn.Module):` and, after it, its `__init__` with the contract's signature;
-# `</nn>` starts a line. The default run of 2026-12-04 (AVX512 EPYC, 12 whole programs
-# under a bare <nn> frame, none admitted) broke that outline in 4: 2 imported
-# `torch.utils.nn.functional`, 2 had no top-level Net. A line's text holds no backtick and
-# no `</` (as the delta grammar's added lines).
+# them `class Net(nn.Module):` and, after it, its `__init__` with the contract's signature
+# (or the parent's own lines for both, e.g. LEMUR's annotated signature); `</nn>` starts a
+# line. Measured (README, 2026-12-04, AVX512 EPYC): of 24 whole programs under a bare <nn>
+# frame, 11 broke this outline (6 imported `torch.utils.nn.functional`, 5 had no top-level
+# Net); of 24 under this grammar none imported outside the header and one, cut off by the
+# token limit, had no Net. A line's text holds no backtick and no `</` (as the delta
+# grammar's added lines).
 SEED_IMPORTS = (
     "import math",
     "import torch",
     "import torch.nn as nn",
     "import torch.nn.functional as F",
 )
+NET_LINE = "class Net(nn.Module):"
+INIT_LINE = "    def __init__(self, in_shape, out_shape, prm, device):"
 _LINE_TEXT = r"([^\n`<]|<+[^\n`</])*"
-_NET_LINE = r"class Net\(nn\.Module\):\n"
-_INIT_LINE = r"    def __init__\(self, in_shape, out_shape, prm, device\):\n"
 _IMPORT_WORDS = ("import ", "from ")
 
 
@@ -233,28 +236,31 @@ def _not_starting_with(words: tuple[str, ...]) -> str:
     return "(" + "|".join(options) + ")"
 
 
-def _body_line() -> str:
-    """A blank line, an indented line, or a top-level line that is no import."""
-    return rf"(([ \t]{_LINE_TEXT}|{_not_starting_with(_IMPORT_WORDS)})?\n)"
-
-
-def top_level_imports(program: str) -> list[str]:
-    """The program's import statements at column 0, one line each (canonical form)."""
+def _parent_lines(parent: str, starts: tuple[str, ...]) -> list[str]:
+    """The parent's lines that start with one of `starts`, trailing spaces dropped, that a
+    grammar line may copy (no backtick, no `<`)."""
     return [
         line.rstrip()
-        for line in program.splitlines()
-        if line.startswith(_IMPORT_WORDS) and "`" not in line and "<" not in line
+        for line in parent.splitlines()
+        if line.startswith(starts) and "`" not in line and "<" not in line
     ]
+
+
+def _one_line_of(lines: list[str]) -> str:
+    """A regex of exactly one of `lines`, then its line break."""
+    return "(" + "|".join(re.escape(line) for line in dict.fromkeys(lines)) + r")\n"
 
 
 def full_grammar(parent: str) -> str:
     """The language of whole-program answers to `parent`: `<nn>`, the header (lines from
     the seeds' imports and the parent's own), a blank line, body lines without a top-level
-    import that hold `class Net(nn.Module):` and then its contract `__init__`, `</nn>`."""
-    imports = dict.fromkeys([*SEED_IMPORTS, *top_level_imports(parent)])
-    header = "(" + "|".join(re.escape(line) for line in imports) + r")\n"
-    body = _body_line()
-    program = f"({header})+\\n{body}*{_NET_LINE}{body}*{_INIT_LINE}{body}*"
+    import that hold the Net line and then its `__init__` line (the contract's or the
+    parent's own), `</nn>`."""
+    header = _one_line_of([*SEED_IMPORTS, *_parent_lines(parent, _IMPORT_WORDS)])
+    net = _one_line_of([NET_LINE, *_parent_lines(parent, ("class Net(",))])
+    init = _one_line_of([INIT_LINE, *_parent_lines(parent, ("    def __init__(self, in_shape",))])
+    body = rf"(([ \t]{_LINE_TEXT}|{_not_starting_with(_IMPORT_WORDS)})?\n)"
+    program = f"({header})+\\n{body}*{net}{body}*{init}{body}*"
     return 'start: "<nn>\\n" PROGRAM\nPROGRAM: /' + program.replace("/", "\\/") + "<\\/nn>/\n"
 
 

@@ -248,6 +248,21 @@ def test_a_parent_s_own_imports_join_the_header_of_its_children():
     assert not accepts(full_grammar(WHOLE), whole(parent))
 
 
+def test_a_parent_s_own_net_and_init_lines_are_allowed_to_its_children():
+    """LEMUR's programs annotate the contract's signature; such a parent's child may keep
+    it (canonical form, as prompts show parents), other parents' children may not."""
+    annotated = (
+        "    def __init__(self, in_shape: tuple, out_shape: tuple, prm: dict, "
+        "device: torch.device) -> None:"
+    )
+    parent = WHOLE.replace("    def __init__(self, in_shape, out_shape, prm, device):", annotated)
+    parent = canonicalize(parent, AdmissionConfig())[0]
+    assert annotated in parent
+    assert accepts(full_grammar(parent), whole(parent))
+    assert accepts(full_grammar(parent), whole(WHOLE))
+    assert not accepts(full_grammar(WHOLE), whole(parent))
+
+
 def test_the_grammar_of_an_answer_falls_back_with_its_reason():
     parent = SEEDS["plain_cnn"]
     assert answer_grammar("full", parent) == (full_grammar(parent), None)
