@@ -201,6 +201,35 @@ def _right_linear(steps: list[Step], terms: dict[str, str]) -> str:
     return "\n".join(rules) + "\n"
 
 
+def _reachable(edges: dict[str, list[str]], starts: set[str]) -> set[str]:
+    """Every state reachable from `starts` along `edges` (starts included)."""
+    seen, todo = set(starts), list(starts)
+    while todo:
+        for nxt in edges.get(todo.pop(), []):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _forward(steps: list[Step], root: str) -> set[str]:
+    """States reachable from `root`."""
+    targets: dict[str, list[str]] = {}
+    for src, _, dst in steps:
+        if dst is not None:
+            targets.setdefault(src, []).append(dst)
+    return _reachable(targets, {root})
+
+
+def _backward(steps: list[Step]) -> set[str]:
+    """States from which an accepting transition can be reached."""
+    sources: dict[str, list[str]] = {}
+    for src, _, dst in steps:
+        if dst is not None:
+            sources.setdefault(dst, []).append(src)
+    return _reachable(sources, {src for src, _, dst in steps if dst is None})
+
+
 # A whole program keeps the contract's outline by construction (`full_grammar`), in the
 # canonical form prompts show: an import header of allowlisted lines (the seeds' and its
 # parent's own), a blank line, then lines of which no top-level one is an import, among
@@ -262,35 +291,6 @@ def full_grammar(parent: str) -> str:
     body = rf"(([ \t]{_LINE_TEXT}|{_not_starting_with(_IMPORT_WORDS)})?\n)"
     program = f"({header})+\\n{body}*{net}{body}*{init}{body}*"
     return 'start: "<nn>\\n" PROGRAM\nPROGRAM: /' + program.replace("/", "\\/") + "<\\/nn>/\n"
-
-
-def _reachable(edges: dict[str, list[str]], starts: set[str]) -> set[str]:
-    """Every state reachable from `starts` along `edges` (starts included)."""
-    seen, todo = set(starts), list(starts)
-    while todo:
-        for nxt in edges.get(todo.pop(), []):
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen
-
-
-def _forward(steps: list[Step], root: str) -> set[str]:
-    """States reachable from `root`."""
-    targets: dict[str, list[str]] = {}
-    for src, _, dst in steps:
-        if dst is not None:
-            targets.setdefault(src, []).append(dst)
-    return _reachable(targets, {root})
-
-
-def _backward(steps: list[Step]) -> set[str]:
-    """States from which an accepting transition can be reached."""
-    sources: dict[str, list[str]] = {}
-    for src, _, dst in steps:
-        if dst is not None:
-            sources.setdefault(dst, []).append(src)
-    return _reachable(sources, {src for src, _, dst in steps if dst is None})
 
 
 def answer_grammar(mode: str, parent: str) -> tuple[str | None, str | None]:
