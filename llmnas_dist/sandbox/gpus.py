@@ -5,13 +5,16 @@ its `GpuGrant`: CUDA_VISIBLE_DEVICES set to exactly those GPUs (the program uses
 CUDA_DEVICE_ORDER and the driver's library path; read/write on /dev/nvidiactl,
 /dev/nvidia-uvm(-tools), /dev/nvidia-caps and the assigned GPUs' own /dev/nvidia<minor>
 (found in the driver's procfs listing; every GPU's file only when an id cannot be resolved,
-with a warning); read on the driver's procfs/sysfs entries. The child's worker creates the
+with a warning); read on the driver's procfs/sysfs entries; writes beneath the worker's own
+/proc/self/task; and, where namespaces are available, a /proc of its own PID namespace
+(CUDA does not start without these two, measured on an H200). The child's worker creates the
 CUDA context before the program runs and then caps the address space at CUDA's reservation
 plus the memory limit (CUDA cannot start under a plain address-space limit).
 
 Residual risk of a GPU run beyond a CPU run's: the program reaches the GPU driver's ioctl
 interface (kernel attack surface) and can read hardware facts in /sys/devices, /sys/bus/pci
-and /proc/modules; it cannot open another GPU's device file (where its id resolves).
+and /proc/modules, and write its own threads' /proc entries (see CUDA_WRITE_PATHS); it
+cannot open another GPU's device file (where its id resolves).
 
 Holds the driver's GPU listing (`NvidiaGpu`, `read_nvidia_gpus`), the device files
 (`present_gpu_device_files`, `gpu_device_files`), the environment (`cuda_env`), the id check
@@ -45,6 +48,21 @@ CUDA_READ_PATHS = (
     "/sys/module/nvidia",
     "/sys/module/nvidia_uvm",
 )
+# Writable beneath (existing files only): the worker's own threads' /proc entries
+# ("/proc/self" is resolved by the worker). Measured on an H200 (driver 580, Landlock ABI 7):
+# CUDA did not start under Landlock (error 304) until writes beneath /proc/self/task were
+# allowed; beneath /proc/self/comm, fd, mem, attr, oom_score_adj, /proc/thread-self, /sys,
+# /dev, /usr, /var or /run it still failed (glibc names another thread through
+# /proc/self/task/<tid>/comm). Threat argument: the entries are the worker's own, so what a
+# program can change is itself: its threads' names, its own memory (task/<tid>/mem: it runs
+# arbitrary code in that process already, and the kernel's confinement, uid nobody,
+# Landlock, namespaces, rlimits and no_new_privs, is not in its memory), its OOM score
+# (upwards only). As nobody and non-dumpable the worker finds those files owned by root, so
+# its uid refuses most of them anyway. A magic link (fd/N, cwd, root) opens its target,
+# which Landlock judges by the target's own path, so no file becomes writable through it;
+# other processes' entries stay unwritable (and a GPU run's own /proc lists only the
+# sandbox's processes). Hostile tests: tests/sandbox/test_sandbox_gpu.py.
+CUDA_WRITE_PATHS = ("/proc/self/task",)
 NVIDIA_GPUS_DIR = "/proc/driver/nvidia/gpus"  # one folder per GPU, named by its PCI bus id
 CUDA_DEVICE_ORDERS = ("PCI_BUS_ID", "FASTEST_FIRST")
 GPU_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9:/._-]{0,99}")
@@ -66,6 +84,7 @@ class GpuGrant:
     env: dict[str, str]  # CUDA_VISIBLE_DEVICES and the few other variables CUDA needs
     device_files: tuple[str, ...]  # read/write/ioctl: the shared nvidia files, the GPUs' own
     read_paths: tuple[str, ...]  # driver state in procfs/sysfs, driver library folders
+    write_paths: tuple[str, ...] = CUDA_WRITE_PATHS  # files beneath may be written
 
 
 def parse_nvidia_information(bus_id: str, text: str) -> NvidiaGpu | None:

@@ -126,6 +126,7 @@ class SandboxCapabilities:
     namespaces: str  # "root" (net+pid namespaces as root), "user" (inside a user namespace), "none"
     landlock_abi: int  # 0: no Landlock, so no filesystem confinement beyond the uid
     drop_uid: bool  # the program runs as nobody (the parent is root)
+    own_proc: bool  # a GPU run's PID namespace gets its own /proc (confine.mount_own_proc)
 
     @property
     def network_isolated(self) -> bool:
@@ -156,10 +157,16 @@ def sandbox_capabilities() -> SandboxCapabilities:
         namespaces=str(data["namespaces"]),
         landlock_abi=int(data["landlock_abi"]),
         drop_uid=bool(data["drop_uid"]),
+        own_proc=bool(data["own_proc"]),
     )
     if caps.namespaces == "none":
         log.warning(
             "sandbox: no network/PID namespaces on this machine; programs can reach the network"
+        )
+    if caps.namespaces != "none" and not caps.own_proc:
+        log.warning(
+            "sandbox: cannot mount a /proc of our own; CUDA will not start in a GPU run's "
+            "PID namespace (its programs fall back to the CPU)"
         )
     if not caps.filesystem_confined:
         log.warning("sandbox: no Landlock; file access is limited only by the program's uid")
@@ -421,6 +428,7 @@ def run_in_sandbox(
             "limits": dataclasses.asdict(limits),
             "read_paths": read_paths,
             "device_paths": device_paths,
+            "write_paths": list(grant.write_paths) if grant is not None else [],
             "gpu": grant is not None,
             "setup": dataclasses.asdict(caps),
         }

@@ -274,7 +274,7 @@ def test_weaker_isolation_modes_still_build(mode, monkeypatch, tmp_path):
     ):
         pytest.skip("user namespaces unavailable")
     monkeypatch.setattr(
-        sandbox, "sandbox_capabilities", lambda: SandboxCapabilities(mode, abi, False)
+        sandbox, "sandbox_capabilities", lambda: SandboxCapabilities(mode, abi, False, False)
     )
     report = build_check(SMALL_CNN, (1, 8, 8), 10, AdmissionConfig())
     assert report.param_count == trusted_param_count(SMALL_CNN, (1, 8, 8), 10)

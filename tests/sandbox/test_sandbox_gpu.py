@@ -4,7 +4,12 @@ from the static allowlist, and `gpu`-marked training on CUDA through the sandbox
 from __future__ import annotations
 
 import os
+import pathlib
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import pytest
 import torch
@@ -25,7 +30,7 @@ from llmnas_dist.sandbox.gpus import (
     present_gpu_device_files,
 )
 from llmnas_dist.sandbox.launch import confinement
-from llmnas_dist.sandbox.runner import SandboxLimits, run_in_sandbox
+from llmnas_dist.sandbox.runner import SandboxLimits, run_in_sandbox, sandbox_capabilities
 from llmnas_dist.seeds import load_seeds
 
 SCRUBBED_KEYS = {"PATH", "HOME", "TMPDIR", "LANG", *launch.THREAD_ENV_VARS}
@@ -153,6 +158,130 @@ def test_a_device_name_maps_to_this_process_visible_gpu() -> None:
     assert gpu_ids_for_device("cuda:1", {"CUDA_VISIBLE_DEVICES": "4, 6"}) == ["6"]
     with pytest.raises(ValueError, match="CUDA_VISIBLE_DEVICES"):
         gpu_ids_for_device("cuda:2", {"CUDA_VISIBLE_DEVICES": "4,6"})
+
+
+# ---------------------------------------------------------------- a GPU run's own /proc
+
+# What a program in a GPU run tries with what the grant allows beyond a CPU run: writes
+# beneath its own threads' /proc entries (CUDA needs them) and a /proc of its own PID
+# namespace.
+PROC_PROBE = """
+import os
+print('PID', os.getpid(), 'SELF', os.readlink('/proc/self'))
+try:
+    print('PROCS', sorted(p for p in os.listdir('/proc') if p.isdigit()))
+except OSError as e:
+    print('PROCS', type(e).__name__)
+def attempt(label, path, text):
+    try:
+        with open(path, 'w') as fh:
+            fh.write(text)
+        print('WROTE', label)
+    except OSError as e:
+        print('REFUSED', label, type(e).__name__)
+attempt('thread_name', '/proc/thread-self/comm', 'renamed')
+attempt('comm', '/proc/self/comm', 'renamed')
+attempt('oom_lower', '/proc/self/oom_score_adj', '-1000')
+fd = os.open(DATA, os.O_RDONLY)
+attempt('fd_reopen', '/proc/self/fd/%d' % fd, 'pwned')
+attempt('root_link', '/proc/self/root' + DATA, 'pwned')
+attempt('parent', '/proc/%d/comm' % os.getppid(), 'pwned')
+"""
+HOSTILE_WRITES = ("comm", "oom_lower", "fd_reopen", "root_link", "parent")
+
+
+def _readable_data(tmp_path) -> pathlib.Path:
+    """A file anyone may write by its mode (so only the confinement refuses), in a folder
+    nobody may enter (pytest's own are root's only)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for path in (tmp_path, *tmp_path.parents):
+        if path == pathlib.Path(tempfile.gettempdir()):
+            break
+        path.chmod(path.stat().st_mode | 0o055)
+    data = folder / "readable.txt"
+    data.write_text("untouched")
+    data.chmod(0o666)
+    return data
+
+
+def _proc_probe(tmp_path, gpu_ids: list[str]) -> tuple[str, str]:
+    data = _readable_data(tmp_path)
+    code = f"DATA = {str(data)!r}\n" + PROC_PROBE
+    payload = {"in_shape": [2, 1, 8, 8], "num_classes": 10, "prm": {}}
+    out = run_in_sandbox(
+        code, "build", payload, LIMITS, extra_read_paths=[str(data.parent)], gpu_ids=gpu_ids
+    )
+    return out["stdout_tail"], data.read_text()
+
+
+def _refused(tail: str, label: str) -> bool:
+    # the parent's entry: refused, or absent from a /proc that lists only the sandbox
+    return f"REFUSED {label} PermissionError" in tail or (
+        label == "parent" and "REFUSED parent FileNotFoundError" in tail
+    )
+
+
+def test_gpu_run_without_a_gpu_writes_nothing_it_should_not(tmp_path) -> None:
+    # gpu_ids on a machine without a GPU: the GPU run's confinement, CUDA absent. Its
+    # threads' names are writable (what CUDA needs), nothing else; Landlock alone is tested
+    # below (here the uid, nobody and non-dumpable, refuses most entries too).
+    caps = sandbox_capabilities()
+    if not caps.landlock_abi:
+        pytest.skip("no Landlock here: the uid alone confines writes")
+    tail, data = _proc_probe(tmp_path, ["0"])
+    assert all(_refused(tail, label) for label in HOSTILE_WRITES), tail
+    assert data == "untouched"
+    assert "WROTE thread_name" in tail, tail
+    if caps.own_proc:
+        # its own PID namespace's /proc: the worker is PID 1 there, /proc/self agrees
+        assert "PID 1 SELF 1\n" in tail and "REFUSED parent FileNotFoundError" in tail, tail
+    with open("/proc/self/stat") as fh:  # the host's /proc is untouched by the child's mount
+        assert fh.read().split()[0] == str(os.getpid())
+
+
+def test_landlock_write_grant_reaches_only_the_processs_own_entry(tmp_path) -> None:
+    # Landlock alone (as root, no uid drop, no namespaces), with a GPU run's rules: its
+    # threads' names are writable, not its other entries, nothing reached through its magic
+    # links, no other process's entry.
+    if os.geteuid() != 0 or not confine.landlock_abi():
+        pytest.skip("needs root (so that only Landlock refuses) and Landlock")
+    data = _readable_data(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    g = gpu_grant(["0"], {}, gpus=[], present=[])
+    read_paths, device_paths = confinement([str(data.parent)], g)
+    script = (
+        "import os, sys\n"
+        "from llmnas_dist.sandbox.child import confine\n"
+        f"confine.apply_landlock(confine.landlock_abi(), {str(work)!r}, {read_paths!r}, "
+        f"{device_paths!r}, {list(g.write_paths)!r})\n"
+        f"DATA = {str(data)!r}\n" + PROC_PROBE
+    )
+    tail = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert "WROTE thread_name" in tail, tail  # the grant CUDA needs
+    assert all(f"REFUSED {label} PermissionError" in tail for label in HOSTILE_WRITES), tail
+    assert data.read_text() == "untouched"
+
+
+def test_cpu_run_writes_nothing_beneath_proc(tmp_path) -> None:
+    if not sandbox_capabilities().landlock_abi:
+        pytest.skip("no Landlock here")
+    tail, data = _proc_probe(tmp_path, [])
+    assert "REFUSED comm PermissionError" in tail and "WROTE" not in tail, tail
+    assert "PROCS PermissionError" in tail and data == "untouched"
+
+
+def test_own_proc_is_probed_where_the_kernel_allows_it() -> None:
+    flags = ["--net", "--pid", "--fork", "--mount-proc"]
+    if os.geteuid() != 0:
+        flags = ["--user", *flags]
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare tool to compare with")
+    allowed = subprocess.run(["unshare", *flags, "true"], capture_output=True).returncode == 0
+    assert sandbox_capabilities().own_proc == allowed
 
 
 # ---------------------------------------------------------------- one list of modules

@@ -1,7 +1,8 @@
 """Confinement primitives of the sandbox child: namespaces, Landlock, rlimits, uid drop.
 
 The supervisor unshares the network and PID namespaces (plus a user namespace when not
-root) before it forks the worker; the worker sets rlimits, drops to `nobody` when started as
+root, and for a GPU run a private mount namespace where the worker mounts its own /proc)
+before it forks the worker; the worker sets rlimits, drops to `nobody` when started as
 root, applies Landlock (writes only beneath its working directory, reads only beneath the
 paths the parent grants, devices only the granted device files, no execve, no TCP, no
 signals or abstract sockets outside the sandbox, as the kernel's ABI allows) and, for a GPU
@@ -32,6 +33,11 @@ CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+MS_NOSUID = 1 << 1
+MS_NODEV = 1 << 2
+MS_NOEXEC = 1 << 3
+MS_REC = 1 << 14
+MS_PRIVATE = 1 << 18
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
@@ -88,11 +94,13 @@ def landlock_abi() -> int:
     return max(int(ret), 0)
 
 
-def unshare_namespaces(user_namespace: bool) -> None:
-    """New network (loopback down, nothing reachable) and PID namespaces for our children."""
+def unshare_namespaces(user_namespace: bool, own_proc: bool = False) -> None:
+    """New network (loopback down, nothing reachable) and PID namespaces for our children;
+    with `own_proc` also a private mount namespace, where our first child mounts its PID
+    namespace's /proc (`mount_own_proc`)."""
     uid, gid = os.geteuid(), os.getegid()
     flags = CLONE_NEWNET | CLONE_NEWPID | (CLONE_NEWUSER if user_namespace else 0)
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+    _check(_libc.unshare(ctypes.c_int(flags | (CLONE_NEWNS if own_proc else 0))), "unshare")
     if user_namespace:
         # Map only ourselves: inside, we keep our uid and hold no power over anyone else.
         for name, text in (
@@ -102,6 +110,27 @@ def unshare_namespaces(user_namespace: bool) -> None:
         ):
             with open(f"/proc/self/{name}", "w") as fh:
                 fh.write(text)
+    if own_proc:
+        # Mounts made from here on stay in this namespace: under a shared / (systemd's
+        # default) the child's /proc would otherwise propagate onto the host's.
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int) -> None:
+    def raw(text: str | None) -> bytes | None:
+        return None if text is None else text.encode()
+
+    ret = _libc.mount(raw(source), raw(target), raw(fstype), ctypes.c_ulong(flags), None)
+    _check(ret, f"mount({target})")
+
+
+def mount_own_proc() -> None:
+    """Mount this PID namespace's procfs over /proc: run by the namespace's first process
+    (it is PID 1 there) inside the private mount namespace `unshare_namespaces(own_proc=True)`
+    made. Afterwards /proc lists only the sandbox's processes and /proc/self agrees with
+    getpid(). A GPU run needs it: CUDA (driver 580, H200) did not start in a new PID
+    namespace under the inherited /proc, and did with its own."""
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def _landlock_fs_rights(abi: int) -> int:
@@ -116,16 +145,23 @@ def _landlock_fs_rights(abi: int) -> int:
 
 
 def landlock_rules(
-    abi: int, workdir: str, read_paths: Sequence[str], device_paths: Sequence[str]
+    abi: int,
+    workdir: str,
+    read_paths: Sequence[str],
+    device_paths: Sequence[str],
+    write_paths: Sequence[str] = (),
 ) -> list[tuple[str, int]]:
     """The (path, rights) rules: everything but execute beneath workdir, read beneath
     read_paths, read/write/ioctl on device_paths (the parent decides which: BASE_DEVICE_FILES
-    for a CPU run, plus the assigned GPUs' files for a GPU run)."""
+    for a CPU run, plus the assigned GPUs' files for a GPU run), writes to existing files
+    beneath write_paths (none for a CPU run; see GpuGrant.write_paths)."""
     handled_fs = _landlock_fs_rights(abi)
     device_rights = FS_READ_FILE | FS_WRITE_FILE | (handled_fs & (FS_TRUNCATE | FS_IOCTL_DEV))
     rules = [(workdir, handled_fs & ~FS_EXECUTE)]
     rules += [(path, FS_READ_FILE | FS_READ_DIR) for path in read_paths]
     rules += [(dev, device_rights) for dev in device_paths]
+    # truncation too: fopen(path, "w") opens with O_TRUNC (a procfs file has no size to cut)
+    rules += [(path, FS_WRITE_FILE | (handled_fs & FS_TRUNCATE)) for path in write_paths]
     return rules
 
 
@@ -134,11 +170,12 @@ def apply_landlock(
     workdir: str,
     read_paths: Sequence[str],
     device_paths: Sequence[str] = BASE_DEVICE_FILES,
+    write_paths: Sequence[str] = (),
 ) -> None:
-    """Writes only beneath workdir, reads only beneath read_paths, devices only device_paths,
-    no execve, no TCP, no signals to or abstract sockets of processes outside the sandbox
-    (as the ABI allows). A path is resolved here, by the confined process: "/proc/self" is
-    its own /proc entry."""
+    """Writes only beneath workdir (and to files beneath write_paths), reads only beneath
+    read_paths, devices only device_paths, no execve, no TCP, no signals to or abstract
+    sockets of processes outside the sandbox (as the ABI allows). A path is resolved here,
+    by the confined process: "/proc/self" is its own /proc entry."""
     handled_fs = _landlock_fs_rights(abi)
     fields: list[tuple[str, Any]] = [("handled_access_fs", ctypes.c_uint64)]
     values = [handled_fs]
@@ -161,7 +198,7 @@ def apply_landlock(
         FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | (handled_fs & (FS_TRUNCATE | FS_IOCTL_DEV))
     )
     try:
-        for path, rights in landlock_rules(abi, workdir, read_paths, device_paths):
+        for path, rights in landlock_rules(abi, workdir, read_paths, device_paths, write_paths):
             try:
                 fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
             except OSError:
@@ -252,7 +289,29 @@ def probe() -> dict[str, Any]:
         namespaces = "root"
     elif _try_in_fork(lambda: unshare_namespaces(user_namespace=True)):
         namespaces = "user"
+    own_proc = namespaces != "none" and _try_in_fork(
+        lambda: _own_proc_in_child(user_namespace=namespaces == "user")
+    )
     abi = landlock_abi()
     if abi and not _try_in_fork(lambda: apply_landlock(abi, os.getcwd(), [sys.prefix])):
         abi = 0
-    return {"namespaces": namespaces, "landlock_abi": abi, "drop_uid": is_root}
+    return {
+        "namespaces": namespaces,
+        "landlock_abi": abi,
+        "drop_uid": is_root,
+        "own_proc": own_proc,
+    }
+
+
+def _own_proc_in_child(user_namespace: bool) -> None:
+    """Raises unless a child in new namespaces can mount its own /proc (a container without
+    the mount capability, or whose /proc is partly covered, cannot)."""
+    unshare_namespaces(user_namespace, own_proc=True)
+
+    def mount_and_check() -> None:
+        mount_own_proc()
+        if os.readlink("/proc/self") != "1":
+            raise SetupError("/proc/self is not this PID namespace's first process")
+
+    if not _try_in_fork(mount_and_check):
+        raise SetupError("cannot mount a /proc of our own")

@@ -4,7 +4,7 @@ Runs as two processes so the program never holds the pipe its verdict travels on
 
 - the supervisor (`supervise`) caps threads, imports torch and the allowlisted modules,
   makes itself non-dumpable, unshares the network and PID namespaces (plus a user
-  namespace when not root), then forks the worker;
+  namespace when not root, and for a GPU run a mount namespace), then forks the worker;
 - the worker (`worker_main`; PID 1 of the new PID namespace, so every process it forks dies
   with it) closes the result pipe, confines itself (llmnas_dist.sandbox.child.confine),
   executes the program and runs the task (llmnas_dist.sandbox.child.tasks), and reports to
@@ -37,6 +37,7 @@ from llmnas_dist.sandbox.child.confine import (
     die_with_parent,
     drop_to_nobody,
     make_undumpable,
+    mount_own_proc,
     set_rlimits,
     unshare_namespaces,
     warm_cuda,
@@ -104,12 +105,18 @@ def worker_main(request: dict[str, Any], report_fd: int, setup: dict[str, Any]) 
     try:
         die_with_parent()
         gpu = request["gpu"] is True
+        if gpu and setup["own_proc"]:
+            mount_own_proc()  # while still privileged in our namespaces
         set_rlimits(request["limits"], address_space=not gpu)
         if setup["drop_uid"]:
             drop_to_nobody()
         if setup["landlock_abi"]:
             apply_landlock(
-                setup["landlock_abi"], os.getcwd(), request["read_paths"], request["device_paths"]
+                setup["landlock_abi"],
+                os.getcwd(),
+                request["read_paths"],
+                request["device_paths"],
+                request["write_paths"],
             )
         if gpu:
             warm_cuda()  # confined already: it opens only what the GPU grant allows
@@ -223,7 +230,10 @@ def supervise(request: dict[str, Any], result_fd: int) -> None:
     prepare(request)
     make_undumpable()  # the worker cannot ptrace us or open our fds
     if setup["namespaces"] != "none":
-        unshare_namespaces(user_namespace=setup["namespaces"] == "user")
+        unshare_namespaces(
+            user_namespace=setup["namespaces"] == "user",
+            own_proc=request["gpu"] is True and setup["own_proc"],
+        )
     report_r, report_w = os.pipe()
     pid = os.fork()
     if pid == 0:
