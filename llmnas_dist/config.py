@@ -169,6 +169,13 @@ class GenerationConfig(Section):
     warm_start_lr: float = Field(
         2e-4, gt=0.0, lt=1.0, description="Warm start: LoRA learning rate."
     )
+    warm_start_full_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Warm start: share of the mutation pairs taught as whole programs (full "
+        "prompt -> the whole child); the rest are taught as deltas.",
+    )
     batch_size: int = Field(
         4,
         ge=1,

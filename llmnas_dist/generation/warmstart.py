@@ -92,13 +92,13 @@ def warm_start_key(
                 "target_modules",
                 "batch_size",
                 "max_length",
-                "full_code_fraction",
             },
         ),
         "warm_start": {
             "per_seed": generation.warm_start_per_seed,
             "epochs": generation.warm_start_epochs,
             "lr": generation.warm_start_lr,
+            "full_fraction": generation.warm_start_full_fraction,
         },
         # the codec's fuzz judges answers, not the taught pairs (built with exact deltas)
         "admission": admission.model_dump(mode="json", exclude={"delta_fuzz"}),
@@ -132,13 +132,10 @@ def warm_start_examples(
     dataset: str,
     seeds: Mapping[str, str],
     build: bool = True,
-    full_code_fraction: float = 0.0,
     input_size: int | None = None,
 ) -> list[Example]:
     """Examples from mutation pairs of `seeds`: (delta prompt -> delta), and for a
-    `full_code_fraction` share (finetune.full_code_fraction, as in the CE updates)
-    (full prompt -> the whole child). Without full examples the warm-started model answered
-    every full-mode prompt of a default run with `<nn>\n<- <nn>\n</nn>` (12 of 12).
+    `generation.warm_start_full_fraction` share (full prompt -> the whole child).
     Programs are shown in canonical form, as the archive stores them and the driver's
     prompts show parents; each parent gets a random plausible score (or none), as prompts
     in a run carry them. Children are built at the run's shape (`input_size`)."""
@@ -169,7 +166,7 @@ def warm_start_examples(
         if parent not in scores:
             scores[parent] = None if rng.random() < UNSCORED_FRACTION else rng.uniform(0.2, 0.97)
         taught.append(ElitePair(parent, child, scores[parent]))
-    return build_examples(taught, spec, full_code_fraction, seed=PAIR_SEED)
+    return build_examples(taught, spec, generation.warm_start_full_fraction, seed=PAIR_SEED)
 
 
 def _adapter_root(cache: Path | None) -> Path:
@@ -256,7 +253,6 @@ def warm_start_adapter(
         admission,
         dataset,
         seeds,
-        full_code_fraction=finetune.full_code_fraction,
         input_size=input_size,
     )
     if not examples:

@@ -24,7 +24,9 @@ from llmnas_dist.seeds import load_seeds
 
 SEEDS = load_seeds()
 SMALL_SEEDS = {name: SEEDS[name] for name in ("plain_cnn", "vit_tiny")}
-GEN = GenerationConfig(warm_start_per_seed=1, warm_start_epochs=1, warm_start_lr=1e-3)
+GEN = GenerationConfig(
+    warm_start_per_seed=1, warm_start_epochs=1, warm_start_lr=1e-3, warm_start_full_fraction=0.0
+)
 TINY = FinetuneConfig(r=4, alpha=8, dropout=0.0, batch_size=2, max_length=1024)
 ADM = AdmissionConfig()
 
@@ -77,9 +79,8 @@ def test_examples_show_canonical_parents_and_teach_novel_deltas_that_apply():
 
 
 def test_a_share_of_examples_teaches_whole_programs():
-    gen = GEN.model_copy(update={"warm_start_per_seed": 3})
-    examples = warm_start_examples(gen, ADM, "digits", SMALL_SEEDS, build=False,
-                                   full_code_fraction=0.5)  # fmt: skip
+    gen = GEN.model_copy(update={"warm_start_per_seed": 3, "warm_start_full_fraction": 0.5})
+    examples = warm_start_examples(gen, ADM, "digits", SMALL_SEEDS, build=False)
     full = [ex for ex in examples if ex.completion.startswith("<nn>")]
     assert 0 < len(full) < len(examples)
     for ex in full:
@@ -87,7 +88,8 @@ def test_a_share_of_examples_teaches_whole_programs():
         child = extract_code(ex.completion)
         assert "complete program inside <nn>" in ex.prompt
         assert child != parent and canonicalize(child, ADM)[0] == child
-    assert key() != key(ft=TINY.model_copy(update={"full_code_fraction": 0.5}))
+    assert key() != key(gen=gen)
+    assert key() == key(ft=TINY.model_copy(update={"full_code_fraction": 0.5}))  # CE updates only
 
 
 def test_examples_keep_only_children_that_build_for_the_dataset():
