@@ -52,8 +52,9 @@ CUDA_READ_PATHS = (
 # ("/proc/self" is resolved by the worker). Measured on an H200 (driver 580, Landlock ABI 7):
 # CUDA did not start under Landlock (error 304) until writes beneath /proc/self/task were
 # allowed; beneath /proc/self/comm, fd, mem, attr, oom_score_adj, /proc/thread-self, /sys,
-# /dev, /usr, /var or /run it still failed (glibc names another thread through
-# /proc/self/task/<tid>/comm). Threat argument: the entries are the worker's own, so what a
+# /dev, /usr, /var or /run it still failed (which file it writes was not traced: likely a
+# thread's name, task/<tid>/comm, which a process sets for another of its threads).
+# Threat argument: the entries are the worker's own, so what a
 # program can change is itself: its threads' names, its own memory (task/<tid>/mem: it runs
 # arbitrary code in that process already, and the kernel's confinement, uid nobody,
 # Landlock, namespaces, rlimits and no_new_privs, is not in its memory), its OOM score
