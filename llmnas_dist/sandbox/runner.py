@@ -163,14 +163,17 @@ def sandbox_capabilities() -> SandboxCapabilities:
         log.warning(
             "sandbox: no network/PID namespaces on this machine; programs can reach the network"
         )
-    if caps.namespaces != "none" and not caps.own_proc:
-        log.warning(
-            "sandbox: cannot mount a /proc of our own; CUDA will not start in a GPU run's "
-            "PID namespace (its programs fall back to the CPU)"
-        )
     if not caps.filesystem_confined:
         log.warning("sandbox: no Landlock; file access is limited only by the program's uid")
     return caps
+
+
+@functools.cache
+def _warn_gpu_without_own_proc() -> None:
+    log.warning(
+        "sandbox: cannot mount a /proc of our own here; CUDA does not start in a GPU run's "
+        "PID namespace without one (its programs fall back to the CPU)"
+    )
 
 
 def _make_workdir(caps: SandboxCapabilities) -> str:
@@ -415,6 +418,8 @@ def run_in_sandbox(
     ids = check_gpu_ids(gpu_ids)
     grant = gpu_grant(ids) if ids else None
     caps = sandbox_capabilities()
+    if grant is not None and caps.namespaces != "none" and not caps.own_proc:
+        _warn_gpu_without_own_proc()
     workdir = _make_workdir(caps)
     env = child_env(workdir, limits.threads, grant)
     read_paths, device_paths = confinement(extra_read_paths, grant)

@@ -3,6 +3,7 @@ from the static allowlist, and `gpu`-marked training on CUDA through the sandbox
 
 from __future__ import annotations
 
+import logging
 import os
 import pathlib
 import re
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 
 import pytest
 import torch
@@ -20,7 +22,7 @@ from llmnas_dist.evaluation.datasets import dataset_file
 from llmnas_dist.evaluation.evaluate import evaluate_program, gpu_ids_for_device
 from llmnas_dist.evaluation.recipe import Recipe
 from llmnas_dist.program.policy import ALLOWED_IMPORTS
-from llmnas_dist.sandbox import launch
+from llmnas_dist.sandbox import launch, runner
 from llmnas_dist.sandbox.child import confine, tasks
 from llmnas_dist.sandbox.gpus import (
     NvidiaGpu,
@@ -272,6 +274,25 @@ def test_cpu_run_writes_nothing_beneath_proc(tmp_path) -> None:
     tail, data = _proc_probe(tmp_path, [])
     assert "REFUSED comm PermissionError" in tail and "WROTE" not in tail, tail
     assert "PROCS PermissionError" in tail and data == "untouched"
+
+
+def test_gpu_run_without_its_own_proc_still_runs_and_warns_once(monkeypatch, caplog) -> None:
+    # A container that cannot mount procfs: the GPU run keeps the inherited /proc (CUDA will
+    # not start there, so the user is told), and everything else of its confinement.
+    caps = sandbox_capabilities()
+    if caps.namespaces == "none":
+        pytest.skip("no namespaces here: /proc is the host's anyway")
+    monkeypatch.setattr(runner, "sandbox_capabilities", lambda: replace(caps, own_proc=False))
+    runner._warn_gpu_without_own_proc.cache_clear()
+    code = "import os\nprint('PID', os.getpid())\n"
+    payload = {"in_shape": [2, 1, 8, 8], "num_classes": 10, "prm": {}}
+    with caplog.at_level(logging.WARNING, logger="llmnas_dist.sandbox.runner"):
+        tails = [run_in_sandbox(code, "build", payload, LIMITS, gpu_ids=["0"]) for _ in range(2)]
+    assert all("PID 1\n" in out["stdout_tail"] for out in tails), tails
+    warned = [r for r in caplog.records if "a /proc of our own" in r.getMessage()]
+    assert len(warned) == 1
+    run_in_sandbox(code, "build", payload, LIMITS)  # a CPU run never warns about it
+    assert len([r for r in caplog.records if "a /proc of our own" in r.getMessage()]) == 1
 
 
 def test_own_proc_is_probed_where_the_kernel_allows_it() -> None:
