@@ -192,29 +192,27 @@ attempt('parent', '/proc/%d/comm' % os.getppid(), 'pwned')
 HOSTILE_WRITES = ("comm", "oom_lower", "fd_reopen", "root_link", "parent")
 
 
-def _readable_data(tmp_path) -> pathlib.Path:
+@pytest.fixture
+def readable_data():
     """A file anyone may write by its mode (so only the confinement refuses), in a folder
-    nobody may enter (pytest's own are root's only)."""
-    folder = tmp_path / "data"
-    folder.mkdir()
-    for path in (tmp_path, *tmp_path.parents):
-        if path == pathlib.Path(tempfile.gettempdir()):
-            break
-        path.chmod(path.stat().st_mode | 0o055)
+    of its own under the temp root that nobody may enter (pytest's folders are their
+    owner's only, and their parents are not ours to open up)."""
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="llmnas-proc-probe-"))
+    folder.chmod(0o755)
     data = folder / "readable.txt"
     data.write_text("untouched")
     data.chmod(0o666)
-    return data
+    yield data
+    shutil.rmtree(folder, ignore_errors=True)
 
 
-def _proc_probe(tmp_path, gpu_ids: list[str]) -> tuple[str, str]:
-    data = _readable_data(tmp_path)
+def _proc_probe(data: pathlib.Path, gpu_ids: list[str]) -> str:
     code = f"DATA = {str(data)!r}\n" + PROC_PROBE
     payload = {"in_shape": [2, 1, 8, 8], "num_classes": 10, "prm": {}}
     out = run_in_sandbox(
         code, "build", payload, LIMITS, extra_read_paths=[str(data.parent)], gpu_ids=gpu_ids
     )
-    return out["stdout_tail"], data.read_text()
+    return out["stdout_tail"]
 
 
 def _refused(tail: str, label: str) -> bool:
@@ -224,16 +222,16 @@ def _refused(tail: str, label: str) -> bool:
     )
 
 
-def test_gpu_run_without_a_gpu_writes_nothing_it_should_not(tmp_path) -> None:
+def test_gpu_run_without_a_gpu_writes_nothing_it_should_not(readable_data) -> None:
     # gpu_ids on a machine without a GPU: the GPU run's confinement, CUDA absent. Its
     # threads' names are writable (what CUDA needs), nothing else; Landlock alone is tested
     # below (here the uid, nobody and non-dumpable, refuses most entries too).
     caps = sandbox_capabilities()
     if not caps.landlock_abi:
         pytest.skip("no Landlock here: the uid alone confines writes")
-    tail, data = _proc_probe(tmp_path, ["0"])
+    tail = _proc_probe(readable_data, ["0"])
     assert all(_refused(tail, label) for label in HOSTILE_WRITES), tail
-    assert data == "untouched"
+    assert readable_data.read_text() == "untouched"
     assert "WROTE thread_name" in tail, tail
     if caps.own_proc:
         # its own PID namespace's /proc: the worker is PID 1 there, /proc/self agrees
@@ -242,13 +240,13 @@ def test_gpu_run_without_a_gpu_writes_nothing_it_should_not(tmp_path) -> None:
         assert fh.read().split()[0] == str(os.getpid())
 
 
-def test_landlock_write_grant_reaches_only_the_processs_own_entry(tmp_path) -> None:
+def test_landlock_write_grant_reaches_only_the_processs_own_entry(tmp_path, readable_data) -> None:
     # Landlock alone (as root, no uid drop, no namespaces), with a GPU run's rules: its
     # threads' names are writable, not its other entries, nothing reached through its magic
     # links, no other process's entry.
     if os.geteuid() != 0 or not confine.landlock_abi():
         pytest.skip("needs root (so that only Landlock refuses) and Landlock")
-    data = _readable_data(tmp_path)
+    data = readable_data
     work = tmp_path / "work"
     work.mkdir()
     g = gpu_grant(["0"], {}, gpus=[], present=[])
@@ -268,12 +266,12 @@ def test_landlock_write_grant_reaches_only_the_processs_own_entry(tmp_path) -> N
     assert data.read_text() == "untouched"
 
 
-def test_cpu_run_writes_nothing_beneath_proc(tmp_path) -> None:
+def test_cpu_run_writes_nothing_beneath_proc(readable_data) -> None:
     if not sandbox_capabilities().landlock_abi:
         pytest.skip("no Landlock here")
-    tail, data = _proc_probe(tmp_path, [])
+    tail = _proc_probe(readable_data, [])
     assert "REFUSED comm PermissionError" in tail and "WROTE" not in tail, tail
-    assert "PROCS PermissionError" in tail and data == "untouched"
+    assert "PROCS PermissionError" in tail and readable_data.read_text() == "untouched"
 
 
 def test_gpu_run_without_its_own_proc_still_runs_and_warns_once(monkeypatch, caplog) -> None:
