@@ -54,15 +54,14 @@ CUDA_READ_PATHS = (
 # allowed; beneath /proc/self/comm, fd, mem, attr, oom_score_adj, /proc/thread-self, /sys,
 # /dev, /usr, /var or /run it still failed (which file it writes was not traced: likely a
 # thread's name, task/<tid>/comm, which a process sets for another of its threads).
-# Threat argument: the entries are the worker's own, so what a
-# program can change is itself: its threads' names, its own memory (task/<tid>/mem: it runs
-# arbitrary code in that process already, and the kernel's confinement, uid nobody,
-# Landlock, namespaces, rlimits and no_new_privs, is not in its memory), its OOM score
-# (upwards only). As nobody and non-dumpable the worker finds those files owned by root, so
-# its uid refuses most of them anyway. A magic link (fd/N, cwd, root) opens its target,
-# which Landlock judges by the target's own path, so no file becomes writable through it;
-# other processes' entries stay unwritable (and a GPU run's own /proc lists only the
-# sandbox's processes). Hostile tests: tests/sandbox/test_sandbox_gpu.py.
+# Threat argument: the entries are the worker's own, so what a program can change is itself: its
+# threads' names, its own memory (task/<tid>/mem: it runs arbitrary code in that process already,
+# and the kernel's confinement, uid nobody, Landlock, namespaces, rlimits and no_new_privs, is not
+# in its memory), its OOM score (upwards only). As nobody and non-dumpable the worker finds those
+# files owned by root, so its uid refuses most of them anyway. A magic link (fd/N, cwd, root) opens
+# its target, which Landlock judges by the target's own path, so no file becomes writable through
+# it; other processes' entries stay unwritable (and a GPU run's own /proc lists only the sandbox's
+# processes). Hostile tests: tests/sandbox/test_sandbox_gpu.py.
 CUDA_WRITE_PATHS = ("/proc/self/task",)
 NVIDIA_GPUS_DIR = "/proc/driver/nvidia/gpus"  # one folder per GPU, named by its PCI bus id
 CUDA_DEVICE_ORDERS = ("PCI_BUS_ID", "FASTEST_FIRST")

@@ -43,6 +43,7 @@ def test_key_changes_with_every_determining_field():
         key(gen=GEN.model_copy(update={"warm_start_per_seed": 2})),
         key(gen=GEN.model_copy(update={"warm_start_epochs": 2})),
         key(gen=GEN.model_copy(update={"warm_start_lr": 5e-4})),
+        key(gen=GEN.model_copy(update={"warm_start_full_fraction": 0.5})),
         key(ft=TINY.model_copy(update={"r": 8})),
         key(ft=TINY.model_copy(update={"alpha": 16})),
         key(ft=TINY.model_copy(update={"dropout": 0.1})),
