@@ -151,10 +151,11 @@ def generate_proposals(args: argparse.Namespace) -> int:
     # an adapter trained elsewhere may have a higher rank than this config's fine-tuner
     rank = max(config.finetune.r, adapter_rank(adapter) if adapter else 1)
     generator = make_generator(config.generation, max_lora_rank=rank)
-    prompt = parent_prompt(args.mode, parent, spec, args.score)
+    # the run shows parents as archived, in canonical form: so does this command
+    prompt = parent_prompt(args.mode, canonical, spec, args.score)
     sampling = Sampling.from_config(config.generation, seed=args.seed, mode=args.mode)
     grammar, why_not = (
-        answer_grammar(args.mode, parent) if config.generation.constrained else (None, None)
+        answer_grammar(args.mode, canonical) if config.generation.constrained else (None, None)
     )
     results = generator.generate(
         [prompt] * args.n, sampling, adapter=adapter, grammars=[grammar] * args.n
@@ -162,7 +163,7 @@ def generate_proposals(args: argparse.Namespace) -> int:
     proposals = [
         _proposal(
             r,
-            admission.admit(r.text, args.mode, parent, r.error, note=r.grammar_note or why_not),
+            admission.admit(r.text, args.mode, canonical, r.error, note=r.grammar_note or why_not),
             args.mode,
         )
         for r in results

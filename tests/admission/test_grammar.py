@@ -135,7 +135,7 @@ def test_blank_lines_are_bounded_in_number_and_width():
     line = next(x for x in parent.splitlines() if "nn.ReLU(inplace=True)" in x)
 
     def answer(gap: str) -> str:
-        return delta_answer(f"--- baseline.py\n+++ improved.py\n@@ @@\n{gap}-{line}\n+# x\n")
+        return delta_answer(f"--- baseline.py\n+++ improved.py\n@@ @@\n{gap}-{line}\n+x = 1\n")
 
     assert parent.count(line) == 1 and accepts(grammar, answer(""))
     assert accepts(grammar, answer(" " + " " * 40 + "\n" + " \t\n"))
@@ -147,7 +147,7 @@ def test_miscopied_context_and_ambiguous_or_empty_hunks_are_refused():
     parent = SEEDS["plain_cnn"]
     grammar = delta_grammar(parent)
     line = next(x for x in parent.splitlines() if "nn.ReLU(inplace=True)" in x)
-    good = delta_answer(f"--- baseline.py\n+++ improved.py\n@@ @@\n-{line}\n+{line[:-1]}  # x,\n")
+    good = delta_answer(f"--- baseline.py\n+++ improved.py\n@@ @@\n-{line}\n+{line[:-1]}\n")
     assert accepts(grammar, good) == (parent.count(line) == 1)
     miscopied = good.replace("inplace=True", "inplace = True", 1)
     assert not accepts(grammar, miscopied)
@@ -168,8 +168,12 @@ def test_added_lines_that_would_break_the_codec_are_refused():
     grammar = delta_grammar(parent)
     first = parent.splitlines()[0]
     frame = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n {first}\n+{added}\n</delta>"
-    assert accepts(grammar, frame.format(first=first, added="x = 1  # fine < 2 > 1"))
+    for added in ("x = 1 < 2 > 1", "        y = f(x, [1, {'a': ')'}])", "", "def f(x):"):
+        assert accepts(grammar, frame.format(first=first, added=added)), added
     for added in ("x = '</delta>'", "```", "++ y", "a\rb", "x = '\u2028'"):
+        assert not accepts(grammar, frame.format(first=first, added=added)), added
+    # canonical form (as prompts show parents): one statement per line, four spaces a level
+    for added in ("x = f(1", "x = 'a", "x = 1  # a comment", "x = \\", "  x = 1", " x = 1"):
         assert not accepts(grammar, frame.format(first=first, added=added)), added
 
 
@@ -177,7 +181,7 @@ def test_hunks_follow_each_other_in_parent_order():
     parent = SEEDS["plain_cnn"]
     lines = [x for x in parent.splitlines() if x.strip()]
     early, late = lines[0], lines[-1]
-    body = "--- baseline.py\n+++ improved.py\n@@ @@\n-{a}\n+# a\n@@ @@\n-{b}\n+# b\n"
+    body = "--- baseline.py\n+++ improved.py\n@@ @@\n-{a}\n+a = 1\n@@ @@\n-{b}\n+b = 2\n"
     grammar = delta_grammar(parent)
     assert accepts(grammar, delta_answer(body.format(a=early, b=late)))
     assert not accepts(grammar, delta_answer(body.format(a=late, b=early)))
@@ -224,6 +228,16 @@ def test_every_seed_is_a_whole_program_the_full_grammar_accepts(name):
         WHOLE.replace("in_shape, out_shape, prm, device", "in_shape, prm, device", 1),
         WHOLE[WHOLE.index("\n\n") + 2 :],  # no import header
         WHOLE.replace("\nclass Net", "\nx = '`'\nclass Net", 1),  # a fence could open
+        # statements a Python parser could not read at their place
+        WHOLE.replace("def supported_hyperparameters():", "def class Net(nn.Module):", 1),
+        WHOLE.replace("def forward(self, x):", "def forward(self, x)", 1),  # no colon
+        WHOLE.replace("def supported_hyperparameters", "def for", 1),  # a keyword
+        WHOLE.replace("layers = []", "layers = [(", 1),  # a bracket left open
+        WHOLE.replace("layers = []", "layers = ['a]", 1),  # a string left open
+        WHOLE.replace("        layers = []", "          layers = []", 1),  # 5 levels of 2
+        WHOLE.replace("    return {", "return {", 1),  # a def without its block
+        WHOLE.replace("        layers = []", "        layers = []  # a comment", 1),
+        WHOLE.replace("layers = []", "layers = \\", 1),  # a continued line
     ],
 )
 def test_the_full_grammar_refuses_programs_that_break_the_contract_s_outline(broken):
@@ -240,6 +254,14 @@ def test_the_full_grammar_frames_the_answer_and_allows_what_is_no_import():
     assert accepts(grammar, whole(WHOLE.replace("\nclass Net", f"\n{names}class Net", 1)))
     indented = "\n    def forward(self, x):\n        import math\n"
     assert accepts(grammar, whole(WHOLE.replace("\n    def forward(self, x):\n", indented, 1)))
+    blocks = (
+        "        f = lambda x: x[1:]\n        if x:\n            y = {'a': '(:'}\n"
+        "        elif y:\n            pass\n        else:\n            y = 2\n"
+        "        for i in range(2):\n            with torch.no_grad():\n"
+        "                try:\n                    z = (1, [2, {3}])\n"
+        "                except ValueError:\n                    raise\n"
+    )
+    assert accepts(grammar, whole(WHOLE.replace("        layers = []\n", blocks, 1)))
 
 
 def test_a_parent_s_own_imports_join_the_header_of_its_children():
