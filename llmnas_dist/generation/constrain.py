@@ -105,17 +105,23 @@ def random_walk(
     max_tokens: int = 4000,
 ) -> tuple[list[int], bool]:
     """Sample tokens the matcher allows until it stops (a property-test driver): mostly
-    uniform, with a pull towards line ends and the answer's end so that walks finish.
-    Returns the tokens (end-of-sequence excluded) and whether the matcher accepted."""
+    uniform, with a pull towards line ends and the answer's end so that walks finish, and,
+    where a line may not end yet, towards closing a bracket or string (a line of canonical
+    code closes them before its end). Returns the tokens (end-of-sequence excluded) and
+    whether the matcher accepted."""
     vocab = tokenizer.vocab_size
-    newline = [i for i in range(vocab) if b"\n" in tokenizer.decode_bytes([i])]
+    texts = [tokenizer.decode_bytes([i]) for i in range(vocab)]
+    newline = {i for i, text in enumerate(texts) if b"\n" in text}
+    closing = {i for i, text in enumerate(texts) if any(c in text for c in b")]}'\"")}
     out: list[int] = []
     while len(out) < max_tokens and not matcher.is_stopped():
         allowed = allowed_tokens(matcher, vocab).nonzero().flatten().tolist()
         if not allowed:
             break
         eos = [t for t in allowed if t in tokenizer.eos_tokens]
-        ends = [t for t in allowed if t in newline] if rng.random() < 0.3 else []
+        ends: list[int] = []
+        if rng.random() < 0.3:
+            ends = [t for t in allowed if t in newline] or [t for t in allowed if t in closing]
         pick = rng.choice(eos if eos and rng.random() < 0.5 else ends or allowed)
         if pick in tokenizer.eos_tokens:
             break
