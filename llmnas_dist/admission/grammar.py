@@ -32,6 +32,7 @@ kept out by the engine). The header, Net and `__init__` lines may also be the pa
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Callable
@@ -278,6 +279,7 @@ SEED_IMPORTS = (
 )
 NET_LINE = "class Net(nn.Module):"
 INIT_LINE = "    def __init__(self, in_shape, out_shape, prm, device):"
+FORWARD_LINE = "    def forward(self, x):"
 _IMPORT_WORDS = ("import ", "from ")
 MAX_LEVELS = 7  # indentation levels: class, def, and five nested blocks
 _KEYWORDS = (
@@ -345,20 +347,48 @@ def _statement_rules() -> list[str]:
 def full_grammar(parent: str) -> str:
     """The language of whole-program answers to `parent` (the section's comment): `<nn>`,
     the header (the seeds' imports and the parent's own), statements, among them the Net
-    class holding its `__init__` (the contract's lines or the parent's own), `</nn>`."""
+    class holding its `__init__` (the contract's lines or the parent's own) and, where the
+    parent's Net defines one, its `forward`, `</nn>`."""
     header = _one_line_of([*SEED_IMPORTS, *_parent_lines(parent, _IMPORT_WORDS)])
     net = _one_line_of([NET_LINE, *_parent_lines(parent, ("class Net(",))])
     init = _one_line_of([INIT_LINE, *_parent_lines(parent, ("    def __init__(self, in_shape",))])
+    forward = _one_line_of([FORWARD_LINE, *_parent_lines(parent, ("    def forward(self",))])
+    # Net's methods: __init__, and forward where the parent's Net has it (a parent whose
+    # Net inherits forward from a class of its own keeps that freedom), in either order
+    methods = "INIT block_2 (gap? stmt_1)*"
+    if _net_defines_forward(parent):
+        methods = (
+            "(INIT block_2 (gap? stmt_1)* gap? FORWARD block_2"
+            " | FORWARD block_2 (gap? stmt_1)* gap? INIT block_2) (gap? stmt_1)*"
+        )
     rules = [
         'start: "<nn>\\n" HEADER+ (gap? stmt_0)* net (gap? stmt_0)* gap? "</nn>"',
-        "net: gap? NET (gap? stmt_1)* gap? INIT block_2 (gap? stmt_1)*",
+        f"net: gap? NET (gap? stmt_1)* gap? {methods}",
         *_statement_rules(),
         f"HEADER: {header}",
         f"NET: {net}",
         f"INIT: {init}",
+        f"FORWARD: {forward}",
         *_statement_terminals(),
     ]
     return "\n".join(rules) + "\n"
+
+
+def _net_defines_forward(parent: str) -> bool:
+    """Whether the parent's top-level Net class defines `forward` itself."""
+    try:
+        tree = ast.parse(parent)
+    except (SyntaxError, ValueError):
+        return False
+    return any(
+        isinstance(node, ast.ClassDef)
+        and node.name == "Net"
+        and any(
+            isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef) and item.name == "forward"
+            for item in node.body
+        )
+        for node in tree.body
+    )
 
 
 def answer_grammar(mode: str, parent: str) -> tuple[str | None, str | None]:

@@ -238,6 +238,7 @@ def test_every_seed_is_a_whole_program_the_full_grammar_accepts(name):
         WHOLE.replace("    return {", "return {", 1),  # a def without its block
         WHOLE.replace("        layers = []", "        layers = []  # a comment", 1),
         WHOLE.replace("layers = []", "layers = \\", 1),  # a continued line
+        WHOLE.replace("    def forward(self, x):", "    def forwards(self, x):", 1),  # no forward
     ],
 )
 def test_the_full_grammar_refuses_programs_that_break_the_contract_s_outline(broken):
@@ -316,3 +317,23 @@ def test_decoding_names():
         "unconstrained",
         "unrecorded",
     ]
+
+
+def test_net_keeps_a_forward_where_its_parent_s_net_has_one():
+    """In either order with `__init__`; a parent whose Net inherits forward from a class of
+    its own leaves its children that freedom; a parent's own forward line may be copied."""
+    init_first, forward = WHOLE.split("\n    def forward(self, x):\n")
+    swapped = init_first.replace(
+        "class Net(nn.Module):\n",
+        f"class Net(nn.Module):\n\n    def forward(self, x):\n{forward}",
+        1,
+    )
+    assert accepts(full_grammar(WHOLE), whole(swapped))
+    base = "class Base(nn.Module):\n\n    def forward(self, x):\n        return x\n\n"
+    inherits = init_first.replace("class Net(nn.Module):", "class Net(Base):", 1) + "\n"
+    inherits = inherits.replace("\nclass Net(", f"\n{base}class Net(", 1)
+    assert accepts(full_grammar(inherits), whole(inherits))
+    assert not accepts(full_grammar(WHOLE), whole(inherits))
+    annotated = WHOLE.replace("def forward(self, x):", "def forward(self, x: torch.Tensor):", 1)
+    assert accepts(full_grammar(annotated), whole(annotated))
+    assert not accepts(full_grammar(WHOLE), whole(annotated))
