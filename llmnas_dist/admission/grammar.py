@@ -4,8 +4,10 @@
 language of delta answers the codec applies to that parent: `<delta>`, the two file
 headers, one or more hunks, `</delta>`. Inside a hunk every context (` `) or removed (`-`)
 line is the parent's next non-blank line, copied exactly and in order; added (`+`) lines
-are free text (no line break, no `</`, no backtick, not starting with `+`, so the codec's
-extraction and hunk parsing read them back as added lines); blank lines are optional
+are one statement each in canonical form (indented in fours, brackets and strings closed
+on the line, no comment, no backslash; no line break, no `</`, no backtick, not starting
+with `+`, so the codec's extraction and hunk parsing read them back as added lines); blank
+lines are optional
 (the codec ignores them). A hunk may end only once it has changed something and its
 anchor lines (context and removed, blank ones aside) occur exactly once in the parent,
 judged with the codec's own `anchor_key`; the next hunk starts after it. The grammar is a
@@ -22,12 +24,11 @@ right-linear state machine over parent positions:
 Starting positions whose every extension stays ambiguous are left out, so every prefix
 the grammar allows can still be completed into an answer that applies.
 
-`full_grammar(parent)` frames a full-mode answer, `<nn>` ... `</nn>`, around a program in
-canonical form whose every line is a statement Python can read at its place (blocks opened
-and indented, names no keywords, brackets and strings closed on their line) and that keeps
-the contract's outline: an allowlisted import header, a top-level `class Net(nn.Module)`
-with the contract's `__init__` signature, no later top-level import (special tokens are
-kept out by the engine). The header, Net and `__init__` lines may also be the parent's own.
+`full_grammar(parent)` frames a full-mode answer, `<nn>` ... `</nn>`, around a program
+that keeps the contract's outline: an allowlisted import header, a top-level
+`class Net(nn.Module)` with the contract's `__init__` signature and, where the parent's Net
+has one, a `forward`, no later top-level import (special tokens are kept out by the
+engine). The header, Net, `__init__` and `forward` lines may also be the parent's own.
 """
 
 from __future__ import annotations
@@ -257,20 +258,23 @@ def _backward(steps: list[Step]) -> set[str]:
     return _reachable(sources, {src for src, _, dst in steps if dst is None})
 
 
-# A whole program is written in the canonical form prompts show parents in (`ast.unparse`:
-# one statement per line, four spaces per level, no comments) and keeps the contract's
-# outline by construction (`full_grammar`): an import header of allowlisted lines (the
-# seeds' and its parent's own), then statements of which no top-level one is an import,
-# among them `class Net(nn.Module):` holding its `__init__` with the contract's signature
-# (or the parent's own lines for both, e.g. LEMUR's annotated signature); `</nn>` starts
-# a line. Each line is a statement a Python parser could read at its place: a line opening
-# a block (`def NAME(...):`, `class NAME:`, `if ...:`, `else:` ...) is followed by a line
-# one level deeper, a name is no keyword, brackets close on their line (to a depth of
-# `MAX_BRACKETS`, kinds not matched), strings end on theirs.
-# Measured (README, 2026-12-04, AVX512 EPYC): under the previous grammar, which held only
-# the header, Net and `__init__` lines, 34 of 36 whole programs of the warm-started model
-# broke Python at line 3-5 (`def class Net(...)`, `def __init__(...)` without a colon) and
-# were stopped within 177 tokens.
+# A whole program keeps the contract's outline by construction (`full_grammar`), in the
+# canonical form prompts show: an import header of allowlisted lines (the seeds' and its
+# parent's own), a blank line, then lines of which no top-level one is an import, among
+# them `class Net(nn.Module):` and, after it, its `__init__` with the contract's signature
+# (or the parent's own lines for both, e.g. LEMUR's annotated signature) and, where the
+# parent's Net defines one, its `forward` (before or after `__init__`); `</nn>` starts a
+# line. Measured (README, 2026-12-04, AVX512 EPYC): of 24 whole programs under a bare <nn>
+# frame, 11 broke this outline (6 imported `torch.utils.nn.functional`, 5 had no top-level
+# Net); of 24 under this grammar none imported outside the header and one, cut off by the
+# token limit, had no Net. Taught whole programs (AVX2 EPYC, 2026-12-04) ended without a
+# forward in 2 of 4. A line's text holds no backtick and no `</` (as the delta grammar's
+# added lines).
+# Not every line is required to be a statement Python can read where it stands (blocks,
+# keywords, closed brackets): that grammar was built and measured (README) and moved the
+# untaught model's whole programs from syntax errors at line 3-5, stopped within 129
+# tokens, to valid statements written on to the 1,024-token limit (5 of 8), none admitted
+# either way, at 190-241 s a batch of 4 against 24-30 s: it cost the default run minutes.
 SEED_IMPORTS = (
     "import math",
     "import torch",
@@ -280,19 +284,21 @@ SEED_IMPORTS = (
 NET_LINE = "class Net(nn.Module):"
 INIT_LINE = "    def __init__(self, in_shape, out_shape, prm, device):"
 FORWARD_LINE = "    def forward(self, x):"
+_FREE_TEXT = r"([^\n`<]|<+[^\n`</])*"
 _IMPORT_WORDS = ("import ", "from ")
-MAX_LEVELS = 7  # indentation levels: class, def, and five nested blocks
-_KEYWORDS = (
-    "False|None|True|and|as|assert|async|await|break|class|continue|def|del|elif|else|except|"
-    "finally|for|from|global|if|import|in|is|lambda|nonlocal|not|or|pass|raise|return|try|"
-    "while|with|yield"
-)
-_OPENERS = "def|class|if|elif|else|for|while|with|try|except|finally|async"
 
 
-def _regex(pattern: str) -> str:
-    """A Lark regex literal."""
-    return "/" + pattern.replace("/", "\\/") + "/"
+def _not_starting_with(words: tuple[str, ...]) -> str:
+    """A regex of one non-blank line's text (no newline) that does not start with any of
+    `words` (words with distinct first characters): a regex engine without lookahead needs
+    the complement spelled out, prefix by prefix."""
+    firsts = "".join(w[0] for w in words)
+    options = [rf"[^\s`<{firsts}]{_FREE_TEXT}"]
+    for word in words:
+        for k in range(1, len(word)):
+            prefix = re.escape(word[:k])
+            options.append(rf"{prefix}([^\n`<{re.escape(word[k])}]{_FREE_TEXT})?")
+    return "(" + "|".join(options) + ")"
 
 
 def _parent_lines(parent: str, starts: tuple[str, ...]) -> list[str]:
@@ -306,72 +312,26 @@ def _parent_lines(parent: str, starts: tuple[str, ...]) -> list[str]:
 
 
 def _one_line_of(lines: list[str]) -> str:
-    """A Lark regex of exactly one of `lines`, then its line break."""
-    return _regex("(" + "|".join(re.escape(line) for line in dict.fromkeys(lines)) + r")\n")
-
-
-def _statement_terminals() -> list[str]:
-    """Lark terminals of one line per level: LINE_k a simple statement, OPEN_k a line that
-    opens a block, both indented k levels and ending with their line break."""
-    word_end = "([^A-Za-z0-9_].*)?"
-    terms = [
-        _LINE_TEXT,
-        f"NAME: /[A-Za-z_][A-Za-z0-9_]*/ & ~/({_KEYWORDS})/",
-        # a simple statement: opens no block, ends with no colon
-        f"SIMPLE: LINE_TEXT & /[^ \\n].*/ & ~/({_OPENERS}){word_end}/ & ~/.*:[ ]*/",
-        f"TOP_SIMPLE: SIMPLE & ~/(import|from){word_end}/",
-        'OPENER: "def " NAME "(" LINE_TEXT ")" (" -> " LINE_TEXT)? ":"'
-        ' | "class " (NAME & ~/Net/) ("(" LINE_TEXT ")")? ":"'
-        ' | ("if" | "elif" | "while" | "for" | "with" | "except") " " LINE_TEXT ":"'
-        ' | ("else" | "try" | "finally" | "except") ":"',
-    ]
-    for k in range(MAX_LEVELS):
-        indent = _literal(" " * 4 * k)
-        terms.append(f'LINE_{k}: {indent} {"TOP_SIMPLE" if k == 0 else "SIMPLE"} "\\n"')
-        if k + 1 < MAX_LEVELS:
-            terms.append(f'OPEN_{k}: {indent} OPENER "\\n"')
-    return terms
-
-
-def _statement_rules() -> list[str]:
-    """A statement of level k: a simple line, or an opening line and its block one level
-    deeper. Up to two blank lines (`gap`) may precede any statement."""
-    rules = ['gap: "\\n" | "\\n\\n"']
-    for k in range(MAX_LEVELS):
-        opens = [f"OPEN_{k} block_{k + 1}"] if k + 1 < MAX_LEVELS else []
-        rules.append(f"stmt_{k}: " + " | ".join([f"LINE_{k}", *opens]))
-        rules.append(f"block_{k}: (gap? stmt_{k})+")
-    return rules
+    """A regex of exactly one of `lines`, then its line break."""
+    return "(" + "|".join(re.escape(line) for line in dict.fromkeys(lines)) + r")\n"
 
 
 def full_grammar(parent: str) -> str:
-    """The language of whole-program answers to `parent` (the section's comment): `<nn>`,
-    the header (the seeds' imports and the parent's own), statements, among them the Net
-    class holding its `__init__` (the contract's lines or the parent's own) and, where the
-    parent's Net defines one, its `forward`, `</nn>`."""
+    """The language of whole-program answers to `parent`: `<nn>`, the header (lines from
+    the seeds' imports and the parent's own), a blank line, body lines without a top-level
+    import that hold the Net line and then its `__init__` line (the contract's or the
+    parent's own) and, where the parent's Net defines one, a `forward` line, `</nn>`."""
     header = _one_line_of([*SEED_IMPORTS, *_parent_lines(parent, _IMPORT_WORDS)])
     net = _one_line_of([NET_LINE, *_parent_lines(parent, ("class Net(",))])
     init = _one_line_of([INIT_LINE, *_parent_lines(parent, ("    def __init__(self, in_shape",))])
-    forward = _one_line_of([FORWARD_LINE, *_parent_lines(parent, ("    def forward(self",))])
-    # Net's methods: __init__, and forward where the parent's Net has it (a parent whose
-    # Net inherits forward from a class of its own keeps that freedom), in either order
-    methods = "INIT block_2 (gap? stmt_1)*"
+    body = rf"(([ \t]{_FREE_TEXT}|{_not_starting_with(_IMPORT_WORDS)})?\n)"
+    methods = f"{init}{body}*"
     if _net_defines_forward(parent):
-        methods = (
-            "(INIT block_2 (gap? stmt_1)* gap? FORWARD block_2"
-            " | FORWARD block_2 (gap? stmt_1)* gap? INIT block_2) (gap? stmt_1)*"
-        )
-    rules = [
-        'start: "<nn>\\n" HEADER+ (gap? stmt_0)* net (gap? stmt_0)* gap? "</nn>"',
-        f"net: gap? NET (gap? stmt_1)* gap? {methods}",
-        *_statement_rules(),
-        f"HEADER: {header}",
-        f"NET: {net}",
-        f"INIT: {init}",
-        f"FORWARD: {forward}",
-        *_statement_terminals(),
-    ]
-    return "\n".join(rules) + "\n"
+        # a parent whose Net inherits forward from a class of its own keeps that freedom
+        forward = _one_line_of([FORWARD_LINE, *_parent_lines(parent, ("    def forward(self",))])
+        methods = f"({init}{body}*{forward}|{forward}{body}*{init}){body}*"
+    program = f"({header})+\\n{body}*{net}{body}*{methods}"
+    return 'start: "<nn>\\n" PROGRAM\nPROGRAM: /' + program.replace("/", "\\/") + "<\\/nn>/\n"
 
 
 def _net_defines_forward(parent: str) -> bool:
