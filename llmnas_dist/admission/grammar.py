@@ -263,7 +263,7 @@ def _backward(steps: list[Step]) -> set[str]:
 # parent's own), a blank line, then lines of which no top-level one is an import, among
 # them `class Net(nn.Module):` and, after it, its `__init__` with the contract's signature
 # (or the parent's own lines for both, e.g. LEMUR's annotated signature) and, where the
-# parent's Net defines one, its `forward` (before or after `__init__`); `</nn>` starts a
+# parent's Net defines one, its `forward` (in the parent's order); `</nn>` starts a
 # line. Measured (README, 2026-12-04, AVX512 EPYC): of 24 whole programs under a bare <nn>
 # frame, 11 broke this outline (6 imported `torch.utils.nn.functional`, 5 had no top-level
 # Net); of 24 under this grammar none imported outside the header and one, cut off by the
@@ -325,30 +325,31 @@ def full_grammar(parent: str) -> str:
     net = _one_line_of([NET_LINE, *_parent_lines(parent, ("class Net(",))])
     init = _one_line_of([INIT_LINE, *_parent_lines(parent, ("    def __init__(self, in_shape",))])
     body = rf"(([ \t]{_FREE_TEXT}|{_not_starting_with(_IMPORT_WORDS)})?\n)"
-    methods = f"{init}{body}*"
-    if _net_defines_forward(parent):
-        # a parent whose Net inherits forward from a class of its own keeps that freedom
+    methods = [init]
+    if (order := _net_method_order(parent)) is not None:
+        # in the parent's order; a parent whose Net inherits forward from a class of its
+        # own leaves its children that freedom
         forward = _one_line_of([FORWARD_LINE, *_parent_lines(parent, ("    def forward(self",))])
-        methods = f"({init}{body}*{forward}|{forward}{body}*{init}){body}*"
-    program = f"({header})+\\n{body}*{net}{body}*{methods}"
+        methods = [init, forward] if order == "init_first" else [forward, init]
+    program = f"({header})+\\n{body}*{net}{body}*" + "".join(f"{m}{body}*" for m in methods)
     return 'start: "<nn>\\n" PROGRAM\nPROGRAM: /' + program.replace("/", "\\/") + "<\\/nn>/\n"
 
 
-def _net_defines_forward(parent: str) -> bool:
-    """Whether the parent's top-level Net class defines `forward` itself."""
+def _net_method_order(parent: str) -> str | None:
+    """ "init_first" or "forward_first" as the parent's top-level Net defines them; None
+    where its Net defines no forward (or the parent does not parse)."""
     try:
         tree = ast.parse(parent)
     except (SyntaxError, ValueError):
-        return False
-    return any(
-        isinstance(node, ast.ClassDef)
-        and node.name == "Net"
-        and any(
-            isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef) and item.name == "forward"
-            for item in node.body
-        )
-        for node in tree.body
-    )
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == "Net":
+            names = [f.name for f in node.body if isinstance(f, ast.FunctionDef)]
+            if "forward" not in names:
+                return None
+            init_at = names.index("__init__") if "__init__" in names else len(names)
+            return "init_first" if init_at < names.index("forward") else "forward_first"
+    return None
 
 
 def answer_grammar(mode: str, parent: str) -> tuple[str | None, str | None]:

@@ -310,15 +310,18 @@ def test_decoding_names():
 
 
 def test_net_keeps_a_forward_where_its_parent_s_net_has_one():
-    """In either order with `__init__`; a parent whose Net inherits forward from a class of
-    its own leaves its children that freedom; a parent's own forward line may be copied."""
+    """In the parent's order with `__init__`; a parent whose Net inherits forward from a
+    class of its own leaves its children that freedom; a parent's own forward line may be
+    copied."""
     init_first, forward = WHOLE.split("\n    def forward(self, x):\n")
     swapped = init_first.replace(
         "class Net(nn.Module):\n",
         f"class Net(nn.Module):\n\n    def forward(self, x):\n{forward}",
         1,
     )
-    assert accepts(full_grammar(WHOLE), whole(swapped))
+    assert accepts(full_grammar(swapped), whole(swapped))
+    assert not accepts(full_grammar(WHOLE), whole(swapped))
+    assert not accepts(full_grammar(swapped), whole(WHOLE))
     base = "class Base(nn.Module):\n\n    def forward(self, x):\n        return x\n\n"
     inherits = init_first.replace("class Net(nn.Module):", "class Net(Base):", 1) + "\n"
     inherits = inherits.replace("\nclass Net(", f"\n{base}class Net(", 1)
