@@ -40,6 +40,7 @@ from collections.abc import Callable
 from functools import partial
 
 from llmnas_dist.admission.delta import BASELINE_NAME, IMPROVED_NAME, anchor_key, is_blank
+from llmnas_dist.program.source import parse_source
 
 DELTA_HEAD = f"<delta>\n--- {BASELINE_NAME}\n+++ {IMPROVED_NAME}\n"
 DELTA_END = "</delta>"
@@ -339,7 +340,7 @@ def _net_method_order(parent: str) -> str | None:
     """ "init_first" or "forward_first" as the parent's top-level Net defines them; None
     where its Net defines no forward (or the parent does not parse)."""
     try:
-        tree = ast.parse(parent)
+        tree = parse_source(parent)
     except (SyntaxError, ValueError):
         return None
     for node in tree.body:
