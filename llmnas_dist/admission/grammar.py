@@ -79,10 +79,10 @@ def _balanced(depth: int) -> str:
 
 # An added line: `+`, then nothing, or indentation in fours and a statement's text that
 # starts with neither a space nor `+`.
-_LINE_TEXT = "LINE_TEXT: /" + _balanced(MAX_BRACKETS).replace("/", "\\/") + "/"
+_STATEMENT_TEXT = "LINE_TEXT: /" + _balanced(MAX_BRACKETS).replace("/", "\\/") + "/"
 _ADDED = [
     'ADDED: "+" (/( {4})*/ (LINE_TEXT & /[^ +].*/))? "\\n"',
-    _LINE_TEXT,
+    _STATEMENT_TEXT,
 ]
 _HEADER = r"/@@( -[0-9]{1,5}(,[0-9]{1,5})? \+[0-9]{1,5}(,[0-9]{1,5})?)? @@\n/"
 # A blank line (the codec ignores them); up to two may precede any line of a hunk, and each
@@ -285,7 +285,7 @@ SEED_IMPORTS = (
 NET_LINE = "class Net(nn.Module):"
 INIT_LINE = "    def __init__(self, in_shape, out_shape, prm, device):"
 FORWARD_LINE = "    def forward(self, x):"
-_FREE_TEXT = r"([^\n`<]|<+[^\n`</])*"
+_LINE_TEXT = r"([^\n`<]|<+[^\n`</])*"
 _IMPORT_WORDS = ("import ", "from ")
 
 
@@ -294,11 +294,11 @@ def _not_starting_with(words: tuple[str, ...]) -> str:
     `words` (words with distinct first characters): a regex engine without lookahead needs
     the complement spelled out, prefix by prefix."""
     firsts = "".join(w[0] for w in words)
-    options = [rf"[^\s`<{firsts}]{_FREE_TEXT}"]
+    options = [rf"[^\s`<{firsts}]{_LINE_TEXT}"]
     for word in words:
         for k in range(1, len(word)):
             prefix = re.escape(word[:k])
-            options.append(rf"{prefix}([^\n`<{re.escape(word[k])}]{_FREE_TEXT})?")
+            options.append(rf"{prefix}([^\n`<{re.escape(word[k])}]{_LINE_TEXT})?")
     return "(" + "|".join(options) + ")"
 
 
@@ -325,7 +325,7 @@ def full_grammar(parent: str) -> str:
     header = _one_line_of([*SEED_IMPORTS, *_parent_lines(parent, _IMPORT_WORDS)])
     net = _one_line_of([NET_LINE, *_parent_lines(parent, ("class Net(",))])
     init = _one_line_of([INIT_LINE, *_parent_lines(parent, ("    def __init__(self, in_shape",))])
-    body = rf"(([ \t]{_FREE_TEXT}|{_not_starting_with(_IMPORT_WORDS)})?\n)"
+    body = rf"(([ \t]{_LINE_TEXT}|{_not_starting_with(_IMPORT_WORDS)})?\n)"
     methods = [init]
     if (order := _net_method_order(parent)) is not None:
         # in the parent's order; a parent whose Net inherits forward from a class of its
