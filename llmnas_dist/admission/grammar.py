@@ -24,23 +24,21 @@ right-linear state machine over parent positions:
 Starting positions whose every extension stays ambiguous are left out, so every prefix
 the grammar allows can still be completed into an answer that applies.
 
-`full_grammar(parent)` frames a full-mode answer, `<nn>` ... `</nn>`, around a program
-that keeps the contract's outline: an allowlisted import header, a top-level
-`class Net(nn.Module)` with the contract's `__init__` signature and, where the parent's Net
-has one, a `forward`, no later top-level import (special tokens are kept out by the
-engine). The header, Net, `__init__` and `forward` lines may also be the parent's own.
+`full_grammar(parent)` writes the language of full-mode answers, `<nn>` ... `</nn>`, as an
+edited copy of the parent: its lines in order, each copied, left out or replaced, with
+statements inserted between them where Python reads them (see the comment above it), so a
+whole program keeps its parent's outline and cannot miscopy it either.
 """
 
 from __future__ import annotations
 
-import ast
+import itertools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 from llmnas_dist.admission.delta import BASELINE_NAME, IMPROVED_NAME, anchor_key, is_blank
-from llmnas_dist.program.source import parse_source
 
 DELTA_HEAD = f"<delta>\n--- {BASELINE_NAME}\n+++ {IMPROVED_NAME}\n"
 DELTA_END = "</delta>"
@@ -149,7 +147,7 @@ def delta_grammar(parent: str, max_lines: int = MAX_PARENT_LINES) -> str:
     parent line that would end the answer's block)."""
     anchors = _check_parent(parent.splitlines(), max_lines)
     steps, terms = _delta_steps(anchors, unique_lengths([anchor_key(x) for x in anchors]))
-    return _right_linear(steps, terms)
+    return _right_linear(steps, terms, [*_ADDED, f"HEADER: {_HEADER}"], _BLANK)
 
 
 def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step], dict[str, str]]:
@@ -200,14 +198,16 @@ def _free(p: int, c: int) -> str:
     return f"free_{p}_{c}"
 
 
-def _right_linear(steps: list[Step], terms: dict[str, str]) -> str:
+def _right_linear(steps: list[Step], terms: dict[str, str], tail: list[str], blank: str) -> str:
     """Lark text of the machine, one rule per state. Right-linear, so an Earley row holds
     only the current state's alternatives (written left-recursively, every rule is predicted
     at the answer's first byte: ~18 items per parent line, over llguidance's default of
     2,000 per row at ~110 lines; right-linear, a hunk's start holds ~3 per line). Blank
     lines (`gap`, at most two) may precede any line; they are a rule of their own because
     inside each line's terminal they made llguidance's lexer run out of expressions at
-    ~250 parent lines. Only states that are reachable and can still finish are written."""
+    ~250 parent lines. Only states that are reachable and can still finish are written.
+    `tail`: the rules and terminals the steps name besides the literal lines; `blank`: the
+    regex of a blank line."""
     useful = _forward(steps, "start") & _backward(steps)
     lines_of: dict[str, list[str]] = {}  # alternatives that start with a line
     moves: dict[str, list[str]] = {}  # epsilon alternatives (to another state)
@@ -226,7 +226,7 @@ def _right_linear(steps: list[Step], terms: dict[str, str]) -> str:
         rules.append(f"{name}: " + " | ".join(alts))
     rules.append("gap: BLANK | BLANK BLANK")
     rules += [f"{name}: {_literal(text)}" for text, name in terms.items()]
-    rules += [*_ADDED, f"HEADER: {_HEADER}", f"BLANK: {_BLANK}"]
+    rules += [*tail, f"BLANK: {blank}"]
     return "\n".join(rules) + "\n"
 
 
@@ -259,108 +259,205 @@ def _backward(steps: list[Step]) -> set[str]:
     return _reachable(sources, {src for src, _, dst in steps if dst is None})
 
 
-# A whole program keeps the contract's outline by construction (`full_grammar`), in the
-# canonical form prompts show: an import header of allowlisted lines (the seeds' and its
-# parent's own), a blank line, then lines of which no top-level one is an import, among
-# them `class Net(nn.Module):` and, after it, its `__init__` with the contract's signature
-# (or the parent's own lines for both, e.g. LEMUR's annotated signature) and, where the
-# parent's Net defines one, its `forward` (in the parent's order); `</nn>` starts a
-# line. Measured (README, 2026-12-04, AVX512 EPYC): of 24 whole programs under a bare <nn>
-# frame, 11 broke this outline (6 imported `torch.utils.nn.functional`, 5 had no top-level
-# Net); of 24 under this grammar none imported outside the header and one, cut off by the
-# token limit, had no Net. Taught whole programs (AVX2 EPYC, 2026-12-04) ended without a
-# forward in 2 of 4. A line's text holds no backtick and no `</` (as the delta grammar's
-# added lines).
-# Not every line is required to be a statement Python can read where it stands (blocks,
-# keywords, closed brackets): that grammar was built and measured (README) and moved the
-# untaught model's whole programs from syntax errors at line 3-5, stopped within 129
-# tokens, to valid statements written on to the 1,024-token limit (5 of 8), none admitted
-# either way, at 190-241 s a batch of 4 against 24-30 s: it cost the default run minutes.
+# A whole program is an edited copy of its parent (`full_grammar`), as a delta is: the
+# parent's non-blank lines in order (canonical form, as prompts show parents), each copied
+# exactly or, unless it opens a block (ends with `:`), left out, and between them inserted
+# statements in canonical form (`_balanced`, as a delta's added lines), each a line that
+# opens no block or a block of one level (a `:` line and its lines); at least one change.
+# An insertion takes an indentation Python reads where it stands: from the next parent
+# line's level up to the previous one's (one deeper after a line that opens a block, none
+# after a decorator, no deeper than the last insertion), and no insertion imports (but the
+# seeds' imports at the top level). So the contract's outline is the parent's: its header,
+# its `class Net(...)`, `__init__` and `forward` lines are copied, never rewritten.
+# Why: the outline grammar (Net, `__init__` and `forward` lines required, any line between)
+# admitted no whole program in three stops' default runs on 2-core EPYCs (0 of 12, 0 of
+# 12, 0 of 16, 0 of 8): the 135M model's programs broke at line 3-8 (`def class Net`, a
+# `def` without its colon), and a grammar of statements only moved those failures to
+# 1,024-token answers that did not build. A copy cannot miscopy its parent.
+# A line may not be left out right after another (a replacement is a line left out and one
+# inserted): runs of left-out lines would keep up to a whole block's states alive in every
+# Earley row (~10 items a line; llguidance's default limit is 2,000 a row).
 SEED_IMPORTS = (
     "import math",
     "import torch",
     "import torch.nn as nn",
     "import torch.nn.functional as F",
 )
-NET_LINE = "class Net(nn.Module):"
-INIT_LINE = "    def __init__(self, in_shape, out_shape, prm, device):"
-FORWARD_LINE = "    def forward(self, x):"
-_LINE_TEXT = r"([^\n`<]|<+[^\n`</])*"
-_IMPORT_WORDS = ("import ", "from ")
+FULL_HEAD = "<nn>\n"
+FULL_END = "</nn>"
+_INDENT = "    "
+_WORD_END = "([^A-Za-z0-9_].*)?"  # the rest of a line after a whole word (no \\b in llguidance)
+_CONTINUES = re.compile(rf" *(else|elif|except|finally){_WORD_END}$")
+_NO_INSERT = -1  # after a decorator: its `def` follows at once
+# Where the copy stands: unchanged yet; changed; the last parent line left out (the next
+# may not be, and the first insertion may not restore it); lines inserted (the parent line
+# that follows is copied, so an insertion and a leaving out cannot spell the parent's own
+# line again); lines inserted in place of one left out (the next may be left out too:
+# consecutive lines replaced, as a widening of a layer's channels does); the only line of a
+# block left out (a line must be inserted in its place: a block is never empty).
+_SAME, _CHANGED, _LEFT_OUT, _INSERTED, _REPLACED, _EMPTIED = range(6)
 
 
-def _not_starting_with(words: tuple[str, ...]) -> str:
-    """A regex of one non-blank line's text (no newline) that does not start with any of
-    `words` (words with distinct first characters): a regex engine without lookahead needs
-    the complement spelled out, prefix by prefix."""
-    firsts = "".join(w[0] for w in words)
-    options = [rf"[^\s`<{firsts}]{_LINE_TEXT}"]
-    for word in words:
-        for k in range(1, len(word)):
-            prefix = re.escape(word[:k])
-            options.append(rf"{prefix}([^\n`<{re.escape(word[k])}]{_LINE_TEXT})?")
-    return "(" + "|".join(options) + ")"
+# An insertion: its level, the line it may not be (the parent line just left out) and the
+# block opening it may not be (the next parent line's).
+Insertion = tuple[int, tuple[str, ...], tuple[str, ...]]
+# At most this many insertions (a line or a block) in a row, counted across a replacement's
+# left-out lines: a copied line can also be read as an inserted one (or as one replacing
+# the line before it), and each such reading would otherwise stay alive to the answer's
+# end (llguidance's default of 2,000 Earley items a row was reached after ~60 lines).
+MAX_INSERTED = 6
+# Above this many non-blank parent lines a whole program is sampled unconstrained (with
+# the reason): llguidance's grammar compiler recurses along the copy's chain of states and
+# overflowed an 8 MiB stack between 175 and 200 lines (measured, segfault); the seeds
+# have 28-64 lines.
+MAX_FULL_LINES = 120
 
 
-def _parent_lines(parent: str, starts: tuple[str, ...]) -> list[str]:
-    """The parent's lines that start with one of `starts`, trailing spaces dropped, that a
-    grammar line may copy (no backtick, no `<`)."""
-    return [
-        line.rstrip()
-        for line in parent.splitlines()
-        if line.startswith(starts) and "`" not in line and "<" not in line
-    ]
+def _level(line: str, number: int) -> int:
+    """The line's indentation in fours, or GrammarUnsupported (not canonical form)."""
+    indent = len(line) - len(line.lstrip(" "))
+    if indent % len(_INDENT) or line[indent : indent + 1] == "\t":
+        raise GrammarUnsupported(
+            f"non-blank parent line {number} is not indented in fours of spaces (not "
+            "canonical form)"
+        )
+    return indent // len(_INDENT)
 
 
-def _one_line_of(lines: list[str]) -> str:
-    """A regex of exactly one of `lines`, then its line break."""
-    return "(" + "|".join(re.escape(line) for line in dict.fromkeys(lines)) + r")\n"
+def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
+    """The language of whole-program answers to `parent` (its canonical form): `<nn>`, an
+    edited copy of the parent (see above), `</nn>`; GrammarUnsupported where the parent
+    is not one the grammar can copy (too long, an end tag in it, not canonical)."""
+    lines = [line.rstrip() for line in _check_parent(parent.splitlines(), max_lines)]
+    levels = [_level(line, i + 1) for i, line in enumerate(lines)]
+    steps, terms, insertions = _full_steps(lines, levels)
+    rules = _insertions(insertions, max(levels) + 1)
+    for p, line in enumerate(lines):
+        if _rewritable(line):  # keeps its keyword: `elif` stays after an `if`
+            keyword = re.escape(line.split()[0].rstrip(":"))
+            but = f"{_not_text([line])} & /{keyword}{_WORD_END}/"
+            rules.append(_statement(f"OPEN_NOT_{p}", levels[p], ".*:", but))
+    return _right_linear(steps, terms, rules, r"/[ \t]{0,40}\n/")
 
 
-def full_grammar(parent: str) -> str:
-    """The language of whole-program answers to `parent`: `<nn>`, the header (lines from
-    the seeds' imports and the parent's own), a blank line, body lines without a top-level
-    import that hold the Net line and then its `__init__` line (the contract's or the
-    parent's own) and, where the parent's Net defines one, a `forward` line, `</nn>`."""
-    header = _one_line_of([*SEED_IMPORTS, *_parent_lines(parent, _IMPORT_WORDS)])
-    net = _one_line_of([NET_LINE, *_parent_lines(parent, ("class Net(",))])
-    init = _one_line_of([INIT_LINE, *_parent_lines(parent, ("    def __init__(self, in_shape",))])
-    body = rf"(([ \t]{_LINE_TEXT}|{_not_starting_with(_IMPORT_WORDS)})?\n)"
-    methods = [init]
-    if (order := _net_method_order(parent)) is not None:
-        # in the parent's order; a parent whose Net inherits forward from a class of its
-        # own leaves its children that freedom
-        forward = _one_line_of([FORWARD_LINE, *_parent_lines(parent, ("    def forward(self",))])
-        methods = [init, forward] if order == "init_first" else [forward, init]
-    program = f"({header})+\\n{body}*{net}{body}*" + "".join(f"{m}{body}*" for m in methods)
-    return 'start: "<nn>\\n" PROGRAM\nPROGRAM: /' + program.replace("/", "\\/") + "<\\/nn>/\n"
+def _full_steps(
+    lines: list[str], levels: list[int]
+) -> tuple[list[Step], dict[str, str], dict[Insertion, str]]:
+    """The copy as a state machine: state (p, where, top): before parent line p, `where`
+    the copy stands (_SAME ...), an insertion may take levels floor[p]..top. Also the
+    literal terminals, and the insertion rules the steps name."""
+    terms: dict[str, str] = {}
+    insertions: dict[Insertion, str] = {}
+
+    def term(literal: str) -> str:
+        return terms.setdefault(literal, f"L{len(terms)}")
+
+    def insertion(level: int, p: int, restores: bool) -> str:
+        """Never a block opened as the next parent line opens it (a copy), nor the line
+        just left out (no change)."""
+        left_out = (lines[p - 1],) if restores else ()
+        opening = (lines[p],) if p < n and lines[p].endswith(":") and levels[p] == level else ()
+        key = (level, left_out, opening)
+        return insertions.setdefault(key, f"ins_{level}_{len(insertions)}")
+
+    def state(p: int, where: int, top: int, run: int = 0) -> str:
+        return f"c_{p}_{where}_{top + 1}_{run}"
+
+    n = len(lines)
+    steps: list[Step] = [("start", term(FULL_HEAD), state(0, _SAME, 0))]
+    # an insertion goes no shallower than the next line, and into the block before a line
+    # that continues it (`else:`, `except ...:`); after the last line, down to the top level
+    floor = [k + bool(_CONTINUES.match(line)) for line, k in zip(lines, levels, strict=True)]
+    floor.append(0)
+    for p, where, top, run in itertools.product(
+        range(n + 1),
+        range(_EMPTIED + 1),
+        range(_NO_INSERT, max(levels) + 2),
+        range(MAX_INSERTED + 1),
+    ):
+        if (run > 0 and where in (_SAME, _CHANGED)) or (
+            not run and where in (_INSERTED, _REPLACED)
+        ):
+            continue
+        src = state(p, where, top, run)
+        inserted = _INSERTED if where in (_SAME, _CHANGED, _INSERTED) else _REPLACED
+        for level in range(floor[p], top + 1 if run < MAX_INSERTED else 0):
+            restores = where in (_LEFT_OUT, _EMPTIED) and level == levels[p - 1]
+            if where == _EMPTIED and not restores:
+                continue
+            rule = insertion(level, p, restores)
+            steps.append((src, rule, state(p, inserted, level, run + 1)))
+        if where == _EMPTIED:
+            continue
+        if p == n:
+            if where != _SAME:
+                steps.append((src, term(FULL_END), None))
+            continue
+        line = lines[p]
+        opens = line.endswith(":")
+        after = _NO_INSERT if line.lstrip().startswith("@") else levels[p] + opens
+        steps.append((src, term(line + "\n"), state(p + 1, min(where, _CHANGED), after)))
+        if not opens and where in (_SAME, _CHANGED, _REPLACED):
+            only = p > 0 and lines[p - 1].endswith(":") and floor[p + 1] < levels[p]
+            left_out = _EMPTIED if only else _LEFT_OUT
+            steps.append((src, "", state(p + 1, left_out, top, run)))
+        if _rewritable(line) and where in (_SAME, _CHANGED, _REPLACED):
+            steps.append((src, f"OPEN_NOT_{p}", state(p + 1, _CHANGED, after)))
+    return steps, terms, insertions
 
 
-def _net_method_order(parent: str) -> str | None:
-    """ "init_first" or "forward_first" as the parent's top-level Net defines them; None
-    where its Net defines no forward (or the parent does not parse)."""
-    try:
-        tree = parse_source(parent)
-    except (SyntaxError, ValueError):
-        return None
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == "Net":
-            names = [f.name for f in node.body if isinstance(f, ast.FunctionDef)]
-            if "forward" not in names:
-                return None
-            init_at = names.index("__init__") if "__init__" in names else len(names)
-            return "init_first" if init_at < names.index("forward") else "forward_first"
-    return None
+def _rewritable(line: str) -> bool:
+    """A line that opens a block and may be rewritten (as another such line over the same
+    block): not a `def` or `class` line, whose names and signatures the contract and the
+    rest of the program call."""
+    return line.endswith(":") and not line.lstrip().startswith(("def ", "class ", "async def "))
+
+
+def _not_text(lines: Iterable[str]) -> str:
+    """Lexeme operands that refuse each of `lines` (their text after the indentation)."""
+    return "".join(f" & ~{_literal(line.lstrip(' '))}" for line in lines)
+
+
+def _statement(name: str, level: int, tail: str, but: str = "") -> str:
+    """A terminal of one inserted line at `level`: canonical statement text ending as
+    `tail` says, neither an import nor a block that continues another (no `else:` without
+    its `if`; as _CONTINUES), `but` further operands."""
+    indent = f'"{_INDENT * level}" ' if level else ""
+    no_import = rf"~/(import|from|else|elif|except|finally){_WORD_END}/"
+    return f'{name}: {indent}(LINE_TEXT & /[^ ]{tail}/ & {no_import}{but}) "\\n"'
+
+
+def _insertions(needed: dict[Insertion, str], deepest: int) -> list[str]:
+    """Rules and terminals of the insertions the steps name: a line that opens no block
+    (STMT), or a block of one level (OPEN and its STMT lines), or at level 0 a seed's import
+    line, none of them one of the insertion's excluded texts."""
+    rules = [_STATEMENT_TEXT]
+    for k in range(1, deepest + 1):
+        rules += [
+            _statement(f"STMT_{k}", k, "(.*[^:])?"),
+            f"body_{k}: STMT_{k} | STMT_{k} body_{k}",
+        ]
+    for (k, left_out, opening), name in needed.items():
+        mark = name.upper()
+        alts = [f"STMT_{mark}", f"OPEN_{mark} body_{k + 1}"]
+        rules += [
+            _statement(f"STMT_{mark}", k, "(.*[^:])?", _not_text(left_out)),
+            _statement(f"OPEN_{mark}", k, ".*:", _not_text(opening)),
+        ]
+        imports = [x for x in SEED_IMPORTS if x not in left_out]
+        if k == 0 and imports:
+            rules.append(f"IMPORT_{mark}: /(" + "|".join(map(re.escape, imports)) + r")\n/")
+            alts.append(f"IMPORT_{mark}")
+        rules.append(f"{name}: " + " | ".join(alts))
+    return rules
 
 
 def answer_grammar(mode: str, parent: str) -> tuple[str | None, str | None]:
     """The grammar a proposal of `mode` is sampled under, or None and why not (a parent
     beyond the engine's limits, or one the grammar cannot copy): the answer is then
     sampled freely and the reason recorded with the candidate."""
-    if mode == "full":
-        return full_grammar(parent), None
     try:
-        return delta_grammar(parent), None
+        return (full_grammar if mode == "full" else delta_grammar)(parent), None
     except GrammarUnsupported as exc:
         return None, f"unconstrained: {exc}"
 

@@ -7,12 +7,14 @@ are judged by the grammar and the codec. Parents: all seeds and adversarial ones
 
 from __future__ import annotations
 
+import ast
 import random
 
 import pytest
 
 from llmnas_dist.admission.delta import extract_delta, make_delta, patch
 from llmnas_dist.admission.grammar import (
+    MAX_FULL_LINES,
     MAX_PARENT_LINES,
     GrammarUnsupported,
     answer_grammar,
@@ -210,74 +212,148 @@ def whole(program: str) -> str:
 
 
 @pytest.mark.parametrize("name", sorted(CANONICAL))
-def test_every_seed_is_a_whole_program_the_full_grammar_accepts(name):
-    """Under its own grammar and under another parent's: the header is the seeds' set."""
-    program = CANONICAL[name]
-    assert accepts(full_grammar(program), whole(program))
-    assert accepts(full_grammar(WHOLE), whole(program))
+def test_a_whole_program_is_an_edited_copy_of_its_parent(name):
+    """The mutation operators' children (what CE updates teach as whole programs) are
+    accepted under their parent's grammar; the unchanged parent and another seed are not."""
+    parent, rng = CANONICAL[name], random.Random(name)
+    grammar = full_grammar(parent)
+    for _ in range(4):
+        mutation = mutate(parent, rng)
+        assert mutation is not None
+        assert accepts(grammar, whole(canonicalize(mutation.child, AdmissionConfig())[0]))
+    assert not accepts(grammar, whole(parent))
+    other = CANONICAL["vit_tiny" if name == "plain_cnn" else "plain_cnn"]
+    assert not accepts(grammar, whole(other))
+
+
+IN_LOOP = "            c_in = c_out\n"  # the last line of a loop in __init__
+
+
+def _edit(old: str, new: str) -> str:
+    assert old in WHOLE
+    return WHOLE.replace(old, new, 1)
 
 
 @pytest.mark.parametrize(
-    "broken",
+    "child",
     [
-        WHOLE.replace("import torch\n", "import torch\nimport os\n", 1),  # header
-        WHOLE.replace("import torch\n", "import torch.utils.nn.functional\n", 1),
-        WHOLE.replace("\nclass Net", "\nimport os\nclass Net", 1),  # after the header
-        WHOLE.replace("\nclass Net", "\nfrom os import path\nclass Net", 1),
-        WHOLE.replace("class Net(", "class Model(", 1),  # no Net
-        WHOLE.replace("in_shape, out_shape, prm, device", "in_shape, prm, device", 1),
-        WHOLE[WHOLE.index("\n\n") + 2 :],  # no import header
-        WHOLE.replace("\nclass Net", "\nx = '`'\nclass Net", 1),  # a fence could open
-        WHOLE.replace("    def forward(self, x):", "    def forwards(self, x):", 1),  # no forward
+        _edit("c_out = 32 * 2 ** i\n", "c_out = 48 * 2 ** i\n"),  # a line replaced
+        _edit("        self.device = device\n", ""),  # left out
+        _edit(IN_LOOP, IN_LOOP + "            k = 1\n"),  # in a loop
+        _edit(IN_LOOP, IN_LOOP + "        k = 1\n"),  # after it
+        _edit(
+            "        self.features",
+            "        if c_in > 8:\n            c_in = 8\n        self.features",
+        ),
+        _edit("for i in range(stages):", "for i in range(stages + 1):"),  # a loop rewritten
+        _edit("    return {", "    x = 1\n    return {"),
+        _edit("import torch\n", "import torch\nimport torch.nn.functional as F\n"),
+        WHOLE + "        y = 2\n",  # appended at the end's own level
+        WHOLE + "\n\nx = 3\n",  # ...or the top level
+        # two consecutive lines replaced
+        _edit(
+            "        layers = []\n        c_in = channels\n",
+            "        layers = [1]\n        c_in = 2\n",
+        ),
+        # the only line of a block replaced
+        _edit("    return {'lr', 'momentum', 'dropout'}", "    return {'lr', 'momentum'}"),
     ],
 )
-def test_the_full_grammar_refuses_programs_that_break_the_contract_s_outline(broken):
-    assert broken != WHOLE
-    assert not accepts(full_grammar(WHOLE), whole(broken))
+def test_edits_python_can_read_are_accepted(child):
+    assert accepts(full_grammar(WHOLE), whole(child))
 
 
-def test_the_full_grammar_frames_the_answer_and_allows_what_is_no_import():
+@pytest.mark.parametrize(
+    "child",
+    [
+        _edit("class Net(nn.Module):", "class Model(nn.Module):"),  # def/class lines stay
+        _edit("in_shape, out_shape, prm, device", "in_shape, prm, device"),
+        _edit("    def forward(self, x):", "    def forwards(self, x):"),
+        _edit("    def forward(self, x):\n", ""),
+        _edit("import torch\n", "import torch\nimport os\n"),  # imports
+        _edit(IN_LOOP, IN_LOOP + "            import os\n"),
+        _edit(IN_LOOP, IN_LOOP + "                k = 1\n"),  # too deep
+        _edit(IN_LOOP, IN_LOOP + "    k = 1\n"),  # the next line would be too deep
+        _edit(IN_LOOP, IN_LOOP + "          k = 1\n"),  # not in fours
+        _edit(IN_LOOP, IN_LOOP + "            if k:\n"),  # no body
+        _edit("        layers = []\n        c_in = channels\n", ""),  # two left out
+        _edit("    return {'lr', 'momentum', 'dropout'}\n", ""),  # an empty block
+        _edit("        self.device = device\n", "        x = '`'\n"),  # a fence could open
+        _edit("        self.device = device\n", "        x = (1\n"),  # a bracket left open
+        _edit("        self.device = device\n", "        x = 1  # a comment\n"),
+        _edit("        layers = []\n", "        layers = []\n        layers = []\n"[8:]),
+    ],
+)
+def test_edits_that_break_the_program_or_its_outline_are_refused(child):
+    assert child != WHOLE
+    assert not accepts(full_grammar(WHOLE), whole(child))
+
+
+def test_the_full_grammar_frames_the_answer():
+    child = _edit("        self.device = device\n", "")
     grammar = full_grammar(WHOLE)
-    assert not accepts(grammar, whole(WHOLE) + " trailing")
-    assert not accepts(grammar, f"```python\n{WHOLE}```")
-    assert not accepts(grammar, f"<nn>\n{WHOLE.rstrip()}</nn>")  # </nn> starts a line
-    names = "if_x = 1\nfro = 2\nimp = 3\nfrom_x = 4\ni = 5\nf = a < b\n"
-    assert accepts(grammar, whole(WHOLE.replace("\nclass Net", f"\n{names}class Net", 1)))
-    indented = "\n    def forward(self, x):\n        import math\n"
-    assert accepts(grammar, whole(WHOLE.replace("\n    def forward(self, x):\n", indented, 1)))
-    blocks = (
-        "        f = lambda x: x[1:]\n        if x:\n            y = {'a': '(:'}\n"
-        "        elif y:\n            pass\n        else:\n            y = 2\n"
-        "        for i in range(2):\n            with torch.no_grad():\n"
-        "                try:\n                    z = (1, [2, {3}])\n"
-        "                except ValueError:\n                    raise\n"
-    )
-    assert accepts(grammar, whole(WHOLE.replace("        layers = []\n", blocks, 1)))
+    assert accepts(grammar, whole(child))
+    assert not accepts(grammar, whole(child) + " trailing")
+    assert not accepts(grammar, f"```python\n{child}```")
+    assert not accepts(grammar, f"<nn>\n{child.rstrip()}</nn>")  # </nn> starts a line
+    spaced = child.replace("\n    def forward", "\n\n    def forward", 1)
+    assert accepts(grammar, whole(spaced.replace("\n        x = ", "\n  \n        x = ", 1)))
 
 
-def test_a_parent_s_own_imports_join_the_header_of_its_children():
-    parent = WHOLE.replace("import math\n", "import math\nfrom typing import List\n", 1)
-    assert accepts(full_grammar(parent), whole(parent))
-    assert not accepts(full_grammar(WHOLE), whole(parent))
+_STATEMENTS = [
+    "x = 1",
+    "y = self.pool(x)",
+    "layers += [nn.ReLU()]",
+    "return x",
+    "z = {'a': (1, [2])}",
+    "k = f(a, b=')')",
+    "pass",
+    "if x:",
+    "for i in range(2):",
+    "with torch.no_grad():",
+    "else:",
+    "x = (1",
+    "import os",
+    "y = 2  # note",
+]
 
 
-def test_a_parent_s_own_net_and_init_lines_are_allowed_to_its_children():
-    """LEMUR's programs annotate the contract's signature; such a parent's child may keep
-    it (canonical form, as prompts show parents), other parents' children may not."""
-    annotated = (
-        "    def __init__(self, in_shape: tuple, out_shape: tuple, prm: dict, "
-        "device: torch.device) -> None:"
-    )
-    parent = WHOLE.replace("    def __init__(self, in_shape, out_shape, prm, device):", annotated)
-    parent = canonicalize(parent, AdmissionConfig())[0]
-    assert annotated in parent
-    assert accepts(full_grammar(parent), whole(parent))
-    assert accepts(full_grammar(parent), whole(WHOLE))
-    assert not accepts(full_grammar(WHOLE), whole(parent))
+def _random_child(parent: str, rng: random.Random) -> str:
+    """A random edit of `parent`'s lines: copied, left out, replaced or preceded by random
+    statements at random indentation (many of them invalid Python on purpose)."""
+    out = []
+    for line in parent.splitlines():
+        roll = rng.random()
+        while roll < 0.02:
+            out.append("    " * rng.randrange(4) + rng.choice(_STATEMENTS))
+            roll = rng.random()
+        if roll < 0.04:
+            continue
+        if roll < 0.06:
+            indent = len(line) - len(line.lstrip())
+            out.append(" " * indent + rng.choice(_STATEMENTS))
+            continue
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("name", sorted(CANONICAL))
+def test_every_random_edit_the_full_grammar_accepts_is_python(name):
+    """Valid by construction: whatever edited copy the grammar accepts parses; random edits
+    (mostly invalid) probe it, and enough of them are accepted to mean something."""
+    parent, rng = CANONICAL[name], random.Random(name)
+    grammar = full_grammar(parent)
+    accepted = 0
+    for _ in range(150):
+        child = _random_child(parent, rng)
+        if child != parent and accepts(grammar, whole(child)):
+            accepted += 1
+            ast.parse(child)  # raises if it is not Python
+    assert accepted >= 5, f"only {accepted}/150 random edits accepted"
 
 
 def test_the_grammar_of_an_answer_falls_back_with_its_reason():
-    parent = SEEDS["plain_cnn"]
+    parent = CANONICAL["plain_cnn"]
     assert answer_grammar("full", parent) == (full_grammar(parent), None)
     assert answer_grammar("delta", parent) == (delta_grammar(parent), None)
     assert answer_grammar("delta", ADVERSARIAL["long_250_lines"])[0] is not None
@@ -297,7 +373,7 @@ def test_the_largest_parent_stays_inside_the_engines_default_limits():
     constraint = compile_grammar(TOKENIZER, delta_grammar(parent))
     assert constraint.matcher is not None, constraint.note
     head = f"<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n\n-{parent.splitlines()[-1]}\n"
-    assert constraint.matcher.consume_tokens(list(head.encode()))
+    assert constraint.matcher.consume_tokens(list(head.encode())), constraint.matcher.get_error()
     assert not constraint.matcher.is_error()
 
 
@@ -309,24 +385,25 @@ def test_decoding_names():
     ]
 
 
-def test_net_keeps_a_forward_where_its_parent_s_net_has_one():
-    """In the parent's order with `__init__`; a parent whose Net inherits forward from a
-    class of its own leaves its children that freedom; a parent's own forward line may be
-    copied."""
-    init_first, forward = WHOLE.split("\n    def forward(self, x):\n")
-    swapped = init_first.replace(
-        "class Net(nn.Module):\n",
-        f"class Net(nn.Module):\n\n    def forward(self, x):\n{forward}",
-        1,
+def test_a_parent_the_full_grammar_cannot_copy_says_why():
+    """Not canonical form (tabs), an end tag, or too long: the answer is then sampled
+    freely, with the reason recorded."""
+    for parent, why in [
+        (ADVERSARIAL["tabs_and_backslashes"], "fours of spaces"),
+        ('x = "</nn>"\n', "end tag"),
+        ("".join(f"x{i} = {i}\n" for i in range(MAX_FULL_LINES + 1)), "limit"),
+    ]:
+        grammar, note = answer_grammar("full", parent)
+        assert grammar is None and why in (note or "")
+
+
+def test_the_full_grammar_of_the_largest_parent_stays_inside_the_engines_limits():
+    parent = "class Net(nn.Module):\n\n    def __init__(self):\n" + "".join(
+        f"        self.l{i} = nn.Conv2d({i % 7 + 1}, 8, 3)\n" for i in range(MAX_FULL_LINES - 2)
     )
-    assert accepts(full_grammar(swapped), whole(swapped))
-    assert not accepts(full_grammar(WHOLE), whole(swapped))
-    assert not accepts(full_grammar(swapped), whole(WHOLE))
-    base = "class Base(nn.Module):\n\n    def forward(self, x):\n        return x\n\n"
-    inherits = init_first.replace("class Net(nn.Module):", "class Net(Base):", 1) + "\n"
-    inherits = inherits.replace("\nclass Net(", f"\n{base}class Net(", 1)
-    assert accepts(full_grammar(inherits), whole(inherits))
-    assert not accepts(full_grammar(WHOLE), whole(inherits))
-    annotated = WHOLE.replace("def forward(self, x):", "def forward(self, x: torch.Tensor):", 1)
-    assert accepts(full_grammar(annotated), whole(annotated))
-    assert not accepts(full_grammar(WHOLE), whole(annotated))
+    constraint = compile_grammar(TOKENIZER, full_grammar(parent))
+    assert constraint.matcher is not None, constraint.note
+    lines = parent.splitlines(keepends=True)
+    head = "<nn>\n" + "".join(lines[:5]) + "".join(lines[6:]) + "        x = 1\n</nn>"
+    assert constraint.matcher.consume_tokens(list(head.encode()))
+    assert not constraint.matcher.is_error()
