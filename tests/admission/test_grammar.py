@@ -247,6 +247,7 @@ def _edit(old: str, new: str) -> str:
         ),
         _edit("for i in range(stages):", "for i in range(stages + 1):"),  # a loop rewritten
         _edit("    return {", "    x = 1\n    return {"),
+        _edit("        layers = []\n", "        layers = [] if a << 2 < b / 3 else 'é?'\n"),
         _edit("import torch\n", "import torch\nimport torch.nn.functional as F\n"),
         WHOLE + "        y = 2\n",  # appended at the end's own level
         WHOLE + "\n\nx = 3\n",  # ...or the top level
@@ -281,6 +282,9 @@ def test_edits_python_can_read_are_accepted(child):
         _edit("        self.device = device\n", "        x = '`'\n"),  # a fence could open
         _edit("        self.device = device\n", "        x = (1\n"),  # a bracket left open
         _edit("        self.device = device\n", "        x = 1  # a comment\n"),
+        _edit("import math\n", "<- carriage quote\nimport math\n"),  # measured, see grammar.py
+        _edit("        self.device = device\n", "        what is this?\n"),
+        _edit("        self.device = device\n", "        x = 'é' + é\n"),
         _edit("        layers = []\n", "        layers = []\n        layers = []\n"[8:]),
     ],
 )
