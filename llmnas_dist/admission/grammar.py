@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 
 from llmnas_dist.admission.delta import BASELINE_NAME, IMPROVED_NAME, anchor_key, is_blank
+from llmnas_dist.admission.pyline import python_line_terminals
 
 DELTA_HEAD = f"<delta>\n--- {BASELINE_NAME}\n+++ {IMPROVED_NAME}\n"
 DELTA_END = "</delta>"
@@ -65,26 +66,19 @@ _STRING = rf"""'([^{_BREAKS}'\\`<]|\\[^{_BREAKS}`<])*'|"([^{_BREAKS}"\\`<]|\\[^{
 MAX_BRACKETS = 8  # bracket depth within a line (the seeds reach 6)
 
 
-def _balanced(depth: int, plain: str = _PLAIN) -> str:
+def _balanced(depth: int) -> str:
     """A regex of line text whose brackets close, nested at most `depth` deep (any closing
     kind closes any opening one: linear in `depth`, where matching kinds would triple the
-    regex per level); `plain`: one character outside strings and brackets."""
-    inner = f"({plain}|{_STRING})*"
+    regex per level)."""
+    inner = f"({_PLAIN}|{_STRING})*"
     for _ in range(depth):
-        inner = rf"({plain}|{_STRING}|[(\[{{]{inner}[)\]}}])*"
+        inner = rf"({_PLAIN}|{_STRING}|[(\[{{]{inner}[)\]}}])*"
     return inner
 
 
 # An added line: `+`, then nothing, or indentation in fours and a statement's text that
 # starts with neither a space nor `+`.
 _STATEMENT_TEXT = "LINE_TEXT: /" + _balanced(MAX_BRACKETS).replace("/", "\\/") + "/"
-# A whole program's inserted line holds only the characters of Python's tokens outside its
-# strings (ASCII names, numbers, operators; `<` never before `/`). Measured: under a bare
-# line text, a warm-started SmolLM2 began 12 of 12 whole programs with lines such as
-# `<- carriage quote` (2026-12-04, AVX512 EPYC, one default run).
-_PY_CHAR = r"A-Za-z0-9_ .,:;=+\-*%>!&|^~@"
-_PY_PLAIN = rf"[{_PY_CHAR}/]|<+[{_PY_CHAR}]"
-_PY_TEXT = "PY_TEXT: /" + _balanced(MAX_BRACKETS, _PY_PLAIN).replace("/", "\\/") + "/"
 _ADDED = [
     'ADDED: "+" (/( {4})*/ (LINE_TEXT & /[^ +].*/))? "\\n"',
     _STATEMENT_TEXT,
@@ -343,7 +337,7 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
         if _rewritable(line):  # keeps its keyword: `elif` stays after an `if`
             keyword = re.escape(line.split()[0].rstrip(":"))
             but = f"{_not_text([line])} & /{keyword}{_WORD_END}/"
-            rules.append(_statement(f"OPEN_NOT_{p}", levels[p], ".*:", but))
+            rules.append(_statement(f"OPEN_NOT_{p}", levels[p], "PY_OPEN", but))
     return _right_linear(steps, terms, rules, r"/[ \t]{0,40}\n/")
 
 
@@ -425,31 +419,29 @@ def _not_text(lines: Iterable[str]) -> str:
     return "".join(f" & ~{_literal(line.lstrip(' '))}" for line in lines)
 
 
-def _statement(name: str, level: int, tail: str, but: str = "") -> str:
-    """A terminal of one inserted line at `level`: canonical statement text ending as
-    `tail` says, neither an import nor a block that continues another (no `else:` without
-    its `if`; as _CONTINUES), `but` further operands."""
+def _statement(name: str, level: int, kind: str, but: str = "") -> str:
+    """A terminal of one inserted line at `level`: a Python statement of `kind` (PY_SIMPLE,
+    or PY_OPEN: it opens a block; see `pyline`), `but` further lexeme operands."""
     indent = f'"{_INDENT * level}" ' if level else ""
-    no_import = rf"~/(import|from|else|elif|except|finally){_WORD_END}/"
-    return f'{name}: {indent}(PY_TEXT & /[A-Za-z_]{tail}/ & {no_import}{but}) "\\n"'
+    return f'{name}: {indent}({kind} & /[^ ].*/{but}) "\\n"'
 
 
 def _insertions(needed: dict[Insertion, str], deepest: int) -> list[str]:
     """Rules and terminals of the insertions the steps name: a line that opens no block
     (STMT), or a block of one level (OPEN and its STMT lines), or at level 0 a seed's import
     line, none of them one of the insertion's excluded texts."""
-    rules = [_PY_TEXT]
+    rules = python_line_terminals()
     for k in range(1, deepest + 1):
         rules += [
-            _statement(f"STMT_{k}", k, "(.*[^:])?"),
+            _statement(f"STMT_{k}", k, "PY_SIMPLE"),
             f"body_{k}: STMT_{k} | STMT_{k} body_{k}",
         ]
     for (k, left_out, opening), name in needed.items():
         mark = name.upper()
         alts = [f"STMT_{mark}", f"OPEN_{mark} body_{k + 1}"]
         rules += [
-            _statement(f"STMT_{mark}", k, "(.*[^:])?", _not_text(left_out)),
-            _statement(f"OPEN_{mark}", k, ".*:", _not_text(opening)),
+            _statement(f"STMT_{mark}", k, "PY_SIMPLE", _not_text(left_out)),
+            _statement(f"OPEN_{mark}", k, "PY_OPEN", _not_text(opening)),
         ]
         imports = [x for x in SEED_IMPORTS if x not in left_out]
         if k == 0 and imports:

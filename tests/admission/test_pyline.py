@@ -1,0 +1,95 @@
+"""One line of Python as llguidance terminals: statements in, prose and broken code out."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmnas_dist.admission.pyline import MAX_DEPTH, python_line_terminals
+from llmnas_dist.generation.constrain import accepts
+
+GRAMMAR = (
+    'start: LINE*\nLINE: ((PY_SIMPLE | PY_OPEN) & /[^ ].*/) "\\n"\n'
+    + "\n".join(python_line_terminals())
+    + "\n"
+)
+
+STATEMENTS = [
+    "x = 1",
+    "self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)",
+    "return F.relu(out + self.shortcut(x))",
+    "layers += [nn.ReLU()]",
+    "stages = max(1, min(4, int(math.log2(max(1, min(height, width)))) - 1))",
+    "x = x[:, None]",
+    "y = {'a': (1, [2])}",
+    "f = lambda x: x[1:]",
+    "z = a if b else c",
+    "super().__init__()",
+    "channels, height, width = in_shape[-3:]",
+    "return {'lr', 'momentum'}",
+    "x = -x ** 2",
+    "self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, out_shape[0]))",
+    "pass",
+    "a = b = [i * 2 for i in range(3) if i]",
+    "dropout = float(dict(prm or {}).get('dropout', 0.1))",
+    "x = x.view(x.size(0), -1)",
+    "assert x is not None, 'no x'",
+    "raise ValueError('bad')",
+    "y = not x",
+    "x = None",
+    "c_out = 32 * 2 ** i",
+    "k = f(*args, **kw)",
+    "n = 1e-05",
+    "s = f'{x}'",
+    "return",
+]
+OPENINGS = [
+    "for i in range(stages):",
+    "if stride != 1 or c_in != c_out:",
+    "def forward(self, x):",
+    "def f(self, x: int=2, *rest, **kw) -> None:",
+    "class Foo(nn.Module):",
+    "with torch.no_grad():",
+    "while x < 3:",
+    "try:",
+]
+REFUSED = [
+    "<- carriage quote",  # measured (see pyline's doc): prose a whole program held
+    "esteday: <pre><code>",
+    "Non-blocking pre-post aggregation pipeline with CUDA-7.5.",
+    "carriage quote",
+    "what is this?",
+    "rax = xr. accelerating_ Ravara(rax)",
+    "def class Net(nn.Module):",
+    "def __init__(self, in_shape)",  # no colon
+    "for = 16 * 256",  # a keyword as a name
+    "import os",
+    "from os import path",
+    "else:",  # continues a block the line does not know
+    "except ValueError:",
+    "x = (1",
+    "x = 1  # a comment",
+    "x = 1 \\",
+    "x =",
+    "a + b = c",
+    "-x = 1",
+    "x: f(y) = 2",  # annotations: admission refuses calls in them
+    "return return",
+    "s = '`'",
+    "s = '</nn>'",
+]
+
+
+@pytest.mark.parametrize("line", STATEMENTS + OPENINGS)
+def test_python_lines_are_accepted(line):
+    assert accepts(GRAMMAR, line + "\n")
+
+
+@pytest.mark.parametrize("line", REFUSED)
+def test_prose_and_broken_lines_are_refused(line):
+    assert not accepts(GRAMMAR, line + "\n")
+
+
+def test_brackets_nest_up_to_the_limit():
+
+    assert accepts(GRAMMAR, "x = " + "f(" * MAX_DEPTH + ")" * MAX_DEPTH + "\n")
+    assert not accepts(GRAMMAR, "x = " + "f(" * (MAX_DEPTH + 1) + ")" * (MAX_DEPTH + 1) + "\n")
