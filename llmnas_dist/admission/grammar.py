@@ -307,6 +307,11 @@ Insertion = tuple[int, tuple[str, ...], tuple[str, ...]]
 # the line before it), and each such reading would otherwise stay alive to the answer's
 # end (llguidance's default of 2,000 Earley items a row was reached after ~60 lines).
 MAX_INSERTED = 6
+# At most this many places of a whole program differ from its parent (runs of inserted,
+# left-out or replaced lines between copied ones); the rest is copied. Measured: taught
+# whole programs (warm start with whole-program pairs) copied their parent for 20 lines
+# and then inserted lines, blank lines and blocks at every place to the 1,024-token limit.
+MAX_SITES = 3
 # Above this many non-blank parent lines a whole program is sampled unconstrained (with
 # the reason): llguidance's grammar compiler recurses along the copy's chain of states and
 # overflowed an 8 MiB stack between 175 and 200 lines (measured, segfault); the seeds
@@ -338,7 +343,8 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
             keyword = re.escape(line.split()[0].rstrip(":"))
             but = f"{_not_text([line])} & /{keyword}{_WORD_END}/"
             rules.append(_statement(f"OPEN_NOT_{p}", levels[p], "PY_OPEN", but))
-    return _right_linear(steps, terms, rules, r"/[ \t]{0,40}\n/")
+    # blank lines: canonical form's are empty; measured, taught whole programs wrote tabs
+    return _right_linear(steps, terms, rules, r"/ {0,12}\n/")
 
 
 def _full_steps(
@@ -361,8 +367,8 @@ def _full_steps(
         key = (level, left_out, opening)
         return insertions.setdefault(key, f"ins_{level}_{len(insertions)}")
 
-    def state(p: int, where: int, top: int, run: int = 0) -> str:
-        return f"c_{p}_{where}_{top + 1}_{run}"
+    def state(p: int, where: int, top: int, run: int = 0, sites: int = 0) -> str:
+        return f"c_{p}_{where}_{top + 1}_{run}_{sites}"
 
     n = len(lines)
     steps: list[Step] = [("start", term(FULL_HEAD), state(0, _SAME, 0))]
@@ -370,24 +376,26 @@ def _full_steps(
     # that continues it (`else:`, `except ...:`); after the last line, down to the top level
     floor = [k + bool(_CONTINUES.match(line)) for line, k in zip(lines, levels, strict=True)]
     floor.append(0)
-    for p, where, top, run in itertools.product(
+    for p, where, top, run, sites in itertools.product(
         range(n + 1),
         range(_EMPTIED + 1),
         range(_NO_INSERT, max(levels) + 2),
         range(MAX_INSERTED + 1),
+        range(MAX_SITES + 1),
     ):
-        if (run > 0 and where in (_SAME, _CHANGED)) or (
-            not run and where in (_INSERTED, _REPLACED)
-        ):
-            continue
-        src = state(p, where, top, run)
+        copying = where in (_SAME, _CHANGED)  # (states never reached are dropped later)
+        src = state(p, where, top, run, sites)
+        # a change that starts after a copied line opens a new site
+        site = sites + 1 if copying else sites
+        if site > MAX_SITES:
+            site = -1
         inserted = _INSERTED if where in (_SAME, _CHANGED, _INSERTED) else _REPLACED
-        for level in range(floor[p], top + 1 if run < MAX_INSERTED else 0):
+        for level in range(floor[p], top + 1 if run < MAX_INSERTED and site > 0 else 0):
             restores = where in (_LEFT_OUT, _EMPTIED) and level == levels[p - 1]
             if where == _EMPTIED and not restores:
                 continue
             rule = insertion(level, p, restores)
-            steps.append((src, rule, state(p, inserted, level, run + 1)))
+            steps.append((src, rule, state(p, inserted, level, run + 1, site)))
         if where == _EMPTIED:
             continue
         if p == n:
@@ -397,13 +405,16 @@ def _full_steps(
         line = lines[p]
         opens = line.endswith(":")
         after = _NO_INSERT if line.lstrip().startswith("@") else levels[p] + opens
-        steps.append((src, term(line + "\n"), state(p + 1, min(where, _CHANGED), after)))
-        if not opens and where in (_SAME, _CHANGED, _REPLACED):
+        kept = min(where, _CHANGED)
+        steps.append((src, term(line + "\n"), state(p + 1, kept, after, 0, sites)))
+        if site < 0 or where not in (_SAME, _CHANGED, _REPLACED):
+            continue
+        if not opens:
             only = p > 0 and lines[p - 1].endswith(":") and floor[p + 1] < levels[p]
             left_out = _EMPTIED if only else _LEFT_OUT
-            steps.append((src, "", state(p + 1, left_out, top, run)))
-        if _rewritable(line) and where in (_SAME, _CHANGED, _REPLACED):
-            steps.append((src, f"OPEN_NOT_{p}", state(p + 1, _CHANGED, after)))
+            steps.append((src, "", state(p + 1, left_out, top, run, site)))
+        if _rewritable(line):
+            steps.append((src, f"OPEN_NOT_{p}", state(p + 1, _CHANGED, after, 0, site)))
     return steps, terms, insertions
 
 

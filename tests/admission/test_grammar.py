@@ -16,6 +16,7 @@ from llmnas_dist.admission.delta import extract_delta, make_delta, patch
 from llmnas_dist.admission.grammar import (
     MAX_FULL_LINES,
     MAX_PARENT_LINES,
+    MAX_SITES,
     GrammarUnsupported,
     answer_grammar,
     decoding_of,
@@ -25,6 +26,7 @@ from llmnas_dist.admission.grammar import (
 )
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.generation.constrain import (
+    Constraint,
     accepts,
     byte_tokenizer,
     compile_grammar,
@@ -227,6 +229,14 @@ def test_a_whole_program_is_an_edited_copy_of_its_parent(name):
 
 
 IN_LOOP = "            c_in = c_out\n"  # the last line of a loop in __init__
+WHOLE_MATCHER = compile_grammar(TOKENIZER, full_grammar(WHOLE))
+
+
+def takes(constraint: Constraint, text: str) -> bool:
+    """`accepts` with a grammar compiled once (building a full grammar takes ~0.3 s)."""
+    assert constraint.matcher is not None, constraint.note
+    matcher = constraint.copy().matcher
+    return matcher.consume_tokens(list(text.encode())) and matcher.is_accepting()
 
 
 def _edit(old: str, new: str) -> str:
@@ -261,7 +271,24 @@ def _edit(old: str, new: str) -> str:
     ],
 )
 def test_edits_python_can_read_are_accepted(child):
-    assert accepts(full_grammar(WHOLE), whole(child))
+    assert takes(WHOLE_MATCHER, whole(child))
+
+
+def test_a_whole_program_differs_from_its_parent_in_at_most_max_sites_places():
+    # seven lines apart: closer edits can also be read as one place (a replacement of the
+    # lines between them, which copies them again), up to MAX_INSERTED inserted lines
+    places = [
+        "import torch\n",
+        "        self.device",
+        "            c_out = ",
+        "        x = self.pool",
+    ]
+    child = WHOLE
+    for n, place in enumerate(places, 1):
+        child = child.replace(
+            place, f"{place[: len(place) - len(place.lstrip())]}x = 1\n{place}", 1
+        )
+        assert takes(WHOLE_MATCHER, whole(child)) == (n <= MAX_SITES), n
 
 
 @pytest.mark.parametrize(
@@ -290,7 +317,7 @@ def test_edits_python_can_read_are_accepted(child):
 )
 def test_edits_that_break_the_program_or_its_outline_are_refused(child):
     assert child != WHOLE
-    assert not accepts(full_grammar(WHOLE), whole(child))
+    assert not takes(WHOLE_MATCHER, whole(child))
 
 
 def test_the_full_grammar_frames_the_answer():
@@ -346,11 +373,11 @@ def test_every_random_edit_the_full_grammar_accepts_is_python(name):
     """Valid by construction: whatever edited copy the grammar accepts parses; random edits
     (mostly invalid) probe it, and enough of them are accepted to mean something."""
     parent, rng = CANONICAL[name], random.Random(name)
-    grammar = full_grammar(parent)
+    grammar = compile_grammar(TOKENIZER, full_grammar(parent))
     accepted = 0
     for _ in range(150):
         child = _random_child(parent, rng)
-        if child != parent and accepts(grammar, whole(child)):
+        if child != parent and takes(grammar, whole(child)):
             accepted += 1
             ast.parse(child)  # raises if it is not Python
     assert accepted >= 5, f"only {accepted}/150 random edits accepted"
