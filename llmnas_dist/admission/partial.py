@@ -42,6 +42,10 @@ MAX_BLOCK_LINES = 8
 # program needs (the longest line of the shipped seeds is 100 characters, PEP 8's 79).
 RUNAWAY_LINE_CHARS = 160
 MAX_PIECE_CHARS = 32  # longest piece looked for: a few tokens, as `_post_block` is
+# No program line runs longer (the seeds' longest is 306 characters in canonical form).
+# Measured: a whole program (2026-12-04) wrote one line of `-`-joined numbers, no piece of
+# it repeated, to the 1,024-token limit.
+MAX_LINE_CHARS = 400
 
 
 def settled_syntax_error(answer: str) -> str | None:
@@ -176,3 +180,11 @@ def _repeats_ending_at(lines: list[str], end: int, size: int) -> int:
     ):
         repeats += 1
     return repeats
+
+
+def runaway_line(answer: str) -> str | None:
+    """'the last line ran past N characters' when the answer's unfinished last line is
+    longer than any program line ought to be (MAX_LINE_CHARS); None otherwise."""
+    if len(answer) - answer.rfind("\n") - 1 > MAX_LINE_CHARS:
+        return f"the last line ran past {MAX_LINE_CHARS} characters"
+    return None

@@ -8,7 +8,8 @@ every other row's slot to the token limit. Two verdicts end a row early:
   `generation.stop_on_repeats`): the small model repeats a block of valid lines until the
   token limit cuts it mid-line (seen as the longest row of a whole-program batch in the
   early-stop bench: 26 lines alternating two identical assignments), or a piece of one
-  line (`repeated_piece`: an identifier grown by `_post_block` to the token limit).
+  line (`repeated_piece`: an identifier grown by `_post_block` to the token limit), or
+  a line longer than any program's (`runaway_line`: numbers joined by `-`).
 A row's repeat limit is `stop_on_repeats` plus what its prompt itself repeats beyond once
 (`longest_repeat`), so an answer that copies a parent's repeated lines is not a loop.
 The stopped answer is judged as it stands, as one cut by the token limit would be. Its
@@ -28,6 +29,7 @@ from llmnas_dist.admission.partial import (
     longest_repeat,
     repeated_block,
     repeated_piece,
+    runaway_line,
     settled_syntax_error,
 )
 from llmnas_dist.generation.constrain import Constraint
@@ -96,7 +98,9 @@ class EarlyStop(StoppingCriteria):
         if self.syntax_error and (error := settled_syntax_error(text)) is not None:
             return f"at a syntax error ({error})"
         if repeat_limit and (
-            loop := repeated_block(text, repeat_limit) or repeated_piece(text, repeat_limit)
+            loop := repeated_block(text, repeat_limit)
+            or repeated_piece(text, repeat_limit)
+            or runaway_line(text)
         ):
             return f"in a loop ({loop})"
         return None

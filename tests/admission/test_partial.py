@@ -9,10 +9,12 @@ import pytest
 from llmnas_dist.admission.build import build_check
 from llmnas_dist.admission.delta import extract_code
 from llmnas_dist.admission.partial import (
+    MAX_LINE_CHARS,
     RUNAWAY_LINE_CHARS,
     longest_repeat,
     repeated_block,
     repeated_piece,
+    runaway_line,
     settled_syntax_error,
 )
 from llmnas_dist.config import AdmissionConfig
@@ -207,3 +209,11 @@ def test_longest_repeat_counts_any_block_anywhere() -> None:
     assert longest_repeat("a\nb\na\nb\na\nb\nc\n") == 3  # a 2-line block, mid-text
     assert longest_repeat("a\n\na\n  \na") == 3  # blank lines skipped, last line counted
     assert longest_repeat(LOOP) == 7
+
+
+def test_a_line_longer_than_any_program_s_is_a_runaway():
+    numbers = "        x = " + "-".join(str(i) for i in range(200))  # no piece repeats
+    assert repeated_piece(f"<nn>\n{numbers}", 2) is None
+    assert runaway_line(f"<nn>\n{numbers}") == "the last line ran past 400 characters"
+    assert runaway_line(f"<nn>\n{numbers}\n") is None  # a finished line is judged as code
+    assert runaway_line(f"<nn>\n{numbers[:MAX_LINE_CHARS]}") is None
