@@ -150,7 +150,8 @@ class GenerationConfig(Section):
     constrained: bool = Field(
         True,
         description="Grammar-constrained decoding: a delta's context and removed lines can only "
-        "be its parent's lines (in order, each hunk unique), a full answer keeps its <nn> frame. "
+        "be its parent's lines (in order, each hunk unique), a full answer is an edited copy of "
+        "its parent (admission/grammar.py). "
         "false samples freely (the codec judges either way).",
     )
     tensor_parallel_size: int = Field(

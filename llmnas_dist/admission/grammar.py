@@ -262,19 +262,21 @@ def _backward(steps: list[Step]) -> set[str]:
 
 # A whole program is an edited copy of its parent (`full_grammar`), as a delta is: the
 # parent's non-blank lines in order (canonical form, as prompts show parents), each copied
-# exactly or, unless it opens a block (ends with `:`), left out, and between them inserted
-# statements in canonical form (`_balanced`, as a delta's added lines), each a line that
-# opens no block or a block of one level (a `:` line and its lines); at least one change.
-# An insertion takes an indentation Python reads where it stands: from the next parent
-# line's level up to the previous one's (one deeper after a line that opens a block, none
-# after a decorator, no deeper than the last insertion), and no insertion imports (but the
-# seeds' imports at the top level). So the contract's outline is the parent's: its header,
-# its `class Net(...)`, `__init__` and `forward` lines are copied, never rewritten.
-# Why: the outline grammar (Net, `__init__` and `forward` lines required, any line between)
-# admitted no whole program in three stops' default runs on 2-core EPYCs (0 of 12, 0 of
-# 12, 0 of 16, 0 of 8): the 135M model's programs broke at line 3-8 (`def class Net`, a
-# `def` without its colon), and a grammar of statements only moved those failures to
-# 1,024-token answers that did not build. A copy cannot miscopy its parent.
+# exactly or, unless it opens a block (ends with `:`), left out (a block's opening line
+# other than `def`/`class` may be rewritten, keeping its keyword), and between them inserted
+# lines, each a Python statement (`pyline`) or a one-level block (an opening line and its
+# statements); at least one change, at most MAX_SITES places changed. An insertion takes
+# an indentation Python reads where it stands: from the next parent line's level up to
+# the previous one's (one deeper after a line that opens a block, none after a decorator,
+# no deeper than the last insertion, never between a block and its `else`). So the
+# contract's outline is the parent's: its header, its `class Net(...)`, `__init__` and
+# `forward` lines are copied, never rewritten, and the program parses.
+# Why: under the outline grammar (Net, `__init__` and `forward` lines required, any line
+# between) every whole program of three stops' default runs was a syntax error at line
+# 3-8 (`def class Net`, a `def` without its colon); a grammar of statements only moved
+# those failures to 1,024-token answers. Measured with this grammar (README, 2026-12-04):
+# a taught model's whole programs parse and fail where deltas fail, at build (shapes,
+# names); none was admitted yet.
 # A line may not be left out right after another (a replacement is a line left out and one
 # inserted): runs of left-out lines would keep up to a whole block's states alive in every
 # Earley row (~10 items a line; llguidance's default limit is 2,000 a row).
