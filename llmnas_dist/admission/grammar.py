@@ -78,10 +78,10 @@ def _balanced(depth: int) -> str:
 
 # An added line: `+`, then nothing, or indentation in fours and a statement's text that
 # starts with neither a space nor `+`.
-_STATEMENT_TEXT = "LINE_TEXT: /" + _balanced(MAX_BRACKETS).replace("/", "\\/") + "/"
+_LINE_TEXT = "LINE_TEXT: /" + _balanced(MAX_BRACKETS).replace("/", "\\/") + "/"
 _ADDED = [
     'ADDED: "+" (/( {4})*/ (LINE_TEXT & /[^ +].*/))? "\\n"',
-    _STATEMENT_TEXT,
+    _LINE_TEXT,
 ]
 _HEADER = r"/@@( -[0-9]{1,5}(,[0-9]{1,5})? \+[0-9]{1,5}(,[0-9]{1,5})?)? @@\n/"
 # A blank line (the codec ignores them); up to two may precede any line of a hunk, and each
@@ -352,9 +352,10 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
 def _full_steps(
     lines: list[str], levels: list[int]
 ) -> tuple[list[Step], dict[str, str], dict[Insertion, str]]:
-    """The copy as a state machine: state (p, where, top): before parent line p, `where`
-    the copy stands (_SAME ...), an insertion may take levels floor[p]..top. Also the
-    literal terminals, and the insertion rules the steps name."""
+    """The copy as a state machine: state (p, where, top, run, sites): before parent line
+    p, `where` the copy stands (_SAME ...), an insertion may take levels floor[p]..top,
+    `run` insertions in a row so far, `sites` places changed. Also the literal terminals,
+    and the insertion rules the steps name."""
     terms: dict[str, str] = {}
     insertions: dict[Insertion, str] = {}
 

@@ -98,11 +98,11 @@ class EarlyStop(StoppingCriteria):
         if self.syntax_error and (error := settled_syntax_error(text)) is not None:
             return f"at a syntax error ({error})"
         if repeat_limit and (
-            loop := repeated_block(text, repeat_limit)
-            or repeated_piece(text, repeat_limit)
-            or runaway_line(text)
+            loop := repeated_block(text, repeat_limit) or repeated_piece(text, repeat_limit)
         ):
             return f"in a loop ({loop})"
+        if repeat_limit and (runaway := runaway_line(text)):
+            return f"at a runaway line ({runaway})"
         return None
 
     def note(self, row: int) -> str | None:

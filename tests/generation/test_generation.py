@@ -514,6 +514,25 @@ def test_a_row_looping_inside_one_line_stops_once_the_line_runs_away():
     )
 
 
+def test_a_row_writing_a_line_longer_than_any_program_s_stops():
+    """A line that repeats no piece (numbers joined by `-`) stops once it passes
+    MAX_LINE_CHARS, with its own reason."""
+    import torch
+
+    from llmnas_dist.admission.partial import MAX_LINE_CHARS
+
+    prompt = "Improve:\n"
+    answer = "<nn>\n    x = " + "-".join(str(i) for i in range(200))
+    rows = torch.tensor([_ids(prompt + answer)])
+    stop = EarlyStop(_Chars(), len(prompt), [], syntax_error=False, repeats=6)
+    verdicts = [stop(rows[:, : len(prompt) + n], None) for n in range(1, len(answer) + 1)]
+    first = next(k for k, v in enumerate(verdicts) if v[0])
+    assert len("<nn>\n") + MAX_LINE_CHARS <= first + 1 < len("<nn>\n") + MAX_LINE_CHARS + 20
+    assert stop.note(0) == (
+        f"decoding stopped at a runaway line (the last line ran past {MAX_LINE_CHARS} characters)"
+    )
+
+
 def test_early_stop_is_inactive_with_both_verdicts_off():
     assert not EarlyStop(None, 0, [], syntax_error=False, repeats=0).active
     assert EarlyStop(None, 0, [], syntax_error=False, repeats=6).active
