@@ -291,6 +291,8 @@ FULL_END = "</nn>"
 _INDENT = "    "
 _WORD_END = "([^A-Za-z0-9_].*)?"  # the rest of a line after a whole word (no \\b in llguidance)
 _CONTINUES = re.compile(rf" *(else|elif|except|finally){_WORD_END}$")
+# An import is never left out: the names it binds are what the rest of the program uses.
+_IMPORT = re.compile(r" *(import|from) ")
 _NO_INSERT = -1  # after a decorator: its `def` follows at once
 # Where the copy stands: unchanged yet; changed; the last parent line left out (the next
 # may not be, and the first insertion may not restore it); lines inserted (the parent line
@@ -340,13 +342,19 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
     levels = [_level(line, i + 1) for i, line in enumerate(lines)]
     steps, terms, insertions = _full_steps(lines, levels)
     rules = _insertions(insertions, max(levels) + 1)
+    missing = [x for x in SEED_IMPORTS if x not in lines]
+    if missing:  # each at most once, in the seeds' order
+        subsets = [s for k in range(len(missing)) for s in itertools.combinations(missing, k + 1)]
+        texts = ["\\n".join(map(re.escape, s)) for s in subsets]
+        rules.append("IMPORTS: /(" + "|".join(texts) + ")\\n/")
     for p, line in enumerate(lines):
         if _rewritable(line):  # keeps its keyword: `elif` stays after an `if`
             keyword = re.escape(line.split()[0].rstrip(":"))
             but = f"{_not_text([line])} & /{keyword}{_WORD_END}/"
             rules.append(_statement(f"OPEN_NOT_{p}", levels[p], "PY_OPEN", but))
-    # blank lines: canonical form's are empty; measured, taught whole programs wrote tabs
-    return _right_linear(steps, terms, rules, r"/ {0,12}\n/")
+    # blank lines: canonical form's are empty. Measured (2026-12-04): taught whole programs
+    # wrote tabs, untaught ones 68-107 blank lines of spaces in a 1,024-token answer
+    return _right_linear(steps, terms, rules, r"/\n/")
 
 
 def _full_steps(
@@ -374,6 +382,8 @@ def _full_steps(
         return f"c_{p}_{where}_{top + 1}_{run}_{sites}"
 
     n = len(lines)
+    last_import = max((p for p, line in enumerate(lines) if _IMPORT.match(line)), default=-1)
+    imports = any(x not in lines for x in SEED_IMPORTS)
     steps: list[Step] = [("start", term(FULL_HEAD), state(0, _SAME, 0))]
     # an insertion goes no shallower than the next line, and into the block before a line
     # that continues it (`else:`, `except ...:`); after the last line, down to the top level
@@ -393,7 +403,11 @@ def _full_steps(
         if site > MAX_SITES:
             site = -1
         inserted = _INSERTED if where in (_SAME, _CHANGED, _INSERTED) else _REPLACED
+        if p == last_import + 1 and copying and site > 0 and imports:
+            steps.append((src, "IMPORTS", state(p, _INSERTED, 0, 1, site)))
         for level in range(floor[p], top + 1 if run < MAX_INSERTED and site > 0 else 0):
+            if level == 0 and p <= last_import:
+                continue  # the top level above the imports: nothing is inserted there
             restores = where in (_LEFT_OUT, _EMPTIED) and level == levels[p - 1]
             if where == _EMPTIED and not restores:
                 continue
@@ -412,7 +426,7 @@ def _full_steps(
         steps.append((src, term(line + "\n"), state(p + 1, kept, after, 0, sites)))
         if site < 0 or where not in (_SAME, _CHANGED, _REPLACED):
             continue
-        if not opens:
+        if not opens and not _IMPORT.match(line):
             only = p > 0 and lines[p - 1].endswith(":") and floor[p + 1] < levels[p]
             left_out = _EMPTIED if only else _LEFT_OUT
             steps.append((src, "", state(p + 1, left_out, top, run, site)))
@@ -435,32 +449,29 @@ def _not_text(lines: Iterable[str]) -> str:
 
 def _statement(name: str, level: int, kind: str, but: str = "") -> str:
     """A terminal of one inserted line at `level`: a Python statement of `kind` (PY_SIMPLE,
-    or PY_OPEN: it opens a block; see `pyline`), `but` further lexeme operands."""
+    PY_OPEN: it opens a block, or PY_DEFINE: a `def` or `class` line; see `pyline`, whose
+    statements never start with a space), `but` further lexeme operands."""
     indent = f'"{_INDENT * level}" ' if level else ""
-    return f'{name}: {indent}({kind} & /[^ ].*/{but}) "\\n"'
+    return f'{name}: {indent}({kind}{but}) "\\n"'
 
 
 def _insertions(needed: dict[Insertion, str], deepest: int) -> list[str]:
-    """Rules and terminals of the insertions the steps name: a line that opens no block
-    (STMT), or a block of one level (OPEN and its STMT lines), or at level 0 a seed's import
-    line, none of them one of the insertion's excluded texts."""
+    """Rules and terminals of the insertions the steps name: inside a block a line that
+    opens no block (STMT) or a block of one level (OPEN and up to MAX_INSERTED STMT lines);
+    at the top level a `def` or `class` block only; none of them one of the insertion's
+    excluded texts."""
     rules = python_line_terminals()
     for k in range(1, deepest + 1):
-        rules += [
-            _statement(f"STMT_{k}", k, "PY_SIMPLE"),
-            f"body_{k}: STMT_{k} | STMT_{k} body_{k}",
-        ]
+        stmts = [" ".join([f"STMT_{k}"] * i) for i in range(1, MAX_INSERTED + 1)]
+        rules += [_statement(f"STMT_{k}", k, "PY_SIMPLE"), f"body_{k}: " + " | ".join(stmts)]
     for (k, left_out, opening), name in needed.items():
         mark = name.upper()
-        alts = [f"STMT_{mark}", f"OPEN_{mark} body_{k + 1}"]
-        rules += [
-            _statement(f"STMT_{mark}", k, "PY_SIMPLE", _not_text(left_out)),
-            _statement(f"OPEN_{mark}", k, "PY_OPEN", _not_text(opening)),
-        ]
-        imports = [x for x in SEED_IMPORTS if x not in left_out]
-        if k == 0 and imports:
-            rules.append(f"IMPORT_{mark}: /(" + "|".join(map(re.escape, imports)) + r")\n/")
-            alts.append(f"IMPORT_{mark}")
+        kind = "PY_OPEN" if k else "PY_DEFINE"
+        rules.append(_statement(f"OPEN_{mark}", k, kind, _not_text(opening)))
+        alts = [f"OPEN_{mark} body_{k + 1}"]
+        if k:
+            rules.append(_statement(f"STMT_{mark}", k, "PY_SIMPLE", _not_text(left_out)))
+            alts.append(f"STMT_{mark}")
         rules.append(f"{name}: " + " | ".join(alts))
     return rules
 

@@ -4,9 +4,10 @@ A whole program's inserted lines (`grammar.full_grammar`) are sampled under thes
 terminals, so that an inserted line is a statement Python can read, not just text whose
 brackets close: `PY_SIMPLE` is a simple statement (an expression, an assignment to
 names, attributes or subscripts, no annotation (admission refuses most), `return`,
-`pass`, `raise`, `assert`, `del`; no import), `PY_OPEN` a line that opens a block (`if`,
-`for`, `while`, `with`, `try`, `def`, `class`; not `else`/`elif`/`except`/`finally`, which
-continue a block the insertion does not know). Names are not keywords, operands and
+`pass`, `raise`, `assert`, `del`; no import; an expression statement only as a call),
+`PY_OPEN` a line that opens a block (`if`, `for`, `while`, `with`, `try`, or `PY_DEFINE`:
+`def`, `class`; not `else`/`elif`/`except`/`finally`, which continue a block the insertion
+does not know). Names are not keywords, operands and
 operators alternate, brackets nest up to MAX_DEPTH (terminals cannot recurse, so each depth
 is a terminal of its own that names the one below; llguidance shares them, so the grammar
 grows linearly in depth). Spacing is canonical form's (`ast.unparse`, as prompts show
@@ -41,8 +42,9 @@ def _terminal(name: str, body: str) -> str:
     return f"{name}: {body}"
 
 
-def _depth(d: int) -> list[str]:
-    """The terminals of an expression with brackets nested at most d deep (d >= 0)."""
+def _primary_parts(d: int) -> tuple[str, str]:
+    """A primary expression's atom and its trailers (attribute, call, subscript) as
+    alternations, with brackets nested at most d deep (d >= 0)."""
     below = d - 1
     atoms = ["PY_NAME", "PY_NUMBER", r"PY_STR (/ ?/ PY_STR)*", "/True|False|None|\\.\\.\\./"]
     trailers = ['"." PY_NAME']
@@ -53,7 +55,13 @@ def _depth(d: int) -> list[str]:
             f'"{{" (PY_DICT_{below} | PY_ITEMS_{below}) "}}"',
         ]
         trailers += [f'"(" PY_ARGS_{below} ")"', f'"[" PY_SUBS_{below} "]"']
-    primary = f"({' | '.join(atoms)}) ({' | '.join(trailers)})*"
+    return f"({' | '.join(atoms)})", f"({' | '.join(trailers)})"
+
+
+def _depth(d: int) -> list[str]:
+    """The terminals of an expression with brackets nested at most d deep (d >= 0)."""
+    atom, trailer = _primary_parts(d)
+    primary = f"{atom} {trailer}*"
     expr = f"PY_LAMBDA? PY_OPERAND_{d} (PY_BINOP PY_OPERAND_{d})*"
     item = f'"*"? PY_EXPR_{d}'
     comp = f'(" for " PY_TARGETS_{d} " in " PY_EXPR_{d} (" if " PY_EXPR_{d})*)+'
@@ -90,16 +98,21 @@ def python_line_terminals() -> list[str]:
     for d in range(top + 1):
         rules += _depth(d)
     exprs = f"PY_ITEMS_{top}"
+    atom, trailer = _primary_parts(top)
     rules += [
         _terminal(
             "PY_PARAM",
             f'/\\*{{0,2}}/ PY_NAME (/: ?/ PY_EXPR_{top})? (/ ?= ?/ PY_EXPR_{top})? | "*"',
         ),
+        # an expression statement is a call: any other expression does nothing (measured:
+        # `- train`, `post-processing`, `Ending` were lines of every junk whole program)
+        _terminal("PY_CALL", f'{atom} {trailer}* "(" PY_ARGS_{top - 1} ")"'),
         _terminal(
             "PY_SIMPLE",
             " | ".join(
                 [
-                    f"(PY_TARGETS_{top} / ?= ?/)* {exprs}",
+                    f"(PY_TARGETS_{top} / ?= ?/)+ {exprs}",
+                    "PY_CALL",
                     f"PY_TARGETS_{top} / ?{_AUGMENTED} ?/ {exprs}",
                     f'"return" (" " {exprs})?',
                     f'"raise" (" " PY_EXPR_{top} (" from " PY_EXPR_{top})?)?',
@@ -108,6 +121,11 @@ def python_line_terminals() -> list[str]:
                     '"pass" | "break" | "continue"',
                 ]
             ),
+        ),
+        _terminal(
+            "PY_DEFINE",
+            f'("def " PY_NAME "(" {params} ")" (" -> " PY_EXPR_{top})?'
+            f' | "class " PY_NAME ("(" PY_ARGS_{top - 1} ")")?) ":"',
         ),
         _terminal(
             "PY_OPEN",
@@ -120,11 +138,9 @@ def python_line_terminals() -> list[str]:
                     f'"with " PY_EXPR_{top} (" as " PY_TARGETS_{top})? '
                     f'(/, ?/ PY_EXPR_{top} (" as " PY_TARGETS_{top})?)*',
                     '"try"',
-                    f'"def " PY_NAME "(" {params} ")" (" -> " PY_EXPR_{top})?',
-                    f'"class " PY_NAME ("(" PY_ARGS_{top - 1} ")")?',
                 ]
             )
-            + ') ":"',
+            + ') ":" | PY_DEFINE',
         ),
     ]
     return rules

@@ -15,6 +15,7 @@ import pytest
 from llmnas_dist.admission.delta import extract_delta, make_delta, patch
 from llmnas_dist.admission.grammar import (
     MAX_FULL_LINES,
+    MAX_INSERTED,
     MAX_PARENT_LINES,
     MAX_SITES,
     GrammarUnsupported,
@@ -258,9 +259,11 @@ def _edit(old: str, new: str) -> str:
         _edit("for i in range(stages):", "for i in range(stages + 1):"),  # a loop rewritten
         _edit("    return {", "    x = 1\n    return {"),
         _edit("        layers = []\n", "        layers = [] if a << 2 < b / 3 else 'é?'\n"),
-        _edit("import torch\n", "import torch\nimport torch.nn.functional as F\n"),
+        _edit("import torch.nn as nn\n", "import torch.nn as nn\nimport torch.nn.functional as F\n"),
         WHOLE + "        y = 2\n",  # appended at the end's own level
-        WHOLE + "\n\nx = 3\n",  # ...or the top level
+        WHOLE + "\ndef swish(x):\n    return x * torch.sigmoid(x)\n",  # ...or a top-level def
+        _edit("\nclass Net", "\nclass Gate(nn.Module):\n    pass\n\nclass Net"),
+        _edit("        self.device = device\n", "        print(device)\n"),  # a call
         # two consecutive lines replaced
         _edit(
             "        layers = []\n        c_in = channels\n",
@@ -278,7 +281,7 @@ def test_a_whole_program_differs_from_its_parent_in_at_most_max_sites_places():
     # seven lines apart: closer edits can also be read as one place (a replacement of the
     # lines between them, which copies them again), up to MAX_INSERTED inserted lines
     places = [
-        "import torch\n",
+        "    return {",
         "        self.device",
         "            c_out = ",
         "        x = self.pool",
@@ -313,6 +316,20 @@ def test_a_whole_program_differs_from_its_parent_in_at_most_max_sites_places():
         _edit("        self.device = device\n", "        what is this?\n"),
         _edit("        self.device = device\n", "        x = 'é' + é\n"),
         _edit("        layers = []\n", "        layers = []\n        layers = []\n"[8:]),
+        # measured (2026-12-04): untaught whole programs began with delta-like lines
+        _edit("import math\n", "- train\n- forward\nimport math\n"),
+        _edit("import math\n", "import os\nimport math\n"),  # an import that is no seed's
+        _edit("import torch\n", "import torch\nimport torch.nn.functional as F\n"),  # not last
+        _edit("import torch.nn as nn\n", "import torch.nn as nn\n" + "import torch.nn.functional as F\n" * 2),
+        _edit("import torch.nn as nn\n", "import torch.nn as nn\nimport math\n"),  # there
+        _edit("import math\n", "def f():\n    pass\nimport math\n"),  # above the imports
+        WHOLE + "\n\nx = 3\n",  # a top-level statement
+        WHOLE + "if x:\n    y = 1\n",  # a top-level block other than def or class
+        _edit("import torch\n", ""),  # an import left out
+        _edit("        self.device = device\n", "        post - processing\n"),  # no call
+        _edit("        self.device = device\n", "        Ending\n"),
+        # an inserted block holds at most MAX_INSERTED lines
+        WHOLE + "\ndef f():\n" + "    x = 1\n" * (MAX_INSERTED + 1),
     ],
 )
 def test_edits_that_break_the_program_or_its_outline_are_refused(child):
@@ -328,7 +345,10 @@ def test_the_full_grammar_frames_the_answer():
     assert not accepts(grammar, f"```python\n{child}```")
     assert not accepts(grammar, f"<nn>\n{child.rstrip()}</nn>")  # </nn> starts a line
     spaced = child.replace("\n    def forward", "\n\n    def forward", 1)
-    assert accepts(grammar, whole(spaced.replace("\n        x = ", "\n  \n        x = ", 1)))
+    assert accepts(grammar, whole(spaced.replace("\n        x = ", "\n\n        x = ", 1)))
+    # blank lines are empty, as canonical form's (untaught whole programs filled 68-107
+    # lines of one 1,024-token answer with spaces)
+    assert not accepts(grammar, whole(spaced.replace("\n        x = ", "\n  \n        x = ", 1)))
 
 
 _STATEMENTS = [

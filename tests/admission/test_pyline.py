@@ -8,7 +8,7 @@ from llmnas_dist.admission.pyline import MAX_DEPTH, python_line_terminals
 from llmnas_dist.generation.constrain import accepts
 
 GRAMMAR = (
-    'start: LINE*\nLINE: ((PY_SIMPLE | PY_OPEN) & /[^ ].*/) "\\n"\n'
+    'start: LINE*\nLINE: (PY_SIMPLE | PY_OPEN) "\\n"\n'
     + "\n".join(python_line_terminals())
     + "\n"
 )
@@ -41,6 +41,9 @@ STATEMENTS = [
     "n = 1e-05",
     "s = f'{x}'",
     "return",
+    "print(x.shape)",  # an expression statement that is a call
+    "self.layers[0].reset_parameters()",
+    "nn.init.zeros_(self.head.weight)",
 ]
 OPENINGS = [
     "for i in range(stages):",
@@ -76,6 +79,15 @@ REFUSED = [
     "return return",
     "s = '`'",
     "s = '</nn>'",
+    # an expression statement other than a call does nothing; measured (2026-12-04): junk
+    # whole programs wrote such lines
+    "- train",
+    "post-processing",
+    "Ending",
+    "x + 1",
+    "self.fc",
+    "f(x) + 1",
+    "'a docstring'",
 ]
 
 
