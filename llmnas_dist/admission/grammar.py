@@ -262,10 +262,13 @@ def _backward(steps: list[Step]) -> set[str]:
 
 # A whole program is an edited copy of its parent (`full_grammar`), as a delta is: the
 # parent's non-blank lines in order (canonical form, as prompts show parents), each copied
-# exactly or, unless it opens a block (ends with `:`), left out (a block's opening line
-# other than `def`/`class` may be rewritten, keeping its keyword), and between them inserted
-# lines, each a Python statement (`pyline`) or a one-level block (an opening line and its
-# statements); at least one change, at most MAX_SITES places changed. An insertion takes
+# exactly or, unless it opens a block (ends with `:`) or imports, left out (a block's
+# opening line other than `def`/`class` may be rewritten, keeping its keyword), and between
+# them inserted lines, each a Python statement (`pyline`; an expression statement only as
+# a call) or a one-level block (an opening line and up to MAX_INSERTED statements); at
+# least one change, at most MAX_SITES places changed. At the top level only `def` and
+# `class` blocks are inserted, below the parent's imports, and right after those imports
+# the seeds' imports the parent lacks, each at most once. An insertion takes
 # an indentation Python reads where it stands: from the next parent line's level up to
 # the previous one's (one deeper after a line that opens a block, none after a decorator,
 # no deeper than the last insertion, never between a block and its `else`). So the
@@ -276,7 +279,11 @@ def _backward(steps: list[Step]) -> set[str]:
 # 3-8 (`def class Net`, a `def` without its colon); a grammar of statements only moved
 # those failures to 1,024-token answers. Measured with this grammar (README, 2026-12-04):
 # a taught model's whole programs parse and fail where deltas fail, at build (shapes,
-# names); none was admitted yet.
+# names); none was admitted yet. The top-level rules: an untaught model's whole programs
+# (default warm start, 12 of one default run, 2026-12-04) began with delta-like lines that
+# Python reads as expressions (`- train`, `--- productive`, `Ending`): 4 failed to build
+# on line 1, 4 looped there; with only imports allowed above the parent's, it looped on
+# `import torch.nn.functional as F` (12 of 12 in `llmnas generate`).
 # A line may not be left out right after another (a replacement is a line left out and one
 # inserted): runs of left-out lines would keep up to a whole block's states alive in every
 # Earley row (~10 items a line; llguidance's default limit is 2,000 a row).

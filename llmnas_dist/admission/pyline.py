@@ -62,6 +62,7 @@ def _depth(d: int) -> list[str]:
     """The terminals of an expression with brackets nested at most d deep (d >= 0)."""
     atom, trailer = _primary_parts(d)
     primary = f"{atom} {trailer}*"
+    assignable = f'("." PY_NAME | "[" PY_SUBS_{d - 1} "]")' if d else '"." PY_NAME'
     expr = f"PY_LAMBDA? PY_OPERAND_{d} (PY_BINOP PY_OPERAND_{d})*"
     item = f'"*"? PY_EXPR_{d}'
     comp = f'(" for " PY_TARGETS_{d} " in " PY_EXPR_{d} (" if " PY_EXPR_{d})*)+'
@@ -72,9 +73,11 @@ def _depth(d: int) -> list[str]:
         _terminal(f"PY_PRIMARY_{d}", primary),
         _terminal(f"PY_OPERAND_{d}", f"PY_PREFIX PY_PRIMARY_{d}"),
         _terminal(f"PY_EXPR_{d}", expr),
-        # what may be assigned to or looped over: names, attributes, subscripts (a call too,
-        # which Python refuses at compile time; admission's syntax check names it)
-        _terminal(f"PY_TARGETS_{d}", f'"*"? PY_PRIMARY_{d} (/, ?/ "*"? PY_PRIMARY_{d})* ","?'),
+        # what may be assigned to or looped over: a name, or an attribute or subscript of
+        # one (measured, 2026-12-05: taught whole programs assigned to literals and tuples
+        # with `+=`, which Python refuses)
+        _terminal(f"PY_TARGET_{d}", f"PY_NAME ({trailer}* {assignable})?"),
+        _terminal(f"PY_TARGETS_{d}", f'"*"? PY_TARGET_{d} (/, ?/ "*"? PY_TARGET_{d})* ","?'),
         _terminal(f"PY_ITEMS_{d}", f'{item} ({comp} | (/, ?/ {item})* ","?)'),
         _terminal(f"PY_ARGS_{d}", f'(({arg}) ({comp} | (/, ?/ ({arg}))* ","?))?'),
         _terminal(f"PY_DICT_{d}", f'(({pair}) ({comp} | (/, ?/ ({pair}))* ","?))?'),
@@ -113,7 +116,7 @@ def python_line_terminals() -> list[str]:
                 [
                     f"(PY_TARGETS_{top} / ?= ?/)+ {exprs}",
                     "PY_CALL",
-                    f"PY_TARGETS_{top} / ?{_AUGMENTED} ?/ {exprs}",
+                    f"PY_TARGET_{top} / ?{_AUGMENTED} ?/ {exprs}",
                     f'"return" (" " {exprs})?',
                     f'"raise" (" " PY_EXPR_{top} (" from " PY_EXPR_{top})?)?',
                     f'"assert " PY_EXPR_{top} (/, ?/ PY_EXPR_{top})?',

@@ -230,6 +230,8 @@ def test_a_whole_program_is_an_edited_copy_of_its_parent(name):
 
 
 IN_LOOP = "            c_in = c_out\n"  # the last line of a loop in __init__
+LAST_IMPORT = "import torch.nn as nn\n"
+IMPORT_F = "import torch.nn.functional as F\n"
 WHOLE_MATCHER = compile_grammar(TOKENIZER, full_grammar(WHOLE))
 
 
@@ -259,7 +261,7 @@ def _edit(old: str, new: str) -> str:
         _edit("for i in range(stages):", "for i in range(stages + 1):"),  # a loop rewritten
         _edit("    return {", "    x = 1\n    return {"),
         _edit("        layers = []\n", "        layers = [] if a << 2 < b / 3 else 'é?'\n"),
-        _edit("import torch.nn as nn\n", "import torch.nn as nn\nimport torch.nn.functional as F\n"),
+        _edit(LAST_IMPORT, LAST_IMPORT + IMPORT_F),  # a seed's import the parent lacks
         WHOLE + "        y = 2\n",  # appended at the end's own level
         WHOLE + "\ndef swish(x):\n    return x * torch.sigmoid(x)\n",  # ...or a top-level def
         _edit("\nclass Net", "\nclass Gate(nn.Module):\n    pass\n\nclass Net"),
@@ -319,9 +321,9 @@ def test_a_whole_program_differs_from_its_parent_in_at_most_max_sites_places():
         # measured (2026-12-04): untaught whole programs began with delta-like lines
         _edit("import math\n", "- train\n- forward\nimport math\n"),
         _edit("import math\n", "import os\nimport math\n"),  # an import that is no seed's
-        _edit("import torch\n", "import torch\nimport torch.nn.functional as F\n"),  # not last
-        _edit("import torch.nn as nn\n", "import torch.nn as nn\n" + "import torch.nn.functional as F\n" * 2),
-        _edit("import torch.nn as nn\n", "import torch.nn as nn\nimport math\n"),  # there
+        _edit("import torch\n", "import torch\n" + IMPORT_F),  # not after the last import
+        _edit(LAST_IMPORT, LAST_IMPORT + IMPORT_F * 2),
+        _edit(LAST_IMPORT, LAST_IMPORT + "import math\n"),  # the parent imports it
         _edit("import math\n", "def f():\n    pass\nimport math\n"),  # above the imports
         WHOLE + "\n\nx = 3\n",  # a top-level statement
         WHOLE + "if x:\n    y = 1\n",  # a top-level block other than def or class

@@ -8,9 +8,7 @@ from llmnas_dist.admission.pyline import MAX_DEPTH, python_line_terminals
 from llmnas_dist.generation.constrain import accepts
 
 GRAMMAR = (
-    'start: LINE*\nLINE: (PY_SIMPLE | PY_OPEN) "\\n"\n'
-    + "\n".join(python_line_terminals())
-    + "\n"
+    'start: LINE*\nLINE: (PY_SIMPLE | PY_OPEN) "\\n"\n' + "\n".join(python_line_terminals()) + "\n"
 )
 
 STATEMENTS = [
@@ -38,6 +36,9 @@ STATEMENTS = [
     "x = None",
     "c_out = 32 * 2 ** i",
     "k = f(*args, **kw)",
+    "self.layers[0].weight = w",
+    "a, *b = c",
+    "x[1:2] += y",
     "n = 1e-05",
     "s = f'{x}'",
     "return",
@@ -75,6 +76,12 @@ REFUSED = [
     "x =",
     "a + b = c",
     "-x = 1",
+    # measured (2026-12-05): taught whole programs wrote augmented assignments to these
+    "a, b += 1",
+    "1 += x",
+    "'literal' += x",
+    "f(x) = 1",  # a call is no target
+    "self.f(x) = 1",
     "x: f(y) = 2",  # annotations: admission refuses calls in them
     "return return",
     "s = '`'",
