@@ -46,7 +46,9 @@ def _primary_parts(d: int) -> tuple[str, str]:
     """A primary expression's atom and its trailers (attribute, call, subscript) as
     alternations, with brackets nested at most d deep (d >= 0)."""
     below = d - 1
-    atoms = ["PY_NAME", "PY_NUMBER", r"PY_STR (/ ?/ PY_STR)*", "/True|False|None|\\.\\.\\./"]
+    # adjacent strings need a space: two quotes and a string written together open a
+    # triple quote (measured, 2026-12-05: a whole program ended in an unterminated one)
+    atoms = ["PY_NAME", "PY_NUMBER", r'PY_STR (" " PY_STR)*', "/True|False|None|\\.\\.\\./"]
     trailers = ['"." PY_NAME']
     if d > 0:
         atoms += [

@@ -39,6 +39,7 @@ STATEMENTS = [
     "self.layers[0].weight = w",
     "a, *b = c",
     "x[1:2] += y",
+    "s = 'a' 'b'",
     "n = 1e-05",
     "s = f'{x}'",
     "return",
@@ -81,6 +82,7 @@ REFUSED = [
     "1 += x",
     "'literal' += x",
     "f(x) = 1",  # a call is no target
+    "s = '''x'",  # adjacent strings without a space: a triple quote
     "self.f(x) = 1",
     "x: f(y) = 2",  # annotations: admission refuses calls in them
     "return return",
