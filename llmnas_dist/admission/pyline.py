@@ -64,7 +64,6 @@ def _depth(d: int) -> list[str]:
     """The terminals of an expression with brackets nested at most d deep (d >= 0)."""
     atom, trailer = _primary_parts(d)
     primary = f"{atom} {trailer}*"
-    assignable = f'("." PY_NAME | "[" PY_SUBS_{d - 1} "]")' if d else '"." PY_NAME'
     expr = f"PY_LAMBDA? PY_OPERAND_{d} (PY_BINOP PY_OPERAND_{d})*"
     item = f'"*"? PY_EXPR_{d}'
     comp = f'(" for " PY_TARGETS_{d} " in " PY_EXPR_{d} (" if " PY_EXPR_{d})*)+'
@@ -75,10 +74,12 @@ def _depth(d: int) -> list[str]:
         _terminal(f"PY_PRIMARY_{d}", primary),
         _terminal(f"PY_OPERAND_{d}", f"PY_PREFIX PY_PRIMARY_{d}"),
         _terminal(f"PY_EXPR_{d}", expr),
-        # what may be assigned to or looped over: a name, or an attribute or subscript of
-        # one (measured, 2026-12-05: taught whole programs assigned to literals and tuples
-        # with `+=`, which Python refuses)
-        _terminal(f"PY_TARGET_{d}", f"PY_NAME ({trailer}* {assignable})?"),
+        # what may be assigned to or looped over: a name and its trailers (measured,
+        # 2026-12-05: taught whole programs assigned to literals and tuples with `+=`, which
+        # Python refuses). A trailing call is let through (Python refuses it at compile
+        # time, admission's syntax check names it): ending the target in an attribute or
+        # subscript made llguidance's lexer run out of expressions on se_resnet's grammar
+        _terminal(f"PY_TARGET_{d}", f"PY_NAME {trailer}*"),
         _terminal(f"PY_TARGETS_{d}", f'"*"? PY_TARGET_{d} (/, ?/ "*"? PY_TARGET_{d})* ","?'),
         _terminal(f"PY_ITEMS_{d}", f'{item} ({comp} | (/, ?/ {item})* ","?)'),
         _terminal(f"PY_ARGS_{d}", f'(({arg}) ({comp} | (/, ?/ ({arg}))* ","?))?'),

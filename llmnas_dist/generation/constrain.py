@@ -157,10 +157,15 @@ class GrammarLogitsProcessor:
         bitmask = llguidance.torch.allocate_token_bitmask(len(self.constraints), self.vocab_size)
         for i in rows:
             matcher = self.constraints[i].matcher
-            if matcher is None or matcher.is_stopped():
-                bitmask[i] = 0
+            if matcher is None:  # (rows holds the constrained ones)
                 continue
-            llguidance.torch.fill_next_token_bitmask(matcher, bitmask, i)
+            if not matcher.is_stopped():
+                llguidance.torch.fill_next_token_bitmask(matcher, bitmask, i)
+            if matcher.is_error():  # the engine gave up (measured: its lexer's limit)
+                self._release(i, matcher.get_error())
+                bitmask[i] = -1  # every token: the row goes on unconstrained, with a note
+            elif matcher.is_stopped():
+                bitmask[i] = 0
         allowed = _unpack(bitmask, self.vocab_size)
         for i in rows:
             if not allowed[i].any():  # stopped (or dead): only the end of the sequence
@@ -176,8 +181,13 @@ class GrammarLogitsProcessor:
             if c.matcher is None or c.matcher.is_stopped():
                 continue
             if not c.matcher.consume_token(token):
-                c.note = f"grammar failed mid-answer, rest unconstrained: {c.matcher.get_error()}"
-                c.matcher = None
+                self._release(i, c.matcher.get_error())
+
+    def _release(self, row: int, error: str) -> None:
+        """The row's grammar failed mid-answer: the rest is sampled freely, and its note
+        says so (admission judges the answer as any other)."""
+        self.constraints[row].note = f"grammar failed mid-answer, rest unconstrained: {error}"
+        self.constraints[row].matcher = None
 
 
 def _rows(scores: torch.Tensor, rows: list[int]) -> torch.Tensor:

@@ -460,3 +460,23 @@ def test_the_full_grammar_of_the_largest_parent_stays_inside_the_engines_limits(
     head = "<nn>\n" + "".join(lines[:5]) + "".join(lines[6:]) + "        x = 1\n</nn>"
     assert constraint.matcher.consume_tokens(list(head.encode()))
     assert not constraint.matcher.is_error()
+
+
+def test_a_grammar_that_fails_at_its_mask_releases_its_row_with_a_note():
+    """The engine can give up on a mask mid-answer (measured: llguidance's lexer ran out of
+    expressions on one whole-program grammar): the row goes on unconstrained, its note says
+    why, and the other rows keep their grammars."""
+    import torch
+
+    from llmnas_dist.generation.constrain import GrammarLogitsProcessor
+
+    tokenizer = byte_tokenizer()
+    failing = compile_grammar(tokenizer, 'start: "ab"')
+    kept = compile_grammar(tokenizer, 'start: "ab"')
+    assert failing.matcher is not None and kept.matcher is not None
+    assert not failing.matcher.consume_token(ord("x"))  # now in error, as a failed mask is
+    processor = GrammarLogitsProcessor([failing, kept], tokenizer.vocab_size, eos_id=0)
+    scores = processor(torch.zeros((2, 1), dtype=torch.long), torch.zeros(2, tokenizer.vocab_size))
+    assert failing.matcher is None and "grammar failed mid-answer" in (failing.note or "")
+    assert torch.isfinite(scores[0]).all()  # the released row: every token
+    assert torch.isfinite(scores[1]).sum() == 1 and scores[1, ord("a")] == 0  # the kept one

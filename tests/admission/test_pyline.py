@@ -81,9 +81,7 @@ REFUSED = [
     "a, b += 1",
     "1 += x",
     "'literal' += x",
-    "f(x) = 1",  # a call is no target
     "s = '''x'",  # adjacent strings without a space: a triple quote
-    "self.f(x) = 1",
     "x: f(y) = 2",  # annotations: admission refuses calls in them
     "return return",
     "s = '`'",
