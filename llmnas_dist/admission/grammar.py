@@ -390,7 +390,7 @@ def _full_steps(
 
     n = len(lines)
     last_import = max((p for p, line in enumerate(lines) if _IMPORT.match(line)), default=-1)
-    imports = any(x not in lines for x in SEED_IMPORTS)
+    lacks_imports = any(x not in lines for x in SEED_IMPORTS)  # the seeds import
     steps: list[Step] = [("start", term(FULL_HEAD), state(0, _SAME, 0))]
     # an insertion goes no shallower than the next line, and into the block before a line
     # that continues it (`else:`, `except ...:`); after the last line, down to the top level
@@ -410,7 +410,7 @@ def _full_steps(
         if site > MAX_SITES:
             site = -1
         inserted = _INSERTED if where in (_SAME, _CHANGED, _INSERTED) else _REPLACED
-        if p == last_import + 1 and copying and site > 0 and imports:
+        if p == last_import + 1 and copying and site > 0 and lacks_imports:
             steps.append((src, "IMPORTS", state(p, _INSERTED, 0, 1, site)))
         for level in range(floor[p], top + 1 if run < MAX_INSERTED and site > 0 else 0):
             if level == 0 and p <= last_import:
