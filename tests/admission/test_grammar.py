@@ -480,3 +480,20 @@ def test_a_grammar_that_fails_at_its_mask_releases_its_row_with_a_note():
     assert failing.matcher is None and "grammar failed mid-answer" in (failing.note or "")
     assert torch.isfinite(scores[0]).all()  # the released row: every token
     assert torch.isfinite(scores[1]).sum() == 1 and scores[1, ord("a")] == 0  # the kept one
+
+
+def test_the_seed_imports_a_parent_lacks_come_once_right_after_its_own():
+    parent = (
+        "import torch\nimport torch.nn as nn\n\n"
+        "class Net(nn.Module):\n\n    def forward(self, x):\n        return x\n"
+    )
+    grammar = full_grammar(parent)
+    head, rest = parent.split("\n\n", 1)
+    both = "import math\nimport torch.nn.functional as F\n"
+    assert accepts(grammar, whole(f"{head}\n{both}\n{rest}"))
+    assert accepts(grammar, whole(f"{head}\nimport math\n\n{rest}"))
+    assert not accepts(grammar, whole(f"{head}\n{both}{both}\n{rest}"))  # each once
+    assert not accepts(
+        grammar, whole(f"{head}\nimport torch.nn.functional as F\nimport math\n\n{rest}")
+    )
+    assert not accepts(grammar, whole(f"import math\n{parent}"))  # above the parent's own
