@@ -347,9 +347,9 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
     is not one the grammar can copy (too long, an end tag in it, not canonical)."""
     lines = [line.rstrip() for line in _check_parent(parent.splitlines(), max_lines)]
     levels = [_level(line, i + 1) for i, line in enumerate(lines)]
-    steps, terms, insertions = _full_steps(lines, levels)
-    rules = _insertions(insertions, max(levels) + 1)
     missing = [x for x in SEED_IMPORTS if x not in lines]
+    steps, terms, insertions = _full_steps(lines, levels, bool(missing))
+    rules = _insertions(insertions, max(levels) + 1)
     if missing:  # each at most once, in the seeds' order
         subsets = [s for k in range(len(missing)) for s in itertools.combinations(missing, k + 1)]
         texts = ["\\n".join(map(re.escape, s)) for s in subsets]
@@ -365,12 +365,13 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
 
 
 def _full_steps(
-    lines: list[str], levels: list[int]
+    lines: list[str], levels: list[int], lacks_imports: bool
 ) -> tuple[list[Step], dict[str, str], dict[Insertion, str]]:
     """The copy as a state machine: state (p, where, top, run, sites): before parent line
     p, `where` the copy stands (_SAME ...), an insertion may take levels floor[p]..top,
-    `run` insertions in a row so far, `sites` places changed. Also the literal terminals,
-    and the insertion rules the steps name."""
+    `run` insertions in a row so far, `sites` places changed; `lacks_imports`: the parent
+    lacks a seed import (IMPORTS may follow its own). Also the literal terminals, and the
+    insertion rules the steps name."""
     terms: dict[str, str] = {}
     insertions: dict[Insertion, str] = {}
 
@@ -390,7 +391,6 @@ def _full_steps(
 
     n = len(lines)
     last_import = max((p for p, line in enumerate(lines) if _IMPORT.match(line)), default=-1)
-    lacks_imports = any(x not in lines for x in SEED_IMPORTS)  # the seeds import
     steps: list[Step] = [("start", term(FULL_HEAD), state(0, _SAME, 0))]
     # an insertion goes no shallower than the next line, and into the block before a line
     # that continues it (`else:`, `except ...:`); after the last line, down to the top level

@@ -289,7 +289,7 @@ def test_the_full_grammar_takes_edited_seeds_in_smollm2_s_own_tokens(generator):
     programs = [canonicalize(code, AdmissionConfig())[0] for code in load_seeds().values()]
     for program in programs:
         constraint = compile_grammar(tokenizer, full_grammar(program))
-        # three children a seed: llguidance's lexer ran out of expressions ("too many
+        # two children a seed: llguidance's lexer ran out of expressions ("too many
         # expressions constructed") on one child of se_resnet under a grammar whose
         # assignment targets had to end in an attribute or subscript
         for k in (1, 2):
@@ -300,7 +300,7 @@ def test_the_full_grammar_takes_edited_seeds_in_smollm2_s_own_tokens(generator):
             ids = generator.tokenizer(f"<nn>\n{child}</nn>", add_special_tokens=False).input_ids
             for token in ids:  # the masks, as sampling computes them, not only the path
                 assert allowed_tokens(matcher, tokenizer.vocab_size)[token], matcher.get_error()
-                matcher.consume_token(token)
+                assert matcher.consume_token(token), matcher.get_error()
             assert matcher.is_accepting()
     (row,) = generator.generate(
         ["Write a PyTorch Net."],
