@@ -32,9 +32,12 @@ whole program keeps its parent's outline and cannot miscopy it either.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
+import keyword
 import re
+import string
 from collections.abc import Callable, Iterable
 from functools import partial
 
@@ -266,9 +269,9 @@ def _backward(steps: list[Step]) -> set[str]:
 # opening line other than `def`/`class` may be rewritten, keeping its keyword), and between
 # them inserted lines, each a Python statement (`pyline`; an expression statement only as
 # a call) or a one-level block (an opening line and up to MAX_INSERTED statements); at
-# least one change, at most MAX_SITES places changed. At the top level only `def` and
-# `class` blocks are inserted, below the parent's imports, and right after those imports
-# the seeds' imports the parent lacks, each at most once. An insertion takes
+# least one change, at most MAX_SITES places changed; an inserted line reads only names the
+# program has (`readable_names`). Nothing is inserted at the top level but, right after the
+# parent's imports, the seeds' imports the parent lacks, each at most once. An insertion takes
 # an indentation Python reads where it stands: from the next parent line's level up to
 # the previous one's (one deeper after a line that opens a block, none after a decorator,
 # no deeper than the last insertion, never between a block and its `else`). So the
@@ -321,8 +324,21 @@ MAX_INSERTED = 6
 # At most this many places of a whole program differ from its parent (runs of inserted,
 # left-out or replaced lines between copied ones); the rest is copied. Measured: taught
 # whole programs (warm start with whole-program pairs) copied their parent for 20 lines
-# and then inserted lines, blank lines and blocks at every place to the 1,024-token limit.
-MAX_SITES = 3
+# and then inserted lines, blank lines and blocks at every place to the 1,024-token limit;
+# with 3 places, 3-5 of 12 whole programs of each default run of 2026-12-05 were still cut
+# at 1,024 tokens.
+MAX_SITES = 2
+# What an inserted line may read besides the parent's own names (`readable_names`): the
+# builtins network code calls. Why names are closed at all: in the default runs of
+# 2026-12-05 the untaught model's whole programs invented what they used (helpers such as
+# `pre_block(...)`, `ICEF`, a made-up attribute) and, where top-level `def` blocks were
+# allowed, looped inside the invented `def` line (6 of 12 whole programs of run D): no
+# insertion at the top level now, and a name is read only where the program has it.
+READABLE_BUILTINS = (
+    "abs", "all", "any", "bool", "dict", "enumerate", "float", "getattr", "hasattr",
+    "int", "isinstance", "len", "list", "max", "min", "range", "reversed", "round",
+    "setattr", "sorted", "sum", "super", "tuple", "zip",
+)  # fmt: skip
 # Above this many non-blank parent lines a whole program is sampled unconstrained (with
 # the reason): llguidance's grammar compiler recurses along the copy's chain of states and
 # overflowed an 8 MiB stack between 175 and 200 lines (measured, segfault); the seeds
@@ -349,7 +365,7 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
     levels = [_level(line, i + 1) for i, line in enumerate(lines)]
     missing = [x for x in SEED_IMPORTS if x not in lines]
     steps, terms, insertions = _full_steps(lines, levels, bool(missing))
-    rules = _insertions(insertions, max(levels) + 1)
+    rules = _insertions(insertions, max(levels) + 1, readable_names(parent))
     if missing:  # each at most once, in the seeds' order
         subsets = [s for k in range(len(missing)) for s in itertools.combinations(missing, k + 1)]
         texts = ["\\n".join(map(re.escape, s)) for s in subsets]
@@ -412,9 +428,8 @@ def _full_steps(
         inserted = _INSERTED if where in (_SAME, _CHANGED, _INSERTED) else _REPLACED
         if p == last_import + 1 and copying and site > 0 and lacks_imports:
             steps.append((src, "IMPORTS", state(p, _INSERTED, 0, 1, site)))
-        for level in range(floor[p], top + 1 if run < MAX_INSERTED and site > 0 else 0):
-            if level == 0 and p <= last_import:
-                continue  # the top level above the imports: nothing is inserted there
+        # nothing is inserted at the top level (see READABLE_BUILTINS)
+        for level in range(max(floor[p], 1), top + 1 if run < MAX_INSERTED and site > 0 else 0):
             restores = where in (_LEFT_OUT, _EMPTIED) and level == levels[p - 1]
             if where == _EMPTIED and not restores:
                 continue
@@ -462,24 +477,42 @@ def _statement(name: str, level: int, kind: str, but: str = "") -> str:
     return f'{name}: {indent}({kind}{but}) "\\n"'
 
 
-def _insertions(needed: dict[Insertion, str], deepest: int) -> list[str]:
-    """Rules and terminals of the insertions the steps name: inside a block a line that
-    opens no block (STMT) or a block of one level (OPEN and up to MAX_INSERTED STMT lines);
-    at the top level a `def` or `class` block only; none of them one of the insertion's
-    excluded texts."""
-    rules = python_line_terminals()
+def readable_names(parent: str) -> set[str]:
+    """The names an inserted line may read: every name the parent binds or reads, the
+    names the seeds' imports bind (IMPORTS may add them), READABLE_BUILTINS and one-letter
+    names (loop and comprehension variables); GrammarUnsupported where the parent is not
+    Python."""
+    try:
+        tree = ast.parse(parent)
+    except SyntaxError as exc:
+        msg = f"the parent is not Python: {exc.msg} (line {exc.lineno})"
+        raise GrammarUnsupported(msg) from None
+    names = set(READABLE_BUILTINS) | set(string.ascii_letters) | {"nn", "F", "torch", "math"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+    return {n for n in names if n.isidentifier() and not keyword.iskeyword(n)}
+
+
+def _insertions(needed: dict[Insertion, str], deepest: int, readable: set[str]) -> list[str]:
+    """Rules and terminals of the insertions the steps name: a line that opens no block
+    (STMT) or a block of one level (OPEN and up to MAX_INSERTED STMT lines), reading only
+    `readable` names; none of them one of the insertion's excluded texts."""
+    rules = python_line_terminals(readable)
     for k in range(1, deepest + 1):
         stmts = [" ".join([f"STMT_{k}"] * i) for i in range(1, MAX_INSERTED + 1)]
         rules += [_statement(f"STMT_{k}", k, "PY_SIMPLE"), f"body_{k}: " + " | ".join(stmts)]
     for (k, left_out, opening), name in needed.items():
         mark = name.upper()
-        kind = "PY_OPEN" if k else "PY_DEFINE"
-        rules.append(_statement(f"OPEN_{mark}", k, kind, _not_text(opening)))
-        alts = [f"OPEN_{mark} body_{k + 1}"]
-        if k:
-            rules.append(_statement(f"STMT_{mark}", k, "PY_SIMPLE", _not_text(left_out)))
-            alts.append(f"STMT_{mark}")
-        rules.append(f"{name}: " + " | ".join(alts))
+        rules.append(_statement(f"OPEN_{mark}", k, "PY_OPEN", _not_text(opening)))
+        rules.append(_statement(f"STMT_{mark}", k, "PY_SIMPLE", _not_text(left_out)))
+        rules.append(f"{name}: OPEN_{mark} body_{k + 1} | STMT_{mark}")
     return rules
 
 

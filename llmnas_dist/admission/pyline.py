@@ -24,6 +24,8 @@ pipeline with CUDA-7.5.` (8 of 8 rejected as syntax errors).
 from __future__ import annotations
 
 import keyword
+import re
+from collections.abc import Collection
 
 MAX_DEPTH = 6  # bracket nesting within a line (the seeds reach 4)
 
@@ -44,11 +46,11 @@ def _terminal(name: str, body: str) -> str:
 
 def _primary_parts(d: int) -> tuple[str, str]:
     """A primary expression's atom and its trailers (attribute, call, subscript) as
-    alternations, with brackets nested at most d deep (d >= 0)."""
+    alternations, with brackets nested at most d deep (d >= 0). A name read is a PY_READ."""
     below = d - 1
     # adjacent strings need a space: two quotes and a string written together open a
     # triple quote (measured, 2026-12-05: a whole program ended in an unterminated one)
-    atoms = ["PY_NAME", "PY_NUMBER", r'PY_STR (" " PY_STR)*', "/True|False|None|\\.\\.\\./"]
+    atoms = ["PY_READ", "PY_NUMBER", r'PY_STR (" " PY_STR)*', "/True|False|None|\\.\\.\\./"]
     trailers = ['"." PY_NAME']
     if d > 0:
         atoms += [
@@ -88,13 +90,22 @@ def _depth(d: int) -> list[str]:
     ]
 
 
-def python_line_terminals() -> list[str]:
-    """Lark terminal definitions of PY_SIMPLE and PY_OPEN (and their parts, PY_*)."""
+def python_line_terminals(readable: Collection[str] | None = None) -> list[str]:
+    """Lark terminal definitions of PY_SIMPLE and PY_OPEN (and their parts, PY_*). A name
+    an expression reads (PY_READ) is one of `readable` (None: any name); names assigned,
+    attributes, keywords and parameters are any name."""
     top = MAX_DEPTH
     keyword = "|".join(KEYWORDS)
     params = "(PY_PARAM (/, ?/ PY_PARAM)*)?"
+    if readable is not None and not readable:
+        raise ValueError("readable names: at least one")
+    bad = [n for n in readable or () if not re.fullmatch(_WORD, n) or n in KEYWORDS]
+    if bad:
+        raise ValueError(f"readable names must be identifiers, not keywords: {bad[:3]}")
+    reads = "PY_NAME" if readable is None else "/(" + "|".join(sorted(readable)) + ")/"
     rules = [
         _terminal("PY_NAME", f"/{_WORD}/ & ~/({keyword})/"),
+        _terminal("PY_READ", reads),
         _terminal("PY_NUMBER", f"/{_NUMBER}/"),
         _terminal("PY_STR", f"/{_STR}/"),
         _terminal("PY_PREFIX", r"/(([\-+~]|not |await ) ?)*/"),

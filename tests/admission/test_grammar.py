@@ -23,6 +23,7 @@ from llmnas_dist.admission.grammar import (
     decoding_of,
     delta_grammar,
     full_grammar,
+    readable_names,
     unique_lengths,
 )
 from llmnas_dist.config import AdmissionConfig
@@ -232,6 +233,7 @@ def test_a_whole_program_is_an_edited_copy_of_its_parent(name):
 IN_LOOP = "            c_in = c_out\n"  # the last line of a loop in __init__
 LAST_IMPORT = "import torch.nn as nn\n"
 IMPORT_F = "import torch.nn.functional as F\n"
+TOO_LONG_BODY = "                k = 1\n" * (MAX_INSERTED + 1)
 WHOLE_MATCHER = compile_grammar(TOKENIZER, full_grammar(WHOLE))
 
 
@@ -263,9 +265,8 @@ def _edit(old: str, new: str) -> str:
         _edit("        layers = []\n", "        layers = [] if a << 2 < b / 3 else 'é?'\n"),
         _edit(LAST_IMPORT, LAST_IMPORT + IMPORT_F),  # a seed's import the parent lacks
         WHOLE + "        y = 2\n",  # appended at the end's own level
-        WHOLE + "\ndef swish(x):\n    return x * torch.sigmoid(x)\n",  # ...or a top-level def
-        _edit("\nclass Net", "\nclass Gate(nn.Module):\n    pass\n\nclass Net"),
-        _edit("        self.device = device\n", "        print(device)\n"),  # a call
+        _edit(IN_LOOP, IN_LOOP + "            y = self.pool(layers[-1])\n"),  # the parent's names
+        _edit("        self.device = device\n", "        self.apply(device)\n"),  # a call
         # two consecutive lines replaced
         _edit(
             "        layers = []\n        c_in = channels\n",
@@ -325,13 +326,19 @@ def test_a_whole_program_differs_from_its_parent_in_at_most_max_sites_places():
         _edit(LAST_IMPORT, LAST_IMPORT + IMPORT_F * 2),
         _edit(LAST_IMPORT, LAST_IMPORT + "import math\n"),  # the parent imports it
         _edit("import math\n", "def f():\n    pass\nimport math\n"),  # above the imports
+        # nothing at the top level (measured, 2026-12-05: invented top-level `def` lines looped)
+        WHOLE + "\ndef swish(x):\n    return x * torch.sigmoid(x)\n",
+        _edit("\nclass Net", "\nclass Gate(nn.Module):\n    pass\n\nclass Net"),
+        # a name the program does not have (measured: `pre_block(...)`, `ICEF`)
+        _edit("        self.device = device\n", "        x = pre_block(x)\n"),
+        _edit(IN_LOOP, IN_LOOP + "            c_in = ICEF\n"),
         WHOLE + "\n\nx = 3\n",  # a top-level statement
         WHOLE + "if x:\n    y = 1\n",  # a top-level block other than def or class
         _edit("import torch\n", ""),  # an import left out
         _edit("        self.device = device\n", "        post - processing\n"),  # no call
         _edit("        self.device = device\n", "        Ending\n"),
         # an inserted block holds at most MAX_INSERTED lines
-        WHOLE + "\ndef f():\n" + "    x = 1\n" * (MAX_INSERTED + 1),
+        _edit(IN_LOOP, IN_LOOP + "            if c_in:\n" + TOO_LONG_BODY),
     ],
 )
 def test_edits_that_break_the_program_or_its_outline_are_refused(child):
@@ -445,9 +452,17 @@ def test_a_parent_the_full_grammar_cannot_copy_says_why():
         (ADVERSARIAL["tabs_and_backslashes"], "fours of spaces"),
         ('x = "</nn>"\n', "end tag"),
         ("".join(f"x{i} = {i}\n" for i in range(MAX_FULL_LINES + 1)), "limit"),
+        ("def f(:\n    pass\n", "not Python"),
     ]:
         grammar, note = answer_grammar("full", parent)
         assert grammar is None and why in (note or "")
+
+
+def test_an_inserted_line_reads_the_names_the_program_has():
+    names = readable_names(WHOLE)
+    # the parent's parameters, locals, classes and imports; builtins; what IMPORTS may add
+    assert {"in_shape", "c_out", "layers", "Net", "nn", "range", "super", "F", "i"} <= names
+    assert not {"pre_block", "ICEF", "os", "print", "def"} & names
 
 
 def test_the_full_grammar_of_the_largest_parent_stays_inside_the_engines_limits():

@@ -112,3 +112,34 @@ def test_brackets_nest_up_to_the_limit():
 
     assert accepts(GRAMMAR, "x = " + "f(" * MAX_DEPTH + ")" * MAX_DEPTH + "\n")
     assert not accepts(GRAMMAR, "x = " + "f(" * (MAX_DEPTH + 1) + ")" * (MAX_DEPTH + 1) + "\n")
+
+
+def _closed(readable: list[str]) -> str:
+    terminals = "\n".join(python_line_terminals(readable))
+    return f'start: LINE*\nLINE: (PY_SIMPLE | PY_OPEN) "\\n"\n{terminals}\n'
+
+
+def test_a_closed_set_of_names_limits_what_a_line_reads_not_what_it_binds():
+    grammar = _closed(["self", "x", "nn", "F", "c_in", "c", "range", "i"])
+    for line in [
+        "y = self.conv(x)",  # a new name bound, attributes free
+        "self.gate = nn.Conv2d(c_in, c_in, 1, bias=False)",  # keywords free
+        "for j in range(c):",
+        "def helper(a, b=1):",  # parameters are bound
+        "x = F.relu(x) + x[:, i]",
+    ]:
+        assert accepts(grammar, line + "\n"), line
+    for line in [
+        "x = pre_block(x)",  # an invented helper (measured, see grammar.READABLE_BUILTINS)
+        "y = ICEF",
+        "x = cx + 1",  # a prefix of a known name does not make it known
+        "x = self.conv(c_in2)",
+        "f(x)",
+    ]:
+        assert not accepts(grammar, line + "\n"), line
+
+
+@pytest.mark.parametrize("names", [[], ["x", "not a name"], ["x", "1x"], ["x", "if"]])
+def test_readable_names_are_identifiers(names):
+    with pytest.raises(ValueError, match="readable names"):
+        python_line_terminals(names)
