@@ -202,12 +202,14 @@ def _free(p: int, c: int) -> str:
     return f"free_{p}_{c}"
 
 
-def _right_linear(steps: list[Step], terms: dict[str, str], tail: list[str], blank: str) -> str:
+def _right_linear(
+    steps: list[Step], terms: dict[str, str], tail: list[str], blank: str, blanks: int = 2
+) -> str:
     """Lark text of the machine, one rule per state. Right-linear, so an Earley row holds
     only the current state's alternatives (written left-recursively, every rule is predicted
     at the answer's first byte: ~18 items per parent line, over llguidance's default of
     2,000 per row at ~110 lines; right-linear, a hunk's start holds ~3 per line). Blank
-    lines (`gap`, at most two) may precede any line; they are a rule of their own because
+    lines (`gap`, at most `blanks`) may precede any line; they are a rule of their own because
     inside each line's terminal they made llguidance's lexer run out of expressions at
     ~250 parent lines. Only states that are reachable and can still finish are written.
     `tail`: the rules and terminals the steps name besides the literal lines; `blank`: the
@@ -228,7 +230,7 @@ def _right_linear(steps: list[Step], terms: dict[str, str], tail: list[str], bla
             alts = [f"gap {name}_line", f"{name}_line", *alts]
             rules.append(f"{name}_line: " + " | ".join(lines_of[name]))
         rules.append(f"{name}: " + " | ".join(alts))
-    rules.append("gap: BLANK | BLANK BLANK")
+    rules.append("gap: " + " | ".join(" ".join(["BLANK"] * k) for k in range(1, blanks + 1)))
     rules += [f"{name}: {_literal(text)}" for text, name in terms.items()]
     rules += [*tail, f"BLANK: {blank}"]
     return "\n".join(rules) + "\n"
@@ -375,9 +377,10 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
             keyword = re.escape(line.split()[0].rstrip(":"))
             but = f"{_not_text([line])} & /{keyword}{_WORD_END}/"
             rules.append(_statement(f"OPEN_NOT_{p}", levels[p], "PY_OPEN", but))
-    # blank lines: canonical form's are empty. Measured (2026-12-04): taught whole programs
+    # blank lines: canonical form's are empty, one at a time. Measured: taught whole programs
     # wrote tabs, untaught ones 68-107 blank lines of spaces in a 1,024-token answer
-    return _right_linear(steps, terms, rules, r"/\n/")
+    # (2026-12-04), and two blank lines after nearly every line (2026-12-05)
+    return _right_linear(steps, terms, rules, r"/\n/", blanks=1)
 
 
 def _full_steps(

@@ -353,11 +353,18 @@ def test_the_full_grammar_frames_the_answer():
     assert not accepts(grammar, whole(child) + " trailing")
     assert not accepts(grammar, f"```python\n{child}```")
     assert not accepts(grammar, f"<nn>\n{child.rstrip()}</nn>")  # </nn> starts a line
-    spaced = child.replace("\n    def forward", "\n\n    def forward", 1)
-    assert accepts(grammar, whole(spaced.replace("\n        x = ", "\n\n        x = ", 1)))
+    assert "\n\n    def forward" in child and "\n\n        x = " not in child
+    assert accepts(grammar, whole(child.replace("\n        x = ", "\n\n        x = ", 1)))
     # blank lines are empty, as canonical form's (untaught whole programs filled 68-107
-    # lines of one 1,024-token answer with spaces)
-    assert not accepts(grammar, whole(spaced.replace("\n        x = ", "\n  \n        x = ", 1)))
+    # lines of one 1,024-token answer with spaces), and one at a time (measured, 2026-12-05:
+    # two after nearly every line of an answer)
+    for blank in ("\n  \n", "\n\n\n"):
+        assert not accepts(
+            grammar, whole(child.replace("\n        x = ", blank + "        x = ", 1))
+        )
+        assert not accepts(
+            grammar, whole(child.replace("\n\n    def forward", blank + "    def forward"))
+        )
 
 
 _STATEMENTS = [
