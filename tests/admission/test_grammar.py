@@ -183,6 +183,21 @@ def test_added_lines_that_would_break_the_codec_are_refused():
         assert not accepts(grammar, frame.format(first=first, added=added)), added
 
 
+def test_an_added_line_is_none_of_the_parents_lines():
+    """Measured (2026-12-05): deltas added the very line that followed as context, where
+    the parent was the child that had made that edit (rejected as not novel)."""
+    parent = CANONICAL["plain_cnn"]
+    grammar = delta_grammar(parent)
+    lines = [x for x in parent.splitlines() if x.strip()]
+    at = lines.index("        self.device = device")
+    frame = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n {0}\n+{1}\n {2}\n</delta>"
+    for added in lines[at + 1], lines[0], lines[-1]:
+        assert not accepts(grammar, frame.format(lines[at], added, lines[at + 1])), added
+    # the same text elsewhere in the line, or at another depth, is new
+    for added in (lines[at + 1] + " + 1", lines[at + 1][4:], "    " + lines[at + 1]):
+        assert accepts(grammar, frame.format(lines[at], added, lines[at + 1])), added
+
+
 def test_hunks_follow_each_other_in_parent_order():
     parent = SEEDS["plain_cnn"]
     lines = [x for x in parent.splitlines() if x.strip()]
