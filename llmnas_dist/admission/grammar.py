@@ -88,11 +88,19 @@ def _balanced(depth: int) -> str:
 _LINE_TEXT = "LINE_TEXT: /" + _balanced(MAX_BRACKETS).replace("/", "\\/") + "/"
 
 
+_ATTRIBUTE = re.compile(r" *self\.([A-Za-z_][A-Za-z0-9_]*) ?=(?!=)")
+
+
 def _added(anchors: list[str]) -> list[str]:
-    """The terminals of an added line under a parent with these non-blank lines."""
+    """The terminals of an added line under a parent with these non-blank lines: ADDED, and
+    ADDED_NEW, which also assigns no attribute the parent assigns (`_UNCHANGED`...)."""
     repeats = " | ".join(_literal(line) for line in dict.fromkeys(x.rstrip() for x in anchors))
+    text = f"(/( {{4}})*/ (LINE_TEXT & /[^ +].*/)) & ~({repeats})"
+    names = sorted({m.group(1) for line in anchors if (m := _ATTRIBUTE.match(line))})
+    new = f" & ~/( {{4}})*self\\.({'|'.join(names)}) ?=([^=].*)?/" if names else ""
     return [
-        f'ADDED: "+" ((/( {{4}})*/ (LINE_TEXT & /[^ +].*/)) & ~({repeats}))? "\\n"',
+        f'ADDED: "+" ({text})? "\\n"',
+        f'ADDED_NEW: "+" ({text}{new})? "\\n"',
         _LINE_TEXT,
     ]
 
@@ -154,6 +162,17 @@ def _check_parent(lines: list[str], max_lines: int) -> list[str]:
 
 # A transition (source state, terminals, target state); target None accepts the answer.
 Step = tuple[str, str, "str | None"]
+# What a hunk has done so far: nothing, added lines only, removed a line. A hunk that has
+# removed no line adds no assignment to an attribute the parent assigns (`ADDED_NEW`): it
+# would be overwritten by the parent's own, or overwrite it. Measured (2026-12-05, this
+# machine's baseline run): 3 of 12 deltas added `self.head = nn.Sequential(...)` (an input
+# block) to a parent whose classifier was `self.head`, which then ran on the image (a
+# shape error at build); a replacement (`-` then `+`) of the parent's line stays open.
+_UNCHANGED, _ADDED, _REMOVED = range(3)
+
+
+def _added_terminal(done: int) -> str:
+    return "ADDED" if done == _REMOVED else "ADDED_NEW"
 
 
 def delta_grammar(parent: str, max_lines: int = MAX_PARENT_LINES) -> str:
@@ -181,7 +200,7 @@ def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step]
         steps.append((src, f"{term(' ' + anchors[p] + chr(10))}", target(c)))
         removed = "-" + anchors[p]
         if not (removed.startswith("--- ") or removed == "---"):
-            steps.append((src, f"{term(removed + chr(10))}", target(1)))
+            steps.append((src, f"{term(removed + chr(10))}", target(_REMOVED)))
 
     def after(s: int, p: int) -> Callable[[int], str]:
         """The state after anchor p of a hunk whose first anchor is s."""
@@ -192,19 +211,22 @@ def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step]
     steps.append(("start", "HEAD HEADER", "seek_0"))
     for p in range(m + 1):
         # a changed, unique hunk may end: the answer, or the next hunk from line p on
-        steps.append((f"free_{p}_1", term(DELTA_END), None))
-        steps.append((f"free_{p}_1", "HEADER", f"seek_{p}"))
+        for c in (_ADDED, _REMOVED):
+            steps.append((f"free_{p}_{c}", term(DELTA_END), None))
+            steps.append((f"free_{p}_{c}", "HEADER", f"seek_{p}"))
         steps.append((f"seek_{p}", "", f"seek_{p + 1}"))
         if p in startable:
-            copy(f"seek_{p}", p, after(p, p), 0)
-        for c in (0, 1):
-            steps.append((f"free_{p}_{c}", "ADDED", f"free_{p}_1"))
+            copy(f"seek_{p}", p, after(p, p), _UNCHANGED)
+        for c in (_UNCHANGED, _ADDED, _REMOVED):
+            steps.append((f"free_{p}_{c}", _added_terminal(c), f"free_{p}_{max(c, _ADDED)}"))
             if p < m:
                 copy(f"free_{p}_{c}", p, partial(_free, p + 1), c)
     for s in startable:
         for p in range(s + 1, s + (need[s] or 0)):
-            for c in (0, 1):
-                steps.append((f"in_{s}_{p}_{c}", "ADDED", f"in_{s}_{p}_1"))
+            for c in (_UNCHANGED, _ADDED, _REMOVED):
+                steps.append(
+                    (f"in_{s}_{p}_{c}", _added_terminal(c), f"in_{s}_{p}_{max(c, _ADDED)}")
+                )
                 copy(f"in_{s}_{p}_{c}", p, after(s, p), c)
     return steps, terms
 

@@ -198,6 +198,27 @@ def test_an_added_line_is_none_of_the_parents_lines():
         assert accepts(grammar, frame.format(lines[at], added, lines[at + 1])), added
 
 
+def test_a_hunk_that_removes_nothing_assigns_no_attribute_the_parent_assigns():
+    """Measured (2026-12-05): deltas added an input block as `self.head` to a parent whose
+    classifier was `self.head` (it then ran on the image). A replacement stays open."""
+    parent = CANONICAL["plain_cnn"]
+    grammar = delta_grammar(parent)
+    head = next(x for x in parent.splitlines() if x.strip().startswith("self.head = "))
+    at = "        super().__init__()"
+    frame = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n{0}\n</delta>"
+    refused = [f" {at}\n+        self.head = nn.Identity()", f" {at}\n+        self.device=1"]
+    accepted = [
+        f" {at}\n+        self.heads = nn.Identity()",  # a new attribute
+        f" {at}\n+        x = self.head == 1",  # a comparison, no assignment
+        f"-{head}\n+        self.head = nn.Identity()",  # the parent's line replaced
+        f" {at}\n-        self.device = device\n+        self.head = nn.Identity()",
+    ]
+    for hunk in refused:
+        assert not accepts(grammar, frame.format(hunk)), hunk
+    for hunk in accepted:
+        assert accepts(grammar, frame.format(hunk)), hunk
+
+
 def test_hunks_follow_each_other_in_parent_order():
     parent = SEEDS["plain_cnn"]
     lines = [x for x in parent.splitlines() if x.strip()]
