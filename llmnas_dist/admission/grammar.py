@@ -303,7 +303,8 @@ def _backward(steps: list[Step]) -> set[str]:
 # exactly or, unless it opens a block (ends with `:`) or imports, left out (a block's
 # opening line other than `def`/`class` may be rewritten, keeping its keyword), and between
 # them inserted lines, each a Python statement (`pyline`; an expression statement only as
-# a call) or a one-level block (an opening line and up to MAX_INSERTED statements); at
+# a call) or a one-level block (an `if`/`for`/`while`/`with`/`try` line, never a new `def`
+# or `class`, and up to MAX_INSERTED statements); at
 # least one change, at most MAX_SITES places changed; an inserted line reads only names the
 # program has (`readable_names`). Nothing is inserted at the top level but, right after the
 # parent's imports, the seeds' imports the parent lacks, each at most once. An insertion takes
@@ -321,7 +322,10 @@ def _backward(steps: list[Step]) -> set[str]:
 # (default warm start, 12 of one default run, 2026-12-04) began with delta-like lines that
 # Python reads as expressions (`- train`, `--- productive`, `Ending`): 4 failed to build
 # on line 1, 4 looped there; with only imports allowed above the parent's, it looped on
-# `import torch.nn.functional as F` (12 of 12 in `llmnas generate`).
+# `import torch.nn.functional as F` (12 of 12 in `llmnas generate`). No new `def`: with
+# `def` blocks allowed inside classes (2026-12-05, the first 4 whole programs under closed
+# names), the model inserted up to 6 methods in a row (`def forward(self, x):` again and
+# again, a second `__init__`) until a loop or runaway line ended the answer.
 # A line may not be left out right after another (a replacement is a line left out and one
 # inserted): runs of left-out lines would keep up to a whole block's states alive in every
 # Earley row (~10 items a line; llguidance's default limit is 2,000 a row).
@@ -409,7 +413,7 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
         if _rewritable(line):  # keeps its keyword: `elif` stays after an `if`
             keyword = re.escape(line.split()[0].rstrip(":"))
             but = f"{_not_text([line])} & /{keyword}{_WORD_END}/"
-            rules.append(_statement(f"OPEN_NOT_{p}", levels[p], "PY_OPEN", but))
+            rules.append(_statement(f"OPEN_NOT_{p}", levels[p], "PY_COMPOUND", but))
     # blank lines: canonical form's are empty, one at a time. Measured: taught whole programs
     # wrote tabs, untaught ones 68-107 blank lines of spaces in a 1,024-token answer
     # (2026-12-04), and two blank lines after nearly every line (2026-12-05)
@@ -507,7 +511,7 @@ def _not_text(lines: Iterable[str]) -> str:
 
 def _statement(name: str, level: int, kind: str, but: str = "") -> str:
     """A terminal of one inserted line at `level`: a Python statement of `kind` (PY_SIMPLE,
-    PY_OPEN: it opens a block, or PY_DEFINE: a `def` or `class` line; see `pyline`, whose
+    or PY_COMPOUND: it opens an `if`/`for`/`while`/`with`/`try` block; see `pyline`, whose
     statements never start with a space), `but` further lexeme operands."""
     indent = f'"{_INDENT * level}" ' if level else ""
     return f'{name}: {indent}({kind}{but}) "\\n"'
@@ -546,7 +550,7 @@ def _insertions(needed: dict[Insertion, str], deepest: int, readable: set[str]) 
         rules += [_statement(f"STMT_{k}", k, "PY_SIMPLE"), f"body_{k}: " + " | ".join(stmts)]
     for (k, left_out, opening), name in needed.items():
         mark = name.upper()
-        rules.append(_statement(f"OPEN_{mark}", k, "PY_OPEN", _not_text(opening)))
+        rules.append(_statement(f"OPEN_{mark}", k, "PY_COMPOUND", _not_text(opening)))
         rules.append(_statement(f"STMT_{mark}", k, "PY_SIMPLE", _not_text(left_out)))
         rules.append(f"{name}: OPEN_{mark} body_{k + 1} | STMT_{mark}")
     return rules

@@ -5,9 +5,9 @@ terminals, so that an inserted line is a statement Python can read, not just tex
 brackets close: `PY_SIMPLE` is a simple statement (an expression, an assignment to
 names, attributes or subscripts, no annotation (admission refuses most), `return`,
 `pass`, `raise`, `assert`, `del`; no import; an expression statement only as a call),
-`PY_OPEN` a line that opens a block (`if`, `for`, `while`, `with`, `try`, or `PY_DEFINE`:
-`def`, `class`; not `else`/`elif`/`except`/`finally`, which continue a block the insertion
-does not know). Names are not keywords, operands and
+`PY_OPEN` a line that opens a block (`PY_COMPOUND`: `if`, `for`, `while`, `with`, `try`;
+or `PY_DEFINE`: `def`, `class`; not `else`/`elif`/`except`/`finally`, which continue a block
+the insertion does not know). Names are not keywords, operands and
 operators alternate, brackets nest up to MAX_DEPTH (terminals cannot recurse, so each depth
 is a terminal of its own that names the one below; llguidance shares them, so the grammar
 grows linearly in depth). Spacing is canonical form's (`ast.unparse`, as prompts show
@@ -81,7 +81,10 @@ def _depth(d: int) -> list[str]:
         # Python refuses). A trailing call is let through (Python refuses it at compile
         # time, admission's syntax check names it): ending the target in an attribute or
         # subscript made llguidance's lexer run out of expressions on se_resnet's grammar
-        _terminal(f"PY_TARGET_{d}", f"PY_NAME {trailer}*"),
+        # A target's first name is read where trailers follow (`self.x = ...` reads `self`):
+        # with PY_NAME there, a runaway chain `a = collections.adp2d(...)(...)...` stayed a
+        # possible target (measured, 2026-12-05, whole programs under closed names)
+        _terminal(f"PY_TARGET_{d}", f"PY_NAME | PY_READ {trailer}+"),
         _terminal(f"PY_TARGETS_{d}", f'"*"? PY_TARGET_{d} (/, ?/ "*"? PY_TARGET_{d})* ","?'),
         _terminal(f"PY_ITEMS_{d}", f'{item} ({comp} | (/, ?/ {item})* ","?)'),
         _terminal(f"PY_ARGS_{d}", f'(({arg}) ({comp} | (/, ?/ ({arg}))* ","?))?'),
@@ -145,7 +148,7 @@ def python_line_terminals(readable: Collection[str] | None = None) -> list[str]:
             f' | "class " PY_NAME ("(" PY_ARGS_{top - 1} ")")?) ":"',
         ),
         _terminal(
-            "PY_OPEN",
+            "PY_COMPOUND",
             "("
             + " | ".join(
                 [
@@ -157,7 +160,8 @@ def python_line_terminals(readable: Collection[str] | None = None) -> list[str]:
                     '"try"',
                 ]
             )
-            + ') ":" | PY_DEFINE',
+            + ') ":"',
         ),
+        _terminal("PY_OPEN", "PY_COMPOUND | PY_DEFINE"),
     ]
     return rules

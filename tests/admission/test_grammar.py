@@ -365,6 +365,8 @@ def test_a_whole_program_differs_from_its_parent_in_at_most_max_sites_places():
         # nothing at the top level (measured, 2026-12-05: invented top-level `def` lines looped)
         WHOLE + "\ndef swish(x):\n    return x * torch.sigmoid(x)\n",
         _edit("\nclass Net", "\nclass Gate(nn.Module):\n    pass\n\nclass Net"),
+        # no new method (measured, 2026-12-05: up to 6 inserted `def forward` blocks in a row)
+        _edit("    def forward(", "    def helper(self, x):\n        return x\n\n    def forward("),
         # a name the program does not have (measured: `pre_block(...)`, `ICEF`)
         _edit("        self.device = device\n", "        x = pre_block(x)\n"),
         _edit(IN_LOOP, IN_LOOP + "            c_in = ICEF\n"),

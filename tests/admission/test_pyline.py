@@ -135,6 +135,8 @@ def test_a_closed_set_of_names_limits_what_a_line_reads_not_what_it_binds():
         "x = cx + 1",  # a prefix of a known name does not make it known
         "x = self.conv(c_in2)",
         "f(x)",
+        "collections.deque(x).y = 1",  # a target's first name is read when trailers follow
+        "y = z[0] = 1",
     ]:
         assert not accepts(grammar, line + "\n"), line
 
