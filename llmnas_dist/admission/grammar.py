@@ -306,7 +306,8 @@ def _backward(steps: list[Step]) -> set[str]:
 # a call) or a one-level block (an `if`/`for`/`while`/`with`/`try` line, never a new `def`
 # or `class`, and up to MAX_INSERTED statements); at
 # least one change, at most MAX_SITES places changed; an inserted line reads only names the
-# program has (`readable_names`). Nothing is inserted at the top level but, right after the
+# program has (`readable_names`). Nothing is inserted directly in a class body, nor at the
+# top level but, right after the
 # parent's imports, the seeds' imports the parent lacks, each at most once. An insertion takes
 # an indentation Python reads where it stands: from the next parent line's level up to
 # the previous one's (one deeper after a line that opens a block, none after a decorator,
@@ -452,6 +453,7 @@ def _full_steps(
     # that continues it (`else:`, `except ...:`); after the last line, down to the top level
     floor = [k + bool(_CONTINUES.match(line)) for line, k in zip(lines, levels, strict=True)]
     floor.append(0)
+    in_class = _class_bodies(lines, levels)
     for p, where, top, run, sites in itertools.product(
         range(n + 1),
         range(_EMPTIED + 1),
@@ -468,8 +470,10 @@ def _full_steps(
         inserted = _INSERTED if where in (_SAME, _CHANGED, _INSERTED) else _REPLACED
         if p == last_import + 1 and copying and site > 0 and lacks_imports:
             steps.append((src, "IMPORTS", state(p, _INSERTED, 0, 1, site)))
-        # nothing is inserted at the top level (see READABLE_BUILTINS)
+        # nothing is inserted at the top level (see READABLE_BUILTINS) or in a class body
         for level in range(max(floor[p], 1), top + 1 if run < MAX_INSERTED and site > 0 else 0):
+            if level in in_class[p]:
+                continue
             restores = where in (_LEFT_OUT, _EMPTIED) and level == levels[p - 1]
             if where == _EMPTIED and not restores:
                 continue
@@ -495,6 +499,24 @@ def _full_steps(
         if _rewritable(line):
             steps.append((src, f"OPEN_NOT_{p}", state(p + 1, _CHANGED, after, 0, site)))
     return steps, terms, insertions
+
+
+def _class_bodies(lines: list[str], levels: list[int]) -> list[set[int]]:
+    """Per position p (before parent line p, and after the last): the levels at which an
+    insertion there would stand directly in a class body. Walking back from p, each line
+    shallower than all after it is a block that encloses p (its body one level deeper).
+    Measured (2026-12-05): with new methods refused, class-body lines were what the model
+    wrote there (`gate = nn.Sequential(...)` as a class attribute, README run B)."""
+    out = []
+    for p in range(len(lines) + 1):
+        bodies, lowest = set(), len(lines) + 1
+        for q in range(p - 1, -1, -1):
+            if levels[q] < lowest:
+                lowest = levels[q]
+                if lines[q].lstrip().startswith("class "):
+                    bodies.add(lowest + 1)
+        out.append(bodies)
+    return out
 
 
 def _rewritable(line: str) -> bool:

@@ -367,6 +367,8 @@ def test_a_whole_program_differs_from_its_parent_in_at_most_max_sites_places():
         _edit("\nclass Net", "\nclass Gate(nn.Module):\n    pass\n\nclass Net"),
         # no new method (measured, 2026-12-05: up to 6 inserted `def forward` blocks in a row)
         _edit("    def forward(", "    def helper(self, x):\n        return x\n\n    def forward("),
+        # nothing directly in a class body (measured: class attributes where methods were)
+        _edit("\n    def forward(", "\n    gate = nn.Identity()\n\n    def forward("),
         # a name the program does not have (measured: `pre_block(...)`, `ICEF`)
         _edit("        self.device = device\n", "        x = pre_block(x)\n"),
         _edit(IN_LOOP, IN_LOOP + "            c_in = ICEF\n"),
