@@ -304,12 +304,11 @@ def _backward(steps: list[Step]) -> set[str]:
 # opening line other than `def`/`class` may be rewritten, keeping its keyword), and between
 # them inserted lines, each a Python statement (`pyline`; an expression statement only as
 # a call) or a one-level block (an `if`/`for`/`while`/`with`/`try` line, never a new `def`
-# or `class`, and up to MAX_INSERTED statements); at
-# least one change, at most MAX_SITES places changed; an inserted line reads only names the
-# program has (`readable_names`). Nothing is inserted directly in a class body, nor at the
-# top level but, right after the
-# parent's imports, the seeds' imports the parent lacks, each at most once. An insertion takes
-# an indentation Python reads where it stands: from the next parent line's level up to
+# or `class`, and up to MAX_INSERTED statements); at least one change, at most MAX_SITES
+# places changed; an inserted line reads only names the program has (`readable_names`).
+# Nothing is inserted directly in a class body, nor at the top level but, right after the
+# parent's imports, the seeds' imports the parent lacks, each at most once. An insertion
+# takes an indentation Python reads where it stands: from the next parent line's level up to
 # the previous one's (one deeper after a line that opens a block, none after a decorator,
 # no deeper than the last insertion, never between a block and its `else`). So the
 # contract's outline is the parent's: its header, its `class Net(...)`, `__init__` and
