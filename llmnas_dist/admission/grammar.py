@@ -93,11 +93,15 @@ _ATTRIBUTE = re.compile(r" *self\.([A-Za-z_][A-Za-z0-9_]*) ?=(?!=)")
 
 def _added(anchors: list[str]) -> list[str]:
     """The terminals of an added line under a parent with these non-blank lines: ADDED, and
-    ADDED_NEW, which also assigns no attribute the parent assigns (`_UNCHANGED`...)."""
+    ADDED_NEW, which also does not start with an attribute the parent assigns
+    (`_UNCHANGED`...)."""
     repeats = " | ".join(_literal(line) for line in dict.fromkeys(x.rstrip() for x in anchors))
-    text = f"(/( {{4}})*/ (LINE_TEXT & /[^ +].*/)) & ~({repeats})"
+    # trailing blanks do not make a parent line new (measured: `+ self.fc = ...` plus a space)
+    text = f"(/( {{4}})*/ (LINE_TEXT & /[^ +].*/)) & ~(({repeats}) /[ \\t]*/)"
     names = sorted({m.group(1) for line in anchors if (m := _ATTRIBUTE.match(line))})
-    new = f" & ~/( {{4}})*self\\.({'|'.join(names)}) ?=([^=].*)?/" if names else ""
+    # the line may not start with the attribute at all: refusing only its assignment, the
+    # model wrote `self.head ======...` (measured); this way the name must go on, to a new one
+    new = f" & ~/( {{4}})*self\\.({'|'.join(names)})([^A-Za-z0-9_].*)?/" if names else ""
     return [
         f'ADDED: "+" ({text})? "\\n"',
         f'ADDED_NEW: "+" ({text}{new})? "\\n"',
@@ -163,11 +167,12 @@ def _check_parent(lines: list[str], max_lines: int) -> list[str]:
 # A transition (source state, terminals, target state); target None accepts the answer.
 Step = tuple[str, str, "str | None"]
 # What a hunk has done so far: nothing, added lines only, removed a line. A hunk that has
-# removed no line adds no assignment to an attribute the parent assigns (`ADDED_NEW`): it
-# would be overwritten by the parent's own, or overwrite it. Measured (2026-12-05, this
-# machine's baseline run): 3 of 12 deltas added `self.head = nn.Sequential(...)` (an input
-# block) to a parent whose classifier was `self.head`, which then ran on the image (a
-# shape error at build); a replacement (`-` then `+`) of the parent's line stays open.
+# removed no line adds no line that starts with an attribute the parent assigns
+# (`ADDED_NEW`): an assignment to it would be overwritten by the parent's own, or overwrite
+# it. Measured (2026-12-05, this machine's baseline run): 3 of 12 deltas added `self.head =
+# nn.Sequential(...)` (an input block) to a parent whose classifier was `self.head`, which
+# then ran on the image (a shape error at build); a replacement (`-` then `+`) of the
+# parent's line stays open.
 _UNCHANGED, _ADDED, _REMOVED = range(3)
 
 

@@ -194,6 +194,8 @@ def test_an_added_line_is_none_of_the_parents_lines():
     for added in lines[at + 1], lines[0], lines[-1]:
         assert not accepts(grammar, frame.format(lines[at], added, lines[at + 1])), added
     # the same text elsewhere in the line, or at another depth, is new
+    # nor with trailing blanks (measured: the model added a space to pass)
+    assert not accepts(grammar, frame.format(lines[at], lines[at + 1] + " ", lines[at + 1]))
     for added in (lines[at + 1] + " + 1", lines[at + 1][4:], "    " + lines[at + 1]):
         assert accepts(grammar, frame.format(lines[at], added, lines[at + 1])), added
 
@@ -206,10 +208,15 @@ def test_a_hunk_that_removes_nothing_assigns_no_attribute_the_parent_assigns():
     head = next(x for x in parent.splitlines() if x.strip().startswith("self.head = "))
     at = "        super().__init__()"
     frame = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n{0}\n</delta>"
-    refused = [f" {at}\n+        self.head = nn.Identity()", f" {at}\n+        self.device=1"]
+    refused = [
+        f" {at}\n+        self.head = nn.Identity()",
+        f" {at}\n+        self.device=1",
+        # refusing only the assignment, the model wrote `self.head ======...` (measured)
+        f" {at}\n+        self.head == 1",
+    ]
     accepted = [
         f" {at}\n+        self.heads = nn.Identity()",  # a new attribute
-        f" {at}\n+        x = self.head == 1",  # a comparison, no assignment
+        f" {at}\n+        x = self.head(x) == 1",  # read, not assigned
         f"-{head}\n+        self.head = nn.Identity()",  # the parent's line replaced
         f" {at}\n-        self.device = device\n+        self.head = nn.Identity()",
     ]
