@@ -88,6 +88,7 @@ def _balanced(depth: int) -> str:
 _LINE_TEXT = "LINE_TEXT: /" + _balanced(MAX_BRACKETS).replace("/", "\\/") + "/"
 
 
+_TRIPLE_QUOTE = "('''|\"\"\")"
 _ATTRIBUTE = re.compile(r" *self\.([A-Za-z_][A-Za-z0-9_]*) ?=(?!=)")
 
 
@@ -97,7 +98,10 @@ def _added(anchors: list[str]) -> list[str]:
     (`_UNCHANGED`...)."""
     repeats = " | ".join(_literal(line) for line in dict.fromkeys(x.rstrip() for x in anchors))
     # trailing blanks do not make a parent line new (measured: `+ self.fc = ...` plus a space)
-    text = f"(/( {{4}})*/ (LINE_TEXT & /[^ +].*/)) & ~(({repeats}) /[ \\t]*/)"
+    # no triple quote: two adjacent strings (`""` `"x"`) open one, which never closes on the
+    # line (measured, 2026-12-05: `x = x + self.input_gate(x)"""- baseline.py"""`)
+    line = f"/( {{4}})*/ (LINE_TEXT & /[^ +].*/ & ~/.*{_TRIPLE_QUOTE}.*/)"
+    text = f"({line}) & ~(({repeats}) /[ \\t]*/)"
     names = sorted({m.group(1) for line in anchors if (m := _ATTRIBUTE.match(line))})
     # the line may not start with the attribute at all: refusing only its assignment, the
     # model wrote `self.head ======...` (measured); this way the name must go on, to a new one

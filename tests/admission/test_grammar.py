@@ -181,6 +181,10 @@ def test_added_lines_that_would_break_the_codec_are_refused():
     # canonical form (as prompts show parents): one statement per line, four spaces a level
     for added in ("x = f(1", "x = 'a", "x = 1  # a comment", "x = \\", "  x = 1", " x = 1"):
         assert not accepts(grammar, frame.format(first=first, added=added)), added
+    # adjacent strings that open a triple quote (measured, 2026-12-05: `"""- baseline.py"""`)
+    for added in ('y = f(x)"""- a"""', "y = '''a'''"):
+        assert not accepts(grammar, frame.format(first=first, added=added)), added
+    assert accepts(grammar, frame.format(first=first, added="y = 'a' 'b' + ''"))
 
 
 def test_an_added_line_is_none_of_the_parents_lines():
