@@ -32,17 +32,14 @@ whole program keeps its parent's outline and cannot miscopy it either.
 
 from __future__ import annotations
 
-import ast
 import itertools
 import json
-import keyword
 import re
-import string
 from collections.abc import Callable, Iterable
 from functools import partial
 
 from llmnas_dist.admission.delta import BASELINE_NAME, IMPROVED_NAME, anchor_key, is_blank
-from llmnas_dist.admission.pyline import python_line_terminals
+from llmnas_dist.admission.pyline import python_line_terminals, readable_names
 
 DELTA_HEAD = f"<delta>\n--- {BASELINE_NAME}\n+++ {IMPROVED_NAME}\n"
 DELTA_END = "</delta>"
@@ -376,17 +373,6 @@ MAX_INSERTED = 6
 # with 3 places, 3-5 of 12 whole programs of each default run of 2026-12-05 were still cut
 # at 1,024 tokens.
 MAX_SITES = 2
-# What an inserted line may read besides the parent's own names (`readable_names`): the
-# builtins network code calls. Why names are closed at all: in the default runs of
-# 2026-12-05 the untaught model's whole programs invented what they used (helpers such as
-# `pre_block(...)`, `ICEF`, a made-up attribute) and, where top-level `def` blocks were
-# allowed, looped inside the invented `def` line (6 of 12 whole programs of run D): no
-# insertion at the top level now, and a name is read only where the program has it.
-READABLE_BUILTINS = (
-    "abs", "all", "any", "bool", "dict", "enumerate", "float", "getattr", "hasattr",
-    "int", "isinstance", "len", "list", "max", "min", "range", "reversed", "round",
-    "setattr", "sorted", "sum", "super", "tuple", "zip",
-)  # fmt: skip
 # Above this many non-blank parent lines a whole program is sampled unconstrained (with
 # the reason): llguidance's grammar compiler recurses along the copy's chain of states and
 # overflowed an 8 MiB stack between 175 and 200 lines (measured, segfault); the seeds
@@ -413,7 +399,12 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
     levels = [_level(line, i + 1) for i, line in enumerate(lines)]
     missing = [x for x in SEED_IMPORTS if x not in lines]
     steps, terms, insertions = _full_steps(lines, levels, bool(missing))
-    rules = _insertions(insertions, max(levels) + 1, readable_names(parent))
+    try:
+        readable = readable_names(parent)
+    except SyntaxError as exc:
+        msg = f"the parent is not Python: {exc.msg} (line {exc.lineno})"
+        raise GrammarUnsupported(msg) from None
+    rules = _insertions(insertions, max(levels) + 1, readable)
     if missing:  # each at most once, in the seeds' order
         subsets = [s for k in range(len(missing)) for s in itertools.combinations(missing, k + 1)]
         texts = ["\\n".join(map(re.escape, s)) for s in subsets]
@@ -478,7 +469,7 @@ def _full_steps(
         inserted = _INSERTED if where in (_SAME, _CHANGED, _INSERTED) else _REPLACED
         if p == last_import + 1 and copying and site > 0 and lacks_imports:
             steps.append((src, "IMPORTS", state(p, _INSERTED, 0, 1, site)))
-        # nothing is inserted at the top level (see READABLE_BUILTINS) or in a class body
+        # nothing is inserted at the top level (see pyline.READABLE_BUILTINS) or in a class body
         for level in range(max(floor[p], 1), top + 1 if run < MAX_INSERTED and site > 0 else 0):
             if level in in_class[p]:
                 continue
@@ -545,29 +536,6 @@ def _statement(name: str, level: int, kind: str, but: str = "") -> str:
     statements never start with a space), `but` further lexeme operands."""
     indent = f'"{_INDENT * level}" ' if level else ""
     return f'{name}: {indent}({kind}{but}) "\\n"'
-
-
-def readable_names(parent: str) -> set[str]:
-    """The names an inserted line may read: every name the parent binds or reads, the
-    names the seeds' imports bind (IMPORTS may add them), READABLE_BUILTINS and one-letter
-    names (loop and comprehension variables); GrammarUnsupported where the parent is not
-    Python."""
-    try:
-        tree = ast.parse(parent)
-    except SyntaxError as exc:
-        msg = f"the parent is not Python: {exc.msg} (line {exc.lineno})"
-        raise GrammarUnsupported(msg) from None
-    names = set(READABLE_BUILTINS) | set(string.ascii_letters) | {"nn", "F", "torch", "math"}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Name):
-            names.add(node.id)
-        elif isinstance(node, ast.arg):
-            names.add(node.arg)
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.alias):
-            names.add((node.asname or node.name).split(".")[0])
-    return {n for n in names if n.isidentifier() and not keyword.iskeyword(n)}
 
 
 def _insertions(needed: dict[Insertion, str], deepest: int, readable: set[str]) -> list[str]:

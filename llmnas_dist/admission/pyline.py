@@ -23,9 +23,13 @@ pipeline with CUDA-7.5.` (8 of 8 rejected as syntax errors).
 
 from __future__ import annotations
 
+import ast
 import keyword
 import re
+import string
 from collections.abc import Collection
+
+from llmnas_dist.program.source import parse_source
 
 MAX_DEPTH = 6  # bracket nesting within a line (the seeds reach 4)
 
@@ -38,6 +42,37 @@ _NUMBER = r"([0-9][0-9_]*(\.[0-9_]*)?|\.[0-9]+)([eE][+\-]?[0-9]+)?[jJ]?"
 _SYMBOL_OPS = r"\*\*|\/\/|<<|>>|<=|>=|==|!=|[\-+*\/%@&|^<>]"
 _WORD_OPS = "and|or|in|not in|is|is not|if|else"
 _AUGMENTED = r"(\*\*|\/\/|<<|>>|[\-+*\/%@&|^])="
+
+
+# What an inserted line may read besides the parent's own names (`readable_names`): the
+# builtins network code calls. Why names are closed at all: in the default runs of
+# 2026-12-05 the untaught model's whole programs invented what they used (helpers such as
+# `pre_block(...)`, `ICEF`, a made-up attribute) and, where top-level `def` blocks were
+# allowed, looped inside the invented `def` line (6 of 12 whole programs of run D): no
+# insertion at the top level now, and a name is read only where the program has it.
+READABLE_BUILTINS = (
+    "abs", "all", "any", "bool", "dict", "enumerate", "float", "getattr", "hasattr",
+    "int", "isinstance", "len", "list", "max", "min", "range", "reversed", "round",
+    "setattr", "sorted", "sum", "super", "tuple", "zip",
+)  # fmt: skip
+
+
+def readable_names(program: str) -> set[str]:
+    """The names an inserted line of `program` may read: every name the program binds or
+    reads, the names the seeds' imports bind (a whole program may add those imports),
+    READABLE_BUILTINS and one-letter names (loop and comprehension variables). SyntaxError
+    where `program` is not Python."""
+    names = set(READABLE_BUILTINS) | set(string.ascii_letters) | {"nn", "F", "torch", "math"}
+    for node in ast.walk(parse_source(program)):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+    return {n for n in names if n.isidentifier() and not keyword.iskeyword(n)}
 
 
 def _terminal(name: str, body: str) -> str:

@@ -23,9 +23,9 @@ from llmnas_dist.admission.grammar import (
     decoding_of,
     delta_grammar,
     full_grammar,
-    readable_names,
     unique_lengths,
 )
+from llmnas_dist.admission.pyline import readable_names
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.generation.constrain import (
     Constraint,

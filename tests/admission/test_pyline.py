@@ -130,7 +130,7 @@ def test_a_closed_set_of_names_limits_what_a_line_reads_not_what_it_binds():
     ]:
         assert accepts(grammar, line + "\n"), line
     for line in [
-        "x = pre_block(x)",  # an invented helper (measured, see grammar.READABLE_BUILTINS)
+        "x = pre_block(x)",  # an invented helper (measured, see READABLE_BUILTINS)
         "y = ICEF",
         "x = cx + 1",  # a prefix of a known name does not make it known
         "x = self.conv(c_in2)",
