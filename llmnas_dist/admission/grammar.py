@@ -97,8 +97,8 @@ def _added(anchors: list[str]) -> list[str]:
     # trailing blanks do not make a parent line new (measured: `+ self.fc = ...` plus a space)
     # no triple quote: two adjacent strings (`""` `"x"`) open one, which never closes on the
     # line (measured, 2026-12-05: `x = x + self.input_gate(x)"""- baseline.py"""`)
-    line = f"/( {{4}})*/ (LINE_TEXT & /[^ +].*/ & ~/.*{_TRIPLE_QUOTE}.*/)"
-    text = f"({line}) & ~(({repeats}) /[ \\t]*/)"
+    body = f"/( {{4}})*/ (LINE_TEXT & /[^ +].*/ & ~/.*{_TRIPLE_QUOTE}.*/)"
+    text = f"({body}) & ~(({repeats}) /[ \\t]*/)"
     names = sorted({m.group(1) for line in anchors if (m := _ATTRIBUTE.match(line))})
     # the line may not start with the attribute at all: refusing only its assignment, the
     # model wrote `self.head ======...` (measured); this way the name must go on, to a new one
