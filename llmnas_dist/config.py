@@ -177,6 +177,16 @@ class GenerationConfig(Section):
         description="Warm start: share of the mutation pairs taught as whole programs (full "
         "prompt -> the whole child); the rest are taught as deltas.",
     )
+    draft_tokens: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Transformers backend: prompt-lookup decoding. Each answer is decoded alone, "
+        "and each forward pass verifies up to this many tokens copied from where the answer's "
+        "last tokens occur in its prompt (a whole program copies its parent): the same "
+        "sampling, fewer passes (generation/lookup.py). 0: the batch decodes together, one "
+        "token per pass.",
+    )
     batch_size: int = Field(
         4,
         ge=1,

@@ -39,7 +39,8 @@ from collections.abc import Callable, Iterable
 from functools import partial
 
 from llmnas_dist.admission.delta import BASELINE_NAME, IMPROVED_NAME, anchor_key, is_blank
-from llmnas_dist.admission.pyline import python_line_terminals, readable_names
+from llmnas_dist.admission.pyline import scoped_line_terminals
+from llmnas_dist.admission.scopes import class_bodies, insertion_scopes, module_names, scope_names
 
 DELTA_HEAD = f"<delta>\n--- {BASELINE_NAME}\n+++ {IMPROVED_NAME}\n"
 DELTA_END = "</delta>"
@@ -311,7 +312,7 @@ def _backward(steps: list[Step]) -> set[str]:
 # them inserted lines, each a Python statement (`pyline`; an expression statement only as
 # a call) or a one-level block (an `if`/`for`/`while`/`with`/`try` line, never a new `def`
 # or `class`, and up to MAX_INSERTED statements); at least one change, at most MAX_SITES
-# places changed; an inserted line reads only names the program has (`readable_names`).
+# places changed; an inserted line reads only names the program has (`scopes.scope_names`).
 # Nothing is inserted directly in a class body, nor at the top level but, right after the
 # parent's imports, the seeds' imports the parent lacks, each at most once. An insertion
 # takes an indentation Python reads where it stands: from the next parent line's level up to
@@ -358,9 +359,9 @@ _NO_INSERT = -1  # after a decorator: its `def` follows at once
 _SAME, _CHANGED, _LEFT_OUT, _INSERTED, _REPLACED, _EMPTIED = range(6)
 
 
-# An insertion: its level, the line it may not be (the parent line just left out) and the
-# block opening it may not be (the next parent line's).
-Insertion = tuple[int, tuple[str, ...], tuple[str, ...]]
+# An insertion: its level, the line it may not be (the parent line just left out), the
+# block opening it may not be (the next parent line's) and its scope of names.
+Insertion = tuple[int, tuple[str, ...], tuple[str, ...], int]
 # At most this many insertions (a line or a block) in a row, counted across a replacement's
 # left-out lines: a copied line can also be read as an inserted one (or as one replacing
 # the line before it), and each such reading would otherwise stay alive to the answer's
@@ -398,13 +399,15 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
     lines = [line.rstrip() for line in _check_parent(parent.splitlines(), max_lines)]
     levels = [_level(line, i + 1) for i, line in enumerate(lines)]
     missing = [x for x in SEED_IMPORTS if x not in lines]
-    steps, terms, insertions = _full_steps(lines, levels, bool(missing))
     try:
-        readable = readable_names(parent)
+        by_def, modules = scope_names(parent), module_names(parent)
     except SyntaxError as exc:
         msg = f"the parent is not Python: {exc.msg} (line {exc.lineno})"
         raise GrammarUnsupported(msg) from None
-    rules = _insertions(insertions, max(levels) + 1, readable)
+    numbers = [i + 1 for i, line in enumerate(parent.splitlines()) if not is_blank(line)]
+    scopes, scope_at = insertion_scopes(levels, [by_def.get(n) for n in numbers], by_def[0])
+    steps, terms, insertions = _full_steps(lines, levels, bool(missing), scope_at)
+    rules = _insertions(insertions, max(levels) + 1, scopes, modules)
     if missing:  # each at most once, in the seeds' order
         subsets = [s for k in range(len(missing)) for s in itertools.combinations(missing, k + 1)]
         texts = ["\\n".join(map(re.escape, s)) for s in subsets]
@@ -413,7 +416,8 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
         if _rewritable(line):  # keeps its keyword: `elif` stays after an `if`
             keyword = re.escape(line.split()[0].rstrip(":"))
             but = f"{_not_text([line])} & /{keyword}{_WORD_END}/"
-            rules.append(_statement(f"OPEN_NOT_{p}", levels[p], "PY_COMPOUND", but))
+            kind = f"PY_COMPOUND_S{scope_at[p][levels[p]]}"
+            rules.append(_statement(f"OPEN_NOT_{p}", levels[p], kind, but))
     # blank lines: canonical form's are empty, one at a time. Measured: taught whole programs
     # wrote tabs, untaught ones 68-107 blank lines of spaces in a 1,024-token answer
     # (2026-12-04), and two blank lines after nearly every line (2026-12-05)
@@ -421,12 +425,13 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
 
 
 def _full_steps(
-    lines: list[str], levels: list[int], lacks_imports: bool
+    lines: list[str], levels: list[int], lacks_imports: bool, scope_at: list[list[int]]
 ) -> tuple[list[Step], dict[str, str], dict[Insertion, str]]:
     """The copy as a state machine: state (p, where, top, run, sites): before parent line
     p, `where` the copy stands (_SAME ...), an insertion may take levels floor[p]..top,
     `run` insertions in a row so far, `sites` places changed; `lacks_imports`: the parent
-    lacks a seed import (IMPORTS may follow its own). Also the literal terminals, and the
+    lacks a seed import (IMPORTS may follow its own); `scope_at[p][level]`: the scope of
+    names an insertion there reads (`scopes.insertion_scopes`). Also the literal terminals, and the
     insertion rules the steps name."""
     terms: dict[str, str] = {}
     insertions: dict[Insertion, str] = {}
@@ -439,7 +444,7 @@ def _full_steps(
         just left out (no change)."""
         left_out = (lines[p - 1],) if restores else ()
         opening = (lines[p],) if p < n and lines[p].endswith(":") and levels[p] == level else ()
-        key = (level, left_out, opening)
+        key = (level, left_out, opening, scope_at[p][level])
         return insertions.setdefault(key, f"ins_{level}_{len(insertions)}")
 
     def state(p: int, where: int, top: int, run: int = 0, sites: int = 0) -> str:
@@ -452,7 +457,7 @@ def _full_steps(
     # that continues it (`else:`, `except ...:`); after the last line, down to the top level
     floor = [k + bool(_CONTINUES.match(line)) for line, k in zip(lines, levels, strict=True)]
     floor.append(0)
-    in_class = _class_bodies(lines, levels)
+    in_class = class_bodies(lines, levels)
     for p, where, top, run, sites in itertools.product(
         range(n + 1),
         range(_EMPTIED + 1),
@@ -469,7 +474,7 @@ def _full_steps(
         inserted = _INSERTED if where in (_SAME, _CHANGED, _INSERTED) else _REPLACED
         if p == last_import + 1 and copying and site > 0 and lacks_imports:
             steps.append((src, "IMPORTS", state(p, _INSERTED, 0, 1, site)))
-        # nothing is inserted at the top level (see pyline.READABLE_BUILTINS) or in a class body
+        # nothing is inserted at the top level (see scopes.READABLE_BUILTINS) or in a class body
         for level in range(max(floor[p], 1), top + 1 if run < MAX_INSERTED and site > 0 else 0):
             if level in in_class[p]:
                 continue
@@ -500,24 +505,6 @@ def _full_steps(
     return steps, terms, insertions
 
 
-def _class_bodies(lines: list[str], levels: list[int]) -> list[set[int]]:
-    """Per position p (before parent line p, and after the last): the levels at which an
-    insertion there would stand directly in a class body. Walking back from p, each line
-    shallower than all after it is a block that encloses p (its body one level deeper).
-    Measured (2026-12-05): with new methods refused, class-body lines were what the model
-    wrote there (`gate = nn.Sequential(...)` as a class attribute, README run B)."""
-    out = []
-    for p in range(len(lines) + 1):
-        bodies, lowest = set(), len(lines) + 1
-        for q in range(p - 1, -1, -1):
-            if levels[q] < lowest:
-                lowest = levels[q]
-                if lines[q].lstrip().startswith("class "):
-                    bodies.add(lowest + 1)
-        out.append(bodies)
-    return out
-
-
 def _rewritable(line: str) -> bool:
     """A line that opens a block and may be rewritten (as another such line over the same
     block): not a `def` or `class` line, whose names and signatures the contract and the
@@ -538,19 +525,25 @@ def _statement(name: str, level: int, kind: str, but: str = "") -> str:
     return f'{name}: {indent}({kind}{but}) "\\n"'
 
 
-def _insertions(needed: dict[Insertion, str], deepest: int, readable: set[str]) -> list[str]:
+def _insertions(
+    needed: dict[Insertion, str], deepest: int, scopes: list[set[str]], modules: set[str]
+) -> list[str]:
     """Rules and terminals of the insertions the steps name: a line that opens no block
     (STMT) or a block of one level (OPEN and up to MAX_INSERTED STMT lines), reading only
-    `readable` names; none of them one of the insertion's excluded texts."""
-    rules = python_line_terminals(readable)
-    for k in range(1, deepest + 1):
-        stmts = [" ".join([f"STMT_{k}"] * i) for i in range(1, MAX_INSERTED + 1)]
-        rules += [_statement(f"STMT_{k}", k, "PY_SIMPLE"), f"body_{k}: " + " | ".join(stmts)]
-    for (k, left_out, opening), name in needed.items():
+    the names of its scope (`modules` only through an attribute); none of them one of the
+    insertion's excluded texts."""
+    rules = scoped_line_terminals(scopes, modules)
+    for k, s in sorted({(k + 1, s) for k, _, _, s in needed} | {(k, s) for k, _, _, s in needed}):
+        if k > deepest:
+            continue
+        stmt = f"STMT_{k}_{s}"
+        stmts = [" ".join([stmt] * i) for i in range(1, MAX_INSERTED + 1)]
+        rules += [_statement(stmt, k, f"PY_SIMPLE_S{s}"), f"body_{k}_{s}: " + " | ".join(stmts)]
+    for (k, left_out, opening, s), name in needed.items():
         mark = name.upper()
-        rules.append(_statement(f"OPEN_{mark}", k, "PY_COMPOUND", _not_text(opening)))
-        rules.append(_statement(f"STMT_{mark}", k, "PY_SIMPLE", _not_text(left_out)))
-        rules.append(f"{name}: OPEN_{mark} body_{k + 1} | STMT_{mark}")
+        rules.append(_statement(f"OPEN_{mark}", k, f"PY_COMPOUND_S{s}", _not_text(opening)))
+        rules.append(_statement(f"STMT_{mark}", k, f"PY_SIMPLE_S{s}", _not_text(left_out)))
+        rules.append(f"{name}: OPEN_{mark} body_{k + 1}_{s} | STMT_{mark}")
     return rules
 
 

@@ -23,13 +23,9 @@ pipeline with CUDA-7.5.` (8 of 8 rejected as syntax errors).
 
 from __future__ import annotations
 
-import ast
 import keyword
 import re
-import string
 from collections.abc import Collection
-
-from llmnas_dist.program.source import parse_source
 
 MAX_DEPTH = 6  # bracket nesting within a line (the seeds reach 4)
 
@@ -44,48 +40,20 @@ _WORD_OPS = "and|or|in|not in|is|is not|if|else"
 _AUGMENTED = r"(\*\*|\/\/|<<|>>|[\-+*\/%@&|^])="
 
 
-# What an inserted line may read besides the parent's own names (`readable_names`): the
-# builtins network code calls. Why names are closed at all: in the default runs of
-# 2026-12-05 the untaught model's whole programs invented what they used (helpers such as
-# `pre_block(...)`, `ICEF`, a made-up attribute) and, where top-level `def` blocks were
-# allowed, looped inside the invented `def` line (6 of 12 whole programs of run D): no
-# insertion at the top level now, and a name is read only where the program has it.
-READABLE_BUILTINS = (
-    "abs", "all", "any", "bool", "dict", "enumerate", "float", "getattr", "hasattr",
-    "int", "isinstance", "len", "list", "max", "min", "range", "reversed", "round",
-    "setattr", "sorted", "sum", "super", "tuple", "zip",
-)  # fmt: skip
-
-
-def readable_names(program: str) -> set[str]:
-    """The names an inserted line of `program` may read: every name the program binds or
-    reads, the names the seeds' imports bind (a whole program may add those imports),
-    READABLE_BUILTINS and one-letter names (loop and comprehension variables). SyntaxError
-    where `program` is not Python."""
-    names = set(READABLE_BUILTINS) | set(string.ascii_letters) | {"nn", "F", "torch", "math"}
-    for node in ast.walk(parse_source(program)):
-        if isinstance(node, ast.Name):
-            names.add(node.id)
-        elif isinstance(node, ast.arg):
-            names.add(node.arg)
-        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
-        elif isinstance(node, ast.alias):
-            names.add((node.asname or node.name).split(".")[0])
-    return {n for n in names if n.isidentifier() and not keyword.iskeyword(n)}
-
-
 def _terminal(name: str, body: str) -> str:
     return f"{name}: {body}"
 
 
-def _primary_parts(d: int) -> tuple[str, str]:
+def _primary_parts(d: int, modules: bool) -> tuple[str, str]:
     """A primary expression's atom and its trailers (attribute, call, subscript) as
-    alternations, with brackets nested at most d deep (d >= 0). A name read is a PY_READ."""
+    alternations, with brackets nested at most d deep (d >= 0). A name read is a PY_READ, a
+    module (PY_MODULE) is read only through an attribute. A literal number or constant is a
+    primary of its own (`_LITERAL`): no trailer follows it (measured, 2026-12-05: a whole
+    program called a number, `1.5(x)`, and looped on it)."""
     below = d - 1
     # adjacent strings need a space: two quotes and a string written together open a
     # triple quote (measured, 2026-12-05: a whole program ended in an unterminated one)
-    atoms = ["PY_READ", "PY_NUMBER", r'PY_STR (" " PY_STR)*', "/True|False|None|\\.\\.\\./"]
+    atoms = ["PY_READ", r'PY_STR (" " PY_STR)*'] + (['PY_MODULE "." PY_NAME'] if modules else [])
     trailers = ['"." PY_NAME']
     if d > 0:
         atoms += [
@@ -97,10 +65,13 @@ def _primary_parts(d: int) -> tuple[str, str]:
     return f"({' | '.join(atoms)})", f"({' | '.join(trailers)})"
 
 
-def _depth(d: int) -> list[str]:
+_LITERAL = "PY_NUMBER | /True|False|None|\\.\\.\\./"
+
+
+def _depth(d: int, modules: bool) -> list[str]:
     """The terminals of an expression with brackets nested at most d deep (d >= 0)."""
-    atom, trailer = _primary_parts(d)
-    primary = f"{atom} {trailer}*"
+    atom, trailer = _primary_parts(d, modules)
+    primary = f"{atom} {trailer}* | {_LITERAL}"
     expr = f"PY_LAMBDA? PY_OPERAND_{d} (PY_BINOP PY_OPERAND_{d})*"
     item = f'"*"? PY_EXPR_{d}'
     comp = f'(" for " PY_TARGETS_{d} " in " PY_EXPR_{d} (" if " PY_EXPR_{d})*)+'
@@ -119,7 +90,7 @@ def _depth(d: int) -> list[str]:
         # A target's first name is read where trailers follow (`self.x = ...` reads `self`):
         # with PY_NAME there, a runaway chain `a = collections.adp2d(...)(...)...` stayed a
         # possible target (measured, 2026-12-05, whole programs under closed names)
-        _terminal(f"PY_TARGET_{d}", f"PY_NAME | PY_READ {trailer}+"),
+        _terminal(f"PY_TARGET_{d}", f"PY_BIND | PY_READ {trailer}+"),
         _terminal(f"PY_TARGETS_{d}", f'"*"? PY_TARGET_{d} (/, ?/ "*"? PY_TARGET_{d})* ","?'),
         _terminal(f"PY_ITEMS_{d}", f'{item} ({comp} | (/, ?/ {item})* ","?)'),
         _terminal(f"PY_ARGS_{d}", f'(({arg}) ({comp} | (/, ?/ ({arg}))* ","?))?'),
@@ -128,21 +99,31 @@ def _depth(d: int) -> list[str]:
     ]
 
 
-def python_line_terminals(readable: Collection[str] | None = None) -> list[str]:
+def python_line_terminals(
+    readable: Collection[str] | None = None, modules: Collection[str] = ()
+) -> list[str]:
     """Lark terminal definitions of PY_SIMPLE and PY_OPEN (and their parts, PY_*). A name
     an expression reads (PY_READ) is one of `readable` (None: any name); names assigned,
-    attributes, keywords and parameters are any name."""
+    attributes, keywords and parameters are any name. A name of `modules` is read only
+    through an attribute (`F.relu`) and never assigned: admission refuses a module as a
+    plain value (measured, 2026-12-05: 3 of 12 taught whole programs of a default run passed
+    `F` or `nn` itself as an argument)."""
     top = MAX_DEPTH
     keyword = "|".join(KEYWORDS)
     params = "(PY_PARAM (/, ?/ PY_PARAM)*)?"
     if readable is not None and not readable:
         raise ValueError("readable names: at least one")
-    bad = [n for n in readable or () if not re.fullmatch(_WORD, n) or n in KEYWORDS]
+    bad = [n for n in [*(readable or ()), *modules] if not re.fullmatch(_WORD, n) or n in KEYWORDS]
     if bad:
         raise ValueError(f"readable names must be identifiers, not keywords: {bad[:3]}")
-    reads = "PY_NAME" if readable is None else "/(" + "|".join(sorted(readable)) + ")/"
+    plain = None if readable is None else sorted(set(readable) - set(modules))
+    if plain is not None and not plain:
+        raise ValueError("readable names: at least one that is not a module")
+    reads = "PY_NAME" if plain is None else "/(" + "|".join(plain) + ")/"
+    unbound = f" & ~/({'|'.join(sorted(modules))})/" if modules else ""
     rules = [
         _terminal("PY_NAME", f"/{_WORD}/ & ~/({keyword})/"),
+        _terminal("PY_BIND", f"PY_NAME{unbound}"),
         _terminal("PY_READ", reads),
         _terminal("PY_NUMBER", f"/{_NUMBER}/"),
         _terminal("PY_STR", f"/{_STR}/"),
@@ -150,10 +131,12 @@ def python_line_terminals(readable: Collection[str] | None = None) -> list[str]:
         _terminal("PY_BINOP", rf"/ ?({_SYMBOL_OPS}) ?| ({_WORD_OPS}) /"),
         _terminal("PY_LAMBDA", f"/lambda( {_WORD}(, ?{_WORD})*)?: /"),
     ]
+    if modules:
+        rules.append(_terminal("PY_MODULE", "/(" + "|".join(sorted(modules)) + ")/"))
     for d in range(top + 1):
-        rules += _depth(d)
+        rules += _depth(d, bool(modules))
     exprs = f"PY_ITEMS_{top}"
-    atom, trailer = _primary_parts(top)
+    atom, trailer = _primary_parts(top, bool(modules))
     rules += [
         _terminal(
             "PY_PARAM",
@@ -199,4 +182,30 @@ def python_line_terminals(readable: Collection[str] | None = None) -> list[str]:
         ),
         _terminal("PY_OPEN", "PY_COMPOUND | PY_DEFINE"),
     ]
+    return rules
+
+
+# the terminals that read no name: one copy serves every scope
+_SHARED = ("PY_NAME", "PY_BIND", "PY_NUMBER", "PY_STR", "PY_PREFIX", "PY_BINOP", "PY_LAMBDA")
+
+
+def scoped_line_terminals(scopes: list[set[str]], modules: Collection[str]) -> list[str]:
+    """`python_line_terminals` once per scope of readable names: scope i's PY_SIMPLE,
+    PY_OPEN and their parts are named with the suffix `_S{i}` (PY_SIMPLE_S0, ...), the
+    terminals that read no name are shared. A readable name that spells one of these
+    terminals is left out (it would be renamed with them)."""
+    rules: list[str] = []
+    for i, readable in enumerate(scopes):
+        terminals = python_line_terminals(readable, modules)
+        defined = {rule.split(":", 1)[0] for rule in terminals}
+        if defined & readable:
+            terminals = python_line_terminals(readable - defined, modules)
+        scoped = defined - {*_SHARED, "PY_MODULE"}
+        pattern = re.compile(r"\b(" + "|".join(sorted(scoped, key=len, reverse=True)) + r")\b")
+        for rule in terminals:
+            name = rule.split(":", 1)[0]
+            if name not in scoped:
+                rules += [rule] if i == 0 else []
+                continue
+            rules.append(pattern.sub(rf"\1_S{i}", rule))
     return rules

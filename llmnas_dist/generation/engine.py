@@ -236,12 +236,14 @@ class TransformersGenerator:
         device: str | None = None,
         max_model_len: int | None = None,
         dtype: str = "auto",
+        draft_tokens: int = 0,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_path = resolve_model(model)
         self.max_model_len = max_model_len
+        self.draft_tokens = draft_tokens  # > 0: each answer alone, prompt-lookup drafts
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = inference_dtype(dtype, self.device)
         try:
@@ -313,17 +315,28 @@ class TransformersGenerator:
     def _sample(
         self, texts: list[str], sampling: Sampling, base: bool, grammars: list[str | None]
     ) -> list[GenerationResult]:
-        """One batched `generate` call (the active adapter unless `base`); rows with a
-        grammar sample under it, the others freely."""
+        """The answers to `texts` (the active adapter unless `base`); rows with a grammar
+        sample under it, the others freely."""
         import contextlib
 
-        import torch
         from peft import PeftModel
+
+        use_base = base and isinstance(self.model, PeftModel)
+        base_only = self.model.disable_adapter() if use_base else contextlib.nullcontext()
+        with base_only:
+            if self.draft_tokens:
+                return self._sample_drafted(texts, sampling, grammars)
+            return self._sample_batch(texts, sampling, grammars)
+
+    def _sample_batch(
+        self, texts: list[str], sampling: Sampling, grammars: list[str | None]
+    ) -> list[GenerationResult]:
+        """One batched `generate` call, one token per forward pass."""
+        import torch
 
         from llmnas_dist.generation.constrain import GrammarLogitsProcessor
         from llmnas_dist.generation.early_stop import EarlyStop
 
-        use_base = base and isinstance(self.model, PeftModel)
         batch = self.tokenizer(
             texts, return_tensors="pt", padding=True, add_special_tokens=False
         ).to(self.device)
@@ -357,8 +370,7 @@ class TransformersGenerator:
             kwargs["stopping_criteria"] = [stop]
         start = time.perf_counter()
         torch.manual_seed(sampling.seed)
-        base_only = self.model.disable_adapter() if use_base else contextlib.nullcontext()
-        with torch.inference_mode(), base_only:
+        with torch.inference_mode():
             out = self.model.generate(**batch, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
         seconds = time.perf_counter() - start
         prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
@@ -377,6 +389,46 @@ class TransformersGenerator:
                 or None,
             )
             for i, (row, n) in enumerate(zip(out[:, width:], prompt_tokens, strict=True))
+        ]
+
+    def _sample_drafted(
+        self, texts: list[str], sampling: Sampling, grammars: list[str | None]
+    ) -> list[GenerationResult]:
+        """Each answer alone, with prompt-lookup drafts (generation/lookup.py): the same
+        grammar masks, sampling warpers and early stops as `_sample_batch`."""
+        import torch
+
+        from llmnas_dist.generation.lookup import decode_with_drafts, sampling_row
+
+        constraints = self._constraints(grammars) or [None] * len(texts)
+        start = time.perf_counter()
+        decoded = []
+        for i, text in enumerate(texts):
+            prompt = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
+            ids = prompt.input_ids[0].to(self.device)
+            row, stop = sampling_row(
+                self.tokenizer, ids, sampling, constraints[i], self._ll_tokenizer, sampling.seed + i
+            )
+            eos = int(self.tokenizer.eos_token_id)
+            answer = decode_with_drafts(
+                self.model, ids, row, sampling.max_new_tokens, self.draft_tokens, eos
+            )
+            decoded.append((answer.tokens, int(ids.shape[0]), stop.note(0)))
+        seconds = time.perf_counter() - start
+        eos_id = self.tokenizer.eos_token_id
+        return [
+            GenerationResult(
+                text=cut_at_stop(
+                    str(self.tokenizer.decode(torch.tensor(tokens), skip_special_tokens=True)),
+                    sampling.stop,
+                ),
+                prompt_tokens=n,
+                output_tokens=_answer_length(tokens, eos_id),
+                seconds=seconds,
+                constrained=c is not None and c.constrained,
+                grammar_note="; ".join(x for x in (c.note if c else None, stopped) if x) or None,
+            )
+            for (tokens, n, stopped), c in zip(decoded, constraints, strict=True)
         ]
 
 
@@ -538,5 +590,10 @@ def make_generator(cfg: GenerationConfig, max_lora_rank: int = 32) -> Generator:
             max_lora_rank=max_lora_rank,
         )
     if cfg.backend == "transformers":
-        return TransformersGenerator(cfg.model, max_model_len=cfg.max_model_len, dtype=cfg.dtype)
+        return TransformersGenerator(
+            cfg.model,
+            max_model_len=cfg.max_model_len,
+            dtype=cfg.dtype,
+            draft_tokens=cfg.draft_tokens,
+        )
     raise ConfigError(f"unknown generation backend {cfg.backend!r}")

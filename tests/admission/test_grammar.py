@@ -25,7 +25,7 @@ from llmnas_dist.admission.grammar import (
     full_grammar,
     unique_lengths,
 )
-from llmnas_dist.admission.pyline import readable_names
+from llmnas_dist.admission.scopes import readable_names, scope_names
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.generation.constrain import (
     Constraint,
@@ -521,6 +521,48 @@ def test_an_inserted_line_reads_the_names_the_program_has():
     # the parent's parameters, locals, classes and imports; builtins; what IMPORTS may add
     assert {"in_shape", "c_out", "layers", "Net", "nn", "range", "super", "F", "i"} <= names
     assert not {"pre_block", "ICEF", "os", "print", "def"} & names
+
+
+def test_an_inserted_line_reads_the_names_of_its_own_function():
+    """Per scope (measured, 2026-12-05: whole programs read `device`, `c_in`, `out_shape` of
+    `Net.__init__` in other methods and failed to build)."""
+    forward = "    def forward(self, x):\n"
+    for line, ok in [
+        ("        x = F.relu(x)", True),
+        ("        x = x * len(self.head)", True),
+        ("        x = x[:, :c_in]", False),  # a local of __init__
+        ("        x = x.to(device)", False),  # a parameter of __init__
+        ("        x = x + supported_hyperparameters", True),  # a module-level name
+    ]:
+        child = _edit("        return self.head(", line + "\n        return self.head(")
+        assert takes(WHOLE_MATCHER, whole(child)) == ok, line
+    in_init = _edit(
+        "        self.pool =",
+        "        self.gate = nn.Linear(c_in, c_in, device=device)\n        self.pool =",
+    )
+    assert takes(WHOLE_MATCHER, whole(in_init))
+    assert forward in WHOLE
+
+
+def test_scope_names_are_a_function_s_own_its_enclosing_ones_and_the_module_s():
+    program = (
+        "import torch.nn as nn\nLIMIT = 3\n\nclass Block(nn.Module):\n    width = 4\n\n"
+        "    def __init__(self, c_in):\n        super().__init__()\n        kept = c_in\n\n"
+        "        def inner(zed):\n            return zed + kept\n\n"
+        "    def forward(self, x):\n        return x\n"
+    )
+    scopes = scope_names(program)
+    lines = program.splitlines()
+    at = {
+        name: lines.index(next(x for x in lines if f"def {name}(" in x)) + 1
+        for name in ("__init__", "inner", "forward")
+    }
+    assert {"c_in", "kept", "LIMIT", "Block", "nn", "range"} <= scopes[at["__init__"]]
+    assert {"zed", "c_in", "kept"} <= scopes[at["inner"]]  # a closure reads its enclosing names
+    assert {"x", "LIMIT"} <= scopes[at["forward"]]
+    assert not {"c_in", "kept", "zed", "width", "__init__"} & scopes[at["forward"]]
+    assert "width" not in scopes[at["__init__"]]  # a class body's names are not a method's
+    assert {"LIMIT", "Block"} <= scopes[0] and not {"c_in", "kept"} & scopes[0]
 
 
 def test_the_full_grammar_of_the_largest_parent_stays_inside_the_engines_limits():

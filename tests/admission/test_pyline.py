@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llmnas_dist.admission.pyline import MAX_DEPTH, python_line_terminals
+from llmnas_dist.admission.pyline import MAX_DEPTH, python_line_terminals, scoped_line_terminals
+from llmnas_dist.admission.scopes import module_names
 from llmnas_dist.generation.constrain import accepts
 
 GRAMMAR = (
@@ -145,3 +146,44 @@ def test_a_closed_set_of_names_limits_what_a_line_reads_not_what_it_binds():
 def test_readable_names_are_identifiers(names):
     with pytest.raises(ValueError, match="readable names"):
         python_line_terminals(names)
+
+
+def test_a_module_is_read_only_through_an_attribute_and_never_assigned():
+    terminals = "\n".join(python_line_terminals(["self", "x", "y", "F", "nn"], ["F", "nn"]))
+    grammar = f'start: LINE*\nLINE: (PY_SIMPLE | PY_OPEN) "\\n"\n{terminals}\n'
+    for line in ["x = F.relu(x)", "self.act = nn.ReLU()", "y = nn.functional.gelu(x)"]:
+        assert accepts(grammar, line + "\n"), line
+    # measured (2026-12-05): `F` or `nn` passed as a value, which admission refuses
+    for line in ["x = F", "self.f = nn", "y = self.pool(x, F)", "F = x", "nn.Foo = x", "F(x)"]:
+        assert not accepts(grammar, line + "\n"), line
+
+
+def test_a_literal_takes_no_trailer():
+    # measured (2026-12-05): a whole program called a number, `1.5(x)`, and looped on it
+    for line in ["x = 1.5(x)", "y = None.x", "x = True[0]", "1(x)"]:
+        assert not accepts(GRAMMAR, line + "\n"), line
+    for line in ["x = 1.5 * y", "y = (1).bit_length()", "x = 'a'.join(y)"]:
+        assert accepts(GRAMMAR, line + "\n"), line
+
+
+def test_module_names_are_what_imports_bind_and_nothing_else_does():
+    program = (
+        "import torch\nimport torch.nn as nn\nimport numpy.linalg\nfrom torch import optim\n"
+        "from torch.nn import functional as F\n\ndef f(math):\n    return math\n"
+    )
+    assert module_names(program) == {"torch", "nn", "numpy"}
+
+
+def test_each_scope_s_lines_read_its_own_names():
+    terminals = scoped_line_terminals([{"x", "a"}, {"y", "PY_READ"}], ["nn"])
+    assert sum(t.startswith("PY_NAME:") for t in terminals) == 1  # shared
+    grammar = (
+        'start: "0 " LINE0* | "1 " LINE1*\nLINE0: PY_SIMPLE_S0 "\\n"\nLINE1: PY_SIMPLE_S1 "\\n"\n'
+        + "\n".join(terminals)
+        + "\n"
+    )
+    assert accepts(grammar, "0 z = nn.Conv2d(x, a)\n")
+    assert not accepts(grammar, "0 z = y\n")
+    assert accepts(grammar, "1 z = y\n")
+    assert not accepts(grammar, "1 z = x\n")
+    assert not accepts(grammar, "1 z = PY_READ\n")  # spells a terminal: left out

@@ -1,0 +1,153 @@
+"""Which names a line inserted into a whole program may read, and where it stands.
+
+A whole program is an edited copy of its parent (`grammar.full_grammar`); a line inserted
+into it reads only names the program has where the line stands (`scope_names`: per
+function, its own, the enclosing functions' and the module's), reads a module only through
+an attribute (`module_names`), and is never inserted directly in a class body
+(`class_bodies`). `insertion_scopes` places each insertion point of the parent's outline
+in its function's scope.
+"""
+
+from __future__ import annotations
+
+import ast
+import keyword
+import string
+
+from llmnas_dist.program.source import parse_source
+
+# What an inserted line may read besides the parent's own names (`readable_names`): the
+# builtins network code calls. Why names are closed at all: in the default runs of
+# 2026-12-05 the untaught model's whole programs invented what they used (helpers such as
+# `pre_block(...)`, `ICEF`, a made-up attribute) and, where top-level `def` blocks were
+# allowed, looped inside the invented `def` line (6 of 12 whole programs of run D): no
+# insertion at the top level now, and a name is read only where the program has it.
+READABLE_BUILTINS = (
+    "abs", "all", "any", "bool", "dict", "enumerate", "float", "getattr", "hasattr",
+    "int", "isinstance", "len", "list", "max", "min", "range", "reversed", "round",
+    "setattr", "sorted", "sum", "super", "tuple", "zip",
+)  # fmt: skip
+
+
+SEED_MODULES = ("nn", "F", "torch", "math")  # what the seeds' imports bind
+
+
+def readable_names(program: str) -> set[str]:
+    """The names an inserted line of `program` may read anywhere: every name the program
+    binds or reads, the names the seeds' imports bind (a whole program may add those
+    imports), READABLE_BUILTINS and one-letter names (loop and comprehension variables).
+    `scope_names` narrows them per function. SyntaxError where `program` is not Python."""
+    return _extras() | _names(parse_source(program))
+
+
+def scope_names(program: str) -> dict[int, set[str]]:
+    """Per function of `program`, by the line number of its `def` (0: the module level):
+    the names a line inserted in its body may read. Its own (parameters, what it binds or
+    reads, in nested blocks too), those of the functions around it, the module level's, and
+    `readable_names`' extras; never a class body's (a method does not see them). Measured
+    (2026-12-05, default runs): 4 of 12 untaught and 2 of 12 taught whole programs read a
+    name of another method (`device`, `out_shape`, `c_in` of `Net.__init__` in a block's
+    methods) and failed to build. SyntaxError where `program` is not Python."""
+    tree = parse_source(program)
+    top = [n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+    module = _extras() | {
+        n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+    for node in top:
+        module |= {node.name} if isinstance(node, ast.ClassDef) else _names(node)
+    scopes = {0: module}
+
+    def visit(node: ast.AST, outer: set[str]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                scopes[child.lineno] = outer | _names(child)
+                visit(child, scopes[child.lineno])
+            else:
+                visit(child, outer)
+
+    visit(tree, module)
+    return scopes
+
+
+def _extras() -> set[str]:
+    return set(READABLE_BUILTINS) | set(string.ascii_letters) | set(SEED_MODULES)
+
+
+def _names(tree: ast.AST) -> set[str]:
+    """Every identifier `tree` binds or reads (names, parameters, definitions, imports)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+    # a dunder read as a bare name is refused by admission (`__init__` is a method's name)
+    return {
+        n for n in names if n.isidentifier() and not keyword.iskeyword(n) and not n.startswith("__")
+    }
+
+
+def module_names(program: str) -> set[str]:
+    """The names of `program` that are modules: bound by `import` (never by `from`, whose
+    names may be classes or functions) or by the seeds' imports a whole program may add,
+    and bound by nothing else. SyntaxError where `program` is not Python."""
+    imported, other = set(SEED_MODULES), set()
+    for node in ast.walk(parse_source(program)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.asname or alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            other |= {alias.asname or alias.name for alias in node.names}
+        elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            other.add(node.id)
+        elif isinstance(node, ast.arg):
+            other.add(node.arg)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            other.add(node.name)
+    return imported - other
+
+
+def class_bodies(lines: list[str], levels: list[int]) -> list[set[int]]:
+    """Per position p (before parent line p, and after the last): the levels at which an
+    insertion there would stand directly in a class body. Walking back from p, each line
+    shallower than all after it is a block that encloses p (its body one level deeper).
+    Measured (2026-12-05): with new methods refused, class-body lines were what the model
+    wrote there (`gate = nn.Sequential(...)` as a class attribute, README run B)."""
+    out = []
+    for p in range(len(lines) + 1):
+        bodies, lowest = set(), len(lines) + 1
+        for q in range(p - 1, -1, -1):
+            if levels[q] < lowest:
+                lowest = levels[q]
+                if lines[q].lstrip().startswith("class "):
+                    bodies.add(lowest + 1)
+        out.append(bodies)
+    return out
+
+
+def insertion_scopes(
+    levels: list[int], defs: list[set[str] | None], module: set[str]
+) -> tuple[list[set[str]], list[list[int]]]:
+    """The distinct scopes of names (`scope_names`) and, per position p (before
+    parent line p, and after the last) and level, the scope's index: that of the nearest
+    `def` enclosing an insertion there (`defs[q]`: the names of the function whose `def`
+    is line q, None for other lines), else the module's. Walking back from p, each line
+    shallower than all after it (and than the insertion) encloses it."""
+    index: dict[frozenset[str], int] = {}
+    table = []
+    for p in range(len(levels) + 1):
+        row = []
+        for level in range(max(levels) + 2):
+            names, lowest = module, level
+            for q in range(p - 1, -1, -1):
+                if levels[q] < lowest:
+                    lowest = levels[q]
+                    if (found := defs[q]) is not None:
+                        names = found
+                        break
+            row.append(index.setdefault(frozenset(names), len(index)))
+        table.append(row)
+    return [set(names) for names in index], table

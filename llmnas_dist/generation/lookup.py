@@ -1,0 +1,184 @@
+"""Decoding an answer that mostly copies its prompt: prompt-lookup drafts, verified at once.
+
+A whole program is an edited copy of the parent its prompt shows, and a delta's context
+lines copy it too, so most of an answer's tokens already stand in the prompt. Each step
+here looks up the answer's last few tokens in the prompt and the answer so far, drafts up
+to `draft_tokens` tokens that followed them there, and feeds the pending token and the
+drafts to the model in one forward pass: its logits give the distribution at every draft
+position. Tokens are then sampled position by position exactly as plain decoding would
+sample them (grammar mask, temperature, top-k, top-p); a draft is kept while it equals
+the sampled token, and the first sampled token that differs ends the step (the cache
+drops the rest). The answer's distribution is plain sampling's: only the number of
+forward passes changes (Leviathan et al. 2023's check with a draft of probability one;
+transformers' prompt lookup does the same for batch 1, but tests its drafts against
+top-k/top-p applied to dummy logits, which refuses most drafts at top-k 50).
+
+One answer at a time: a batch of answers that copy different amounts cannot share a step.
+The grammar's matcher consumes only tokens that were sampled under its mask, so it never
+needs a rollback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import torch
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from llmnas_dist.generation.constrain import Constraint, GrammarLogitsProcessor
+from llmnas_dist.generation.early_stop import EarlyStop
+
+if TYPE_CHECKING:
+    from llmnas_dist.generation.engine import Sampling
+
+# the longest suffix of the answer looked up first; one token of context drafts too often
+# from the wrong place (a `(` or a newline occurs everywhere)
+MAX_NGRAM = 4
+MIN_NGRAM = 2
+
+
+def lookup_drafts(ids: torch.Tensor, max_drafts: int) -> list[int]:
+    """Up to `max_drafts` tokens that followed the latest earlier occurrence of the longest
+    suffix of `ids` (MAX_NGRAM down to MIN_NGRAM tokens) that occurs earlier; [] if none."""
+    n_ids = ids.shape[0]
+    for n in range(min(MAX_NGRAM, n_ids - 1), MIN_NGRAM - 1, -1):
+        windows = ids[: n_ids - 1].unfold(0, n, 1)  # windows that end before the last token
+        hits = (windows == ids[n_ids - n :]).all(dim=1).nonzero().flatten()
+        if hits.numel():
+            start = int(hits[-1]) + n
+            return ids[start : start + max_drafts].tolist()
+    return []
+
+
+@dataclass
+class Decoded:
+    """One answer's tokens (end-of-sequence included when sampled) and how it was decoded:
+    `passes` forward passes after the prompt's, `drafted` draft tokens kept."""
+
+    tokens: list[int]
+    passes: int
+    drafted: int
+
+
+class Row:
+    """What decoding one answer needs besides the model: how to turn logits into a token
+    (`pick`: mask, warp, sample, and feed the token to the grammar), how many of some
+    drafts the grammar would take next (`allowed_prefix`), and when the answer is over
+    (`done`: the tokens so far)."""
+
+    def __init__(
+        self,
+        pick: Callable[[torch.Tensor], int],
+        allowed_prefix: Callable[[list[int]], int],
+        done: Callable[[list[int]], bool],
+    ) -> None:
+        self.pick, self.allowed_prefix, self.done = pick, allowed_prefix, done
+
+
+def decode_with_drafts(
+    model: Any, prompt: torch.Tensor, row: Row, max_new_tokens: int, draft_tokens: int, eos: int
+) -> Decoded:
+    """Sample one answer to `prompt` (a 1-D tensor of ids) with prompt-lookup drafts (see
+    the module doc). `row.pick` sees each position's logits in order, once per token kept."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    ids = prompt.clone()
+    with torch.inference_mode():
+        logits = model(input_ids=ids[None], past_key_values=cache, use_cache=True).logits[0, -1:]
+    out: list[int] = []
+    passes = drafted = 0
+    drafts: list[int] = []
+    while True:
+        # logits[j] is the distribution after the pending token and drafts[:j]
+        for j in range(logits.shape[0]):
+            token = row.pick(logits[j])
+            out.append(token)
+            finished = token == eos or len(out) >= max_new_tokens or row.done(out)
+            if finished or j >= len(drafts) or token != drafts[j]:
+                break
+            drafted += 1
+        if finished:
+            return Decoded(out, passes, drafted)
+        ids = torch.cat([prompt, torch.tensor(out, dtype=prompt.dtype)])
+        room = max_new_tokens - len(out)
+        drafts = lookup_drafts(ids, min(draft_tokens, room - 1)) if room > 1 else []
+        drafts = drafts[: row.allowed_prefix(drafts)] if drafts else []
+        if eos in drafts:
+            drafts = drafts[: drafts.index(eos)]
+        # the cache keeps the prompt and the answer but its last token (not fed yet)
+        excess = cache.get_seq_length() - (ids.shape[0] - 1)
+        if excess:
+            cache.crop(-excess)
+        step = torch.tensor([[out[-1], *drafts]], dtype=prompt.dtype)
+        with torch.inference_mode():
+            logits = model(input_ids=step, past_key_values=cache, use_cache=True).logits[0]
+        passes += 1
+
+
+def sampling_row(
+    tokenizer: Any,
+    prompt: torch.Tensor,
+    sampling: Sampling,
+    constraint: Constraint | None,
+    ll_tokenizer: Any,
+    seed: int,
+) -> tuple[Row, EarlyStop]:
+    """How one answer to `prompt` picks its tokens (grammar, then temperature, top-k,
+    top-p: transformers' order) and ends (an end tag, an early stop), and its EarlyStop
+    (which says why it stopped early). `ll_tokenizer`: llguidance's view, for the mask's
+    width; `seed` seeds this answer's sampling."""
+    constraint = constraint or Constraint(None)
+    eos = int(tokenizer.eos_token_id)
+    processors = LogitsProcessorList()
+    if constraint.matcher is not None:
+        vocab = ll_tokenizer.vocab_size
+        processors.append(GrammarLogitsProcessor([constraint], vocab, eos))
+    if sampling.temperature > 0:
+        processors.append(TemperatureLogitsWarper(sampling.temperature))
+        if sampling.top_k:
+            processors.append(TopKLogitsWarper(sampling.top_k))
+        if sampling.top_p < 1:
+            processors.append(TopPLogitsWarper(sampling.top_p))
+    generator = torch.Generator(device=prompt.device).manual_seed(seed)
+    last = cast(torch.LongTensor, torch.zeros((1, 1), dtype=torch.long, device=prompt.device))
+    stop = EarlyStop(
+        tokenizer,
+        prompt.shape[0],
+        [constraint],
+        syntax_error=sampling.stop_on_syntax_error,
+        repeats=sampling.stop_on_repeats,
+    )
+
+    def pick(logits: Any) -> int:
+        scores = processors(last, logits[None].float())
+        if sampling.temperature > 0:
+            token = int(torch.multinomial(scores.softmax(-1), 1, generator=generator))
+        else:
+            token = int(scores.argmax())
+        last[0, 0] = token  # the grammar's processor feeds it to the matcher next call
+        return token
+
+    def allowed_prefix(drafts: list[int]) -> int:
+        matcher = constraint.matcher
+        if matcher is None:
+            return len(drafts)
+        return 0 if matcher.is_stopped() else int(matcher.validate_tokens(drafts))
+
+    def done(tokens: list[int]) -> bool:
+        tail = str(tokenizer.decode(tokens[-8:]))
+        if any(s in tail for s in sampling.stop):
+            return True
+        if stop.active:
+            ids = torch.cat([prompt, torch.tensor(tokens, dtype=prompt.dtype)])
+            return bool(stop(ids[None], torch.empty(0))[0])
+        return False
+
+    return Row(pick, allowed_prefix, done), stop

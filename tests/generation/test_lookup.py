@@ -1,0 +1,71 @@
+"""Prompt-lookup decoding (generation/lookup.py): the drafts, and real answers with SmolLM2
+that match plain decoding's while taking fewer forward passes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmnas_dist.admission.grammar import full_grammar
+from llmnas_dist.evaluation.datasets import dataset_spec
+from llmnas_dist.generation.constrain import accepts
+from llmnas_dist.generation.engine import Sampling, TransformersGenerator, chat_text
+from llmnas_dist.generation.lookup import decode_with_drafts, lookup_drafts, sampling_row
+from llmnas_dist.generation.prompts import parent_prompt
+from llmnas_dist.seeds import load_seeds
+
+
+def test_drafts_follow_the_latest_earlier_occurrence_of_the_longest_suffix():
+    ids = torch.tensor([5, 1, 2, 3, 9, 8, 7, 1, 2, 4, 4, 2, 3, 6, 1, 2, 3])
+    # `1 2 3` occurs at 1 (then 9 8 7 ...); `2 3` also at 11 (then 6 ...): the longer wins
+    assert lookup_drafts(ids, 3) == [9, 8, 7]
+    assert lookup_drafts(torch.tensor([1, 2, 7, 1, 2, 8, 1, 2]), 2) == [8, 1]  # the latest
+    assert lookup_drafts(torch.tensor([1, 2, 3, 4]), 5) == []  # nothing repeats
+    assert lookup_drafts(torch.tensor([7, 7]), 5) == []  # one token is no context
+    assert lookup_drafts(torch.tensor([1, 2, 9, 1, 2]), 5) == [9, 1, 2]  # up to the end
+
+
+PARENT = load_seeds()["plain_cnn"]
+PROMPT = parent_prompt("full", PARENT, dataset_spec("digits"), 0.9)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return TransformersGenerator("smollm2-135m-instruct", dtype="float32")
+
+
+def _decode(generator, sampling, draft_tokens):
+    generator.draft_tokens = draft_tokens
+    return generator.generate([PROMPT], sampling, grammars=[full_grammar(PARENT)])[0]
+
+
+@pytest.mark.integration
+def test_greedy_answers_are_plain_decoding_s_and_take_fewer_passes(generator):
+    """The same tokens as one-token-per-pass decoding (greedy, fp32), under the whole-program
+    grammar; most of a copy is drafted, so passes are far fewer than tokens."""
+    greedy = Sampling(temperature=0.0, max_new_tokens=160)
+    plain, drafted = _decode(generator, greedy, 0), _decode(generator, greedy, 8)
+    assert drafted.text == plain.text and drafted.output_tokens == plain.output_tokens
+    assert drafted.constrained and drafted.text.startswith("<nn>\n")
+
+    text = chat_text(generator.tokenizer, PROMPT)
+    ids = generator.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids[0]
+    row, _ = sampling_row(generator.tokenizer, ids, greedy, None, None, 0)
+    eos = int(generator.tokenizer.eos_token_id)
+    answer = decode_with_drafts(generator.model, ids, row, 160, 8, eos)
+    assert answer.drafted > len(answer.tokens) / 2
+    assert answer.passes < len(answer.tokens) / 2
+
+
+@pytest.mark.integration
+def test_sampled_answers_keep_the_grammar_the_seed_and_the_end_tag(generator):
+    sampling = Sampling(temperature=0.8, max_new_tokens=700, seed=3)
+    first, again = _decode(generator, sampling, 8), _decode(generator, sampling, 8)
+    assert first.text == again.text
+    assert first.constrained
+    if first.text.endswith("</nn>"):  # finished: the grammar accepts the whole answer
+        assert accepts(full_grammar(PARENT), first.text)
+    else:  # cut by the token budget or stopped early, with the reason
+        assert first.output_tokens == 700 or "decoding stopped" in (first.grammar_note or "")
+    other = _decode(generator, Sampling(temperature=0.8, max_new_tokens=700, seed=4), 8)
+    assert other.text != first.text
