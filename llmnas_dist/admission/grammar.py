@@ -87,28 +87,21 @@ _LINE_TEXT = "LINE_TEXT: /" + _balanced(MAX_BRACKETS).replace("/", "\\/") + "/"
 
 
 _TRIPLE_QUOTE = "('''|\"\"\")"
-_ATTRIBUTE = re.compile(r" *self\.([A-Za-z_][A-Za-z0-9_]*) ?=(?!=)")
 
 
 def _added(anchors: list[str]) -> list[str]:
-    """The terminals of an added line under a parent with these non-blank lines: ADDED, and
-    ADDED_NEW, which also does not start with an attribute the parent assigns
-    (`_UNCHANGED`...)."""
+    """The terminal of an added line under a parent with these non-blank lines (ADDED)."""
     repeats = " | ".join(_literal(line) for line in dict.fromkeys(x.rstrip() for x in anchors))
     # trailing blanks do not make a parent line new (measured: `+ self.fc = ...` plus a space)
     # no triple quote: two adjacent strings (`""` `"x"`) open one, which never closes on the
     # line (measured, 2026-12-05: `x = x + self.input_gate(x)"""- baseline.py"""`)
     body = f"/( {{4}})*/ (LINE_TEXT & /[^ +].*/ & ~/.*{_TRIPLE_QUOTE}.*/)"
-    text = f"({body}) & ~(({repeats}) /[ \\t]*/)"
-    names = sorted({m.group(1) for line in anchors if (m := _ATTRIBUTE.match(line))})
-    # the line may not start with the attribute at all: refusing only its assignment, the
-    # model wrote `self.head ======...` (measured); this way the name must go on, to a new one
-    new = f" & ~/( {{4}})*self\\.({'|'.join(names)})([^A-Za-z0-9_].*)?/" if names else ""
-    return [
-        f'ADDED: "+" ({text})? "\\n"',
-        f'ADDED_NEW: "+" ({text}{new})? "\\n"',
-        _LINE_TEXT,
-    ]
+    # No rule against the parent's attributes here: refusing a line that starts with
+    # `self.<an attribute the parent assigns>` in a hunk that removed nothing (after 3 of
+    # 12 deltas of one run assigned an input block to `self.head`) ran llguidance's lexer
+    # out of expressions ("too many expressions constructed") as soon as such a line was
+    # written: 2 of 12 deltas of the next default run (2026-12-05) lost their grammar there
+    return [f'ADDED: "+" (({body}) & ~(({repeats}) /[ \\t]*/))? "\\n"', _LINE_TEXT]
 
 
 _HEADER = r"/@@( -[0-9]{1,5}(,[0-9]{1,5})? \+[0-9]{1,5}(,[0-9]{1,5})?)? @@\n/"
@@ -168,18 +161,6 @@ def _check_parent(lines: list[str], max_lines: int) -> list[str]:
 
 # A transition (source state, terminals, target state); target None accepts the answer.
 Step = tuple[str, str, "str | None"]
-# What a hunk has done so far: nothing, added lines only, removed a line. A hunk that has
-# removed no line adds no line that starts with an attribute the parent assigns
-# (`ADDED_NEW`): an assignment to it would be overwritten by the parent's own, or overwrite
-# it. Measured (2026-12-05, this machine's baseline run): 3 of 12 deltas added `self.head =
-# nn.Sequential(...)` (an input block) to a parent whose classifier was `self.head`, which
-# then ran on the image (a shape error at build); a replacement (`-` then `+`) of the
-# parent's line stays open.
-_UNCHANGED, _ADDED, _REMOVED = range(3)
-
-
-def _added_terminal(done: int) -> str:
-    return "ADDED" if done == _REMOVED else "ADDED_NEW"
 
 
 def delta_grammar(parent: str, max_lines: int = MAX_PARENT_LINES) -> str:
@@ -207,7 +188,7 @@ def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step]
         steps.append((src, f"{term(' ' + anchors[p] + chr(10))}", target(c)))
         removed = "-" + anchors[p]
         if not (removed.startswith("--- ") or removed == "---"):
-            steps.append((src, f"{term(removed + chr(10))}", target(_REMOVED)))
+            steps.append((src, f"{term(removed + chr(10))}", target(1)))
 
     def after(s: int, p: int) -> Callable[[int], str]:
         """The state after anchor p of a hunk whose first anchor is s."""
@@ -218,22 +199,19 @@ def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step]
     steps.append(("start", "HEAD HEADER", "seek_0"))
     for p in range(m + 1):
         # a changed, unique hunk may end: the answer, or the next hunk from line p on
-        for c in (_ADDED, _REMOVED):
-            steps.append((f"free_{p}_{c}", term(DELTA_END), None))
-            steps.append((f"free_{p}_{c}", "HEADER", f"seek_{p}"))
+        steps.append((f"free_{p}_1", term(DELTA_END), None))
+        steps.append((f"free_{p}_1", "HEADER", f"seek_{p}"))
         steps.append((f"seek_{p}", "", f"seek_{p + 1}"))
         if p in startable:
-            copy(f"seek_{p}", p, after(p, p), _UNCHANGED)
-        for c in (_UNCHANGED, _ADDED, _REMOVED):
-            steps.append((f"free_{p}_{c}", _added_terminal(c), f"free_{p}_{max(c, _ADDED)}"))
+            copy(f"seek_{p}", p, after(p, p), 0)
+        for c in (0, 1):
+            steps.append((f"free_{p}_{c}", "ADDED", f"free_{p}_1"))
             if p < m:
                 copy(f"free_{p}_{c}", p, partial(_free, p + 1), c)
     for s in startable:
         for p in range(s + 1, s + (need[s] or 0)):
-            for c in (_UNCHANGED, _ADDED, _REMOVED):
-                steps.append(
-                    (f"in_{s}_{p}_{c}", _added_terminal(c), f"in_{s}_{p}_{max(c, _ADDED)}")
-                )
+            for c in (0, 1):
+                steps.append((f"in_{s}_{p}_{c}", "ADDED", f"in_{s}_{p}_1"))
                 copy(f"in_{s}_{p}_{c}", p, after(s, p), c)
     return steps, terms
 

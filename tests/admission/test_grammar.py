@@ -204,30 +204,26 @@ def test_an_added_line_is_none_of_the_parents_lines():
         assert accepts(grammar, frame.format(lines[at], added, lines[at + 1])), added
 
 
-def test_a_hunk_that_removes_nothing_assigns_no_attribute_the_parent_assigns():
-    """Measured (2026-12-05): deltas added an input block as `self.head` to a parent whose
-    classifier was `self.head` (it then ran on the image). A replacement stays open."""
-    parent = CANONICAL["plain_cnn"]
-    grammar = delta_grammar(parent)
-    head = next(x for x in parent.splitlines() if x.strip().startswith("self.head = "))
-    at = "        super().__init__()"
-    frame = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n{0}\n</delta>"
-    refused = [
-        f" {at}\n+        self.head = nn.Identity()",
-        f" {at}\n+        self.device=1",
-        # refusing only the assignment, the model wrote `self.head ======...` (measured)
-        f" {at}\n+        self.head == 1",
-    ]
-    accepted = [
-        f" {at}\n+        self.heads = nn.Identity()",  # a new attribute
-        f" {at}\n+        x = self.head(x) == 1",  # read, not assigned
-        f"-{head}\n+        self.head = nn.Identity()",  # the parent's line replaced
-        f" {at}\n-        self.device = device\n+        self.head = nn.Identity()",
-    ]
-    for hunk in refused:
-        assert not accepts(grammar, frame.format(hunk)), hunk
-    for hunk in accepted:
-        assert accepts(grammar, frame.format(hunk)), hunk
+@pytest.mark.parametrize("name", sorted(SEEDS))
+def test_writing_a_parent_line_as_an_added_line_never_fails_the_engine(name):
+    """The masks along an added line that copies one of the parent's lines (refused at its
+    end) never fail: a rule against lines that start with the parent's attributes ran
+    llguidance's lexer out of expressions right there (2 of 12 deltas of a default run of
+    2026-12-05, reproduced byte by byte on that run's parent)."""
+    import llguidance.torch
+
+    parent = canonicalize(SEEDS[name], AdmissionConfig())[0]
+    anchors = [x for x in parent.splitlines() if x.strip()]
+    matcher = compile_grammar(TOKENIZER, delta_grammar(parent)).matcher
+    bitmask = llguidance.torch.allocate_token_bitmask(1, TOKENIZER.vocab_size)
+    for line in sorted(anchors, key=len)[-4:]:
+        copy = matcher.deep_copy()
+        head = f"<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n {anchors[0]}\n+{line}"
+        for byte in head.encode():
+            llguidance.torch.fill_next_token_bitmask(copy, bitmask, 0)
+            assert not copy.is_error(), (line, copy.get_error())
+            assert copy.consume_token(byte), line
+        assert not copy.consume_token(ord("\n"))  # a parent line is no added line
 
 
 def test_hunks_follow_each_other_in_parent_order():
