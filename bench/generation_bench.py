@@ -656,8 +656,10 @@ def drafts(args: argparse.Namespace) -> dict:
             sampling = Sampling.from_config(cfg.generation, seed=seed, mode=mode)
             call: dict = {"mode": mode, "seed": seed}
             for arm, n in (("batched", 0), ("drafted", args.draft_tokens)):
-                gen.draft_tokens = n
-                results = gen.generate(prompts, sampling, adapter=args.adapter, grammars=grammars)
+                arm_sampling = replace(sampling, draft_tokens=n)
+                results = gen.generate(
+                    prompts, arm_sampling, adapter=args.adapter, grammars=grammars
+                )
                 admission = Admission(cfg.admission, spec)
                 verdicts = [
                     admission.admit(r.text, mode, p) for r, p in zip(results, parents, strict=True)
@@ -667,7 +669,10 @@ def drafts(args: argparse.Namespace) -> dict:
                     "seconds": results[0].seconds,
                     "output_tokens": tokens,
                     "tokens_per_s": tokens / results[0].seconds,
-                    "verdicts": [v.error_class.value if v.error_class else "ok" for v in verdicts],
+                    "verdicts": [
+                        (v.error_class.value if v.error_class else "ok", v.message[:90])
+                        for v in verdicts
+                    ],
                 }
                 totals[arm] += results[0].seconds
                 print(mode, seed, arm, call[arm], flush=True)

@@ -181,11 +181,11 @@ class GenerationConfig(Section):
         0,
         ge=0,
         le=64,
-        description="Transformers backend: prompt-lookup decoding. Each answer is decoded alone, "
-        "and each forward pass verifies up to this many tokens copied from where the answer's "
-        "last tokens occur in its prompt (a whole program copies its parent): the same "
-        "sampling, fewer passes (generation/lookup.py). 0: the batch decodes together, one "
-        "token per pass.",
+        description="Transformers backend, whole-program answers: prompt-lookup decoding. Each "
+        "answer is decoded alone, and each forward pass verifies up to this many tokens copied "
+        "from where the answer's last tokens occur in its prompt (a whole program copies its "
+        "parent): the same sampling, fewer passes (generation/lookup.py). Deltas copy less and "
+        "decode faster batched. 0: every batch decodes together, one token per pass.",
     )
     batch_size: int = Field(
         4,

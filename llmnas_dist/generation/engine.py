@@ -51,6 +51,9 @@ class Sampling:
     # generation/early_stop.py
     stop_on_syntax_error: bool = False
     stop_on_repeats: int = 0
+    # > 0: each answer alone, verifying up to this many prompt-lookup drafts per forward
+    # pass (transformers backend, generation/lookup.py); 0: the batch decodes together
+    draft_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
@@ -59,6 +62,8 @@ class Sampling:
             raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
         if isinstance(self.stop, str) or not all(isinstance(t, str) and t for t in self.stop):
             raise ValueError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
+        if self.draft_tokens < 0:
+            raise ValueError(f"draft_tokens must be 0 (off) or positive, got {self.draft_tokens}")
         if self.stop_on_repeats == 1 or self.stop_on_repeats < 0:
             raise ValueError(
                 f"stop_on_repeats must be 0 (off) or at least 2, got {self.stop_on_repeats}"
@@ -80,6 +85,7 @@ class Sampling:
             seed,
             stop_on_syntax_error=cfg.stop_on_syntax_error,
             stop_on_repeats=cfg.stop_on_repeats,
+            draft_tokens=cfg.draft_tokens if mode == "full" else 0,
         )
 
 
@@ -236,14 +242,12 @@ class TransformersGenerator:
         device: str | None = None,
         max_model_len: int | None = None,
         dtype: str = "auto",
-        draft_tokens: int = 0,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_path = resolve_model(model)
         self.max_model_len = max_model_len
-        self.draft_tokens = draft_tokens  # > 0: each answer alone, prompt-lookup drafts
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = inference_dtype(dtype, self.device)
         try:
@@ -324,7 +328,7 @@ class TransformersGenerator:
         use_base = base and isinstance(self.model, PeftModel)
         base_only = self.model.disable_adapter() if use_base else contextlib.nullcontext()
         with base_only:
-            if self.draft_tokens:
+            if sampling.draft_tokens:
                 return self._sample_drafted(texts, sampling, grammars)
             return self._sample_batch(texts, sampling, grammars)
 
@@ -411,7 +415,7 @@ class TransformersGenerator:
             )
             eos = int(self.tokenizer.eos_token_id)
             answer = decode_with_drafts(
-                self.model, ids, row, sampling.max_new_tokens, self.draft_tokens, eos
+                self.model, ids, row, sampling.max_new_tokens, sampling.draft_tokens, eos
             )
             decoded.append((answer.tokens, int(ids.shape[0]), stop.note(0)))
         seconds = time.perf_counter() - start
@@ -590,10 +594,5 @@ def make_generator(cfg: GenerationConfig, max_lora_rank: int = 32) -> Generator:
             max_lora_rank=max_lora_rank,
         )
     if cfg.backend == "transformers":
-        return TransformersGenerator(
-            cfg.model,
-            max_model_len=cfg.max_model_len,
-            dtype=cfg.dtype,
-            draft_tokens=cfg.draft_tokens,
-        )
+        return TransformersGenerator(cfg.model, max_model_len=cfg.max_model_len, dtype=cfg.dtype)
     raise ConfigError(f"unknown generation backend {cfg.backend!r}")

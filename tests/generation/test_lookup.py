@@ -3,6 +3,8 @@ that match plain decoding's while taking fewer forward passes."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -35,7 +37,7 @@ def generator():
 
 
 def _decode(generator, sampling, draft_tokens):
-    generator.draft_tokens = draft_tokens
+    sampling = replace(sampling, draft_tokens=draft_tokens)
     return generator.generate([PROMPT], sampling, grammars=[full_grammar(PARENT)])[0]
 
 
@@ -69,3 +71,14 @@ def test_sampled_answers_keep_the_grammar_the_seed_and_the_end_tag(generator):
         assert first.output_tokens == 700 or "decoding stopped" in (first.grammar_note or "")
     other = _decode(generator, Sampling(temperature=0.8, max_new_tokens=700, seed=4), 8)
     assert other.text != first.text
+
+
+def test_only_whole_programs_are_drafted():
+    """Deltas copy less and decode faster batched (bench/generation_bench.py drafts)."""
+    from llmnas_dist.config import GenerationConfig
+
+    cfg = GenerationConfig(draft_tokens=8)
+    assert Sampling.from_config(cfg, mode="full").draft_tokens == 8
+    assert Sampling.from_config(cfg, mode="delta").draft_tokens == 0
+    with pytest.raises(ValueError, match="draft_tokens"):
+        Sampling(draft_tokens=-1)
