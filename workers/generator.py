@@ -22,7 +22,8 @@ import ray
 
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError, PlacementError
-from llmnas_dist.generation.engine import Answer, Sampling, make_generator
+from llmnas_dist.generation.engine import Answer, make_generator
+from llmnas_dist.generation.sampling import Sampling
 from llmnas_dist.spans import Where
 from workers.gpus import assigned_gpus, locate
 from workers.threads import node_threads

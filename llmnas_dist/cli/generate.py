@@ -27,8 +27,9 @@ from llmnas_dist.cli.common import EXIT_FAILED, EXIT_OK, config_from_args, with_
 from llmnas_dist.config import Config
 from llmnas_dist.errors import CandidateRejected, UsageError
 from llmnas_dist.evaluation.datasets import dataset_spec
-from llmnas_dist.generation.engine import GenerationResult, Sampling, adapter_rank, make_generator
+from llmnas_dist.generation.engine import GenerationResult, adapter_rank, make_generator
 from llmnas_dist.generation.prompts import parent_prompt
+from llmnas_dist.generation.sampling import Sampling
 from llmnas_dist.generation.warmstart import cached_warm_start
 from llmnas_dist.program.static import canonicalize
 from llmnas_dist.seeds import seed_population

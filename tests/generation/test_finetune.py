@@ -104,8 +104,9 @@ def test_train_lora_refuses_existing_folder_and_empty_set(tmp_path):
 
 @pytest.mark.integration
 def test_lora_lowers_elite_nll_and_changes_generations(tmp_path):
-    from llmnas_dist.generation.engine import Sampling, TransformersGenerator
+    from llmnas_dist.generation.engine import TransformersGenerator
     from llmnas_dist.generation.finetune import mean_nll
+    from llmnas_dist.generation.sampling import Sampling
 
     gen = TransformersGenerator("smollm2-135m-instruct")
     greedy = Sampling(temperature=0.0, max_new_tokens=24)

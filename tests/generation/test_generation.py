@@ -18,9 +18,7 @@ from llmnas_dist.errors import ConfigError
 from llmnas_dist.evaluation.datasets import dataset_spec
 from llmnas_dist.generation.early_stop import CHECK_EVERY, EarlyStop
 from llmnas_dist.generation.engine import (
-    STOP_STRINGS,
     GenerationResult,
-    Sampling,
     TransformersGenerator,
     _answer_length,
     adapter_rank,
@@ -31,6 +29,7 @@ from llmnas_dist.generation.engine import (
     vllm_lora_rank,
 )
 from llmnas_dist.generation.prompts import parent_prompt
+from llmnas_dist.generation.sampling import STOP_STRINGS, Sampling
 from llmnas_dist.seeds import load_seeds
 
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"

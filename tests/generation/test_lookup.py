@@ -11,9 +11,10 @@ import torch
 from llmnas_dist.admission.grammar import full_grammar
 from llmnas_dist.evaluation.datasets import dataset_spec
 from llmnas_dist.generation.constrain import accepts
-from llmnas_dist.generation.engine import Sampling, TransformersGenerator, chat_text
+from llmnas_dist.generation.engine import TransformersGenerator, chat_text
 from llmnas_dist.generation.lookup import decode_with_drafts, lookup_drafts, sampling_row
 from llmnas_dist.generation.prompts import parent_prompt
+from llmnas_dist.generation.sampling import Sampling
 from llmnas_dist.seeds import load_seeds
 
 

@@ -36,7 +36,8 @@ def _with_rank(adapter: str, rank: int) -> str:
 
 def main(adapter: str) -> None:
     from llmnas_dist.errors import ConfigError
-    from llmnas_dist.generation.engine import Sampling, VLLMGenerator
+    from llmnas_dist.generation.engine import VLLMGenerator
+    from llmnas_dist.generation.sampling import Sampling
 
     start = time.perf_counter()
     engine = VLLMGenerator("smollm2-135m-instruct", max_model_len=512, max_lora_rank=8)
@@ -86,7 +87,7 @@ PARENTS = (
 
 def _constrained_batches(engine: Any, adapter: str) -> dict:
     from llmnas_dist.admission.grammar import delta_grammar
-    from llmnas_dist.generation.engine import Sampling
+    from llmnas_dist.generation.sampling import Sampling
 
     sampling = Sampling(temperature=0.8, max_new_tokens=96, seed=3)
     prompts = [f"Improve this program with a delta:\n{p}" for p in PARENTS]
