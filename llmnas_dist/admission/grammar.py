@@ -221,7 +221,12 @@ def _free(p: int, c: int) -> str:
 
 
 def _right_linear(
-    steps: list[Step], terms: dict[str, str], tail: list[str], blank: str, blanks: int = 2
+    steps: list[Step],
+    terms: dict[str, str],
+    tail: list[str],
+    blank: str,
+    blanks: int = 2,
+    after_blank: set[str] | None = None,
 ) -> str:
     """Lark text of the machine, one rule per state. Right-linear, so an Earley row holds
     only the current state's alternatives (written left-recursively, every rule is predicted
@@ -231,7 +236,8 @@ def _right_linear(
     inside each line's terminal they made llguidance's lexer run out of expressions at
     ~250 parent lines. Only states that are reachable and can still finish are written.
     `tail`: the rules and terminals the steps name besides the literal lines; `blank`: the
-    regex of a blank line."""
+    regex of a blank line; `after_blank`: the terminals a blank line may precede (None:
+    any line)."""
     useful = _forward(steps, "start") & _backward(steps)
     lines_of: dict[str, list[str]] = {}  # alternatives that start with a line
     moves: dict[str, list[str]] = {}  # epsilon alternatives (to another state)
@@ -245,8 +251,14 @@ def _right_linear(
         if name in lines_of and name == "start":
             alts = lines_of[name] + alts
         elif name in lines_of:
-            alts = [f"gap {name}_line", f"{name}_line", *alts]
             rules.append(f"{name}_line: " + " | ".join(lines_of[name]))
+            spaced = [
+                a for a in lines_of[name] if after_blank is None or a.split()[0] in after_blank
+            ]
+            if spaced and len(spaced) < len(lines_of[name]):
+                rules.append(f"{name}_spaced: " + " | ".join(spaced))
+            gap = f"gap {name}_line" if len(spaced) == len(lines_of[name]) else f"gap {name}_spaced"
+            alts = [gap, f"{name}_line", *alts] if spaced else [f"{name}_line", *alts]
         rules.append(f"{name}: " + " | ".join(alts))
     rules.append("gap: " + " | ".join(" ".join(["BLANK"] * k) for k in range(1, blanks + 1)))
     rules += [f"{name}: {_literal(text)}" for text, name in terms.items()]
@@ -327,6 +339,7 @@ _WORD_END = "([^A-Za-z0-9_].*)?"  # the rest of a line after a whole word (no \\
 _CONTINUES = re.compile(rf" *(else|elif|except|finally){_WORD_END}$")
 # An import is never left out: the names it binds are what the rest of the program uses.
 _IMPORT = re.compile(r" *(import|from) ")
+_DEFINES = re.compile(r" *(def |class |async def |@)")
 _NO_INSERT = -1  # after a decorator: its `def` follows at once
 # Where the copy stands: unchanged yet; changed; the last parent line left out (the next
 # may not be, and the first insertion may not restore it); lines inserted (the parent line
@@ -399,7 +412,12 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
     # blank lines: canonical form's are empty, one at a time. Measured: taught whole programs
     # wrote tabs, untaught ones 68-107 blank lines of spaces in a 1,024-token answer
     # (2026-12-04), and two blank lines after nearly every line (2026-12-05)
-    return _right_linear(steps, terms, rules, r"/\n/", blanks=1)
+    # ... and only before a definition or the answer's end, as canonical form places them:
+    # after a blank line the model wrote `def forward` one level too deep, where only an
+    # inserted statement could stand, and looped in the name `defforward_pre_block_gate_...`
+    # (2 of 12 whole programs of a default run, 2026-12-05)
+    spaced = {name for text, name in terms.items() if _DEFINES.match(text) or text == FULL_END}
+    return _right_linear(steps, terms, rules, r"/\n/", blanks=1, after_blank=spaced)
 
 
 def _full_steps(

@@ -401,7 +401,13 @@ def test_the_full_grammar_frames_the_answer():
     assert not accepts(grammar, f"```python\n{child}```")
     assert not accepts(grammar, f"<nn>\n{child.rstrip()}</nn>")  # </nn> starts a line
     assert "\n\n    def forward" in child and "\n\n        x = " not in child
-    assert accepts(grammar, whole(child.replace("\n        x = ", "\n\n        x = ", 1)))
+    assert accepts(grammar, whole(child.replace("\n\n    def forward", "\n    def forward")))
+    # a blank line only before a definition or the end, as canonical form places them: after
+    # one, the model wrote `def forward` a level too deep and looped in the name (measured)
+    assert not accepts(grammar, whole(child.replace("\n        x = ", "\n\n        x = ", 1)))
+    inserted = "\n\n        y = 1\n\n    def forward"
+    assert not accepts(grammar, whole(child.replace("\n\n    def forward", inserted)))
+    assert accepts(grammar, whole(child.replace("\n\n    def forward", inserted[1:])))
     # blank lines are empty, as canonical form's (untaught whole programs filled 68-107
     # lines of one 1,024-token answer with spaces), and one at a time (measured, 2026-12-05:
     # two after nearly every line of an answer)
