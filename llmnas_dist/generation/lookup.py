@@ -9,9 +9,10 @@ position. Tokens are then sampled position by position exactly as plain decoding
 sample them (grammar mask, temperature, top-k, top-p); a draft is kept while it equals
 the sampled token, and the first sampled token that differs ends the step (the cache
 drops the rest). The answer's distribution is plain sampling's: only the number of
-forward passes changes (Leviathan et al. 2023's check with a draft of probability one;
-transformers' prompt lookup does the same for batch 1, but tests its drafts against
-top-k/top-p applied to dummy logits, which refuses most drafts at top-k 50).
+forward passes changes (Leviathan et al. 2023's check with a draft of probability one).
+transformers' own prompt lookup does the same for batch 1, but (reading its code) filters
+its drafts through the whole logits-processor list applied to equal dummy logits, where
+top-k keeps only the first k token ids, so few drafts would survive at top-k 50.
 
 One answer at a time: a batch of answers that copy different amounts cannot share a step.
 The grammar's matcher consumes only tokens that were sampled under its mask, so it never
@@ -62,19 +63,16 @@ class Decoded:
     drafted: int
 
 
+@dataclass
 class Row:
     """What decoding one answer needs besides the model: how to turn logits into a token
     (`pick`: mask, warp, sample, and feed the token to the grammar), how many of some
     drafts the grammar would take next (`allowed_prefix`), and when the answer is over
     (`done`: the tokens so far)."""
 
-    def __init__(
-        self,
-        pick: Callable[[torch.Tensor], int],
-        allowed_prefix: Callable[[list[int]], int],
-        done: Callable[[list[int]], bool],
-    ) -> None:
-        self.pick, self.allowed_prefix, self.done = pick, allowed_prefix, done
+    pick: Callable[[torch.Tensor], int]
+    allowed_prefix: Callable[[list[int]], int]
+    done: Callable[[list[int]], bool]
 
 
 def decode_with_drafts(

@@ -187,29 +187,27 @@ def test_added_lines_that_would_break_the_codec_are_refused():
     assert accepts(grammar, frame.format(first=first, added="y = 'a' 'b' + ''"))
 
 
-def test_an_added_line_is_none_of_the_parents_lines():
-    """Measured (2026-12-05): deltas added the very line that followed as context, where
-    the parent was the child that had made that edit (rejected as not novel)."""
+def test_an_added_line_may_be_a_parent_line_but_holds_no_triple_quote():
+    """A rule that refused parent lines only at their end made the model go on writing the
+    same line into junk (measured, 2026-12-05: 4 of 24 deltas); adjacent strings opened a
+    triple quote that never closed (measured)."""
     parent = CANONICAL["plain_cnn"]
     grammar = delta_grammar(parent)
     lines = [x for x in parent.splitlines() if x.strip()]
     at = lines.index("        self.device = device")
     frame = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n {0}\n+{1}\n {2}\n</delta>"
-    for added in lines[at + 1], lines[0], lines[-1]:
-        assert not accepts(grammar, frame.format(lines[at], added, lines[at + 1])), added
-    # the same text elsewhere in the line, or at another depth, is new
-    # nor with trailing blanks (measured: the model added a space to pass)
-    assert not accepts(grammar, frame.format(lines[at], lines[at + 1] + " ", lines[at + 1]))
-    for added in (lines[at + 1] + " + 1", lines[at + 1][4:], "    " + lines[at + 1]):
+    for added in lines[at + 1], lines[0], lines[-1], lines[at + 1] + " + 1":
         assert accepts(grammar, frame.format(lines[at], added, lines[at + 1])), added
+    for added in ("        x = \"\"'''", '        s = """doc"""', "        y = 1 #"):
+        assert not accepts(grammar, frame.format(lines[at], added, lines[at + 1])), added
 
 
 @pytest.mark.parametrize("name", sorted(SEEDS))
 def test_writing_a_parent_line_as_an_added_line_never_fails_the_engine(name):
-    """The masks along an added line that copies one of the parent's lines (refused at its
-    end) never fail: a rule against lines that start with the parent's attributes ran
-    llguidance's lexer out of expressions right there (2 of 12 deltas of a default run of
-    2026-12-05, reproduced byte by byte on that run's parent)."""
+    """The masks along an added line that copies one of the parent's lines never fail: a
+    rule against lines that start with the parent's attributes ran llguidance's lexer out
+    of expressions right there (2 of 12 deltas of a default run of 2026-12-05, reproduced
+    byte by byte on that run's parent)."""
     import llguidance.torch
 
     parent = canonicalize(SEEDS[name], AdmissionConfig())[0]
@@ -223,7 +221,7 @@ def test_writing_a_parent_line_as_an_added_line_never_fails_the_engine(name):
             llguidance.torch.fill_next_token_bitmask(copy, bitmask, 0)
             assert not copy.is_error(), (line, copy.get_error())
             assert copy.consume_token(byte), line
-        assert not copy.consume_token(ord("\n"))  # a parent line is no added line
+        assert copy.consume_token(ord("\n"))
 
 
 def test_hunks_follow_each_other_in_parent_order():
