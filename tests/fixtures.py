@@ -64,3 +64,28 @@ class Net(nn.Module):
             pass
         return self.fc(torch.flatten(x, 1))
 """
+
+
+def net_body(lines: list[str]) -> range:
+    """Indices of the lines of `class Net`'s body (blank lines included)."""
+    start = next(i for i, line in enumerate(lines) if line.startswith("class Net"))
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i] and not lines[i][0].isspace()),
+        len(lines),
+    )
+    return range(start + 1, end)
+
+
+def changes_only_net(parent: str, child: str) -> bool:
+    """Whether `child` differs from `parent` (non-blank lines) only in `class Net`'s body:
+    what a whole-program grammar may change."""
+    import difflib
+
+    old = [x for x in parent.splitlines() if x.strip()]
+    new = [x for x in child.splitlines() if x.strip()]
+    body = net_body(old)
+    matcher = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
+    return all(
+        tag == "equal" or (i1 in body or i1 == body.stop) and (i2 - 1 in body or i1 == i2)
+        for tag, i1, i2, _, _ in matcher.get_opcodes()
+    )

@@ -40,7 +40,13 @@ from functools import partial
 
 from llmnas_dist.admission.delta import BASELINE_NAME, IMPROVED_NAME, anchor_key, is_blank
 from llmnas_dist.admission.pyline import scoped_line_terminals
-from llmnas_dist.admission.scopes import class_bodies, insertion_scopes, module_names, scope_names
+from llmnas_dist.admission.scopes import (
+    class_bodies,
+    in_net_class,
+    insertion_scopes,
+    module_names,
+    scope_names,
+)
 
 DELTA_HEAD = f"<delta>\n--- {BASELINE_NAME}\n+++ {IMPROVED_NAME}\n"
 DELTA_END = "</delta>"
@@ -294,7 +300,9 @@ def _backward(steps: list[Step]) -> set[str]:
 # them inserted lines, each a Python statement (`pyline`; an expression statement only as
 # a call) or a one-level block (an `if`/`for`/`while`/`with`/`try` line, never a new `def`
 # or `class`, and up to MAX_INSERTED statements); at least one change, at most MAX_SITES
-# places changed; an inserted line reads only names the program has (`scopes.scope_names`).
+# places changed; an inserted line reads only names its function has (`scopes.scope_names`).
+# Only the body of the top-level `class Net` changes (`scopes.in_net_class`); the rest of
+# the parent (imports aside) is copied as it is.
 # Nothing is inserted directly in a class body, nor at the top level but, right after the
 # parent's imports, the seeds' imports the parent lacks, each at most once. An insertion
 # takes an indentation Python reads where it stands: from the next parent line's level up to
@@ -395,8 +403,9 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
         subsets = [s for k in range(len(missing)) for s in itertools.combinations(missing, k + 1)]
         texts = ["\\n".join(map(re.escape, s)) for s in subsets]
         rules.append("IMPORTS: /(" + "|".join(texts) + ")\\n/")
+    named = {syms for _, syms, _ in steps}
     for p, line in enumerate(lines):
-        if _rewritable(line):  # keeps its keyword: `elif` stays after an `if`
+        if f"OPEN_NOT_{p}" in named:  # keeps its keyword: `elif` stays after an `if`
             keyword = re.escape(line.split()[0].rstrip(":"))
             but = f"{_not_text([line])} & /{keyword}{_WORD_END}/"
             kind = f"PY_COMPOUND_S{scope_at[p][levels[p]]}"
@@ -445,7 +454,7 @@ def _full_steps(
     # that continues it (`else:`, `except ...:`); after the last line, down to the top level
     floor = [k + bool(_CONTINUES.match(line)) for line, k in zip(lines, levels, strict=True)]
     floor.append(0)
-    in_class = class_bodies(lines, levels)
+    in_class, in_net = class_bodies(lines, levels), in_net_class(lines, levels)
     for p, where, top, run, sites in itertools.product(
         range(n + 1),
         range(_EMPTIED + 1),
@@ -462,9 +471,9 @@ def _full_steps(
         inserted = _INSERTED if where in (_SAME, _CHANGED, _INSERTED) else _REPLACED
         if p == last_import + 1 and copying and site > 0 and lacks_imports:
             steps.append((src, "IMPORTS", state(p, _INSERTED, 0, 1, site)))
-        # nothing is inserted at the top level (see scopes.READABLE_BUILTINS) or in a class body
+        # nothing is inserted at the top level, in a class body or outside `class Net`
         for level in range(max(floor[p], 1), top + 1 if run < MAX_INSERTED and site > 0 else 0):
-            if level in in_class[p]:
+            if level in in_class[p] or not in_net[p]:
                 continue
             restores = where in (_LEFT_OUT, _EMPTIED) and level == levels[p - 1]
             if where == _EMPTIED and not restores:
@@ -482,7 +491,8 @@ def _full_steps(
         after = _NO_INSERT if line.lstrip().startswith("@") else levels[p] + opens
         kept = min(where, _CHANGED)
         steps.append((src, term(line + "\n"), state(p + 1, kept, after, 0, sites)))
-        if site < 0 or where not in (_SAME, _CHANGED, _REPLACED):
+        changeable = in_net[p] and levels[p] > 0  # a line of Net's body
+        if site < 0 or where not in (_SAME, _CHANGED, _REPLACED) or not changeable:
             continue
         if not opens and not _IMPORT.match(line):
             only = p > 0 and lines[p - 1].endswith(":") and floor[p + 1] < levels[p]

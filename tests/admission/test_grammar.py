@@ -11,6 +11,7 @@ import ast
 import random
 
 import pytest
+from fixtures import changes_only_net, net_body
 
 from llmnas_dist.admission.delta import extract_delta, make_delta, patch
 from llmnas_dist.admission.grammar import (
@@ -259,13 +260,19 @@ def whole(program: str) -> str:
 @pytest.mark.parametrize("name", sorted(CANONICAL))
 def test_a_whole_program_is_an_edited_copy_of_its_parent(name):
     """The mutation operators' children (what CE updates teach as whole programs) are
-    accepted under their parent's grammar; the unchanged parent and another seed are not."""
+    accepted under their parent's grammar when they change only `class Net` (the grammar
+    leaves the rest as it is), refused otherwise; the unchanged parent and another seed are
+    refused."""
     parent, rng = CANONICAL[name], random.Random(name)
     grammar = full_grammar(parent)
-    for _ in range(4):
+    inside = 0
+    for _ in range(6):
         mutation = mutate(parent, rng)
         assert mutation is not None
-        assert accepts(grammar, whole(canonicalize(mutation.child, AdmissionConfig())[0]))
+        child = canonicalize(mutation.child, AdmissionConfig())[0]
+        inside += changes_only_net(parent, child)
+        assert accepts(grammar, whole(child)) == changes_only_net(parent, child)
+    assert inside, "no mutation changed Net alone"
     assert not accepts(grammar, whole(parent))
     other = CANONICAL["vit_tiny" if name == "plain_cnn" else "plain_cnn"]
     assert not accepts(grammar, whole(other))
@@ -302,7 +309,6 @@ def _edit(old: str, new: str) -> str:
             "        if c_in > 8:\n            c_in = 8\n        self.features",
         ),
         _edit("for i in range(stages):", "for i in range(stages + 1):"),  # a loop rewritten
-        _edit("    return {", "    x = 1\n    return {"),
         _edit("        layers = []\n", "        layers = [] if a << 2 < b / 3 else 'é?'\n"),
         _edit(LAST_IMPORT, LAST_IMPORT + IMPORT_F),  # a seed's import the parent lacks
         WHOLE + "        y = 2\n",  # appended at the end's own level
@@ -314,7 +320,6 @@ def _edit(old: str, new: str) -> str:
             "        layers = [1]\n        c_in = 2\n",
         ),
         # the only line of a block replaced
-        _edit("    return {'lr', 'momentum', 'dropout'}", "    return {'lr', 'momentum'}"),
     ],
 )
 def test_edits_python_can_read_are_accepted(child):
@@ -325,8 +330,7 @@ def test_a_whole_program_differs_from_its_parent_in_at_most_max_sites_places():
     # seven lines apart: closer edits can also be read as one place (a replacement of the
     # lines between them, which copies them again), up to MAX_INSERTED inserted lines
     places = [
-        "    return {",
-        "        self.device",
+        "        super().__init__()",
         "            c_out = ",
         "        x = self.pool",
     ]
@@ -367,6 +371,10 @@ def test_a_whole_program_differs_from_its_parent_in_at_most_max_sites_places():
         _edit(LAST_IMPORT, LAST_IMPORT + IMPORT_F * 2),
         _edit(LAST_IMPORT, LAST_IMPORT + "import math\n"),  # the parent imports it
         _edit("import math\n", "def f():\n    pass\nimport math\n"),  # above the imports
+        # only `class Net` changes (measured, 2026-12-05: whole programs put Net's edits in
+        # the first block class, reading `out_shape` there, and looped in the name)
+        _edit("    return {", "    x = 1\n    return {"),
+        _edit("    return {'lr', 'momentum', 'dropout'}", "    return {'lr', 'momentum'}"),
         # nothing at the top level (measured, 2026-12-05: invented top-level `def` lines looped)
         WHOLE + "\ndef swish(x):\n    return x * torch.sigmoid(x)\n",
         _edit("\nclass Net", "\nclass Gate(nn.Module):\n    pass\n\nclass Net"),
@@ -389,6 +397,14 @@ def test_a_whole_program_differs_from_its_parent_in_at_most_max_sites_places():
 def test_edits_that_break_the_program_or_its_outline_are_refused(child):
     assert child != WHOLE
     assert not takes(WHOLE_MATCHER, whole(child))
+
+
+def test_a_parent_without_net_is_edited_anywhere():
+    parent = "class Block(nn.Module):\n\n    def forward(self, x):\n        return x\n"
+    child = parent.replace("        return x", "        x = x + 1\n        return x")
+    assert accepts(full_grammar(parent), whole(child))
+    with_net = parent + "\nclass Net(nn.Module):\n\n    def forward(self, x):\n        return x\n"
+    assert not accepts(full_grammar(with_net), whole(with_net.replace(parent, child)))
 
 
 def test_the_full_grammar_frames_the_answer():
@@ -437,11 +453,14 @@ _STATEMENTS = [
 
 
 def _random_child(parent: str, rng: random.Random) -> str:
-    """A random edit of `parent`'s lines: copied, left out, replaced or preceded by random
-    statements at random indentation (many of them invalid Python on purpose)."""
+    """A random edit of the lines of `parent`'s `class Net` body (what the grammar may
+    change): copied, left out, replaced or preceded by random statements at random
+    indentation (many of them invalid Python on purpose)."""
+    lines = parent.splitlines()
+    body = net_body(lines)
     out = []
-    for line in parent.splitlines():
-        roll = rng.random()
+    for i, line in enumerate(lines):
+        roll = rng.random() if i in body else 1.0
         while roll < 0.02:
             out.append("    " * rng.randrange(4) + rng.choice(_STATEMENTS))
             roll = rng.random()
