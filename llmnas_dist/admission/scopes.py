@@ -3,9 +3,9 @@
 A whole program is an edited copy of its parent (`grammar.full_grammar`); a line inserted
 into it reads only names the program has where the line stands (`scope_names`: per
 function, its own, the enclosing functions' and the module's), reads a module only through
-an attribute (`module_names`), and is never inserted directly in a class body
-(`class_bodies`). `insertion_scopes` places each insertion point of the parent's outline
-in its function's scope.
+an attribute (`module_names`), stands in the body of `class Net` (`in_net_class`) and
+never directly in a class body (`class_bodies`). `insertion_scopes` places each insertion
+point of the parent's outline in its function's scope.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from llmnas_dist.program.source import parse_source
 
 _NET = re.compile(r"class Net\b")
 
-# What an inserted line may read besides the parent's own names (`readable_names`): the
+# What an inserted line may read besides the parent's own names (`scope_names`): the
 # builtins network code calls. Why names are closed at all: in the default runs of
 # 2026-12-05 the untaught model's whole programs invented what they used (helpers such as
 # `pre_block(...)`, `ICEF`, a made-up attribute) and, where top-level `def` blocks were
@@ -35,19 +35,13 @@ READABLE_BUILTINS = (
 SEED_MODULES = ("nn", "F", "torch", "math")  # what the seeds' imports bind
 
 
-def readable_names(program: str) -> set[str]:
-    """The names an inserted line of `program` may read anywhere: every name the program
-    binds or reads, the names the seeds' imports bind (a whole program may add those
-    imports), READABLE_BUILTINS and one-letter names (loop and comprehension variables).
-    `scope_names` narrows them per function. SyntaxError where `program` is not Python."""
-    return _extras() | _names(parse_source(program))
-
-
 def scope_names(program: str) -> dict[int, set[str]]:
     """Per function of `program`, by the line number of its `def` (0: the module level):
     the names a line inserted in its body may read. Its own (parameters, what it binds or
-    reads, in nested blocks too), those of the functions around it, the module level's, and
-    `readable_names`' extras; never a class body's (a method does not see them). Measured
+    reads, in nested blocks too), those of the functions around it, the module level's, the
+    seeds' import names (a whole program may add those imports), READABLE_BUILTINS and
+    one-letter names (loop and comprehension variables); never a class body's (a method
+    does not see them). Measured
     (2026-12-05, default runs): 4 of 12 untaught and 2 of 12 taught whole programs read a
     name of another method (`device`, `out_shape`, `c_in` of `Net.__init__` in a block's
     methods) and failed to build. SyntaxError where `program` is not Python."""

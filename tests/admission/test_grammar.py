@@ -26,7 +26,7 @@ from llmnas_dist.admission.grammar import (
     full_grammar,
     unique_lengths,
 )
-from llmnas_dist.admission.scopes import readable_names, scope_names
+from llmnas_dist.admission.scopes import scope_names
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.generation.constrain import (
     Constraint,
@@ -536,7 +536,8 @@ def test_a_parent_the_full_grammar_cannot_copy_says_why():
 
 
 def test_an_inserted_line_reads_the_names_the_program_has():
-    names = readable_names(WHOLE)
+    init = WHOLE.splitlines().index("    def __init__(self, in_shape, out_shape, prm, device):")
+    names = scope_names(WHOLE)[init + 1]
     # the parent's parameters, locals, classes and imports; builtins; what IMPORTS may add
     assert {"in_shape", "c_out", "layers", "Net", "nn", "range", "super", "F", "i"} <= names
     assert not {"pre_block", "ICEF", "os", "print", "def"} & names
