@@ -345,12 +345,13 @@ class TransformersGenerator:
         self, texts: list[str], sampling: Sampling, grammars: list[str | None]
     ) -> list[GenerationResult]:
         """Each answer alone, with prompt-lookup drafts (generation/lookup.py): the same
-        grammar masks, sampling warpers and early stops as `_sample_batch`."""
+        grammar masks, sampling and early stops as `_sample_batch`."""
         import torch
 
         from llmnas_dist.generation.lookup import decode_with_drafts, sampling_row
 
         constraints = self._constraints(grammars) or [None] * len(texts)
+        eos_id = int(self.tokenizer.eos_token_id)
         start = time.perf_counter()
         decoded = []
         for i, text in enumerate(texts):
@@ -359,13 +360,11 @@ class TransformersGenerator:
             row, stop = sampling_row(
                 self.tokenizer, ids, sampling, constraints[i], self._ll_tokenizer, sampling.seed + i
             )
-            eos = int(self.tokenizer.eos_token_id)
             answer = decode_with_drafts(
-                self.model, ids, row, sampling.max_new_tokens, sampling.draft_tokens, eos
+                self.model, ids, row, sampling.max_new_tokens, sampling.draft_tokens, eos_id
             )
             decoded.append((answer.tokens, int(ids.shape[0]), stop.note(0)))
         seconds = time.perf_counter() - start
-        eos_id = self.tokenizer.eos_token_id
         return [
             GenerationResult(
                 text=cut_at_stop(
