@@ -186,7 +186,9 @@ def python_line_terminals(
 
 
 # the terminals that read no name: one copy serves every scope
-_SHARED = ("PY_NAME", "PY_BIND", "PY_NUMBER", "PY_STR", "PY_PREFIX", "PY_BINOP", "PY_LAMBDA")
+_SHARED = (
+    "PY_NAME", "PY_BIND", "PY_NUMBER", "PY_STR", "PY_PREFIX", "PY_BINOP", "PY_LAMBDA", "PY_MODULE",
+)  # fmt: skip
 
 
 def scoped_line_terminals(scopes: list[set[str]], modules: Collection[str]) -> list[str]:
@@ -200,12 +202,12 @@ def scoped_line_terminals(scopes: list[set[str]], modules: Collection[str]) -> l
         defined = {rule.split(":", 1)[0] for rule in terminals}
         if defined & readable:
             terminals = python_line_terminals(readable - defined, modules)
-        scoped = defined - {*_SHARED, "PY_MODULE"}
+        scoped = defined - set(_SHARED)
         pattern = re.compile(r"\b(" + "|".join(sorted(scoped, key=len, reverse=True)) + r")\b")
         for rule in terminals:
             name = rule.split(":", 1)[0]
-            if name not in scoped:
-                rules += [rule] if i == 0 else []
-                continue
-            rules.append(pattern.sub(rf"\1_S{i}", rule))
+            if name in scoped:
+                rules.append(pattern.sub(rf"\1_S{i}", rule))
+            elif i == 0:
+                rules.append(rule)
     return rules
