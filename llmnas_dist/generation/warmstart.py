@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 # bump when the examples change in a way the key's inputs do not show (operators, answer
 # format, scores in prompts), so stale adapters are never reused
-FORMAT_VERSION = 5  # 5: residual blocks with padding='same'
+FORMAT_VERSION = 6  # 6: frozen weights in bf16 where the CPU has it
 ADAPTERS_DIR = "adapters"
 PAIR_SEED = 0  # the mutation draw and the training order are fixed: same key, same adapter
 UNSCORED_FRACTION = 0.25  # share of prompts whose parent has no score yet (cycle-0 seeds)
@@ -90,6 +90,7 @@ def warm_start_key(
                 "alpha",
                 "dropout",
                 "target_modules",
+                "lora_layers",
                 "batch_size",
                 "max_length",
             },
