@@ -39,6 +39,16 @@ class _OwnOrError(logging.Filter):
         return own or record.levelno >= logging.ERROR
 
 
+class _ConsoleFormat(logging.Formatter):
+    """An INFO line reads as the progress lines do (its message only); a warning or an
+    error says what it is and where it came from. driver.log keeps the full FORMAT."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno < logging.WARNING:
+            return record.getMessage()
+        return f"{record.levelname} {record.name}: {super().format(record)}"
+
+
 def _replace_handler(name: str, handler: logging.Handler | None) -> None:
     """Install `handler` on the root logger under `name`, closing the one it replaces
     (a process may run several commands: tests do)."""
@@ -63,6 +73,8 @@ def configure_console(verbose: bool) -> None:
         for key, value in QUIET_ENV.items():
             os.environ.setdefault(key, value)
     _replace_handler("llmnas-console", console)
+    if not verbose:
+        console.setFormatter(_ConsoleFormat())
     # what is logged before the run has an id (opening the archive: alembic) waits here
     # for the run's driver.log
     _replace_handler("llmnas-early", logging.handlers.MemoryHandler(EARLY_LINES, 100))

@@ -32,6 +32,17 @@ MAX_DEPTH = 6  # bracket nesting within a line (the seeds reach 4)
 KEYWORDS = keyword.kwlist  # hard keywords: never a name
 
 _WORD = "[A-Za-z_][A-Za-z0-9_]*"
+# a readable name, or a name and one attribute read as a whole (`self.head`, where `self`
+# itself is not readable: `scopes.self_attributes`)
+_READABLE = rf"{_WORD}(\.{_WORD})?"
+# a name the line makes up (what it binds, an attribute, a keyword argument, a parameter)
+# has at most 32 characters (the seeds' longest is 25): in a default run of 2026-12-05 (Xeon)
+# 2 of 12 whole programs looped inside such a name until the loop detector stopped them
+# (`super(MaskNetV2P5K1111...`, a keyword-argument name `in_shape_block_1d_post_block_...`)
+_FREE_WORD = "[A-Za-z_][A-Za-z0-9_]{0,31}"
+# at most two prefix operators before an operand (`not -x`): a third run looped in
+# `super(Net, super().__init__() ---- ---- ...`
+_PREFIX = r"/(([\-+~]|not |await ) ?){0,2}/"
 # a string: optional prefix, one kind of quote, closed on the line
 _STR = r"""[rRbBfFuU]{0,2}('([^\n\r'\\`<]|\\[^\n\r`<])*'|"([^\n\r"\\`<]|\\[^\n\r`<])*")"""
 _NUMBER = r"([0-9][0-9_]*(\.[0-9_]*)?|\.[0-9]+)([eE][+\-]?[0-9]+)?[jJ]?"
@@ -103,7 +114,8 @@ def python_line_terminals(
     readable: Collection[str] | None = None, modules: Collection[str] = ()
 ) -> list[str]:
     """Lark terminal definitions of PY_SIMPLE and PY_OPEN (and their parts, PY_*). A name
-    an expression reads (PY_READ) is one of `readable` (None: any name); names assigned,
+    an expression reads (PY_READ) is one of `readable` (None: any name), where `a.b` reads
+    that attribute of `a` as a whole (`a` alone only where it is readable too); names assigned,
     attributes, keywords and parameters are any name. A name of `modules` is read only
     through an attribute (`F.relu`) and never assigned: admission refuses a module as a
     plain value (measured, 2026-12-05: 3 of 12 taught whole programs of a default run passed
@@ -113,21 +125,25 @@ def python_line_terminals(
     params = "(PY_PARAM (/, ?/ PY_PARAM)*)?"
     if readable is not None and not readable:
         raise ValueError("readable names: at least one")
-    bad = [n for n in [*(readable or ()), *modules] if not re.fullmatch(_WORD, n) or n in KEYWORDS]
+    bad = [
+        n
+        for n in [*(readable or ()), *modules]
+        if not re.fullmatch(_READABLE, n) or n.split(".")[0] in KEYWORDS
+    ]
     if bad:
         raise ValueError(f"readable names must be identifiers, not keywords: {bad[:3]}")
     plain = None if readable is None else sorted(set(readable) - set(modules))
     if plain is not None and not plain:
         raise ValueError("readable names: at least one that is not a module")
-    reads = "PY_NAME" if plain is None else "/(" + "|".join(plain) + ")/"
+    reads = "PY_NAME" if plain is None else "/(" + "|".join(map(re.escape, plain)) + ")/"
     unbound = f" & ~/({'|'.join(sorted(modules))})/" if modules else ""
     rules = [
-        _terminal("PY_NAME", f"/{_WORD}/ & ~/({keyword})/"),
+        _terminal("PY_NAME", f"/{_FREE_WORD}/ & ~/({keyword})/"),
         _terminal("PY_BIND", f"PY_NAME{unbound}"),
         _terminal("PY_READ", reads),
         _terminal("PY_NUMBER", f"/{_NUMBER}/"),
         _terminal("PY_STR", f"/{_STR}/"),
-        _terminal("PY_PREFIX", r"/(([\-+~]|not |await ) ?)*/"),
+        _terminal("PY_PREFIX", _PREFIX),
         _terminal("PY_BINOP", rf"/ ?({_SYMBOL_OPS}) ?| ({_WORD_OPS}) /"),
         _terminal("PY_LAMBDA", f"/lambda( {_WORD}(, ?{_WORD})*)?: /"),
     ]

@@ -3,9 +3,11 @@
 A whole program is an edited copy of its parent (`grammar.full_grammar`); a line inserted
 into it reads only names the program has where the line stands (`scope_names`: per
 function, its own, the enclosing functions' and the module's), reads a module only through
-an attribute (`module_names`), stands in the body of `class Net` (`in_net_class`) and
-never directly in a class body (`class_bodies`). `insertion_scopes` places each insertion
-point of the parent's outline in its function's scope.
+an attribute (`module_names`), reads in Net's methods besides `__init__` only the
+attributes of `self` that Net has or is taught (`self_attributes`), stands in the body of
+`class Net` (`in_net_class`) and never directly in a class body (`class_bodies`).
+`insertion_scopes` places each insertion point of the parent's outline in its function's
+scope.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ READABLE_BUILTINS = (
 
 
 SEED_MODULES = ("nn", "F", "torch", "math")  # what the seeds' imports bind
+# the attributes the mutation operators add to Net (`generation.mutations`), which the warm
+# start teaches whole programs to make and read; a test holds the two together
+TAUGHT_ATTRIBUTES = ("input_norm", "pre_block", "input_gate", "post_block")
 
 
 def scope_names(program: str) -> dict[int, set[str]]:
@@ -63,7 +68,34 @@ def scope_names(program: str) -> dict[int, set[str]]:
                 visit(child, outer)
 
     visit(tree, module)
+    for net in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Net"):
+        attributes = {f"self.{a}" for a in self_attributes(net)}
+        for method in net.body:
+            if isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef) and (
+                method.name != "__init__"
+            ):
+                for inner in ast.walk(method):
+                    if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef):
+                        scopes[inner.lineno] = scopes[inner.lineno] - {"self"} | attributes
     return scopes
+
+
+def self_attributes(net: ast.ClassDef) -> set[str]:
+    """The attributes of `self` that a method of `Net`, besides `__init__`, may read in a
+    whole program: those its methods assign or read in the parent, its methods, nn.Module's
+    `training` and TAUGHT_ATTRIBUTES. Why: in a default run of 2026-12-05 (Xeon, 12 whole
+    programs) 5 failed to build on an attribute that no line made, 3 of them after copying
+    a block class's `forward` into `Net.forward` (`self.drop`, `self.conv1`), 2 a name of
+    their own (`self.pre_block`, `self.down`). A new layer `__init__` makes under another
+    name is then not read elsewhere: it goes into an attribute the parent has."""
+    names = {"training", *TAUGHT_ATTRIBUTES}
+    for node in ast.walk(net):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id == "self":
+                names.add(node.attr)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+    return {n for n in names if not n.startswith("__")}
 
 
 def _extras() -> set[str]:

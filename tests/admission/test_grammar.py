@@ -564,6 +564,31 @@ def test_an_inserted_line_reads_the_names_of_its_own_function():
     assert forward in WHOLE
 
 
+def test_net_s_methods_read_the_attributes_net_has_or_is_taught():
+    """Besides `__init__`, Net's methods read `self.X` only for an X the parent's Net has or
+    the warm start teaches (measured, 2026-12-05: `self.drop` of a block class copied into
+    `Net.forward`, an invented `self.down`). Other classes and `__init__` are as before."""
+    for line, ok in [
+        ("        x = self.features(x)", True),
+        ("        x = x + self.pre_block(x)", True),  # TAUGHT_ATTRIBUTES
+        ("        x = x * float(self.training)", True),
+        ("        x = self.head[0](x)", True),
+        ("        x = self.drop(x)", False),
+        ("        x = x + self.down(x)", False),
+        ("        x = self.features.get(self)", False),  # `self` alone is no value here
+        ("        x = selfish(x)", False),
+    ]:
+        child = _edit("        return self.head(", line + "\n        return self.head(")
+        assert takes(WHOLE_MATCHER, whole(child)) == ok, line
+    in_init = _edit("        self.pool =", "        self.down = nn.Identity()\n        self.pool =")
+    assert takes(WHOLE_MATCHER, whole(in_init))
+    scopes = scope_names(WHOLE)
+    forward = WHOLE.splitlines().index("    def forward(self, x):") + 1
+    assert {"self.features", "self.head", "self.pool", "self.post_block"} <= scopes[forward]
+    init = WHOLE.splitlines().index("    def __init__(self, in_shape, out_shape, prm, device):")
+    assert "self" not in scopes[forward] and "self" in scopes[init + 1]
+
+
 def test_scope_names_are_a_function_s_own_its_enclosing_ones_and_the_module_s():
     program = (
         "import torch.nn as nn\nLIMIT = 3\n\nclass Block(nn.Module):\n    width = 4\n\n"

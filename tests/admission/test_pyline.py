@@ -142,7 +142,29 @@ def test_a_closed_set_of_names_limits_what_a_line_reads_not_what_it_binds():
         assert not accepts(grammar, line + "\n"), line
 
 
-@pytest.mark.parametrize("names", [[], ["x", "not a name"], ["x", "1x"], ["x", "if"]])
+def test_a_made_up_name_is_short_and_prefix_operators_do_not_pile_up():
+    """Measured (2026-12-05): whole programs looped inside a keyword-argument name and in
+    `---- ----` until the loop detector stopped them."""
+    grammar = _closed(["self", "x", "nn"])
+    name32, name33 = "a" * 32, "b" * 33
+    for line in [f"y = nn.Conv2d(x, {name32}=1)", f"self.{name32} = x", f"{name32} = -(not x)"]:
+        assert accepts(grammar, line + "\n"), line
+    for line in [f"y = nn.Conv2d(x, {name33}=1)", f"self.{name33} = x", "y = x ---- x"]:
+        assert not accepts(grammar, line + "\n"), line
+    assert accepts(grammar, "y = x - --x\n") and accepts(grammar, "y = not -x\n")
+
+
+def test_a_readable_attribute_is_read_as_a_whole_and_its_name_alone_is_not():
+    grammar = _closed(["self.head", "self.body", "x", "nn"])
+    for line in ["y = self.head(x)", "y = self.body[0].weight", "self.head.bias = x"]:
+        assert accepts(grammar, line + "\n"), line
+    for line in ["y = self", "y = self.tail(x)", "y = self.heads(x)", "self.tail = x.y"]:
+        assert not accepts(grammar, line + "\n"), line
+
+
+@pytest.mark.parametrize(
+    "names", [[], ["x", "not a name"], ["x", "1x"], ["x", "if"], ["x", "if.y"], ["a.b.c"]]
+)
 def test_readable_names_are_identifiers(names):
     with pytest.raises(ValueError, match="readable names"):
         python_line_terminals(names)

@@ -57,6 +57,10 @@ def test_quiet_console_keeps_own_lines_and_errors_the_file_keeps_all(
     stop_file_log()
     console = capsys.readouterr().err
     assert "warm start: step 3/72" in console and console.count("weights missing") == 1
+    # an INFO line reads as a progress line; an error names its level and logger
+    lines = console.splitlines()
+    assert "warm start: step 3/72" in lines, lines
+    assert "ERROR transformers.modeling_utils: weights missing" in lines, lines
     for hidden in ("Context impl", "Running upgrade", "Token authentication", "an old api"):
         assert hidden not in console, hidden
     assert path == tmp_path / "run-1" / "driver.log"

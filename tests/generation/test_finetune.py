@@ -281,3 +281,32 @@ def test_prompt_cached_loss_equals_the_full_loss_and_trains_the_adapter():
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads)
     assert any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_lora_on_the_last_layers_trains_only_there_and_refuses_more_than_the_model_has():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llmnas_dist.errors import ConfigError
+    from llmnas_dist.generation.finetune import _backward, _lora_model, last_layers
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    base = LlamaForCausalLM(cfg)
+    assert last_layers(base, None) is None and last_layers(base, 4) == [0, 1, 2, 3]
+    with pytest.raises(ConfigError, match="has 4 layers"):
+        last_layers(base, 5)
+    tune = FinetuneConfig(r=4, alpha=4, dropout=0.0, target_modules=["q_proj"], lora_layers=2)
+    model = _lora_model(base, tune, None)
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and all(".layers.2." in n or ".layers.3." in n for n in trained), trained
+    assert {n.split(".layers.")[1][0] for n in trained} == {"2", "3"}
+    _backward(model, [(list(range(1, 12)), 7)], "cpu", 0, prompt_grad=False)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)

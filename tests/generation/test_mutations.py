@@ -8,6 +8,7 @@ import re
 import pytest
 
 from llmnas_dist.admission.delta import apply_output, make_delta
+from llmnas_dist.admission.scopes import TAUGHT_ATTRIBUTES
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.evaluation.datasets import dataset_spec
 from llmnas_dist.generation.mutations import (
@@ -42,6 +43,19 @@ def test_operator_children_pass_static_checks_and_round_trip_as_deltas(name):
         assert 0 < sum(line[:1] in "+-" for line in diff.splitlines()[2:]) <= 4  # a small edit
         assert apply_output(code, delta_answer(diff)) == child
     assert applied >= 3, f"{name} applies to only {applied} seeds"
+
+
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_an_operator_adds_to_net_only_attributes_whole_programs_may_read(name):
+    """The whole-program grammar lets Net's methods read the parent's attributes and
+    TAUGHT_ATTRIBUTES (`admission.scopes.self_attributes`): what the warm start teaches
+    must stay writable."""
+    for code in SEEDS.values():
+        child = OPERATORS[name](code, random.Random(1))
+        if child is None:
+            continue
+        added = set(re.findall(r"self\.(\w+) =", child)) - set(re.findall(r"self\.(\w+)", code))
+        assert added <= set(TAUGHT_ATTRIBUTES), (name, added)
 
 
 def test_operators_that_cannot_apply_return_none():
