@@ -1,7 +1,7 @@
 """LoRA training benchmarks: the CE update's prompt gradient, the warm start's LoRA layers.
 
     python bench/finetune_bench.py [gradient] [--elites 5] [--threads 2] [--out DIR]
-    python bench/finetune_bench.py layers [--lora-layers 10] [--epochs 2] [--threads 2]
+    python bench/finetune_bench.py layers [--lora-layers 15] [--epochs 2] [--threads 2]
 
 `layers` trains the default run's warm start (its examples, without the sandboxed build of
 each child; its rate, schedule and epochs) twice from the same seed: LoRA on every decoder
@@ -133,7 +133,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("part", nargs="?", choices=("gradient", "layers"), default="gradient")
     p.add_argument("--elites", type=int, default=5, help="gradient: elite pairs")
-    p.add_argument("--lora-layers", type=int, default=10, help="layers: the last N layers")
+    p.add_argument("--lora-layers", type=int, default=15, help="layers: the last N layers")
     p.add_argument("--epochs", type=int, default=2, help="layers: warm-start epochs")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "llmnas-finetune-bench"))

@@ -336,7 +336,10 @@ def bench_configs(args: argparse.Namespace):
         "max_new_tokens": args.max_new_tokens,
     }
     gen = gen.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    return gen, cfg.finetune, cfg.admission
+    tune = cfg.finetune
+    if args.lora_layers is not None:  # 0: every layer
+        tune = tune.model_copy(update={"lora_layers": args.lora_layers or None})
+    return gen, tune, cfg.admission
 
 
 def warm_start(args: argparse.Namespace) -> dict:
@@ -753,6 +756,9 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=8, help="deltas per held-out parent")
     p.add_argument("--epochs", type=int, help="warm_start_epochs (default: config)")
     p.add_argument("--lr", type=float, help="warm_start_lr (default: config)")
+    p.add_argument(
+        "--lora-layers", type=int, help="finetune.lora_layers, 0 for every layer (default: config)"
+    )
     p.add_argument("--temperature", type=float, help="sampling temperature (default: config)")
     p.add_argument("--fresh", action="store_true", help="retrain the warm start (timing)")
     p.add_argument("--skip-before", action="store_true", help="measure the adapter only")

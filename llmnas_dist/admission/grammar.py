@@ -39,12 +39,13 @@ from collections.abc import Callable, Iterable
 from functools import partial
 
 from llmnas_dist.admission.delta import BASELINE_NAME, IMPROVED_NAME, anchor_key, is_blank
-from llmnas_dist.admission.pyline import scoped_line_terminals
+from llmnas_dist.admission.pyline import MAX_DEPTH, scoped_line_terminals
 from llmnas_dist.admission.scopes import (
     class_bodies,
     in_net_class,
     insertion_scopes,
     module_names,
+    read_attributes,
     scope_names,
 )
 
@@ -342,6 +343,13 @@ _WORD_END = "([^A-Za-z0-9_].*)?"  # the rest of a line after a whole word (no \\
 _CONTINUES = re.compile(rf" *(else|elif|except|finally){_WORD_END}$")
 # An import is never left out: the names it binds are what the rest of the program uses.
 _IMPORT = re.compile(r" *(import|from) ")
+# A line of Net that makes an attribute (`self.head = ...`) another method of Net reads
+# (`scopes.read_attributes`) is copied or rewritten as another assignment to that
+# attribute (REASSIGN_p), never left out. Measured (2026-12-05, Xeon, default runs B and
+# C of that stop): 3 of 24 whole programs left out such a line (`self.linear = ...` written
+# as the call `self.linear(out_shape[0])`, inception's `self.inc1 = ...` replaced by other
+# blocks) and failed to build on the attribute `forward` reads.
+_ATTRIBUTE = re.compile(r" *self\.([A-Za-z_][A-Za-z0-9_]*) ?= ?(?!=)")
 _DEFINES = re.compile(r" *(def |class |async def |@)")
 _NO_INSERT = -1  # after a decorator: its `def` follows at once
 # Where the copy stands: unchanged yet; changed; the last parent line left out (the next
@@ -394,13 +402,13 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
     levels = [_level(line, i + 1) for i, line in enumerate(lines)]
     missing = [x for x in SEED_IMPORTS if x not in lines]
     try:
-        by_def, modules = scope_names(parent), module_names(parent)
+        by_def, modules, read = scope_names(parent), module_names(parent), read_attributes(parent)
     except SyntaxError as exc:
         msg = f"the parent is not Python: {exc.msg} (line {exc.lineno})"
         raise GrammarUnsupported(msg) from None
     numbers = [i + 1 for i, line in enumerate(parent.splitlines()) if not is_blank(line)]
     scopes, scope_at = insertion_scopes(levels, [by_def.get(n) for n in numbers], by_def[0])
-    steps, terms, insertions = _full_steps(lines, levels, bool(missing), scope_at)
+    steps, terms, insertions = _full_steps(lines, levels, bool(missing), scope_at, read)
     rules = _insertions(insertions, max(levels) + 1, scopes, modules)
     if missing:  # each at most once, in the seeds' order
         subsets = [s for k in range(len(missing)) for s in itertools.combinations(missing, k + 1)]
@@ -408,11 +416,14 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
         rules.append("IMPORTS: /(" + "|".join(texts) + ")\\n/")
     named = {syms for _, syms, _ in steps}
     for p, line in enumerate(lines):
+        scope = scope_at[p][levels[p]]
         if f"OPEN_NOT_{p}" in named:  # keeps its keyword: `elif` stays after an `if`
             keyword = re.escape(line.split()[0].rstrip(":"))
             but = f"{_not_text([line])} & /{keyword}{_WORD_END}/"
-            kind = f"PY_COMPOUND_S{scope_at[p][levels[p]]}"
-            rules.append(_statement(f"OPEN_NOT_{p}", levels[p], kind, but))
+            rules.append(_statement(f"OPEN_NOT_{p}", levels[p], f"PY_COMPOUND_S{scope}", but))
+        if f"REASSIGN_{p}" in named and (found := _ATTRIBUTE.match(line)):
+            value = f'("self.{found[1]}" / ?= ?/ PY_ITEMS_{MAX_DEPTH}_S{scope})'
+            rules.append(_statement(f"REASSIGN_{p}", levels[p], value, _not_text([line])))
     # blank lines: canonical form's are empty, one at a time. Measured: taught whole programs
     # wrote tabs, untaught ones 68-107 blank lines of spaces in a 1,024-token answer
     # (2026-12-04), and two blank lines after nearly every line (2026-12-05)
@@ -425,14 +436,19 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
 
 
 def _full_steps(
-    lines: list[str], levels: list[int], lacks_imports: bool, scope_at: list[list[int]]
+    lines: list[str],
+    levels: list[int],
+    lacks_imports: bool,
+    scope_at: list[list[int]],
+    read: set[str],
 ) -> tuple[list[Step], dict[str, str], dict[Insertion, str]]:
     """The copy as a state machine: state (p, where, top, run, sites): before parent line
     p, `where` the copy stands (_SAME ...), an insertion may take levels floor[p]..top,
     `run` insertions in a row so far, `sites` places changed; `lacks_imports`: the parent
     lacks a seed import (IMPORTS may follow its own); `scope_at[p][level]`: the scope of
-    names an insertion there reads (`scopes.insertion_scopes`). Also the literal terminals, and the
-    insertion rules the steps name."""
+    names an insertion there reads (`scopes.insertion_scopes`); `read`: the attributes
+    other methods of Net read (`scopes.read_attributes`). Also the literal terminals, and
+    the insertion rules the steps name."""
     terms: dict[str, str] = {}
     insertions: dict[Insertion, str] = {}
 
@@ -497,7 +513,12 @@ def _full_steps(
         changeable = in_net[p] and levels[p] > 0  # a line of Net's body
         if site < 0 or where not in (_SAME, _CHANGED, _REPLACED) or not changeable:
             continue
-        if not opens and not _IMPORT.match(line):
+        if (made := _ATTRIBUTE.match(line)) and made[1] in read:
+            if run < MAX_INSERTED:
+                steps.append(
+                    (src, f"REASSIGN_{p}", state(p + 1, _REPLACED, levels[p], run + 1, site))
+                )
+        elif not opens and not _IMPORT.match(line):
             only = p > 0 and lines[p - 1].endswith(":") and floor[p + 1] < levels[p]
             left_out = _EMPTIED if only else _LEFT_OUT
             steps.append((src, "", state(p + 1, left_out, top, run, site)))

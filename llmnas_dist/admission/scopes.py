@@ -80,6 +80,27 @@ def scope_names(program: str) -> dict[int, set[str]]:
     return scopes
 
 
+def read_attributes(program: str) -> set[str]:
+    """The attributes of `self` that a method of the top-level `Net`, besides `__init__`,
+    reads in `program`. SyntaxError where `program` is not Python."""
+    names = set()
+    for net in parse_source(program).body:
+        if not (isinstance(net, ast.ClassDef) and net.name == "Net"):
+            continue
+        for method in net.body:
+            if isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef) and (
+                method.name != "__init__"
+            ):
+                names |= {
+                    node.attr
+                    for node in ast.walk(method)
+                    if isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "self"
+                }
+    return names
+
+
 def self_attributes(net: ast.ClassDef) -> set[str]:
     """The attributes of `self` that a method of `Net`, besides `__init__`, may read in a
     whole program: those its methods assign or read in the parent, its methods, nn.Module's

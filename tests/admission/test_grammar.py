@@ -589,6 +589,24 @@ def test_net_s_methods_read_the_attributes_net_has_or_is_taught():
     assert "self" not in scopes[forward] and "self" in scopes[init + 1]
 
 
+def test_a_line_that_makes_an_attribute_of_net_is_rewritten_never_left_out():
+    """Measured (2026-12-05): `self.linear = nn.Linear(...)` written as `self.linear(...)`,
+    and `forward` failed on the attribute no line made."""
+    pool = "        self.pool = nn.AdaptiveAvgPool2d(1)\n"
+    assert pool in WHOLE
+    gate = "        self.gate = nn.Identity()\n"
+    for new, ok in [
+        ("", False),  # left out
+        ("        self.pool(1)\n", False),  # a call in its place
+        (gate, False),  # another attribute in its place
+        ("        self.pool = nn.AdaptiveMaxPool2d(1)\n", True),
+        ("        self.pool=nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))\n", True),
+        ("        self.pool = nn.AdaptiveMaxPool2d(1)\n" + gate, True),
+        (pool + gate, True),  # copied, then a line inserted
+    ]:
+        assert takes(WHOLE_MATCHER, whole(_edit(pool, new))) == ok, new
+
+
 def test_scope_names_are_a_function_s_own_its_enclosing_ones_and_the_module_s():
     program = (
         "import torch.nn as nn\nLIMIT = 3\n\nclass Block(nn.Module):\n    width = 4\n\n"
