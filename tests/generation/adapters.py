@@ -22,7 +22,12 @@ ELITES = [
         ("gamma", "nn.ReLU()", "nn.SiLU(), nn.Dropout(0.1)"),
     ]
 ]
-SMALL = FinetuneConfig(r=8, alpha=16, dropout=0.0, lr=3e-3, epochs=3, batch_size=3, max_length=256)
+# LoRA on the last 20 of the model's 30 layers, as the default's adapters cover only the
+# last ones (`finetune.lora_layers`): vLLM (the swap test) serves an adapter that leaves
+# layers out
+SMALL = FinetuneConfig(
+    r=8, alpha=16, dropout=0.0, lr=3e-3, epochs=3, batch_size=3, max_length=256, lora_layers=20
+)
 
 
 def train_small_adapter(out: Path) -> Path:

@@ -121,6 +121,9 @@ def test_lora_lowers_elite_nll_and_changes_generations(tmp_path):
     assert meta["cut"] == 0  # the elites fit in max_length 256
     assert meta["train_loss"] < meta["first_loss"]
     assert json.loads((adapter / METADATA_FILE).read_text())["settings"]["r"] == 8
+    # LoRA on the last 20 of SmolLM2's 30 layers only (SMALL.lora_layers)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["layers_to_transform"] == list(range(10, 30))
 
     adapted = gen.generate(prompt, greedy, adapter=str(adapter))[0].text
     after = mean_nll(gen.model, gen.tokenizer, ELITES, SMALL.max_length)  # adapter active
