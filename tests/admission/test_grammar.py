@@ -675,3 +675,36 @@ def test_the_seed_imports_a_parent_lacks_come_once_right_after_its_own():
         grammar, whole(f"{head}\nimport torch.nn.functional as F\nimport math\n\n{rest}")
     )
     assert not accepts(grammar, whole(f"import math\n{parent}"))  # above the parent's own
+
+
+@pytest.mark.integration
+def test_the_model_s_tokens_walk_a_taught_whole_program_without_an_engine_error():
+    """Byte-by-byte walks do not find every lexer limit: with the model's multi-byte tokens,
+    a conditional expression that must have its `else` and keyword arguments after the
+    positional ones (tried on 2026-12-05) ran llguidance's lexer out of expressions on
+    every seed ("too many expressions constructed"), which byte-level tests passed."""
+    from transformers import AutoTokenizer
+
+    from llmnas_dist.generation.constrain import allowed_tokens, hf_tokenizer
+    from llmnas_dist.generation.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+    engine_tokens = hf_tokenizer(tokenizer)
+    walked = 0
+    for name, parent in sorted(CANONICAL.items()):
+        rng = random.Random(name)
+        children = [mutate(parent, rng) for _ in range(10)]
+        child = next(
+            c
+            for m in children
+            if m is not None
+            and changes_only_net(parent, c := canonicalize(m.child, AdmissionConfig())[0])
+        )
+        matcher = compile_grammar(engine_tokens, full_grammar(parent)).matcher
+        assert matcher is not None, name
+        for token in tokenizer(whole(child), add_special_tokens=False)["input_ids"]:
+            allowed_tokens(matcher, len(tokenizer))
+            assert matcher.consume_tokens([token]), (name, matcher.get_error())
+            walked += 1
+        assert matcher.is_accepting(), name
+    assert walked > 5_000
