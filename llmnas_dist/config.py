@@ -381,8 +381,8 @@ class FinetuneConfig(Section):
         None,
         ge=1,
         description="LoRA on the model's last N decoder layers only (null: every layer). The "
-        "backward then stops below them: a warm-start step took 0.52x the time with the last "
-        "10 of SmolLM2's 30 layers (2-core CPU, bench/finetune_bench.py layers).",
+        "backward then stops below them: a warm-start epoch took 0.72x the time with the last "
+        "15 of SmolLM2's 30 layers (2-core CPU, bench/finetune_bench.py layers).",
     )
     full_code_fraction: float = Field(
         0.2, ge=0.0, le=1.0, description="Share of examples written as full code, not deltas."
