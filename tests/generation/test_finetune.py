@@ -38,6 +38,23 @@ class Net(nn.Module):
 """
 
 
+def tiny_llama(layers: int):
+    """A small real Llama with random weights (the torch seed fixed)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=50,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
+    return LlamaForCausalLM(config)
+
+
 class CharTokenizer:
     """A real (if trivial) tokenizer: one id per character, id 0 is end-of-turn."""
 
@@ -231,20 +248,10 @@ def test_completion_loss_from_kept_logits_equals_the_full_computation():
     Llama it must equal the loss over full logits."""
     import torch
     import torch.nn.functional as F
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from llmnas_dist.generation.finetune import IGNORE, _batch, _completion_loss
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=50,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
-    model = LlamaForCausalLM(cfg).eval()
+    model = tiny_llama(2).eval()
     encoded = [(list(range(1, 12)), 7), (list(range(3, 9)), 4)]  # (ids, completion start)
     batch = _batch(encoded, pad_id=0)
     kept = _completion_loss(model, batch)
@@ -258,23 +265,12 @@ def test_completion_loss_from_kept_logits_equals_the_full_computation():
 def test_prompt_cached_loss_equals_the_full_loss_and_trains_the_adapter():
     """Stopping the gradient at the prompt changes the gradient, never the loss: on a
     small real Llama with a LoRA the cached path reports the full loss and fills grads."""
-    import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from llmnas_dist.generation.finetune import _backward
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=50,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
     lora = LoraConfig(r=4, lora_alpha=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
-    model = get_peft_model(LlamaForCausalLM(cfg), lora)
+    model = get_peft_model(tiny_llama(2), lora)
     # two examples share a prompt (one cache, repeated over both), a third has its own
     items = [(list(range(1, 12)), 7), ([*range(1, 8), 30, 31], 7), (list(range(3, 9)), 4)]
     full = _backward(model, items, "cpu", 0, prompt_grad=True)
@@ -287,22 +283,10 @@ def test_prompt_cached_loss_equals_the_full_loss_and_trains_the_adapter():
 
 
 def test_lora_on_the_last_layers_trains_only_there_and_refuses_more_than_the_model_has():
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from llmnas_dist.errors import ConfigError
     from llmnas_dist.generation.finetune import _backward, _lora_model, last_layers
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=50,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-    )
-    base = LlamaForCausalLM(cfg)
+    base = tiny_llama(4)
     assert last_layers(base, None) is None and last_layers(base, 4) == [0, 1, 2, 3]
     with pytest.raises(ConfigError, match="has 4 layers"):
         last_layers(base, 5)
