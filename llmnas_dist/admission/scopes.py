@@ -68,37 +68,35 @@ def scope_names(program: str) -> dict[int, set[str]]:
                 visit(child, outer)
 
     visit(tree, module)
-    for net in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Net"):
+    for net, methods in _net_methods(tree):
         attributes = {f"self.{a}" for a in self_attributes(net)}
-        for method in net.body:
-            if isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef) and (
-                method.name != "__init__"
-            ):
-                for inner in ast.walk(method):
-                    if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef):
-                        scopes[inner.lineno] = scopes[inner.lineno] - {"self"} | attributes
+        for inner in (f for method in methods for f in ast.walk(method)):
+            if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef):
+                scopes[inner.lineno] = scopes[inner.lineno] - {"self"} | attributes
     return scopes
+
+
+def _net_methods(tree: ast.Module) -> list[tuple[ast.ClassDef, list[ast.stmt]]]:
+    """Each top-level `class Net` of `tree` with its methods besides `__init__`."""
+    defs = ast.FunctionDef | ast.AsyncFunctionDef
+    return [
+        (net, [f for f in net.body if isinstance(f, defs) and f.name != "__init__"])
+        for net in tree.body
+        if isinstance(net, ast.ClassDef) and net.name == "Net"
+    ]
 
 
 def read_attributes(program: str) -> set[str]:
     """The attributes of `self` that a method of the top-level `Net`, besides `__init__`,
     reads in `program`. SyntaxError where `program` is not Python."""
-    names = set()
-    for net in parse_source(program).body:
-        if not (isinstance(net, ast.ClassDef) and net.name == "Net"):
-            continue
-        for method in net.body:
-            if isinstance(method, ast.FunctionDef | ast.AsyncFunctionDef) and (
-                method.name != "__init__"
-            ):
-                names |= {
-                    node.attr
-                    for node in ast.walk(method)
-                    if isinstance(node, ast.Attribute)
-                    and isinstance(node.value, ast.Name)
-                    and node.value.id == "self"
-                }
-    return names
+    return {
+        node.attr
+        for _, methods in _net_methods(parse_source(program))
+        for node in (n for method in methods for n in ast.walk(method))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+    }
 
 
 def self_attributes(net: ast.ClassDef) -> set[str]:
