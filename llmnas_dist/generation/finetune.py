@@ -25,7 +25,7 @@ from llmnas_dist.config import FinetuneConfig
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.evaluation.datasets import DatasetSpec
 from llmnas_dist.generation.engine import chat_text
-from llmnas_dist.generation.models import cpu_has_bf16, resolve_model
+from llmnas_dist.generation.models import cpu_has_bf16, inference_dtype, resolve_model
 from llmnas_dist.generation.prompts import delta_answer, full_answer, parent_prompt, training_delta
 
 log = logging.getLogger(__name__)
@@ -218,8 +218,7 @@ def load_base(model: str, device: str | None = None) -> tuple[Any, Any, str, str
 
     path = resolve_model(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    native = device.startswith("cuda") or (device == "cpu" and cpu_has_bf16())
-    dtype = torch.bfloat16 if native else torch.float32
+    dtype = getattr(torch, inference_dtype("auto", device))  # as sampling loads them
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         base: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
