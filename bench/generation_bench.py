@@ -8,6 +8,7 @@
     python bench/generation_bench.py batches [--max-new-tokens 64]
     python bench/generation_bench.py early-stop --adapter DIR [--samples 3]
     python bench/generation_bench.py drafts --adapter DIR [--samples 2] [--draft-tokens 8]
+    python bench/generation_bench.py redraw --adapter DIR [--samples 1] [--parents 15]
 
 Every number is a ratio against a baseline measured in the same run:
 - warm-start: valid-delta rate (the answer parses and applies to its parent) and admitted
@@ -52,6 +53,12 @@ Every number is a ratio against a baseline measured in the same run:
   `draft_tokens` 0) and each answer alone with prompt-lookup drafts (`--draft-tokens`,
   generation/lookup.py). Per arm and mode: wall time, output tokens, tokens/s, admission's
   verdicts; the ratio of wall times (drafted over batched).
+- redraw: whole programs of the default config (its full-mode prompt, grammar, sampling,
+  drafts and token budget, the given adapter) for the first --parents seeds, --samples
+  seeds each, decoded twice with the same seed: without line redraws (the baseline,
+  `redraw_limit` 0) and with them (the config's `redraw_limit`, or 16 where it is 0).
+  Per arm: admission's verdicts (novelty against every seed), the lines redrawn and why,
+  wall time; the ratio of wall times.
 """
 
 from __future__ import annotations
@@ -696,6 +703,54 @@ def drafts(args: argparse.Namespace) -> dict:
     return report
 
 
+def redraw(args: argparse.Namespace) -> dict:
+    """The arms of the module doc."""
+    from llmnas_dist.admission.grammar import full_grammar
+    from llmnas_dist.admission.pipeline import Admission
+    from llmnas_dist.config import load_config
+    from llmnas_dist.evaluation.datasets import dataset_spec
+    from llmnas_dist.generation.engine import TransformersGenerator
+    from llmnas_dist.generation.prompts import parent_prompt
+    from llmnas_dist.generation.sampling import Sampling
+    from llmnas_dist.program.static import canonicalize
+    from llmnas_dist.seeds import load_seeds
+
+    if not args.adapter:
+        raise SystemExit("redraw needs --adapter (the warm-start adapter folder)")
+    cfg = load_config()
+    spec = dataset_spec(cfg.ce.dataset).at_size(cfg.evaluation.input_size)
+    seeds = load_seeds()
+    names = sorted(seeds)[: args.parents]
+    parents = [canonicalize(seeds[n], cfg.admission)[0] for n in names]
+    prompts = [parent_prompt("full", p, spec, 0.85) for p in parents]
+    grammars = [full_grammar(p) for p in parents]
+    gen = TransformersGenerator(cfg.generation.model, dtype=cfg.generation.dtype)
+    limit = cfg.generation.redraw_limit or 16
+    report: dict = {"parents": names, "redraw_limit": limit, "arms": {}}
+    for arm, n in (("off", 0), ("on", limit)):
+        admission = Admission(cfg.admission, spec, index=seeded_index())
+        rows, seconds = [], 0.0
+        for seed in range(args.samples):
+            sampling = Sampling.from_config(cfg.generation, seed=seed, mode="full")
+            results = gen.generate(
+                prompts, replace(sampling, redraw_limit=n), adapter=args.adapter, grammars=grammars
+            )
+            seconds += results[0].seconds
+            for name, r, p in zip(names, results, parents, strict=True):
+                v = admission.admit(r.text, "full", p)
+                verdict = v.error_class.value if v.error_class else "admitted"
+                rows.append((name, seed, verdict, v.message[:90], r.grammar_note))
+                print(arm, name, seed, verdict, v.message[:90], r.grammar_note, flush=True)
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row[2]] = counts.get(row[2], 0) + 1
+        report["arms"][arm] = {"seconds": seconds, "verdicts": counts, "answers": rows}
+    report["on_over_off_seconds"] = report["arms"]["on"]["seconds"] / max(
+        report["arms"]["off"]["seconds"], 1e-9
+    )
+    return report
+
+
 def throughput(args: argparse.Namespace) -> dict:
     python = ROOT / ".venv-vllm" / "bin" / "python"
     if not python.exists():
@@ -746,6 +801,7 @@ def main() -> None:
             "batches",
             "early-stop",
             "drafts",
+            "redraw",
             "vllm-worker",
             "vllm-arms",
         ),
@@ -779,8 +835,9 @@ def main() -> None:
     p.add_argument("--base-free", action="store_true", help="constrained: a base-model free arm")
     p.add_argument("--arms", help="constrained: only these arms (comma list, transformers)")
     p.add_argument("--draft-tokens", type=int, default=8, help="drafts: tokens per pass")
+    p.add_argument("--parents", type=int, default=15, help="redraw: the first N seeds")
     args = p.parse_args()
-    own_budget = ("warm-start", "constrained", "vllm-arms", "early-stop", "drafts")
+    own_budget = ("warm-start", "constrained", "vllm-arms", "early-stop", "drafts", "redraw")
     if args.part not in own_budget and args.max_new_tokens is None:
         args.max_new_tokens = 160
     if args.part == "vllm-worker":
@@ -799,6 +856,7 @@ def main() -> None:
         "batches": batches,
         "early-stop": early_stop,
         "drafts": drafts,
+        "redraw": redraw,
     }
     report = parts[args.part](args)
     path = Path(args.out) / f"{args.part}.json"

@@ -187,6 +187,15 @@ class GenerationConfig(Section):
         "parent): the same sampling, fewer passes (generation/lookup.py). Deltas copy less and "
         "decode faster batched. 0: every batch decodes together, one token per pass.",
     )
+    redraw_limit: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Transformers backend, whole-program answers: each answer is decoded "
+        "alone, and a line that ends with a syntax error the grammar cannot rule out, or that "
+        "reads a name no line has bound there yet, is taken back and sampled again (at most 3 "
+        "times a line and this many times an answer; generation/lookup.py). 0: never.",
+    )
     batch_size: int = Field(
         4,
         ge=1,

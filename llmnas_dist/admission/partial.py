@@ -21,9 +21,13 @@ parsed again with its brackets closed at its end.
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 import tokenize
+from dataclasses import dataclass
+
+from llmnas_dist.admission.unbound import unbound_reads
 
 ALLOW_INCOMPLETE_INPUT = 0x4000  # CPython's PyCF_ALLOW_INCOMPLETE_INPUT (codeop.py)
 ONLY_AST = 0x400  # ast.PyCF_ONLY_AST: parse, never compile
@@ -70,6 +74,63 @@ def settled_syntax_error(answer: str) -> str | None:
     if not error.lineno or lines.count("\n") - error.lineno < LINES_PAST_ERROR:
         return None  # the lines after it may still mend it
     return f"line {error.lineno}: {error.msg}"
+
+
+@dataclass(frozen=True)
+class LineFault:
+    """A fault on one line of an answer being written: `line` counts the answer's lines from
+    1, `kind` is 'syntax' or 'name', `why` says what."""
+
+    line: int
+    kind: str
+    why: str
+
+
+class LineJudge:
+    """Judges a whole-program answer each time a line of it ends, so that decoding can draw
+    that line again (generation/lookup.py): a syntax error on a line written since the last
+    verdict (Python's parser in the interactive mode, as `settled_syntax_error`: a line
+    inside an open bracket or a block header waits for the line that completes it), or a
+    read, on such a line, of a name not bound there yet (`admission.unbound`; judged once
+    the text so far parses as a whole). `keep` accepts a fault (no more redraws for it)."""
+
+    def __init__(self) -> None:
+        self._parsed = 0  # answer lines of the last text that parsed whole
+        self._kept = 0  # answer line of the last fault kept
+
+    def fault(self, answer: str) -> LineFault | None:
+        opened = _OPEN_NN.search(answer)
+        if opened is None or "</" in answer[opened.end() :]:
+            return None
+        body = _body(answer, opened.end())
+        if "```" in body:
+            return None
+        offset = answer.count("\n", 0, len(answer) - len(body))  # answer lines before it
+        lines = body[: body.rfind("\n") + 1]
+        error = _parse_error(lines)
+        if error is not None and error.msg != INCOMPLETE and NEVER_CLOSED not in error.msg:
+            line = (error.lineno or 1) + offset
+            return LineFault(line, "syntax", error.msg) if line > self._kept else None
+        if error is not None:
+            return None  # a bracket or a block still open: its lines are judged when it closes
+        try:
+            tree = ast.parse(lines)
+        except (SyntaxError, ValueError):  # a block header without its body yet
+            return None
+        first, self._parsed = self._parsed - offset + 1, lines.count("\n") + offset
+        reads = [r for r in unbound_reads(tree, first) if r[0] + offset > self._kept]
+        if not reads:
+            return None
+        line, name = reads[0]
+        return LineFault(line + offset, "name", f"{name!r} is read before it is bound")
+
+    def rewound(self, line: int) -> None:
+        """The answer now ends before answer line `line`."""
+        self._parsed = min(self._parsed, line - 1)
+        self._kept = min(self._kept, line - 1)
+
+    def keep(self, fault: LineFault) -> None:
+        self._kept = max(self._kept, fault.line)
 
 
 def _parse_error(source: str) -> SyntaxError | None:

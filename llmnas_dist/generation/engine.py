@@ -274,7 +274,7 @@ class TransformersGenerator:
         use_base = base and isinstance(self.model, PeftModel)
         base_only = self.model.disable_adapter() if use_base else contextlib.nullcontext()
         with base_only:
-            if sampling.draft_tokens:
+            if sampling.draft_tokens or sampling.redraw_limit:
                 return self._sample_drafted(texts, sampling, grammars)
             return self._sample_batch(texts, sampling, grammars)
 
@@ -363,7 +363,8 @@ class TransformersGenerator:
             answer = decode_with_drafts(
                 self.model, ids, row, sampling.max_new_tokens, sampling.draft_tokens, eos_id
             )
-            decoded.append((answer.tokens, int(ids.shape[0]), stop.note(0)))
+            notes = "; ".join(n for n in (row.note(), stop.note(0)) if n) or None
+            decoded.append((answer.tokens, int(ids.shape[0]), notes))
         seconds = time.perf_counter() - start
         return [
             GenerationResult(

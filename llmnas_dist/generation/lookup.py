@@ -15,19 +15,29 @@ its drafts through the whole logits-processor list applied to equal dummy logits
 top-k keeps only the first k token ids, so few drafts would survive at top-k 50.
 
 One answer at a time: a batch of answers that copy different amounts cannot share a step.
-The grammar's matcher consumes only tokens that were sampled under its mask, so it never
-needs a rollback.
+The grammar's matcher consumes only tokens that were sampled under its mask.
+
+Decoding one answer alone also lets it take a line back. With `Sampling.redraw_limit`, each
+time a whole-program line ends, `admission.partial.LineJudge` looks for a syntax error the
+grammar cannot rule out (a positional argument after a keyword one, `x if c` without
+`else`: ruling them out in the grammar's line lexeme exhausted llguidance's lexer) or a
+read of a name that no line has bound there yet; the answer, its cache and its grammar go
+back to the start of that line, and the line is sampled again (at most `LINE_REDRAWS`
+times a line, `redraw_limit` times an answer; then the line stays and admission judges
+it). This samples from the model's distribution restricted to lines without such faults,
+as the grammar's mask restricts tokens.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
 
+from llmnas_dist.admission.partial import LineFault, LineJudge
 from llmnas_dist.generation.constrain import Constraint, GrammarLogitsProcessor
 from llmnas_dist.generation.early_stop import EarlyStop
 from llmnas_dist.generation.sampling import Sampling
@@ -38,6 +48,7 @@ from llmnas_dist.generation.sampling import Sampling
 # drafts were kept in 579 passes (code repeats short runs such as `        self.`)
 MAX_NGRAM = 16
 MIN_NGRAM = 2
+LINE_REDRAWS = 3  # draws of one line after its first, before the line is kept as it is
 
 
 def lookup_drafts(ids: torch.Tensor, max_drafts: int) -> list[int]:
@@ -56,23 +67,39 @@ def lookup_drafts(ids: torch.Tensor, max_drafts: int) -> list[int]:
 @dataclass
 class Decoded:
     """One answer's tokens (end-of-sequence included when sampled) and how it was decoded:
-    `passes` forward passes after the prompt's, `drafted` draft tokens kept."""
+    `passes` forward passes after the prompt's, `drafted` draft tokens kept, `redrawn` lines
+    taken back and sampled again."""
 
     tokens: list[int]
     passes: int
     drafted: int
+    redrawn: int = 0
 
 
 @dataclass
 class Row:
     """What decoding one answer needs besides the model: how to turn logits into a token
     (`pick`: mask, warp, sample, and feed the token to the grammar), how many of some
-    drafts the grammar would take next (`allowed_prefix`), and when the answer is over
-    (`done`: the tokens so far)."""
+    drafts the grammar would take next (`allowed_prefix`), when the answer is over
+    (`done`: the tokens so far), and where it goes back to draw a faulty line again
+    (`redraw`: how many tokens to keep, its grammar already rewound; None: go on)."""
 
     pick: Callable[[torch.Tensor], int]
     allowed_prefix: Callable[[list[int]], int]
     done: Callable[[list[int]], bool]
+    redraw: Callable[[list[int]], int | None] = lambda tokens: None
+    faults: list[LineFault] = field(default_factory=list)  # the lines redrawn, in order
+
+    def note(self) -> str | None:
+        """What was redrawn, for the answer's record (None: nothing)."""
+        if not self.faults:
+            return None
+        kinds = {k: sum(f.kind == k for f in self.faults) for k in ("syntax", "name")}
+        first = self.faults[0]
+        return (
+            f"redrew {len(self.faults)} lines ({kinds['syntax']} syntax, {kinds['name']} "
+            f"name; first: line {first.line}: {first.why})"
+        )
 
 
 def decode_with_drafts(
@@ -87,19 +114,25 @@ def decode_with_drafts(
     with torch.inference_mode():
         logits = model(input_ids=prompt[None], **kv).logits[0, -1:]
     out: list[int] = []
-    passes = drafted = 0
+    passes = drafted = redrawn = 0
     drafts: list[int] = []
     while True:
         # logits[j] is the distribution after the pending token and drafts[:j]
         for j in range(logits.shape[0]):
             token = row.pick(logits[j])
             out.append(token)
+            keep = row.redraw(out)
+            if keep is not None:  # back to the start of a faulty line: draw it again
+                del out[keep:]
+                redrawn += 1
+                finished = False
+                break
             finished = token == eos or len(out) >= max_new_tokens or row.done(out)
             if finished or j >= len(drafts) or token != drafts[j]:
                 break
             drafted += 1
         if finished:
-            return Decoded(out, passes, drafted)
+            return Decoded(out, passes, drafted, redrawn)
         ids = torch.cat([prompt, torch.tensor(out, dtype=prompt.dtype)])
         room = max_new_tokens - len(out)
         drafts = lookup_drafts(ids, min(draft_tokens, room - 1)) if room > 1 else []
@@ -191,4 +224,60 @@ def sampling_row(
             return bool(stop(ids[None], torch.empty(0))[0])
         return False
 
-    return Row(pick, allowed_prefix, done), stop
+    row = Row(pick, allowed_prefix, done)
+    if sampling.redraw_limit:
+        row.redraw = _line_redraw(tokenizer, constraint, last, sampling.redraw_limit, row.faults)
+    return row, stop
+
+
+def _line_redraw(
+    tokenizer: Any,
+    constraint: Constraint,
+    last: torch.Tensor,
+    limit: int,
+    faults: list[LineFault],
+) -> Callable[[list[int]], int | None]:
+    """The `Row.redraw` of the module doc: at each token that ends a line, the judge's
+    verdict; for a fault still within the limits, the grammar's matcher goes back to the
+    start of the faulty line (it has consumed every token but the last picked, which
+    `last` holds for it) and the number of tokens to keep is returned."""
+    judge = LineJudge()
+    newlines: list[int] = []  # per answer token: the newlines in its text
+    draws: dict[int, int] = {}  # answer line -> redraws so far
+
+    def redraw(tokens: list[int]) -> int | None:
+        del newlines[len(tokens) - 1 :]  # the answer may have been cut back since
+        newlines.append(str(tokenizer.decode(tokens[-1:])).count("\n"))
+        if not newlines[-1]:
+            return None
+        fault = judge.fault(str(tokenizer.decode(tokens, skip_special_tokens=True)))
+        if fault is None:
+            return None
+        keep = _line_start(newlines, fault.line)
+        matcher = constraint.matcher
+        if (
+            len(faults) >= limit
+            or draws.get(fault.line, 0) >= LINE_REDRAWS
+            or not 0 < keep < len(tokens)
+            or (matcher is not None and not matcher.rollback(len(tokens) - keep))
+        ):
+            judge.keep(fault)
+            return None
+        draws[fault.line] = draws.get(fault.line, 0) + 1
+        faults.append(fault)
+        judge.rewound(fault.line)
+        last[0, 0] = tokens[keep - 1]  # the matcher takes it at the next pick
+        return keep
+
+    return redraw
+
+
+def _line_start(newlines: list[int], line: int) -> int:
+    """How many tokens precede answer line `line` (1-based): the fewest whose text holds its
+    `line - 1` newlines (the last of them may also hold the line's indentation)."""
+    seen = 0
+    for index, count in enumerate(newlines):
+        seen += count
+        if seen >= line - 1:
+            return index + 1
+    return len(newlines)

@@ -1,5 +1,5 @@
 """How one batch of answers is sampled: temperature, top-p, top-k, token budget, seed,
-the end tags an answer stops at, early stops, and prompt-lookup drafts. Both backends
+the end tags an answer stops at, early stops, prompt-lookup drafts and line redraws. Both backends
 (`engine`) and the drafted decoder (`lookup`) read it."""
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ class Sampling:
     # > 0: each answer alone, verifying up to this many prompt-lookup drafts per forward
     # pass (transformers backend, generation/lookup.py); 0: the batch decodes together
     draft_tokens: int = 0
+    # > 0: each answer alone (as with drafts), redrawing at most this many lines that hold a
+    # syntax error or read a name not bound yet (generation/lookup.py); 0: never
+    redraw_limit: int = 0
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
@@ -38,6 +41,8 @@ class Sampling:
             raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
         if isinstance(self.stop, str) or not all(isinstance(t, str) and t for t in self.stop):
             raise ValueError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
+        if self.redraw_limit < 0:
+            raise ValueError(f"redraw_limit must be 0 (off) or positive, got {self.redraw_limit}")
         if self.draft_tokens < 0:
             raise ValueError(f"draft_tokens must be 0 (off) or positive, got {self.draft_tokens}")
         if self.stop_on_repeats == 1 or self.stop_on_repeats < 0:
@@ -62,4 +67,5 @@ class Sampling:
             stop_on_syntax_error=cfg.stop_on_syntax_error,
             stop_on_repeats=cfg.stop_on_repeats,
             draft_tokens=cfg.draft_tokens if mode == "full" else 0,
+            redraw_limit=cfg.redraw_limit if mode == "full" else 0,
         )

@@ -11,6 +11,7 @@ from llmnas_dist.admission.delta import extract_code
 from llmnas_dist.admission.partial import (
     MAX_LINE_CHARS,
     RUNAWAY_LINE_CHARS,
+    LineJudge,
     longest_repeat,
     repeated_block,
     repeated_piece,
@@ -217,3 +218,75 @@ def test_a_line_longer_than_any_program_s_is_a_runaway():
     assert runaway_line(f"<nn>\n{numbers}") == "the last line ran past 400 characters"
     assert runaway_line(f"<nn>\n{numbers}\n") is None  # a finished line is judged as code
     assert runaway_line(f"<nn>\n{numbers[:MAX_LINE_CHARS]}") is None
+
+
+def judge_lines(answer: str) -> list[tuple[int, object]]:
+    """The judge's verdict after each whole line of `answer`, as decoding asks for it."""
+    judge, verdicts = LineJudge(), []
+    lines = answer.split("\n")
+    for n in range(1, len(lines)):
+        verdicts.append((n, judge.fault("\n".join(lines[:n]) + "\n")))
+    return verdicts
+
+
+HEAD = (
+    "<nn>\n"
+    "import torch.nn as nn\n"
+    "class Block(nn.Module):\n"
+    "    def __init__(self, c_in, c_out):\n"
+    "        super().__init__()\n"
+    "class Net(nn.Module):\n"
+    "    def __init__(self, in_shape):\n"
+)
+
+
+@pytest.mark.parametrize("name", sorted(load_seeds()))
+def test_no_line_of_a_seed_is_a_fault(name: str) -> None:
+    code = canonicalize(load_seeds()[name], AdmissionConfig())[0]
+    assert [v for v in judge_lines("<nn>\n" + code + "\n") if v[1]] == []
+
+
+@pytest.mark.parametrize(
+    "line, kind",
+    [
+        ("        x = nn.Conv2d(1, padding=1, 3)", "syntax"),  # keyword, then positional
+        ("        x = 1 if in_shape", "syntax"),  # a conditional without its else
+        ("        self.block = Block(3, c_out)", "name"),  # Block's parameter, not Net's
+    ],
+)
+def test_a_faulty_line_is_judged_when_it_ends_at_its_own_line(line: str, kind: str) -> None:
+    verdicts = judge_lines(HEAD + line + "\n        self.head = 1\n")
+    faults = [(n, f) for n, f in verdicts if f is not None]
+    assert faults and faults[0][0] == 8  # the answer's 8th line, judged as soon as it ends
+    assert faults[0][1].line == 8 and faults[0][1].kind == kind
+
+
+def test_a_line_inside_an_open_bracket_is_judged_when_the_bracket_closes() -> None:
+    verdicts = judge_lines(HEAD + "        x = nn.Sequential(\n            nn.ReLU(), c_out)\n")
+    assert verdicts[7][1] is None  # line 8 opens the bracket: not yet judged
+    assert verdicts[8][1] is not None and verdicts[8][1].line == 9
+
+
+def test_a_kept_fault_is_not_reported_again_and_later_faults_are() -> None:
+    judge = LineJudge()
+    first = HEAD + "        a = c_out\n"
+    fault = judge.fault(first)
+    assert fault is not None and fault.line == 8
+    judge.keep(fault)
+    assert judge.fault(first + "        b = 1\n") is None
+    later = judge.fault(first + "        b = 1\n        c = c_out\n")
+    assert later is not None and later.line == 10
+
+
+def test_a_rewound_answer_is_judged_again_from_its_faulty_line() -> None:
+    judge = LineJudge()
+    assert judge.fault(HEAD + "        a = c_out\n").line == 8
+    judge.rewound(8)
+    assert judge.fault(HEAD + "        a = in_shape\n") is None
+    assert judge.fault(HEAD + "        a = in_shape\n        b = c_out\n").line == 9
+
+
+def test_deltas_and_ended_answers_are_not_judged() -> None:
+    judge = LineJudge()
+    assert judge.fault("<delta>\n+        a = c_out\n") is None
+    assert judge.fault(HEAD + "        a = c_out\n</nn>\n") is None

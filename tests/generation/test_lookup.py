@@ -83,3 +83,55 @@ def test_only_whole_programs_are_drafted():
     assert Sampling.from_config(cfg, mode="delta").draft_tokens == 0
     with pytest.raises(ValueError, match="draft_tokens"):
         Sampling(draft_tokens=-1)
+
+
+def _forced(vocab: int, token: int) -> torch.Tensor:
+    """Logits under which greedy sampling picks `token` wherever the grammar allows it."""
+    logits = torch.full((vocab,), -1e4)
+    logits[token] = 1e4
+    return logits
+
+
+@pytest.mark.integration
+def test_a_faulty_line_is_taken_back_with_its_grammar_and_drawn_again():
+    """The real tokenizer and whole-program grammar, the Row of sampling_row driven token by
+    token: a line with a positional argument after a keyword one ends; the row goes back to
+    the start of that line (the grammar too: it then takes the parent's own line)."""
+    from transformers import AutoTokenizer
+
+    from llmnas_dist.config import AdmissionConfig
+    from llmnas_dist.generation.constrain import compile_grammar, hf_tokenizer
+    from llmnas_dist.generation.models import resolve_model
+    from llmnas_dist.program.static import canonicalize
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
+    ll_tokenizer = hf_tokenizer(tokenizer)
+    parent = canonicalize(PARENT, AdmissionConfig())[0]
+    lines = parent.split("\n")
+    at = lines.index("        super().__init__()", lines.index("class Net(nn.Module):")) + 1
+    before = "<nn>\n" + "\n".join(lines[:at]) + "\n"
+    faulty = "        x = nn.Conv2d(1, padding=1, 3)\n"
+    constraint = compile_grammar(ll_tokenizer, full_grammar(parent))
+    sampling = Sampling(temperature=0.0, max_new_tokens=2000, redraw_limit=4)
+    row, _ = sampling_row(tokenizer, torch.tensor([1, 2]), sampling, constraint, ll_tokenizer, 0)
+    vocab = ll_tokenizer.vocab_size
+    out: list[int] = []
+    keep = None
+    for token in tokenizer(before + faulty + lines[at] + "\n").input_ids:
+        assert row.pick(_forced(vocab, token)) == token  # the grammar allows every token
+        out.append(token)
+        keep = row.redraw(out)
+        if keep is not None:
+            break
+    assert keep is not None and row.faults[0].kind == "syntax"
+    assert row.faults[0].line == before.count("\n") + 1
+    kept = tokenizer.decode(out[:keep])
+    assert kept.count("\n") == before.count("\n") and "padding=1, 3" not in kept
+    del out[keep:]
+    # the grammar went back too: it takes the parent's own line from where the answer stands
+    rest = (before + lines[at] + "\n")[len(kept) :]
+    for token in tokenizer(rest, add_special_tokens=False).input_ids:
+        assert row.pick(_forced(vocab, token)) == token
+        out.append(token)
+        assert row.redraw(out) is None
+    assert tokenizer.decode(out) == before + lines[at] + "\n"
