@@ -27,6 +27,7 @@ import re
 import tokenize
 from dataclasses import dataclass
 
+from llmnas_dist.admission.calls import misfit_calls
 from llmnas_dist.admission.unbound import unbound_reads
 
 ALLOW_INCOMPLETE_INPUT = 0x4000  # CPython's PyCF_ALLOW_INCOMPLETE_INPUT (codeop.py)
@@ -79,7 +80,8 @@ def settled_syntax_error(answer: str) -> str | None:
 @dataclass(frozen=True)
 class LineFault:
     """A fault on one line of an answer being written: `line` counts the answer's lines from
-    1, `kind` is 'syntax' or 'name', `why` says what."""
+    1, `kind` is 'syntax', 'name' (`admission.unbound`) or 'call' (`admission.calls`), `why`
+    says what."""
 
     line: int
     kind: str
@@ -90,9 +92,10 @@ class LineJudge:
     """Judges a whole-program answer each time a line of it ends, so that decoding can draw
     that line again (generation/lookup.py): a syntax error on a line written since the last
     verdict (Python's parser in the interactive mode, as `settled_syntax_error`: a line
-    inside an open bracket or a block header waits for the line that completes it), or a
-    read, on such a line, of a name not bound there yet (`admission.unbound`; judged once
-    the text so far parses as a whole). `keep` accepts a fault (no more redraws for it)."""
+    inside an open bracket or a block header waits for the line that completes it), or, on
+    such a line, a read of a name not bound there yet (`admission.unbound`) or a call whose
+    arguments do not fit its callee (`admission.calls`), both judged once the text so far
+    parses as a whole. `keep` accepts a fault (no more redraws for it)."""
 
     def __init__(self) -> None:
         self._parsed = 0  # answer lines of the last text that parsed whole
@@ -118,11 +121,12 @@ class LineJudge:
         except (SyntaxError, ValueError):  # a block header without its body yet
             return None
         first, self._parsed = self._parsed - offset + 1, lines.count("\n") + offset
-        reads = [r for r in unbound_reads(tree, first) if r[0] + offset > self._kept]
-        if not reads:
-            return None
-        line, name = reads[0]
-        return LineFault(line + offset, "name", f"{name!r} is read before it is bound")
+        faults = [
+            LineFault(line + offset, "name", f"{name!r} is read before it is bound")
+            for line, name in unbound_reads(tree, first)
+        ] + [LineFault(line + offset, "call", why) for line, why in misfit_calls(tree, first)]
+        faults = [f for f in faults if f.line > self._kept]
+        return min(faults, key=lambda f: f.line) if faults else None
 
     def rewound(self, line: int) -> None:
         """The answer now ends before answer line `line`."""

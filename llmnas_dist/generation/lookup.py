@@ -20,8 +20,9 @@ The grammar's matcher consumes only tokens that were sampled under its mask.
 Decoding one answer alone also lets it take a line back. With `Sampling.redraw_limit`, each
 time a whole-program line ends, `admission.partial.LineJudge` looks for a syntax error the
 grammar cannot rule out (a positional argument after a keyword one, `x if c` without
-`else`: ruling them out in the grammar's line lexeme exhausted llguidance's lexer) or a
-read of a name that no line has bound there yet; the answer, its cache and its grammar go
+`else`: ruling them out in the grammar's line lexeme exhausted llguidance's lexer), a
+read of a name that no line has bound there yet, or a call whose arguments do not fit
+its callee (a made-up keyword of `nn.Conv2d`); the answer, its cache and its grammar go
 back to the start of that line, and the line is sampled again (at most `LINE_REDRAWS`
 times a line, `redraw_limit` times an answer; then the line stays and admission judges
 it). This samples from the model's distribution restricted to lines without such faults,
@@ -31,6 +32,7 @@ as the grammar's mask restricts tokens.
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -94,12 +96,10 @@ class Row:
         """What was redrawn, for the answer's record (None: nothing)."""
         if not self.faults:
             return None
-        kinds = {k: sum(f.kind == k for f in self.faults) for k in ("syntax", "name")}
+        kinds = Counter(f.kind for f in self.faults)
         first = self.faults[0]
-        return (
-            f"redrew {len(self.faults)} lines ({kinds['syntax']} syntax, {kinds['name']} "
-            f"name; first: line {first.line}: {first.why})"
-        )
+        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+        return f"redrew {len(self.faults)} lines ({counts}; first: line {first.line}: {first.why})"
 
 
 def decode_with_drafts(

@@ -290,3 +290,13 @@ def test_deltas_and_ended_answers_are_not_judged() -> None:
     judge = LineJudge()
     assert judge.fault("<delta>\n+        a = c_out\n") is None
     assert judge.fault(HEAD + "        a = c_out\n</nn>\n") is None
+
+
+def test_a_call_that_does_not_fit_its_callee_is_a_fault() -> None:
+    """Judged against torch.nn's own signature (the model's made-up keyword)."""
+    import torch.nn  # noqa: F401  (the judge reads modules already imported)
+
+    answer = HEAD + "        self.c = nn.Conv2d(3, 8, 3, sideset_dim=1)\n        self.d = 1\n"
+    faults = [f for _, f in judge_lines(answer) if f is not None]
+    assert faults[0].line == 8 and faults[0].kind == "call"
+    assert "sideset_dim" in faults[0].why

@@ -135,3 +135,13 @@ def test_a_faulty_line_is_taken_back_with_its_grammar_and_drawn_again():
         out.append(token)
         assert row.redraw(out) is None
     assert tokenizer.decode(out) == before + lines[at] + "\n"
+
+
+def test_only_whole_programs_redraw_lines():
+    from llmnas_dist.config import GenerationConfig
+
+    cfg = GenerationConfig(redraw_limit=16)
+    assert Sampling.from_config(cfg, mode="full").redraw_limit == 16
+    assert Sampling.from_config(cfg, mode="delta").redraw_limit == 0
+    with pytest.raises(ValueError, match="redraw_limit"):
+        Sampling(redraw_limit=-1)
