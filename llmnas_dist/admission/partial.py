@@ -121,6 +121,9 @@ class LineJudge:
         except (SyntaxError, ValueError):  # a block header without its body yet
             return None
         first, self._parsed = self._parsed - offset + 1, lines.count("\n") + offset
+        compiled = _compile_error(tree)  # the compiler's own (a keyword given twice)
+        if compiled is not None and (compiled.lineno or 0) >= first:
+            return LineFault((compiled.lineno or 0) + offset, "syntax", compiled.msg)
         faults = [
             LineFault(line + offset, "name", f"{name!r} is read before it is bound")
             for line, name in unbound_reads(tree, first)
@@ -135,6 +138,18 @@ class LineJudge:
 
     def keep(self, fault: LineFault) -> None:
         self._kept = max(self._kept, fault.line)
+
+
+def _compile_error(tree: ast.Module) -> SyntaxError | None:
+    """The error compiling a parsed program raises (the parser lets `f(a=1, a=2)` through;
+    admission's build rejected a whole program for it, 2026-12-05); never runs it."""
+    try:
+        compile(tree, "<answer>", "exec")
+    except SyntaxError as exc:
+        return exc
+    except (ValueError, TypeError):  # an AST the compiler refuses for other reasons
+        return None
+    return None
 
 
 def _parse_error(source: str) -> SyntaxError | None:

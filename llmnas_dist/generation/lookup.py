@@ -39,7 +39,7 @@ from typing import Any, cast
 
 import torch
 
-from llmnas_dist.admission.partial import LineFault, LineJudge
+from llmnas_dist.admission.partial import MAX_LINE_CHARS, LineFault, LineJudge
 from llmnas_dist.generation.constrain import Constraint, GrammarLogitsProcessor
 from llmnas_dist.generation.early_stop import EarlyStop
 from llmnas_dist.generation.sampling import Sampling
@@ -51,6 +51,7 @@ from llmnas_dist.generation.sampling import Sampling
 MAX_NGRAM = 16
 MIN_NGRAM = 2
 LINE_REDRAWS = 3  # draws of one line after its first, before the line is kept as it is
+BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
 
 
 def lookup_drafts(ids: torch.Tensor, max_drafts: int) -> list[int]:
@@ -238,34 +239,49 @@ def _line_redraw(
     faults: list[LineFault],
 ) -> Callable[[list[int]], int | None]:
     """The `Row.redraw` of the module doc: at each token that ends a line, the judge's
-    verdict; for a fault still within the limits, the grammar's matcher goes back to the
-    start of the faulty line (it has consumed every token but the last picked, which
-    `last` holds for it) and the number of tokens to keep is returned."""
+    verdict, and at every token, whether the line runs past any program line's length
+    (`runaway_line`'s bound, where the early stop would end the answer). For a fault within
+    the limits the answer goes back to the start of the faulty line, or, once that line
+    has been drawn `LINE_REDRAWS` times, of a line before it (up to `BACKTRACK_LINES`: the
+    line that left out a binding is often the one before the read); the grammar's matcher
+    goes back with it (it has consumed every token but the last picked, which `last` holds
+    for it) and the number of tokens to keep is returned."""
     judge = LineJudge()
     newlines: list[int] = []  # per answer token: the newlines in its text
+    line_chars: list[int] = []  # per answer token: the length of the line it ends in
     draws: dict[int, int] = {}  # answer line -> redraws so far
 
     def redraw(tokens: list[int]) -> int | None:
-        del newlines[len(tokens) - 1 :]  # the answer may have been cut back since
-        newlines.append(str(tokenizer.decode(tokens[-1:])).count("\n"))
-        if not newlines[-1]:
+        del newlines[len(tokens) - 1 :], line_chars[len(tokens) - 1 :]  # cut back since?
+        text = str(tokenizer.decode(tokens[-1:]))
+        newlines.append(text.count("\n"))
+        before = line_chars[-1] if line_chars else 0
+        line_chars.append(len(text) - text.rfind("\n") - 1 if newlines[-1] else before + len(text))
+        if line_chars[-1] > MAX_LINE_CHARS and before <= MAX_LINE_CHARS:
+            why = f"the line ran past {MAX_LINE_CHARS} characters"
+            fault: LineFault | None = LineFault(sum(newlines) + 1, "runaway", why)
+        elif newlines[-1]:
+            fault = judge.fault(str(tokenizer.decode(tokens, skip_special_tokens=True)))
+        else:
             return None
-        fault = judge.fault(str(tokenizer.decode(tokens, skip_special_tokens=True)))
         if fault is None:
             return None
-        keep = _line_start(newlines, fault.line)
+        line = fault.line
+        while draws.get(line, 0) >= LINE_REDRAWS and line > max(2, fault.line - BACKTRACK_LINES):
+            line -= 1
+        keep = _line_start(newlines, line)
         matcher = constraint.matcher
         if (
             len(faults) >= limit
-            or draws.get(fault.line, 0) >= LINE_REDRAWS
+            or draws.get(line, 0) >= LINE_REDRAWS
             or not 0 < keep < len(tokens)
             or (matcher is not None and not matcher.rollback(len(tokens) - keep))
         ):
             judge.keep(fault)
             return None
-        draws[fault.line] = draws.get(fault.line, 0) + 1
+        draws[line] = draws.get(line, 0) + 1
         faults.append(fault)
-        judge.rewound(fault.line)
+        judge.rewound(line)
         last[0, 0] = tokens[keep - 1]  # the matcher takes it at the next pick
         return keep
 

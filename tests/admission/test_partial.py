@@ -300,3 +300,9 @@ def test_a_call_that_does_not_fit_its_callee_is_a_fault() -> None:
     faults = [f for _, f in judge_lines(answer) if f is not None]
     assert faults[0].line == 8 and faults[0].kind == "call"
     assert "sideset_dim" in faults[0].why
+
+
+def test_an_error_only_the_compiler_finds_is_a_syntax_fault() -> None:
+    answer = HEAD + "        self.c = nn.Conv2d(3, 8, 3, padding=1, padding=2)\n        d = 1\n"
+    faults = [f for _, f in judge_lines(answer) if f is not None]
+    assert faults[0].line == 8 and faults[0].kind == "syntax" and "repeated" in faults[0].why
