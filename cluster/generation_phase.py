@@ -151,7 +151,12 @@ class GenerationPhase:
         self._next_gen += 1
         requests = [
             GenRequest(
-                f"{slot.index}:{attempt}", prompt, slot.mode, *self.grammar(slot), attempt > 0
+                f"{slot.index}:{attempt}",
+                prompt,
+                slot.mode,
+                *self.grammar(slot),
+                attempt > 0,
+                slot.parent_code,
             )
             for slot, attempt, prompt in items
         ]

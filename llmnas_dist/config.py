@@ -191,10 +191,13 @@ class GenerationConfig(Section):
         0,
         ge=0,
         le=256,
-        description="Transformers backend, whole-program answers: each answer is decoded "
-        "alone, and a line that ends with a syntax error the grammar cannot rule out, or that "
-        "reads a name no line has bound there yet, is taken back and sampled again (at most 3 "
-        "times a line and this many times an answer; generation/lookup.py). 0: never.",
+        description="Transformers backend: each answer is decoded alone (with draft_tokens "
+        "drafts, deltas too), and a line with a fault is taken back and sampled again (at most "
+        "3 times a line, then up to 2 lines further back, and this many times an answer; "
+        "generation/lookup.py): a syntax error the grammar cannot rule out, a read of a name "
+        "no line has bound there yet, a call whose arguments do not fit its callee, a line "
+        "longer than any program's; a delta's added line by the faults it adds to the program "
+        "the delta makes. 0: never (deltas then decode batched).",
     )
     batch_size: int = Field(
         4,

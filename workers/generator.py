@@ -39,6 +39,7 @@ class GenRequest:
     grammar: str | None = None  # Lark grammar the answer is sampled under (None: freely)
     grammar_note: str | None = None  # why a grammar was wanted but not built
     retry: bool = False  # asked again after a rejection: sampled at the retry temperature
+    parent: str | None = None  # the program the answer edits (its lines are judged against it)
 
 
 def generation_options(
@@ -112,6 +113,7 @@ class Generation:
                 Sampling.from_config(self.cfg, seed, mode, retry),
                 self.adapter,
                 grammars=[r.grammar for r in requests],
+                parents=[r.parent for r in requests],
             )
         ended = time.time()
         return [

@@ -28,7 +28,9 @@ import tokenize
 from dataclasses import dataclass
 
 from llmnas_dist.admission.calls import misfit_calls
-from llmnas_dist.admission.unbound import unbound_reads
+from llmnas_dist.admission.delta import apply_output
+from llmnas_dist.admission.unbound import function_locals, unbound_reads
+from llmnas_dist.errors import CandidateRejected
 
 ALLOW_INCOMPLETE_INPUT = 0x4000  # CPython's PyCF_ALLOW_INCOMPLETE_INPUT (codeop.py)
 ONLY_AST = 0x400  # ast.PyCF_ONLY_AST: parse, never compile
@@ -37,6 +39,7 @@ NEVER_CLOSED = "was never closed"  # names the open bracket, not where parsing f
 LINES_PAST_ERROR = 2  # whole lines the parser must have read after the error
 _PAIRS = {"(": ")", "[": "]", "{": "}"}
 _OPEN_NN = re.compile(r"<nn>", re.I)
+_OPEN_DELTA = re.compile(r"<delta>", re.I)
 _FENCE = re.compile(r"\A[ \t]*```[a-zA-Z0-9]*[ \t]*\n")
 # Longest block of lines a loop is looked for in: the loop seen in the early-stop bench
 # alternated 2 lines; a layer stack written out (conv, norm, activation, pool) is 4.
@@ -95,13 +98,28 @@ class LineJudge:
     inside an open bracket or a block header waits for the line that completes it), or, on
     such a line, a read of a name not bound there yet (`admission.unbound`) or a call whose
     arguments do not fit its callee (`admission.calls`), both judged once the text so far
-    parses as a whole. `keep` accepts a fault (no more redraws for it)."""
+    parses as a whole. `keep` accepts a fault (no more redraws for it).
 
-    def __init__(self) -> None:
+    Given the `parent` the answer edits, a name the parent's functions bind counts as a
+    function local (a whole program that reads its parent's `dropout` before the line that
+    binds it), and a delta is judged too: each added line as it ends, by the faults of the
+    program the delta makes so far that the delta without that line does not have
+    (`program_faults`; a block header waits for its body's first line)."""
+
+    def __init__(self, parent: str | None = None) -> None:
         self._parsed = 0  # answer lines of the last text that parsed whole
         self._kept = 0  # answer line of the last fault kept
+        self._parent = parent
+        self._parent_locals: frozenset[str] = frozenset()
+        if parent is not None:
+            try:
+                self._parent_locals = frozenset(function_locals(ast.parse(parent)))
+            except (SyntaxError, ValueError):
+                self._parent = None  # not Python: nothing to judge a delta against
 
     def fault(self, answer: str) -> LineFault | None:
+        if self._parent is not None and _OPEN_DELTA.search(answer):
+            return self._delta_fault(answer, self._parent)
         opened = _OPEN_NN.search(answer)
         if opened is None or "</" in answer[opened.end() :]:
             return None
@@ -126,10 +144,32 @@ class LineJudge:
             return LineFault((compiled.lineno or 0) + offset, "syntax", compiled.msg)
         faults = [
             LineFault(line + offset, "name", f"{name!r} is read before it is bound")
-            for line, name in unbound_reads(tree, first)
+            for line, name in unbound_reads(tree, first, self._parent_locals)
         ] + [LineFault(line + offset, "call", why) for line, why in misfit_calls(tree, first)]
         faults = [f for f in faults if f.line > self._kept]
         return min(faults, key=lambda f: f.line) if faults else None
+
+    def _delta_fault(self, answer: str, parent: str) -> LineFault | None:
+        if "</delta>" in answer.lower():
+            return None
+        lines = answer[: answer.rfind("\n") + 1]
+        added = lines[: len(lines) - 1]
+        cut = added.rfind("\n") + 1
+        last = added[cut:]
+        if not last.startswith("+") or last.startswith("+++") or last.rstrip().endswith(":"):
+            return None  # only added lines; a block header is judged with its body
+        number = lines.count("\n")
+        if number <= self._kept:
+            return None
+        with_line = _delta_faults(parent, lines, self._parent_locals)
+        if with_line is None:
+            return None
+        without = _delta_faults(parent, lines[:cut], self._parent_locals)
+        new = sorted(with_line - (without if without is not None else self._base_faults()))
+        return LineFault(number, *new[0]) if new else None
+
+    def _base_faults(self) -> frozenset[tuple[str, str]]:
+        return program_faults(self._parent or "", self._parent_locals)
 
     def rewound(self, line: int) -> None:
         """The answer now ends before answer line `line`."""
@@ -138,6 +178,37 @@ class LineJudge:
 
     def keep(self, fault: LineFault) -> None:
         self._kept = max(self._kept, fault.line)
+
+
+def program_faults(
+    code: str, also_local: frozenset[str] = frozenset()
+) -> frozenset[tuple[str, str]]:
+    """(kind, why) of every fault of a whole program, without line numbers (they move as a
+    delta inserts lines): a syntax error, a name read before it is bound, a misfit call."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError) as exc:
+        return frozenset({("syntax", getattr(exc, "msg", str(exc)))})
+    compiled = _compile_error(tree)
+    faults = {("syntax", compiled.msg)} if compiled is not None else set()
+    faults |= {
+        ("name", f"{name!r} is read before it is bound")
+        for _, name in unbound_reads(tree, 1, also_local)
+    }
+    faults |= {("call", why) for _, why in misfit_calls(tree)}
+    return frozenset(faults)
+
+
+def _delta_faults(
+    parent: str, delta_lines: str, also_local: frozenset[str]
+) -> frozenset[tuple[str, str]] | None:
+    """The faults of the program the delta written so far makes (None: it does not apply
+    yet, as a hunk of context lines alone)."""
+    try:
+        child = apply_output(parent, delta_lines + "</delta>")
+    except (CandidateRejected, ValueError):
+        return None
+    return program_faults(child, also_local)
 
 
 def _compile_error(tree: ast.Module) -> SyntaxError | None:

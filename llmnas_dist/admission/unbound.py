@@ -154,20 +154,37 @@ def _end(node: ast.AST) -> Position:
     return (getattr(node, "end_lineno", None) or 0, getattr(node, "end_col_offset", None) or 0)
 
 
-def unbound_reads(tree: ast.Module, first_line: int = 1) -> list[tuple[int, str]]:
-    """(line, name) of every read, on line `first_line` or later, inside a function, of a
-    name that is bound too late or not at all where it is read (see the module doc), in
-    the order written."""
+def function_locals(tree: ast.Module) -> set[str]:
+    """Every name some function or lambda of the program binds (its parameters included)."""
+    return _locals(_bind(tree))
+
+
+def _bind(tree: ast.Module) -> _Binder:
     binder = _Binder()
     for statement in tree.body:
         binder.visit(statement)
-    module = binder.scopes[None]
-    function_locals = {
+    return binder
+
+
+def _locals(binder: _Binder) -> set[str]:
+    return {
         name
         for node, scope in binder.scopes.items()
         if isinstance(node, _FUNCTIONS)
         for name in scope.bindings
     }
+
+
+def unbound_reads(
+    tree: ast.Module, first_line: int = 1, also_local: frozenset[str] = frozenset()
+) -> list[tuple[int, str]]:
+    """(line, name) of every read, on line `first_line` or later, inside a function, of a
+    name that is bound too late or not at all where it is read (see the module doc), in
+    the order written. `also_local`: names known to be function locals besides the
+    program's own (a parent's, of which the program is an edited copy)."""
+    binder = _bind(tree)
+    module = binder.scopes[None]
+    function_locals = _locals(binder) | also_local
     found = []
     for node, owner in binder.owner.items():
         if (

@@ -112,13 +112,15 @@ class Generator(Protocol):
         sampling: Sampling,
         adapter: str | None = None,
         grammars: Sequence[str | None] | None = None,
+        parents: Sequence[str | None] | None = None,
     ) -> list[GenerationResult]: ...
 
 
-def _check_grammars(grammars: Sequence[str | None] | None, n: int) -> list[str | None]:
-    out: list[str | None] = [None] * n if grammars is None else list(grammars)
+def _per_prompt(values: Sequence[str | None] | None, n: int, what: str) -> list[str | None]:
+    """One value per prompt (None for every prompt when none are given)."""
+    out: list[str | None] = [None] * n if values is None else list(values)
     if len(out) != n:
-        raise ValueError(f"{len(out)} grammars for {n} prompts")
+        raise ValueError(f"{len(out)} {what} for {n} prompts")
     return out
 
 
@@ -233,9 +235,11 @@ class TransformersGenerator:
         sampling: Sampling,
         adapter: str | None = None,
         grammars: Sequence[str | None] | None = None,
+        parents: Sequence[str | None] | None = None,
     ) -> list[GenerationResult]:
         texts = [chat_text(self.tokenizer, p) for p in _check_prompts(prompts)]
-        lark = _check_grammars(grammars, len(texts))
+        lark = _per_prompt(grammars, len(texts), "grammars")
+        edited = _per_prompt(parents, len(texts), "parents")
         if not texts:
             return []
         self._select_adapter(adapter)
@@ -246,7 +250,11 @@ class TransformersGenerator:
             sampling,
             self.max_model_len,
             lambda fit, idx: self._sample(
-                fit, sampling, base=adapter is None, grammars=[lark[i] for i in idx]
+                fit,
+                sampling,
+                base=adapter is None,
+                grammars=[lark[i] for i in idx],
+                parents=[edited[i] for i in idx],
             ),
         )
 
@@ -263,10 +271,16 @@ class TransformersGenerator:
         return [Constraint(None) if g is None else compiled[g].copy() for g in grammars]
 
     def _sample(
-        self, texts: list[str], sampling: Sampling, base: bool, grammars: list[str | None]
+        self,
+        texts: list[str],
+        sampling: Sampling,
+        base: bool,
+        grammars: list[str | None],
+        parents: list[str | None],
     ) -> list[GenerationResult]:
         """The answers to `texts` (the active adapter unless `base`); rows with a grammar
-        sample under it, the others freely."""
+        sample under it, the others freely; a row's lines are judged against its parent
+        (where one is given) when lines are redrawn."""
         import contextlib
 
         from peft import PeftModel
@@ -275,7 +289,7 @@ class TransformersGenerator:
         base_only = self.model.disable_adapter() if use_base else contextlib.nullcontext()
         with base_only:
             if sampling.draft_tokens or sampling.redraw_limit:
-                return self._sample_drafted(texts, sampling, grammars)
+                return self._sample_drafted(texts, sampling, grammars, parents)
             return self._sample_batch(texts, sampling, grammars)
 
     def _sample_batch(
@@ -342,7 +356,11 @@ class TransformersGenerator:
         ]
 
     def _sample_drafted(
-        self, texts: list[str], sampling: Sampling, grammars: list[str | None]
+        self,
+        texts: list[str],
+        sampling: Sampling,
+        grammars: list[str | None],
+        parents: list[str | None],
     ) -> list[GenerationResult]:
         """Each answer alone, with prompt-lookup drafts (generation/lookup.py): the same
         grammar masks, sampling and early stops as `_sample_batch`."""
@@ -358,7 +376,13 @@ class TransformersGenerator:
             prompt = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
             ids = prompt.input_ids[0].to(self.device)
             row, stop = sampling_row(
-                self.tokenizer, ids, sampling, constraints[i], self._ll_tokenizer, sampling.seed + i
+                self.tokenizer,
+                ids,
+                sampling,
+                constraints[i],
+                self._ll_tokenizer,
+                sampling.seed + i,
+                parents[i],
             )
             answer = decode_with_drafts(
                 self.model, ids, row, sampling.max_new_tokens, sampling.draft_tokens, eos_id
@@ -455,9 +479,10 @@ class VLLMGenerator:
         sampling: Sampling,
         adapter: str | None = None,
         grammars: Sequence[str | None] | None = None,
+        parents: Sequence[str | None] | None = None,  # line redraws: transformers backend only
     ) -> list[GenerationResult]:
         texts = [chat_text(self.tokenizer, p) for p in _check_prompts(prompts)]
-        lark = _check_grammars(grammars, len(texts))
+        lark = _per_prompt(grammars, len(texts), "grammars")
         if not texts:
             return []
         request = self._lora_request(adapter)

@@ -181,6 +181,7 @@ def sampling_row(
     constraint: Constraint | None,
     ll_tokenizer: Any,
     seed: int,
+    parent: str | None = None,
 ) -> tuple[Row, EarlyStop]:
     """How one answer to `prompt` picks its tokens (the grammar's mask, then `draw`) and
     ends (an end tag, an early stop), and its EarlyStop (which says why it stopped early).
@@ -227,7 +228,10 @@ def sampling_row(
 
     row = Row(pick, allowed_prefix, done)
     if sampling.redraw_limit:
-        row.redraw = _line_redraw(tokenizer, constraint, last, sampling.redraw_limit, row.faults)
+        judge = LineJudge(parent)
+        row.redraw = _line_redraw(
+            tokenizer, constraint, last, sampling.redraw_limit, row.faults, judge
+        )
     return row, stop
 
 
@@ -237,6 +241,7 @@ def _line_redraw(
     last: torch.Tensor,
     limit: int,
     faults: list[LineFault],
+    judge: LineJudge,
 ) -> Callable[[list[int]], int | None]:
     """The `Row.redraw` of the module doc: at each token that ends a line, the judge's
     verdict, and at every token, whether the line runs past any program line's length
@@ -246,7 +251,6 @@ def _line_redraw(
     line that left out a binding is often the one before the read); the grammar's matcher
     goes back with it (it has consumed every token but the last picked, which `last` holds
     for it) and the number of tokens to keep is returned."""
-    judge = LineJudge()
     newlines: list[int] = []  # per answer token: the newlines in its text
     line_chars: list[int] = []  # per answer token: the length of the line it ends in
     draws: dict[int, int] = {}  # answer line -> redraws so far

@@ -30,8 +30,8 @@ class Sampling:
     # > 0: each answer alone, verifying up to this many prompt-lookup drafts per forward
     # pass (transformers backend, generation/lookup.py); 0: the batch decodes together
     draft_tokens: int = 0
-    # > 0: each answer alone (as with drafts), redrawing at most this many lines that hold a
-    # syntax error or read a name not bound yet (generation/lookup.py); 0: never
+    # > 0: each answer alone (as with drafts), redrawing at most this many lines with a fault
+    # (generation/lookup.py, admission.partial.LineJudge); 0: never
     redraw_limit: int = 0
 
     def __post_init__(self) -> None:
@@ -66,6 +66,7 @@ class Sampling:
             seed,
             stop_on_syntax_error=cfg.stop_on_syntax_error,
             stop_on_repeats=cfg.stop_on_repeats,
-            draft_tokens=cfg.draft_tokens if mode == "full" else 0,
-            redraw_limit=cfg.redraw_limit if mode == "full" else 0,
+            # deltas decode alone only to redraw lines, then with drafts as whole programs
+            draft_tokens=cfg.draft_tokens if mode == "full" or cfg.redraw_limit else 0,
+            redraw_limit=cfg.redraw_limit,
         )

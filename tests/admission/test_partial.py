@@ -306,3 +306,55 @@ def test_an_error_only_the_compiler_finds_is_a_syntax_fault() -> None:
     answer = HEAD + "        self.c = nn.Conv2d(3, 8, 3, padding=1, padding=2)\n        d = 1\n"
     faults = [f for _, f in judge_lines(answer) if f is not None]
     assert faults[0].line == 8 and faults[0].kind == "syntax" and "repeated" in faults[0].why
+
+
+PARENT_NET = (
+    "import torch.nn as nn\n"
+    "class Net(nn.Module):\n"
+    "    def __init__(self, in_shape, out_shape, prm, device):\n"
+    "        super().__init__()\n"
+    "        width = 16\n"
+    "        self.conv = nn.Conv2d(in_shape[-3], width, 3)\n"
+    "        self.head = nn.Linear(width, out_shape[0])\n"
+    "\n"
+    "    def forward(self, x):\n"
+    "        return self.head(self.conv(x).mean((2, 3)))\n"
+)
+DELTA_HEAD = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n"
+
+
+@pytest.mark.parametrize(
+    "added, kind",
+    [
+        ("+        self.extra = nn.Conv2d(width, width)", "call"),  # kernel_size missing
+        ("+        self.extra = nn.BatchNorm2d(depth)", None),  # no function binds depth
+        ("+        self.extra = nn.BatchNorm2d(width)", "name"),  # bound on a later line
+        ("+        self.extra = nn.BatchNorm2d(in_shape[-3])", None),
+        ("+        self.extra = nn.BatchNorm2d(x)", "name"),  # forward's parameter
+    ],
+)
+def test_a_delta_s_added_line_is_judged_by_the_faults_it_adds(added: str, kind: str | None):
+    judge = LineJudge(PARENT_NET)
+    answer = DELTA_HEAD + "         super().__init__()\n" + added + "\n"
+    fault = judge.fault(answer)
+    assert (fault.kind if fault else None) == kind
+    if fault is not None:
+        assert fault.line == answer.count("\n")
+
+
+def test_a_delta_s_context_lines_and_finished_answers_are_not_judged() -> None:
+    judge = LineJudge(PARENT_NET)
+    assert judge.fault(DELTA_HEAD + "         super().__init__()\n") is None
+    done = DELTA_HEAD + "         super().__init__()\n+        a = nn.Conv2d(1)\n</delta>\n"
+    assert judge.fault(done) is None
+    assert LineJudge().fault(DELTA_HEAD + "+        a = nn.Conv2d(1)\n") is None  # no parent
+
+
+def test_a_whole_program_reading_its_parent_s_local_before_binding_it_is_a_fault() -> None:
+    """The parent's Net binds `width`: read before the line that binds it (plain_cnn's
+    `dropout` in the redraw bench), it would raise UnboundLocalError."""
+    answer = "<nn>\n" + PARENT_NET.replace("        width = 16\n", "        a = width\n")
+    answer = answer[: answer.index("        self.conv")]
+    assert LineJudge().fault(answer) is None
+    fault = LineJudge(PARENT_NET).fault(answer)
+    assert fault is not None and fault.kind == "name" and "width" in fault.why

@@ -12,7 +12,12 @@ from llmnas_dist.admission.grammar import full_grammar
 from llmnas_dist.evaluation.datasets import dataset_spec
 from llmnas_dist.generation.constrain import accepts
 from llmnas_dist.generation.engine import TransformersGenerator, chat_text
-from llmnas_dist.generation.lookup import decode_with_drafts, lookup_drafts, sampling_row
+from llmnas_dist.generation.lookup import (
+    LINE_REDRAWS,
+    decode_with_drafts,
+    lookup_drafts,
+    sampling_row,
+)
 from llmnas_dist.generation.prompts import parent_prompt
 from llmnas_dist.generation.sampling import Sampling
 from llmnas_dist.seeds import load_seeds
@@ -92,56 +97,109 @@ def _forced(vocab: int, token: int) -> torch.Tensor:
     return logits
 
 
-@pytest.mark.integration
-def test_a_faulty_line_is_taken_back_with_its_grammar_and_drawn_again():
-    """The real tokenizer and whole-program grammar, the Row of sampling_row driven token by
-    token: a line with a positional argument after a keyword one ends; the row goes back to
-    the start of that line (the grammar too: it then takes the parent's own line)."""
+@pytest.fixture(scope="module")
+def tokenizers():
     from transformers import AutoTokenizer
 
-    from llmnas_dist.config import AdmissionConfig
-    from llmnas_dist.generation.constrain import compile_grammar, hf_tokenizer
+    from llmnas_dist.generation.constrain import hf_tokenizer
     from llmnas_dist.generation.models import resolve_model
-    from llmnas_dist.program.static import canonicalize
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m-instruct"))
-    ll_tokenizer = hf_tokenizer(tokenizer)
-    parent = canonicalize(PARENT, AdmissionConfig())[0]
-    lines = parent.split("\n")
-    at = lines.index("        super().__init__()", lines.index("class Net(nn.Module):")) + 1
-    before = "<nn>\n" + "\n".join(lines[:at]) + "\n"
-    faulty = "        x = nn.Conv2d(1, padding=1, 3)\n"
-    constraint = compile_grammar(ll_tokenizer, full_grammar(parent))
-    sampling = Sampling(temperature=0.0, max_new_tokens=2000, redraw_limit=4)
+    return tokenizer, hf_tokenizer(tokenizer)
+
+
+def _net_lines() -> tuple[list[str], int]:
+    """The canonical parent's lines and the index of the line after Net's super().__init__()."""
+    from llmnas_dist.config import AdmissionConfig
+    from llmnas_dist.program.static import canonicalize
+
+    lines = canonicalize(PARENT, AdmissionConfig())[0].split("\n")
+    net = lines.index("class Net(nn.Module):")
+    return lines, lines.index("        super().__init__()", net) + 1
+
+
+def _redrawing_row(tokenizers, limit: int = 16):
+    from llmnas_dist.generation.constrain import compile_grammar
+
+    tokenizer, ll_tokenizer = tokenizers
+    lines, _ = _net_lines()
+    constraint = compile_grammar(ll_tokenizer, full_grammar("\n".join(lines)))
+    sampling = Sampling(temperature=0.0, max_new_tokens=4000, redraw_limit=limit)
     row, _ = sampling_row(tokenizer, torch.tensor([1, 2]), sampling, constraint, ll_tokenizer, 0)
-    vocab = ll_tokenizer.vocab_size
-    out: list[int] = []
-    keep = None
-    for token in tokenizer(before + faulty + lines[at] + "\n").input_ids:
-        assert row.pick(_forced(vocab, token)) == token  # the grammar allows every token
+    return row
+
+
+def _feed(row, tokenizers, text: str, out: list[int]) -> int | None:
+    """Force `text`'s tokens through the row (each must be one its grammar allows) until a
+    redraw: then cut `out` back and return how many tokens it kept."""
+    tokenizer, ll_tokenizer = tokenizers
+    for token in tokenizer(text, add_special_tokens=False).input_ids:
+        assert row.pick(_forced(ll_tokenizer.vocab_size, token)) == token
         out.append(token)
         keep = row.redraw(out)
         if keep is not None:
-            break
-    assert keep is not None and row.faults[0].kind == "syntax"
-    assert row.faults[0].line == before.count("\n") + 1
-    kept = tokenizer.decode(out[:keep])
+            del out[keep:]
+            return keep
+    return None
+
+
+@pytest.mark.integration
+def test_a_line_faulty_at_every_draw_sends_the_redraw_one_line_back(tokenizers):
+    tokenizer, _ = tokenizers
+    lines, at = _net_lines()
+    before = "<nn>\n" + "\n".join(lines[:at]) + "\n"
+    faulty = "        x = nn.Conv2d(1, padding=1, 3)\n"
+    row, out = _redrawing_row(tokenizers), []
+    assert _feed(row, tokenizers, before + faulty, out) is not None
+    for _ in range(LINE_REDRAWS - 1):  # the same line again, redrawn each time
+        rest = (before + faulty)[len(tokenizer.decode(out)) :]
+        assert _feed(row, tokenizers, rest, out) is not None
+    rest = (before + faulty)[len(tokenizer.decode(out)) :]
+    assert _feed(row, tokenizers, rest, out) is not None  # spent: one line further back
+    assert tokenizer.decode(out).count("\n") == before.count("\n") - 1
+    assert [f.line for f in row.faults] == [before.count("\n") + 1] * (LINE_REDRAWS + 1)
+
+
+@pytest.mark.integration
+def test_a_line_that_runs_away_is_drawn_again_before_it_ends(tokenizers):
+    tokenizer, _ = tokenizers
+    lines, at = _net_lines()
+    before = "<nn>\n" + "\n".join(lines[:at]) + "\n"
+    runaway = "        x = " + "+".join(["1"] * 300) + "\n"
+    row, out = _redrawing_row(tokenizers), []
+    assert _feed(row, tokenizers, before + runaway, out) is not None
+    assert row.faults[0].kind == "runaway" and tokenizer.decode(out).endswith("\n")
+    assert tokenizer.decode(out).count("\n") == before.count("\n")
+
+
+@pytest.mark.integration
+def test_a_faulty_line_is_taken_back_with_its_grammar_and_drawn_again(tokenizers):
+    """The real tokenizer and whole-program grammar, the Row of sampling_row driven token by
+    token: a line with a positional argument after a keyword one ends; the row goes back to
+    the start of that line (the grammar too: it then takes the parent's own line)."""
+    tokenizer, _ = tokenizers
+    lines, at = _net_lines()
+    before = "<nn>\n" + "\n".join(lines[:at]) + "\n"
+    faulty = "        x = nn.Conv2d(1, padding=1, 3)\n"
+    row, out = _redrawing_row(tokenizers), []
+    assert _feed(row, tokenizers, before + faulty + lines[at] + "\n", out) is not None
+    assert row.faults[0].kind == "syntax" and row.faults[0].line == before.count("\n") + 1
+    kept = tokenizer.decode(out)
     assert kept.count("\n") == before.count("\n") and "padding=1, 3" not in kept
-    del out[keep:]
     # the grammar went back too: it takes the parent's own line from where the answer stands
-    rest = (before + lines[at] + "\n")[len(kept) :]
-    for token in tokenizer(rest, add_special_tokens=False).input_ids:
-        assert row.pick(_forced(vocab, token)) == token
-        out.append(token)
-        assert row.redraw(out) is None
+    assert _feed(row, tokenizers, (before + lines[at] + "\n")[len(kept) :], out) is None
     assert tokenizer.decode(out) == before + lines[at] + "\n"
 
 
-def test_only_whole_programs_redraw_lines():
+def test_redrawing_deltas_decode_alone_with_drafts():
+    """Deltas decode batched (faster) unless they redraw lines, which needs each alone."""
     from llmnas_dist.config import GenerationConfig
 
-    cfg = GenerationConfig(redraw_limit=16)
+    cfg = GenerationConfig(redraw_limit=16, draft_tokens=8)
     assert Sampling.from_config(cfg, mode="full").redraw_limit == 16
-    assert Sampling.from_config(cfg, mode="delta").redraw_limit == 0
+    assert Sampling.from_config(cfg, mode="delta").redraw_limit == 16
+    assert Sampling.from_config(cfg, mode="delta").draft_tokens == 8
+    off = GenerationConfig(redraw_limit=0, draft_tokens=8)
+    assert Sampling.from_config(off, mode="delta").draft_tokens == 0
     with pytest.raises(ValueError, match="redraw_limit"):
         Sampling(redraw_limit=-1)
