@@ -8,7 +8,7 @@
     python bench/generation_bench.py batches [--max-new-tokens 64]
     python bench/generation_bench.py early-stop --adapter DIR [--samples 3]
     python bench/generation_bench.py drafts --adapter DIR [--samples 2] [--draft-tokens 8]
-    python bench/generation_bench.py redraw --adapter DIR [--samples 1] [--parents 15]
+    python bench/generation_bench.py redraw --adapter DIR [--samples 1] [--parents 15] [--mode full]
 
 Every number is a ratio against a baseline measured in the same run:
 - warm-start: valid-delta rate (the answer parses and applies to its parent) and admitted
@@ -53,12 +53,13 @@ Every number is a ratio against a baseline measured in the same run:
   `draft_tokens` 0) and each answer alone with prompt-lookup drafts (`--draft-tokens`,
   generation/lookup.py). Per arm and mode: wall time, output tokens, tokens/s, admission's
   verdicts; the ratio of wall times (drafted over batched).
-- redraw: whole programs of the default config (its full-mode prompt, grammar, sampling,
-  drafts and token budget, the given adapter) for the first --parents seeds, --samples
-  seeds each, decoded twice with the same seed: without line redraws (the baseline,
-  `redraw_limit` 0) and with them (the config's `redraw_limit`, or 16 where it is 0).
-  Per arm: admission's verdicts (novelty against every seed), the lines redrawn and why,
-  wall time; the ratio of wall times.
+- redraw: answers of --mode (full or delta) as the default config asks for them (its
+  prompt, grammar, sampling, drafts and token budget, the given adapter) for the first
+  --parents seeds, --samples seeds each, decoded twice with the same seed: without line
+  redraws (the baseline, `redraw_limit` 0: whole programs drafted, deltas batched) and
+  with them (the config's `redraw_limit`, or 16 where it is 0). Per arm: admission's
+  verdicts (novelty against every seed), the lines redrawn and why, wall time; the ratio
+  of wall times.
 """
 
 from __future__ import annotations
@@ -705,7 +706,7 @@ def drafts(args: argparse.Namespace) -> dict:
 
 def redraw(args: argparse.Namespace) -> dict:
     """The arms of the module doc."""
-    from llmnas_dist.admission.grammar import full_grammar
+    from llmnas_dist.admission.grammar import answer_grammar
     from llmnas_dist.admission.pipeline import Admission
     from llmnas_dist.config import load_config
     from llmnas_dist.evaluation.datasets import dataset_spec
@@ -717,27 +718,32 @@ def redraw(args: argparse.Namespace) -> dict:
 
     if not args.adapter:
         raise SystemExit("redraw needs --adapter (the warm-start adapter folder)")
+    mode = args.mode
     cfg = load_config()
     spec = dataset_spec(cfg.ce.dataset).at_size(cfg.evaluation.input_size)
     seeds = load_seeds()
     names = sorted(seeds)[: args.parents]
     parents = [canonicalize(seeds[n], cfg.admission)[0] for n in names]
-    prompts = [parent_prompt("full", p, spec, 0.85) for p in parents]
-    grammars = [full_grammar(p) for p in parents]
+    prompts = [parent_prompt(mode, p, spec, 0.85) for p in parents]
+    grammars = [answer_grammar(mode, p)[0] for p in parents]
     gen = TransformersGenerator(cfg.generation.model, dtype=cfg.generation.dtype)
     limit = cfg.generation.redraw_limit or 16
-    report: dict = {"parents": names, "redraw_limit": limit, "arms": {}}
+    report: dict = {"mode": mode, "parents": names, "redraw_limit": limit, "arms": {}}
     for arm, n in (("off", 0), ("on", limit)):
         admission = Admission(cfg.admission, spec, index=seeded_index())
         rows, seconds = [], 0.0
         for seed in range(args.samples):
-            sampling = Sampling.from_config(cfg.generation, seed=seed, mode="full")
+            generation = cfg.generation.model_copy(update={"redraw_limit": n})
             results = gen.generate(
-                prompts, replace(sampling, redraw_limit=n), adapter=args.adapter, grammars=grammars
+                prompts,
+                Sampling.from_config(generation, seed=seed, mode=mode),
+                adapter=args.adapter,
+                grammars=grammars,
+                parents=parents,
             )
             seconds += results[0].seconds
             for name, r, p in zip(names, results, parents, strict=True):
-                v = admission.admit(r.text, "full", p)
+                v = admission.admit(r.text, mode, p)
                 verdict = v.error_class.value if v.error_class else "admitted"
                 rows.append((name, seed, verdict, v.message[:90], r.grammar_note))
                 print(arm, name, seed, verdict, v.message[:90], r.grammar_note, flush=True)
@@ -836,6 +842,7 @@ def main() -> None:
     p.add_argument("--arms", help="constrained: only these arms (comma list, transformers)")
     p.add_argument("--draft-tokens", type=int, default=8, help="drafts: tokens per pass")
     p.add_argument("--parents", type=int, default=15, help="redraw: the first N seeds")
+    p.add_argument("--mode", choices=("full", "delta"), default="full", help="redraw: answers")
     args = p.parse_args()
     own_budget = ("warm-start", "constrained", "vllm-arms", "early-stop", "drafts", "redraw")
     if args.part not in own_budget and args.max_new_tokens is None:

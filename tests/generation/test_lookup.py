@@ -118,14 +118,17 @@ def _net_lines() -> tuple[list[str], int]:
     return lines, lines.index("        super().__init__()", net) + 1
 
 
-def _redrawing_row(tokenizers, limit: int = 16):
+def _redrawing_row(tokenizers, mode: str = "full"):
+    from llmnas_dist.admission.grammar import answer_grammar
     from llmnas_dist.generation.constrain import compile_grammar
 
     tokenizer, ll_tokenizer = tokenizers
     lines, _ = _net_lines()
-    constraint = compile_grammar(ll_tokenizer, full_grammar("\n".join(lines)))
-    sampling = Sampling(temperature=0.0, max_new_tokens=4000, redraw_limit=limit)
-    row, _ = sampling_row(tokenizer, torch.tensor([1, 2]), sampling, constraint, ll_tokenizer, 0)
+    parent = "\n".join(lines)
+    constraint = compile_grammar(ll_tokenizer, answer_grammar(mode, parent)[0])
+    sampling = Sampling(temperature=0.0, max_new_tokens=4000, redraw_limit=16)
+    prompt = torch.tensor([1, 2])
+    row, _ = sampling_row(tokenizer, prompt, sampling, constraint, ll_tokenizer, 0, parent)
     return row
 
 
@@ -168,8 +171,9 @@ def test_a_line_that_runs_away_is_drawn_again_before_it_ends(tokenizers):
     runaway = "        x = " + "+".join(["1"] * 300) + "\n"
     row, out = _redrawing_row(tokenizers), []
     assert _feed(row, tokenizers, before + runaway, out) is not None
-    assert row.faults[0].kind == "runaway" and tokenizer.decode(out).endswith("\n")
-    assert tokenizer.decode(out).count("\n") == before.count("\n")
+    kept = tokenizer.decode(out)
+    assert row.faults[0].kind == "runaway" and "1+1" not in kept
+    assert kept.count("\n") == before.count("\n")  # back at the start of the line
 
 
 @pytest.mark.integration
@@ -189,6 +193,21 @@ def test_a_faulty_line_is_taken_back_with_its_grammar_and_drawn_again(tokenizers
     # the grammar went back too: it takes the parent's own line from where the answer stands
     assert _feed(row, tokenizers, (before + lines[at] + "\n")[len(kept) :], out) is None
     assert tokenizer.decode(out) == before + lines[at] + "\n"
+
+
+@pytest.mark.integration
+def test_a_delta_s_added_line_that_adds_a_fault_is_drawn_again(tokenizers):
+    """The delta grammar and the parent: an added Conv2d without its kernel size."""
+    tokenizer, _ = tokenizers
+    lines, at = _net_lines()
+    head = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n " + lines[at - 1] + "\n"
+    row, out = _redrawing_row(tokenizers, "delta"), []
+    assert _feed(row, tokenizers, head + "+        self.extra = nn.Conv2d(8, 8)\n", out)
+    assert row.faults[0].kind == "call" and "kernel_size" in row.faults[0].why
+    assert tokenizer.decode(out).count("\n") == head.count("\n")
+    fixed = head + "+        self.extra = nn.Conv2d(8, 8, 3)\n"
+    assert _feed(row, tokenizers, fixed[len(tokenizer.decode(out)) :], out) is None
+    assert tokenizer.decode(out) == fixed
 
 
 def test_redrawing_deltas_decode_alone_with_drafts():
