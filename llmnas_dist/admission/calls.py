@@ -10,17 +10,18 @@ keyword argument 'sidesetdim_1p_16g_16u16re'`, and a delta of the default run on
 A callee is judged when it is known where the call is written: a class or function the
 program defines at module level before the call (its `def`'s parameters; a class by its
 own `__init__`), or a callable of torch, torch.nn or torch.nn.functional named through the
-program's imports of them. torch's objects are looked up in the modules this process has
-already imported, by attribute dictionary only (no import, no module `__getattr__`): the
-program's text chooses only which entry of those dictionaries is read. A call with `*args`
-or `**kwargs`, or a callee whose signature Python cannot give, is not judged.
+program's imports of them. torch's objects are looked up in those three modules (imported
+here, by their fixed names) by attribute dictionary only (no other import, no module
+`__getattr__`): the program's text chooses only which entry of those dictionaries is read.
+A call with `*args` or `**kwargs`, or a callee whose signature Python cannot give, is not
+judged.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
-import sys
 from typing import Any
 
 JUDGED_MODULES = ("torch", "torch.nn", "torch.nn.functional")
@@ -79,7 +80,7 @@ def _signature(
         func = func.value
     if not (isinstance(func, ast.Name) and func.id in aliases and path):
         return None
-    target: Any = sys.modules.get(aliases[func.id])
+    target: Any = importlib.import_module(aliases[func.id])  # one of JUDGED_MODULES
     for attr in reversed(path):
         namespace = getattr(target, "__dict__", None)
         if not isinstance(namespace, dict) or attr not in namespace:

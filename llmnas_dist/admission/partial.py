@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from llmnas_dist.admission.calls import misfit_calls
 from llmnas_dist.admission.delta import apply_output
-from llmnas_dist.admission.unbound import function_locals, unbound_reads
+from llmnas_dist.admission.unbound import function_locals, unbound_reads, unmade_attributes
 from llmnas_dist.errors import CandidateRejected
 
 ALLOW_INCOMPLETE_INPUT = 0x4000  # CPython's PyCF_ALLOW_INCOMPLETE_INPUT (codeop.py)
@@ -83,8 +83,8 @@ def settled_syntax_error(answer: str) -> str | None:
 @dataclass(frozen=True)
 class LineFault:
     """A fault on one line of an answer being written: `line` counts the answer's lines from
-    1, `kind` is 'syntax', 'name' (`admission.unbound`) or 'call' (`admission.calls`), `why`
-    says what."""
+    1, `kind` is 'syntax', 'name' or 'attribute' (`admission.unbound`) or 'call'
+    (`admission.calls`), `why` says what."""
 
     line: int
     kind: str
@@ -96,9 +96,10 @@ class LineJudge:
     that line again (generation/lookup.py): a syntax error on a line written since the last
     verdict (Python's parser in the interactive mode, as `settled_syntax_error`: a line
     inside an open bracket or a block header waits for the line that completes it), or, on
-    such a line, a read of a name not bound there yet (`admission.unbound`) or a call whose
-    arguments do not fit its callee (`admission.calls`), both judged once the text so far
-    parses as a whole. `keep` accepts a fault (no more redraws for it).
+    such a line, a read of a name not bound there yet or of an attribute no line makes
+    (`admission.unbound`), or a call whose arguments do not fit its callee
+    (`admission.calls`), judged once the text so far parses as a whole. `keep` accepts a
+    fault (no more redraws for it).
 
     Given the `parent` the answer edits, a name the parent's functions bind counts as a
     function local (a whole program that reads its parent's `dropout` before the line that
@@ -146,6 +147,10 @@ class LineJudge:
             LineFault(line + offset, "name", f"{name!r} is read before it is bound")
             for line, name in unbound_reads(tree, first, self._parent_locals)
         ] + [LineFault(line + offset, "call", why) for line, why in misfit_calls(tree, first)]
+        faults += [
+            LineFault(line + offset, "attribute", f"{name} is read but no line makes it")
+            for line, name in unmade_attributes(tree, first)
+        ]
         faults = [f for f in faults if f.line > self._kept]
         return min(faults, key=lambda f: f.line) if faults else None
 
@@ -184,7 +189,8 @@ def program_faults(
     code: str, also_local: frozenset[str] = frozenset()
 ) -> frozenset[tuple[str, str]]:
     """(kind, why) of every fault of a whole program, without line numbers (they move as a
-    delta inserts lines): a syntax error, a name read before it is bound, a misfit call."""
+    delta inserts lines): a syntax error, a name read before it is bound, an attribute read
+    that no line makes, a misfit call."""
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError) as exc:
@@ -196,6 +202,9 @@ def program_faults(
         for _, name in unbound_reads(tree, 1, also_local)
     }
     faults |= {("call", why) for _, why in misfit_calls(tree)}
+    faults |= {
+        ("attribute", f"{name} is read but no line makes it") for _, name in unmade_attributes(tree)
+    }
     return frozenset(faults)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 from collections.abc import Iterator
 
 _BUILTINS = frozenset(dir(builtins))
@@ -228,3 +229,73 @@ def _bound(binder: _Binder, read: ast.Name, owner: ast.AST | None, module: _Scop
 def _inside(at: Position, loop: ast.AST) -> bool:
     """Whether the position lies within `loop`'s lines."""
     return (loop.lineno, 0) <= at <= _end(loop)  # type: ignore[attr-defined]
+
+
+def unmade_attributes(tree: ast.Module, first_line: int = 1) -> list[tuple[int, str]]:
+    """(line, 'self.X') of every read of `self.X`, on line `first_line` or later, in a
+    method of a class that no method of the class (or of a base class the program defines)
+    assigns, and that is neither one of the class's own names (methods, class attributes)
+    nor an attribute of `torch.nn.Module`: the build's `'Net' object has no attribute
+    'norm'` (3 of 30 deltas of bench/generation_bench.py redraw --mode delta, 2026-12-05).
+    A class with a base the program does not define, other than nn.Module, is not judged
+    (its base may make the attribute)."""
+    classes = {c.name: c for c in tree.body if isinstance(c, ast.ClassDef)}
+    found = []
+    for cls in classes.values():
+        made = _made_attributes(cls, classes, set())
+        if made is None:
+            continue
+        for method in cls.body:
+            if (
+                not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef))
+                or not method.args.args
+            ):
+                continue
+            me = method.args.args[0].arg
+            for node in ast.walk(method):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.ctx, ast.Load)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == me
+                    and node.lineno >= first_line
+                    and node.attr not in made
+                ):
+                    found.append((node.lineno, f"{me}.{node.attr}"))
+    return sorted(found)
+
+
+def _made_attributes(
+    cls: ast.ClassDef, classes: dict[str, ast.ClassDef], seen: set[str]
+) -> set[str] | None:
+    """The attribute names an instance of `cls` has by the program's text (None: a base
+    the program does not define may add others)."""
+    if cls.name in seen:
+        return None
+    seen.add(cls.name)
+    made = set(_module_attributes())
+    for base in cls.bases:
+        name = ast.unparse(base)
+        if name in ("nn.Module", "torch.nn.Module", "Module"):
+            continue
+        inherited = _made_attributes(classes[name], classes, seen) if name in classes else None
+        if inherited is None:
+            return None
+        made |= inherited
+    for node in ast.walk(cls):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            made.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            made.add(node.attr)  # `self.x = ...` in any method (or any object's: lenient)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node in cls.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            made.update(t.id for t in targets if isinstance(t, ast.Name))
+    return made
+
+
+@functools.cache
+def _module_attributes() -> frozenset[str]:
+    """What every torch.nn.Module has: its methods, `training`."""
+    import torch.nn
+
+    return frozenset(dir(torch.nn.Module)) | {"training"}

@@ -94,3 +94,44 @@ def test_default_arguments_and_methods_see_the_module_not_the_class_body() -> No
         "        self.w = w * self.expansion + k\n"
     )
     assert reads(code) == []
+
+
+NET = (
+    "import torch.nn as nn\n"
+    "class Base(nn.Module):\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.stem = nn.Identity()\n"
+    "class Net(Base):\n"
+    "    width = 4\n"
+    "    def __init__(self):\n"
+    "        super().__init__()\n"
+    "        self.head = nn.Identity()\n"
+    "    def forward(self, x):\n"
+    "        x = self.stem(x) * self.width\n"  # made by the base class; a class attribute
+    "        x = self.helper(self.head(x)) if self.training else x\n"
+    "        return self.norm(x)\n"  # never made
+    "    def helper(self, x):\n"
+    "        return x\n"
+)
+
+
+def test_an_attribute_no_line_makes_is_found_and_made_ones_are_not() -> None:
+    from llmnas_dist.admission.unbound import unmade_attributes
+
+    assert unmade_attributes(ast.parse(NET)) == [(14, "self.norm")]
+    assert unmade_attributes(ast.parse(NET), first_line=15) == []
+
+
+def test_a_class_with_a_base_the_program_does_not_define_is_not_judged() -> None:
+    from llmnas_dist.admission.unbound import unmade_attributes
+
+    code = NET.replace("class Base(nn.Module):", "class Base(SomethingElse):")
+    assert unmade_attributes(ast.parse(code)) == []
+
+
+@pytest.mark.parametrize("name", sorted(load_seeds()))
+def test_no_seed_reads_an_attribute_it_does_not_make(name: str) -> None:
+    from llmnas_dist.admission.unbound import unmade_attributes
+
+    assert unmade_attributes(ast.parse(load_seeds()[name])) == []
