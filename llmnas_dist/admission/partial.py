@@ -188,9 +188,9 @@ class LineJudge:
 def program_faults(
     code: str, also_local: frozenset[str] = frozenset()
 ) -> frozenset[tuple[str, str]]:
-    """(kind, why) of every fault of a whole program, without line numbers (they move as a
-    delta inserts lines): a syntax error, a name read before it is bound, an attribute read
-    that no line makes, a misfit call."""
+    """(kind, why) of every fault of a complete program, without line numbers (they move as
+    a delta inserts lines): a syntax error, a name read before it is bound (or never), an
+    attribute read that no line makes, a misfit call."""
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError) as exc:
@@ -199,7 +199,7 @@ def program_faults(
     faults = {("syntax", compiled.msg)} if compiled is not None else set()
     faults |= {
         ("name", f"{name!r} is read before it is bound")
-        for _, name in unbound_reads(tree, 1, also_local)
+        for _, name in unbound_reads(tree, 1, also_local, complete=True)
     }
     faults |= {("call", why) for _, why in misfit_calls(tree)}
     faults |= {

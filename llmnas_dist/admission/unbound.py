@@ -177,12 +177,17 @@ def _locals(binder: _Binder) -> set[str]:
 
 
 def unbound_reads(
-    tree: ast.Module, first_line: int = 1, also_local: frozenset[str] = frozenset()
+    tree: ast.Module,
+    first_line: int = 1,
+    also_local: frozenset[str] = frozenset(),
+    complete: bool = False,
 ) -> list[tuple[int, str]]:
     """(line, name) of every read, on line `first_line` or later, inside a function, of a
     name that is bound too late or not at all where it is read (see the module doc), in
     the order written. `also_local`: names known to be function locals besides the
-    program's own (a parent's, of which the program is an edited copy)."""
+    program's own (a parent's, of which the program is an edited copy). `complete`: the
+    program is whole (a delta applied to its parent), so no module-level name is still to
+    come and every name is judged, not only function locals."""
     binder = _bind(tree)
     module = binder.scopes[None]
     function_locals = _locals(binder) | also_local
@@ -193,7 +198,7 @@ def unbound_reads(
             and isinstance(node.ctx, ast.Load)
             and node.lineno >= first_line
             and owner is not None
-            and node.id in function_locals
+            and (complete or node.id in function_locals)
             and node.id not in _BUILTINS
             and not _bound(binder, node, owner, module)
         ):

@@ -327,7 +327,7 @@ DELTA_HEAD = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n"
     "added, kind",
     [
         ("+        self.extra = nn.Conv2d(width, width)", "call"),  # kernel_size missing
-        ("+        self.extra = nn.BatchNorm2d(depth)", None),  # no function binds depth
+        ("+        self.extra = nn.BatchNorm2d(depth)", "name"),  # no line binds depth
         ("+        self.extra = nn.BatchNorm2d(width)", "name"),  # bound on a later line
         ("+        self.extra = nn.BatchNorm2d(in_shape[-3])", None),
         ("+        self.extra = nn.BatchNorm2d(x)", "name"),  # forward's parameter

@@ -135,3 +135,10 @@ def test_no_seed_reads_an_attribute_it_does_not_make(name: str) -> None:
     from llmnas_dist.admission.unbound import unmade_attributes
 
     assert unmade_attributes(ast.parse(load_seeds()[name])) == []
+
+
+def test_a_complete_program_has_every_name_judged() -> None:
+    """A delta applied to its parent leaves no module-level name to come."""
+    code = "import torch.nn as nn\ndef f(x):\n    return xBatchNorm(nn.ReLU()(x))\n"
+    assert reads(code) == []
+    assert unbound_reads(ast.parse(code), complete=True) == [(3, "xBatchNorm")]
