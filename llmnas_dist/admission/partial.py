@@ -103,15 +103,17 @@ class LineJudge:
 
     Given the `parent` the answer edits, a name the parent's functions bind counts as a
     function local (a whole program that reads its parent's `dropout` before the line that
-    binds it), and a delta is judged too: each added line as it ends, by the faults of the
-    program the delta makes so far that the delta without that line does not have
-    (`program_faults`; a block header waits for its body's first line)."""
+    binds it), and a delta is judged too, at each line's end, by the faults of the program
+    it makes that the program it made before did not have (`program_faults`), charged to
+    its latest added line (a block header waits for its body's first line)."""
 
     def __init__(self, parent: str | None = None) -> None:
         self._parsed = 0  # answer lines of the last text that parsed whole
         self._kept = 0  # answer line of the last fault kept
         self._parent = parent
         self._parent_locals: frozenset[str] = frozenset()
+        # a delta's answer lines at which it applied -> the faults of the program it made
+        self._made: dict[int, frozenset[tuple[str, str]]] = {}
         if parent is not None:
             try:
                 self._parent_locals = frozenset(function_locals(ast.parse(parent)))
@@ -155,23 +157,30 @@ class LineJudge:
         return min(faults, key=lambda f: f.line) if faults else None
 
     def _delta_fault(self, answer: str, parent: str) -> LineFault | None:
+        """A delta's fault: the faults of the program it makes now that the program it made
+        at its last line that applied did not have, charged to its latest added line (a
+        hunk applies only once its anchor lines are unique, often a few context lines
+        after what it added)."""
         if "</delta>" in answer.lower():
             return None
-        lines = answer[: answer.rfind("\n") + 1]
-        added = lines[: len(lines) - 1]
-        cut = added.rfind("\n") + 1
-        last = added[cut:]
-        if not last.startswith("+") or last.startswith("+++") or last.rstrip().endswith(":"):
-            return None  # only added lines; a block header is judged with its body
-        number = lines.count("\n")
-        if number <= self._kept:
+        lines = answer[: answer.rfind("\n") + 1].split("\n")[:-1]
+        if not lines or lines[-1].startswith("+") and lines[-1].rstrip().endswith(":"):
+            return None  # a block header: judged with its body's first line
+        faults = _delta_faults(parent, "\n".join(lines) + "\n", self._parent_locals)
+        if faults is None:
             return None
-        with_line = _delta_faults(parent, lines, self._parent_locals)
-        if with_line is None:
+        before = [n for n in self._made if n < len(lines)]
+        base = self._made[max(before)] if before else self._base_faults()
+        self._made[len(lines)] = faults
+        added = [
+            n + 1
+            for n, line in enumerate(lines)
+            if line.startswith("+") and not line.startswith("+++")
+        ]
+        new = sorted(faults - base)
+        if not new or not added or added[-1] <= self._kept:
             return None
-        without = _delta_faults(parent, lines[:cut], self._parent_locals)
-        new = sorted(with_line - (without if without is not None else self._base_faults()))
-        return LineFault(number, *new[0]) if new else None
+        return LineFault(added[-1], *new[0])
 
     def _base_faults(self) -> frozenset[tuple[str, str]]:
         return program_faults(self._parent or "", self._parent_locals)
@@ -180,6 +189,7 @@ class LineJudge:
         """The answer now ends before answer line `line`."""
         self._parsed = min(self._parsed, line - 1)
         self._kept = min(self._kept, line - 1)
+        self._made = {n: f for n, f in self._made.items() if n < line}
 
     def keep(self, fault: LineFault) -> None:
         self._kept = max(self._kept, fault.line)

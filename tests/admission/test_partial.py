@@ -358,3 +358,25 @@ def test_a_whole_program_reading_its_parent_s_local_before_binding_it_is_a_fault
     assert LineJudge().fault(answer) is None
     fault = LineJudge(PARENT_NET).fault(answer)
     assert fault is not None and fault.kind == "name" and "width" in fault.why
+
+
+def test_a_delta_s_fault_found_once_its_hunk_applies_is_charged_to_its_added_line() -> None:
+    """`y = 1` stands twice in the parent: the hunk applies only at its next context line."""
+    parent = (
+        "import torch.nn as nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        y = 1\n"
+        "        self.head = nn.Linear(2, 2)\n"
+        "\n"
+        "    def forward(self, x):\n"
+        "        y = 1\n"
+        "        return self.head(x)\n"
+    )
+    judge = LineJudge(parent)
+    answer = DELTA_HEAD + "         y = 1\n+        self.z = nn.Conv2d(1, 1)\n"
+    assert judge.fault(answer) is None  # the hunk does not apply yet: nothing to judge
+    fault = judge.fault(answer + "         self.head = nn.Linear(2, 2)\n")
+    assert fault is not None and fault.kind == "call"
+    assert fault.line == answer.count("\n")  # the added line, not the context line
