@@ -248,7 +248,8 @@ def _line_redraw(
     (`runaway_line`'s bound, where the early stop would end the answer). For a fault within
     the limits the answer goes back to the start of the faulty line, or, once that line
     has been drawn `LINE_REDRAWS` times, of a line before it (up to `BACKTRACK_LINES`: the
-    line that left out a binding is often the one before the read); the grammar's matcher
+    line that left out a binding is often the one before the read), and once those are
+    spent too, of a delta's hunk (`_hunk_start`); the grammar's matcher
     goes back with it (it has consumed every token but the last picked, which `last` holds
     for it) and the number of tokens to keep is returned."""
     newlines: list[int] = []  # per answer token: the newlines in its text
@@ -261,11 +262,13 @@ def _line_redraw(
         newlines.append(text.count("\n"))
         before = line_chars[-1] if line_chars else 0
         line_chars.append(len(text) - text.rfind("\n") - 1 if newlines[-1] else before + len(text))
+        answer = ""
         if line_chars[-1] > MAX_LINE_CHARS and before <= MAX_LINE_CHARS:
             why = f"the line ran past {MAX_LINE_CHARS} characters"
             fault: LineFault | None = LineFault(sum(newlines) + 1, "runaway", why)
         elif newlines[-1]:
-            fault = judge.fault(str(tokenizer.decode(tokens, skip_special_tokens=True)))
+            answer = str(tokenizer.decode(tokens, skip_special_tokens=True))
+            fault = judge.fault(answer)
         else:
             return None
         if fault is None:
@@ -273,6 +276,8 @@ def _line_redraw(
         line = fault.line
         while draws.get(line, 0) >= LINE_REDRAWS and line > max(2, fault.line - BACKTRACK_LINES):
             line -= 1
+        if draws.get(line, 0) >= LINE_REDRAWS and fault.kind != "runaway":
+            line = _hunk_start(answer, fault.line) or line
         keep = _line_start(newlines, line)
         matcher = constraint.matcher
         if (
@@ -290,6 +295,14 @@ def _line_redraw(
         return keep
 
     return redraw
+
+
+def _hunk_start(answer: str, line: int) -> int | None:
+    """The answer line of the header of the delta hunk that holds `line` (None: a whole
+    program, or no header before it). Drawn again from there, a hunk can move: an attribute
+    that `forward` reads needs a line in `__init__`, which lies before the hunk."""
+    headers = [n + 1 for n, text in enumerate(answer.split("\n")[:line]) if text.startswith("@@")]
+    return headers[-1] if headers else None
 
 
 def _line_start(newlines: list[int], line: int) -> int:

@@ -210,6 +210,14 @@ def test_a_delta_s_added_line_that_adds_a_fault_is_drawn_again(tokenizers):
     assert tokenizer.decode(out) == fixed
 
 
+def test_a_spent_delta_line_is_drawn_again_from_its_hunk_s_header():
+    from llmnas_dist.generation.lookup import _hunk_start
+
+    answer = "<delta>\n--- a\n+++ b\n@@ @@\n x\n+y\n@@ @@\n z\n+w\n"
+    assert _hunk_start(answer, 9) == 7 and _hunk_start(answer, 6) == 4
+    assert _hunk_start("<nn>\nimport torch\n", 2) is None
+
+
 def test_redrawing_deltas_decode_alone_with_drafts():
     """Deltas decode batched (faster) unless they redraw lines, which needs each alone."""
     from llmnas_dist.config import GenerationConfig
