@@ -735,7 +735,9 @@ def redraw(args: argparse.Namespace) -> dict:
         admission = Admission(cfg.admission, spec, index=seeded_index())
         rows, seconds = [], 0.0
         for seed in range(args.samples):
-            generation = cfg.generation.model_copy(update={"redraw_limit": n})
+            generation = cfg.generation.model_copy(
+                update={"redraw_limit": n, "redraw_deltas": mode == "delta"}
+            )
             results = gen.generate(
                 prompts,
                 Sampling.from_config(generation, seed=seed, mode=mode),

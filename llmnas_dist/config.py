@@ -191,13 +191,21 @@ class GenerationConfig(Section):
         0,
         ge=0,
         le=256,
-        description="Transformers backend: each answer is decoded alone (with draft_tokens "
-        "drafts, deltas too), and a line with a fault is taken back and sampled again (at most "
+        description="Transformers backend: each whole program (and delta, with "
+        "redraw_deltas) is decoded alone, and a line with a fault is taken back and sampled "
+        "again (at most "
         "3 times a line, then up to 2 lines further back, and this many times an answer; "
         "generation/lookup.py): a syntax error the grammar cannot rule out, a read of a name "
         "no line has bound there yet, a call whose arguments do not fit its callee, a line "
         "longer than any program's; a delta's added line by the faults it adds to the program "
-        "the delta makes. 0: never (deltas then decode batched).",
+        "the delta makes. 0: never.",
+    )
+    redraw_deltas: bool = Field(
+        False,
+        description="Redraw deltas' lines too (redraw_limit): each delta is then decoded "
+        "alone with draft_tokens drafts instead of in one batch (1.6x the decoding time of 30 "
+        "deltas, bench/generation_bench.py redraw --mode delta, 2026-12-05). False: deltas "
+        "decode batched and are judged whole by admission.",
     )
     batch_size: int = Field(
         4,

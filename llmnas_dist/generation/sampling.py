@@ -57,6 +57,7 @@ class Sampling:
         """The config's sampling for answers of `mode` (a full program gets its own budget);
         a retry samples at the retry temperature."""
         budget = cfg.max_new_tokens_full if mode == "full" else cfg.max_new_tokens
+        redraw_deltas = cfg.redraw_deltas and cfg.redraw_limit > 0
         temperature = cfg.retry_temperature if retry else cfg.temperature
         return cls(
             temperature,
@@ -67,6 +68,6 @@ class Sampling:
             stop_on_syntax_error=cfg.stop_on_syntax_error,
             stop_on_repeats=cfg.stop_on_repeats,
             # deltas decode alone only to redraw lines, then with drafts as whole programs
-            draft_tokens=cfg.draft_tokens if mode == "full" or cfg.redraw_limit else 0,
-            redraw_limit=cfg.redraw_limit,
+            draft_tokens=cfg.draft_tokens if mode == "full" or redraw_deltas else 0,
+            redraw_limit=cfg.redraw_limit if mode == "full" or redraw_deltas else 0,
         )

@@ -222,11 +222,15 @@ def test_redrawing_deltas_decode_alone_with_drafts():
     """Deltas decode batched (faster) unless they redraw lines, which needs each alone."""
     from llmnas_dist.config import GenerationConfig
 
-    cfg = GenerationConfig(redraw_limit=16, draft_tokens=8)
+    cfg = GenerationConfig(redraw_limit=16, draft_tokens=8, redraw_deltas=True)
     assert Sampling.from_config(cfg, mode="full").redraw_limit == 16
     assert Sampling.from_config(cfg, mode="delta").redraw_limit == 16
     assert Sampling.from_config(cfg, mode="delta").draft_tokens == 8
-    off = GenerationConfig(redraw_limit=0, draft_tokens=8)
-    assert Sampling.from_config(off, mode="delta").draft_tokens == 0
+    for off in (
+        GenerationConfig(redraw_limit=16, draft_tokens=8),  # whole programs only
+        GenerationConfig(redraw_limit=0, draft_tokens=8, redraw_deltas=True),
+    ):
+        assert Sampling.from_config(off, mode="delta").draft_tokens == 0
+        assert Sampling.from_config(off, mode="delta").redraw_limit == 0
     with pytest.raises(ValueError, match="redraw_limit"):
         Sampling(redraw_limit=-1)
