@@ -105,7 +105,8 @@ class LineJudge:
     function local (a whole program that reads its parent's `dropout` before the line that
     binds it), and a delta is judged too, at each line's end, by the faults of the program
     it makes that the program it made before did not have (`program_faults`), charged to
-    its latest added line (a block header waits for its body's first line)."""
+    its latest changed line (a block header waits for its body's first line, a removed
+    line for what replaces it)."""
 
     def __init__(self, parent: str | None = None) -> None:
         self._parsed = 0  # answer lines of the last text that parsed whole
@@ -158,29 +159,28 @@ class LineJudge:
 
     def _delta_fault(self, answer: str, parent: str) -> LineFault | None:
         """A delta's fault: the faults of the program it makes now that the program it made
-        at its last line that applied did not have, charged to its latest added line (a
-        hunk applies only once its anchor lines are unique, often a few context lines
-        after what it added)."""
+        at its last line that applied did not have, charged to its latest added or removed
+        line (a hunk applies only once its anchor lines are unique, often a few context
+        lines after what it changed). A removed line is judged with what follows it: a
+        line replaced (`-` then `+`) is missing only in between."""
         if "</delta>" in answer.lower():
             return None
         lines = answer[: answer.rfind("\n") + 1].split("\n")[:-1]
-        if not lines or lines[-1].startswith("+") and lines[-1].rstrip().endswith(":"):
+        if not lines or _changes(lines[-1]) and lines[-1].rstrip().endswith(":"):
             return None  # a block header: judged with its body's first line
+        if lines[-1].startswith("-") and _changes(lines[-1]):
+            return None  # a removed line: what replaces it may follow
         faults = _delta_faults(parent, "\n".join(lines) + "\n", self._parent_locals)
         if faults is None:
             return None
         before = [n for n in self._made if n < len(lines)]
         base = self._made[max(before)] if before else self._base_faults()
         self._made[len(lines)] = faults
-        added = [
-            n + 1
-            for n, line in enumerate(lines)
-            if line.startswith("+") and not line.startswith("+++")
-        ]
+        changed = [n + 1 for n, line in enumerate(lines) if _changes(line)]
         new = sorted(faults - base)
-        if not new or not added or added[-1] <= self._kept:
+        if not new or not changed or changed[-1] <= self._kept:
             return None
-        return LineFault(added[-1], *new[0])
+        return LineFault(changed[-1], *new[0])
 
     def _base_faults(self) -> frozenset[tuple[str, str]]:
         return program_faults(self._parent or "", self._parent_locals)
@@ -216,6 +216,11 @@ def program_faults(
         ("attribute", f"{name} is read but no line makes it") for _, name in unmade_attributes(tree)
     }
     return frozenset(faults)
+
+
+def _changes(line: str) -> bool:
+    """Whether a delta's line adds or removes one (not a file header)."""
+    return line[:1] in ("+", "-") and not line.startswith(("+++", "---"))
 
 
 def _delta_faults(

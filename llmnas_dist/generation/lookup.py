@@ -249,9 +249,9 @@ def _line_redraw(
     the limits the answer goes back to the start of the faulty line, or, once that line
     has been drawn `LINE_REDRAWS` times, of a line before it (up to `BACKTRACK_LINES`: the
     line that left out a binding is often the one before the read), and once those are
-    spent too, of a delta's hunk (`_hunk_start`); the grammar's matcher
-    goes back with it (it has consumed every token but the last picked, which `last` holds
-    for it) and the number of tokens to keep is returned."""
+    spent too, of a delta's hunk (`_hunk_start`); the grammar's matcher goes back with it
+    (it has consumed every token but the last picked, which `last` holds for it) and the
+    number of tokens to keep is returned."""
     newlines: list[int] = []  # per answer token: the newlines in its text
     line_chars: list[int] = []  # per answer token: the length of the line it ends in
     draws: dict[int, int] = {}  # answer line -> redraws so far

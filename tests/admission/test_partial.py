@@ -380,3 +380,17 @@ def test_a_delta_s_fault_found_once_its_hunk_applies_is_charged_to_its_added_lin
     fault = judge.fault(answer + "         self.head = nn.Linear(2, 2)\n")
     assert fault is not None and fault.kind == "call"
     assert fault.line == answer.count("\n")  # the added line, not the context line
+
+
+def test_a_line_replaced_in_a_delta_is_no_fault_while_its_replacement_is_pending() -> None:
+    judge = LineJudge(PARENT_NET)
+    answer = DELTA_HEAD + "         super().__init__()\n         width = 16\n"
+    answer += "         self.conv = nn.Conv2d(in_shape[-3], width, 3)\n"
+    answer += "-        self.head = nn.Linear(width, out_shape[0])\n"
+    assert judge.fault(answer) is None  # forward reads self.head: its new line may follow
+    replaced = answer + "+        self.head = nn.Linear(width, 2 * out_shape[0])\n"
+    assert judge.fault(replaced) is None
+    removed = answer + "     \n     def forward(self, x):\n"  # context: the removal stands
+    fault = LineJudge(PARENT_NET).fault(removed)
+    assert fault is not None and fault.kind == "attribute"
+    assert fault.line == answer.count("\n")  # charged to the removed line
