@@ -185,7 +185,8 @@ class GenerationConfig(Section):
         "answer is decoded alone, and each forward pass verifies up to this many tokens copied "
         "from where the answer's last tokens occur in its prompt (a whole program copies its "
         "parent): the same sampling, fewer passes (generation/lookup.py). Deltas copy less and "
-        "decode faster batched. 0: every batch decodes together, one token per pass.",
+        "decode faster batched (drafted only with redraw_deltas). 0: every batch decodes "
+        "together, one token per pass.",
     )
     redraw_limit: int = Field(
         0,

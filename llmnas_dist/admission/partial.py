@@ -31,6 +31,7 @@ from llmnas_dist.admission.calls import misfit_calls
 from llmnas_dist.admission.delta import apply_output
 from llmnas_dist.admission.unbound import function_locals, unbound_reads, unmade_attributes
 from llmnas_dist.errors import CandidateRejected
+from llmnas_dist.program.source import parse_source
 
 ALLOW_INCOMPLETE_INPUT = 0x4000  # CPython's PyCF_ALLOW_INCOMPLETE_INPUT (codeop.py)
 ONLY_AST = 0x400  # ast.PyCF_ONLY_AST: parse, never compile
@@ -117,8 +118,8 @@ class LineJudge:
         self._made: dict[int, frozenset[tuple[str, str]]] = {}
         if parent is not None:
             try:
-                self._parent_locals = frozenset(function_locals(ast.parse(parent)))
-            except (SyntaxError, ValueError):
+                self._parent_locals = frozenset(function_locals(parse_source(parent)))
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
                 self._parent = None  # not Python: nothing to judge a delta against
 
     def fault(self, answer: str) -> LineFault | None:
@@ -139,9 +140,9 @@ class LineJudge:
         if error is not None:
             return None  # a bracket or a block still open: its lines are judged when it closes
         try:
-            tree = ast.parse(lines)
-        except (SyntaxError, ValueError):  # a block header without its body yet
-            return None
+            tree = parse_source(lines)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None  # a block header without its body yet
         first, self._parsed = self._parsed - offset + 1, lines.count("\n") + offset
         compiled = _compile_error(tree)  # the compiler's own (a keyword given twice)
         if compiled is not None and (compiled.lineno or 0) >= first:
@@ -202,8 +203,8 @@ def program_faults(
     a delta inserts lines): a syntax error, a name read before it is bound (or never), an
     attribute read that no line makes, a misfit call."""
     try:
-        tree = ast.parse(code)
-    except (SyntaxError, ValueError) as exc:
+        tree = parse_source(code)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         return frozenset({("syntax", getattr(exc, "msg", str(exc)))})
     compiled = _compile_error(tree)
     faults = {("syntax", compiled.msg)} if compiled is not None else set()

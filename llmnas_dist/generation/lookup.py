@@ -268,7 +268,10 @@ def _line_redraw(
             fault: LineFault | None = LineFault(sum(newlines) + 1, "runaway", why)
         elif newlines[-1]:
             answer = str(tokenizer.decode(tokens, skip_special_tokens=True))
-            fault = judge.fault(answer)
+            try:
+                fault = judge.fault(answer)
+            except RecursionError:  # nesting deeper than the judges walk: admission judges it
+                fault = None
         else:
             return None
         if fault is None:

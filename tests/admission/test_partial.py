@@ -394,3 +394,13 @@ def test_a_line_replaced_in_a_delta_is_no_fault_while_its_replacement_is_pending
     fault = LineJudge(PARENT_NET).fault(removed)
     assert fault is not None and fault.kind == "attribute"
     assert fault.line == answer.count("\n")  # charged to the removed line
+
+
+def test_hostile_nesting_never_escapes_the_judge_as_anything_but_a_recursion_error() -> None:
+    """A line nested past the parser's limits is left to admission (decoding catches the
+    RecursionError of the walk; the parse itself reports a syntax error or nothing)."""
+    deep = HEAD + "        a = " + "(" * 300 + "1" + ")" * 300 + "\n"
+    try:
+        LineJudge(PARENT_NET).fault(deep)
+    except RecursionError:
+        pass
