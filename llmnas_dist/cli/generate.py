@@ -159,7 +159,11 @@ def generate_proposals(args: argparse.Namespace) -> int:
         answer_grammar(args.mode, canonical) if config.generation.constrained else (None, None)
     )
     results = generator.generate(
-        [prompt] * args.n, sampling, adapter=adapter, grammars=[grammar] * args.n
+        [prompt] * args.n,
+        sampling,
+        adapter=adapter,
+        grammars=[grammar] * args.n,
+        parents=[canonical] * args.n,
     )
     proposals = [
         _proposal(
