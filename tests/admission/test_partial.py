@@ -4,6 +4,8 @@ again and again at its end (a loop)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from llmnas_dist.admission.build import build_check
@@ -400,7 +402,5 @@ def test_hostile_nesting_never_escapes_the_judge_as_anything_but_a_recursion_err
     """A line nested past the parser's limits is left to admission (decoding catches the
     RecursionError of the walk; the parse itself reports a syntax error or nothing)."""
     deep = HEAD + "        a = " + "(" * 300 + "1" + ")" * 300 + "\n"
-    try:
+    with contextlib.suppress(RecursionError):
         LineJudge(PARENT_NET).fault(deep)
-    except RecursionError:
-        pass
