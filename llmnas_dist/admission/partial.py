@@ -148,14 +148,10 @@ class LineJudge:
         if compiled is not None and (compiled.lineno or 0) >= first:
             return LineFault((compiled.lineno or 0) + offset, "syntax", compiled.msg)
         faults = [
-            LineFault(line + offset, "name", f"{name!r} is read before it is bound")
-            for line, name in unbound_reads(tree, first, self._parent_locals)
-        ] + [LineFault(line + offset, "call", why) for line, why in misfit_calls(tree, first)]
-        faults += [
-            LineFault(line + offset, "attribute", f"{name} is read but no line makes it")
-            for line, name in unmade_attributes(tree, first)
+            LineFault(line + offset, kind, why)
+            for line, kind, why in _meaning_faults(tree, first, self._parent_locals)
+            if line + offset > self._kept
         ]
-        faults = [f for f in faults if f.line > self._kept]
         return min(faults, key=lambda f: f.line) if faults else None
 
     def _delta_fault(self, answer: str, parent: str) -> LineFault | None:
@@ -208,15 +204,27 @@ def program_faults(
         return frozenset({("syntax", getattr(exc, "msg", str(exc)))})
     compiled = _compile_error(tree)
     faults = {("syntax", compiled.msg)} if compiled is not None else set()
-    faults |= {
-        ("name", f"{name!r} is read before it is bound")
-        for _, name in unbound_reads(tree, 1, also_local, complete=True)
-    }
-    faults |= {("call", why) for _, why in misfit_calls(tree)}
-    faults |= {
-        ("attribute", f"{name} is read but no line makes it") for _, name in unmade_attributes(tree)
-    }
+    faults |= {(kind, why) for _, kind, why in _meaning_faults(tree, 1, also_local, True)}
     return frozenset(faults)
+
+
+def _meaning_faults(
+    tree: ast.Module, first: int, also_local: frozenset[str], complete: bool = False
+) -> list[tuple[int, str, str]]:
+    """(line, kind, why) of the faults of a parsed program on line `first` or later that
+    its parse cannot show: names read before they are bound, attributes no line makes,
+    calls that do not fit their callee (`complete`: as `unbound_reads`)."""
+    return [
+        *(
+            (line, "name", f"{name!r} is read before it is bound")
+            for line, name in unbound_reads(tree, first, also_local, complete)
+        ),
+        *((line, "call", why) for line, why in misfit_calls(tree, first)),
+        *(
+            (line, "attribute", f"{name} is read but no line makes it")
+            for line, name in unmade_attributes(tree, first)
+        ),
+    ]
 
 
 def _changes(line: str) -> bool:

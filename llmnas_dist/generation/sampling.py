@@ -1,6 +1,6 @@
 """How one batch of answers is sampled: temperature, top-p, top-k, token budget, seed,
-the end tags an answer stops at, early stops, prompt-lookup drafts and line redraws. Both backends
-(`engine`) and the drafted decoder (`lookup`) read it."""
+the end tags an answer stops at, early stops, prompt-lookup drafts and line redraws. Both
+backends (`engine`) and the drafted decoder (`lookup`) read it."""
 
 from __future__ import annotations
 
