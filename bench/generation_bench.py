@@ -57,9 +57,10 @@ Every number is a ratio against a baseline measured in the same run:
   prompt, grammar, sampling, drafts and token budget, the given adapter) for the first
   --parents seeds, --samples seeds each, decoded twice with the same seed: without line
   redraws (the baseline, `redraw_limit` 0: whole programs drafted, deltas batched) and
-  with them (the config's `redraw_limit`, or 16 where it is 0). Per arm: admission's
-  verdicts (novelty against every seed), the lines redrawn and why, wall time; the ratio
-  of wall times.
+  with them (the config's `redraw_limit`, or 16 where it is 0; arm `on`), and with them and
+  each finished answer built for the default dataset before it is returned (arm `build`,
+  `generation.redraw_builds`). Per arm: admission's verdicts (novelty against every seed),
+  the lines redrawn and why, wall time; the ratios of wall times.
 """
 
 from __future__ import annotations
@@ -706,6 +707,7 @@ def drafts(args: argparse.Namespace) -> dict:
 
 def redraw(args: argparse.Namespace) -> dict:
     """The arms of the module doc."""
+    from llmnas_dist.admission.build import BuildTarget
     from llmnas_dist.admission.grammar import answer_grammar
     from llmnas_dist.admission.pipeline import Admission
     from llmnas_dist.config import load_config
@@ -729,7 +731,8 @@ def redraw(args: argparse.Namespace) -> dict:
     gen = TransformersGenerator(cfg.generation.model, dtype=cfg.generation.dtype)
     limit = cfg.generation.redraw_limit or 16
     report: dict = {"mode": mode, "parents": names, "redraw_limit": limit, "arms": {}}
-    for arm, n in (("off", 0), ("on", limit)):
+    target = BuildTarget(spec.in_shape, spec.num_classes, cfg.admission)
+    for arm, n, built in (("off", 0, False), ("on", limit, False), ("build", limit, True)):
         if args.arms and arm not in args.arms.split(","):
             continue
         admission = Admission(cfg.admission, spec, index=seeded_index())
@@ -744,6 +747,7 @@ def redraw(args: argparse.Namespace) -> dict:
                 adapter=args.adapter,
                 grammars=grammars,
                 parents=parents,
+                targets=[target if built else None] * len(prompts),
             )
             seconds += results[0].seconds
             for name, r, p in zip(names, results, parents, strict=True):
@@ -755,9 +759,10 @@ def redraw(args: argparse.Namespace) -> dict:
         for row in rows:
             counts[row[2]] = counts.get(row[2], 0) + 1
         report["arms"][arm] = {"seconds": seconds, "verdicts": counts, "answers": rows}
-    if len(report["arms"]) == 2:
-        on, off = (report["arms"][a]["seconds"] for a in ("on", "off"))
-        report["on_over_off_seconds"] = on / off
+    arms = report["arms"]
+    for arm, base in (("on", "off"), ("build", "on"), ("build", "off")):
+        if arm in arms and base in arms:
+            report[f"{arm}_over_{base}_seconds"] = arms[arm]["seconds"] / arms[base]["seconds"]
     return report
 
 

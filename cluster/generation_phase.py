@@ -32,6 +32,7 @@ from cluster.pool import PoolResult, archive_recorder
 from cluster.progress import Mark, Progress, now_mark
 from db.contract import ArchiveStore
 from db.models import Candidate
+from llmnas_dist.admission.build import BuildTarget
 from llmnas_dist.admission.delta import feedback_for
 from llmnas_dist.admission.grammar import answer_grammar
 from llmnas_dist.admission.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex
@@ -91,6 +92,12 @@ class GenerationPhase:
         self.spec = spec
         self.index = index
         self.admission = Admission(cfg.admission, spec, index)
+        # what a finished answer is built for before it is returned (generation.redraw_builds)
+        self.target = (
+            BuildTarget(spec.in_shape, spec.num_classes, cfg.admission)
+            if cfg.generation.redraw_builds
+            else None
+        )
         self.evals = evals
         self.spans = spans
         self.adapters = adapters
@@ -157,6 +164,7 @@ class GenerationPhase:
                 *self.grammar(slot),
                 attempt > 0,
                 slot.parent_code,
+                self.target,
             )
             for slot, attempt, prompt in items
         ]

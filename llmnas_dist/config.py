@@ -208,6 +208,14 @@ class GenerationConfig(Section):
         "deltas, bench/generation_bench.py redraw --mode delta, 2026-12-05). False: deltas "
         "decode batched and are judged whole by admission.",
     )
+    redraw_builds: bool = Field(
+        False,
+        description="With redraw_limit: build each finished answer's program in the sandbox "
+        "for the run's dataset, as admission will, before it is returned; where it does not "
+        "build (channels, shapes, size) while its parent does, the delta hunk that wrote the "
+        "failing line (a whole program: that line) is taken back and drawn again, at most 3 "
+        "times an answer (generation/lookup.py). False: admission alone builds it.",
+    )
     batch_size: int = Field(
         4,
         ge=1,

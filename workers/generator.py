@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 
@@ -27,6 +27,9 @@ from llmnas_dist.generation.sampling import Sampling
 from llmnas_dist.spans import Where
 from workers.gpus import assigned_gpus, locate
 from workers.threads import node_threads
+
+if TYPE_CHECKING:
+    from llmnas_dist.admission.build import BuildTarget
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class GenRequest:
     grammar_note: str | None = None  # why a grammar was wanted but not built
     retry: bool = False  # asked again after a rejection: sampled at the retry temperature
     parent: str | None = None  # the program the answer edits (its lines are judged against it)
+    target: BuildTarget | None = None  # what its program must build for (redraw_builds)
 
 
 def generation_options(
@@ -114,6 +118,7 @@ class Generation:
                 self.adapter,
                 grammars=[r.grammar for r in requests],
                 parents=[r.parent for r in requests],
+                targets=[r.target for r in requests],
             )
         ended = time.time()
         return [

@@ -27,8 +27,9 @@ import re
 import tokenize
 from dataclasses import dataclass
 
+from llmnas_dist.admission.build import BuildTarget
 from llmnas_dist.admission.calls import misfit_calls
-from llmnas_dist.admission.delta import apply_output
+from llmnas_dist.admission.delta import apply_output, extract_code
 from llmnas_dist.admission.unbound import function_locals, unbound_reads, unmade_attributes
 from llmnas_dist.errors import CandidateRejected
 from llmnas_dist.program.source import parse_source
@@ -42,6 +43,7 @@ _PAIRS = {"(": ")", "[": "]", "{": "}"}
 _OPEN_NN = re.compile(r"<nn>", re.I)
 _OPEN_DELTA = re.compile(r"<delta>", re.I)
 _FENCE = re.compile(r"\A[ \t]*```[a-zA-Z0-9]*[ \t]*\n")
+_END_TAG = re.compile(r"</(delta|nn)>\s*\Z", re.I)
 # Longest block of lines a loop is looked for in: the loop seen in the early-stop bench
 # alternated 2 lines; a layer stack written out (conv, norm, activation, pool) is 4.
 MAX_BLOCK_LINES = 8
@@ -84,8 +86,8 @@ def settled_syntax_error(answer: str) -> str | None:
 @dataclass(frozen=True)
 class LineFault:
     """A fault on one line of an answer being written: `line` counts the answer's lines from
-    1, `kind` is 'syntax', 'name' or 'attribute' (`admission.unbound`) or 'call'
-    (`admission.calls`), `why` says what."""
+    1, `kind` is 'syntax', 'name' or 'attribute' (`admission.unbound`), 'call'
+    (`admission.calls`) or 'build' (the finished program did not build), `why` says what."""
 
     line: int
     kind: str
@@ -107,9 +109,14 @@ class LineJudge:
     binds it), and a delta is judged too, at each line's end, by the faults of the program
     it makes that the program it made before did not have (`program_faults`), charged to
     its latest changed line (a block header waits for its body's first line, a removed
-    line for what replaces it)."""
+    line for what replaces it).
 
-    def __init__(self, parent: str | None = None) -> None:
+    Given a `target`, a finished answer (its end tag written) is built in the sandbox as
+    admission will build it (`end_fault`)."""
+
+    def __init__(self, parent: str | None = None, target: BuildTarget | None = None) -> None:
+        self._target = target
+        self._parent_builds: bool | None = None  # built on first need
         self._parsed = 0  # answer lines of the last text that parsed whole
         self._kept = 0  # answer line of the last fault kept
         self._parent = parent
@@ -179,6 +186,44 @@ class LineJudge:
             return None
         return LineFault(changed[-1], *new[0])
 
+    def end_fault(self, answer: str) -> LineFault | None:
+        """When `answer` has just been finished (it ends in its end tag) and the program it
+        makes does not build for the target while its parent does: a 'build' fault on the
+        line that raised (a whole program) or on the header of the delta hunk that wrote it
+        (else of the last hunk: a shape or size fault names no line). None otherwise, also
+        for an answer admission will reject before its build (it does not apply, no code)."""
+        if self._target is None or not _END_TAG.search(answer):
+            return None
+        delta = self._parent is not None and _OPEN_DELTA.search(answer) is not None
+        try:
+            if delta:
+                code = apply_output(self._parent or "", answer, self._target.cfg.delta_fuzz)
+            else:
+                code = extract_code(answer)
+        except (CandidateRejected, ValueError):
+            return None
+        fault = self._target.fault(code)
+        if fault is None or not self._parent_built():
+            return None
+        if delta:
+            line = _written_hunk(answer, code, fault.line)
+        elif fault.line is not None and (opened := _OPEN_NN.search(answer)) is not None:
+            body = _body(answer, opened.end())
+            line = fault.line + answer.count("\n", 0, len(answer) - len(body))
+        else:
+            return None
+        return LineFault(line, "build", fault.why) if line else None
+
+    def _parent_built(self) -> bool:
+        """Whether the parent builds for the target (a child of a parent that does not
+        cannot be blamed on its delta); True when there is no parent."""
+        if self._parent_builds is None:
+            target = self._target
+            self._parent_builds = (
+                self._parent is None or target is None or target.fault(self._parent) is None
+            )
+        return self._parent_builds
+
     def _base_faults(self) -> frozenset[tuple[str, str]]:
         return program_faults(self._parent or "", self._parent_locals)
 
@@ -242,6 +287,28 @@ def _delta_faults(
     except (CandidateRejected, ValueError):
         return None
     return program_faults(child, also_local)
+
+
+def _written_hunk(answer: str, child: str, line: int | None) -> int | None:
+    """The answer line of the header of the delta hunk that added program line `line` of
+    `child` (the last added line with its text), else of the delta's last hunk."""
+    lines = answer.split("\n")
+    code = child.split("\n")
+    written = len(lines)
+    if line is not None and 0 < line <= len(code):
+        text = code[line - 1].strip()
+        added = [n + 1 for n, a in enumerate(lines) if _changes(a) and a[:1] == "+"]
+        matches = [n for n in added if lines[n - 1][1:].strip() == text]
+        written = matches[-1] if matches else written
+    return hunk_start(answer, written)
+
+
+def hunk_start(answer: str, line: int) -> int | None:
+    """The answer line of the header of the delta hunk that holds `line` (None: a whole
+    program, or no header before it). Drawn again from there, a hunk can move: an attribute
+    that `forward` reads needs a line in `__init__`, which lies before the hunk."""
+    headers = [n + 1 for n, text in enumerate(answer.split("\n")[:line]) if text.startswith("@@")]
+    return headers[-1] if headers else None
 
 
 def _compile_error(tree: ast.Module) -> SyntaxError | None:

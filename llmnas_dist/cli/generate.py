@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+from llmnas_dist.admission.build import BuildTarget
 from llmnas_dist.admission.grammar import answer_grammar
 from llmnas_dist.admission.novelty import minhash
 from llmnas_dist.admission.pipeline import Admission, Verdict
@@ -164,6 +165,10 @@ def generate_proposals(args: argparse.Namespace) -> int:
         adapter=adapter,
         grammars=[grammar] * args.n,
         parents=[canonical] * args.n,
+        # as a run builds its answers before they are returned (generation.redraw_builds)
+        targets=[BuildTarget(spec.in_shape, spec.num_classes, config.admission)] * args.n
+        if config.generation.redraw_builds
+        else None,
     )
     proposals = [
         _proposal(

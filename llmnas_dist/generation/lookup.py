@@ -27,6 +27,12 @@ back to the start of that line, and the line is sampled again (at most `LINE_RED
 times a line, `redraw_limit` times an answer; then the line stays and admission judges
 it). This samples from the model's distribution restricted to lines without such faults,
 as the grammar's mask restricts tokens.
+
+Given a build target (`generation.redraw_builds`), the answer is also built in the sandbox
+when its end tag is written, as admission will build it: where its program does not build
+(channels, shapes) while its parent does, the answer goes back to the header of the delta
+hunk that wrote the failing line (of a whole program: to that line) and goes on from there,
+at most `BUILD_REDRAWS` times an answer.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ from typing import Any, cast
 
 import torch
 
-from llmnas_dist.admission.partial import MAX_LINE_CHARS, LineFault, LineJudge
+from llmnas_dist.admission.build import BuildTarget
+from llmnas_dist.admission.partial import MAX_LINE_CHARS, LineFault, LineJudge, hunk_start
 from llmnas_dist.generation.constrain import Constraint, GrammarLogitsProcessor
 from llmnas_dist.generation.early_stop import EarlyStop
 from llmnas_dist.generation.sampling import Sampling
@@ -51,6 +58,8 @@ from llmnas_dist.generation.sampling import Sampling
 MAX_NGRAM = 16
 MIN_NGRAM = 2
 LINE_REDRAWS = 3  # draws of one line after its first, before the line is kept as it is
+# draws after a finished answer did not build (each redraws a hunk or a program's tail)
+BUILD_REDRAWS = 3
 BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
 
 
@@ -182,10 +191,13 @@ def sampling_row(
     ll_tokenizer: Any,
     seed: int,
     parent: str | None = None,
+    target: BuildTarget | None = None,
 ) -> tuple[Row, EarlyStop]:
     """How one answer to `prompt` picks its tokens (the grammar's mask, then `draw`) and
     ends (an end tag, an early stop), and its EarlyStop (which says why it stopped early).
-    `ll_tokenizer`: llguidance's view, for the mask's width; `seed` seeds this answer."""
+    `ll_tokenizer`: llguidance's view, for the mask's width; `seed` seeds this answer;
+    `parent` is what the answer edits, `target` what its program must build for (its lines
+    and its build are judged with redraws, `Sampling.redraw_limit`)."""
     constraint = constraint or Constraint(None)
     eos = int(tokenizer.eos_token_id)
     grammar = None
@@ -228,7 +240,7 @@ def sampling_row(
 
     row = Row(pick, allowed_prefix, done)
     if sampling.redraw_limit:
-        judge = LineJudge(parent)
+        judge = LineJudge(parent, target)
         row.redraw = _line_redraw(
             tokenizer, constraint, last, sampling.redraw_limit, row.faults, judge
         )
@@ -249,7 +261,8 @@ def _line_redraw(
     the limits the answer goes back to the start of the faulty line, or, once that line
     has been drawn `LINE_REDRAWS` times, of a line before it (up to `BACKTRACK_LINES`: the
     line that left out a binding is often the one before the read), and once those are
-    spent too, of a delta's hunk (`_hunk_start`); the grammar's matcher goes back with it
+    spent too, of a delta's hunk (`hunk_start`); a finished answer that does not build goes
+    back as `LineJudge.end_fault` says (its own budget); the grammar's matcher goes back with it
     (it has consumed every token but the last picked, which `last` holds for it) and the
     number of tokens to keep is returned."""
     newlines: list[int] = []  # per answer token: the newlines in its text
@@ -263,28 +276,30 @@ def _line_redraw(
         before = line_chars[-1] if line_chars else 0
         line_chars.append(len(text) - text.rfind("\n") - 1 if newlines[-1] else before + len(text))
         answer = ""
+        fault: LineFault | None = None
         if line_chars[-1] > MAX_LINE_CHARS and before <= MAX_LINE_CHARS:
             why = f"the line ran past {MAX_LINE_CHARS} characters"
-            fault: LineFault | None = LineFault(sum(newlines) + 1, "runaway", why)
-        elif newlines[-1]:
+            fault = LineFault(sum(newlines) + 1, "runaway", why)
+        elif newlines[-1] or ">" in text:  # a line ended, or maybe the answer's end tag
             answer = str(tokenizer.decode(tokens, skip_special_tokens=True))
             try:
-                fault = judge.fault(answer)
+                fault = judge.fault(answer) if newlines[-1] else None
+                fault = fault or judge.end_fault(answer)
             except RecursionError:  # nesting deeper than the judges walk: admission judges it
                 fault = None
-        else:
-            return None
         if fault is None:
             return None
         line = fault.line
         while draws.get(line, 0) >= LINE_REDRAWS and line > max(2, fault.line - BACKTRACK_LINES):
             line -= 1
         if draws.get(line, 0) >= LINE_REDRAWS and fault.kind != "runaway":
-            line = _hunk_start(answer, fault.line) or line
+            line = hunk_start(answer, fault.line) or line
         keep = _line_start(newlines, line)
         matcher = constraint.matcher
+        building = fault.kind == "build"
         if (
-            len(faults) >= limit
+            sum((f.kind == "build") == building for f in faults)
+            >= (BUILD_REDRAWS if building else limit)
             or draws.get(line, 0) >= LINE_REDRAWS
             or not 0 < keep < len(tokens)
             or (matcher is not None and not matcher.rollback(len(tokens) - keep))
@@ -298,14 +313,6 @@ def _line_redraw(
         return keep
 
     return redraw
-
-
-def _hunk_start(answer: str, line: int) -> int | None:
-    """The answer line of the header of the delta hunk that holds `line` (None: a whole
-    program, or no header before it). Drawn again from there, a hunk can move: an attribute
-    that `forward` reads needs a line in `__init__`, which lies before the hunk."""
-    headers = [n + 1 for n, text in enumerate(answer.split("\n")[:line]) if text.startswith("@@")]
-    return headers[-1] if headers else None
 
 
 def _line_start(newlines: list[int], line: int) -> int:

@@ -8,7 +8,7 @@ import contextlib
 
 import pytest
 
-from llmnas_dist.admission.build import build_check
+from llmnas_dist.admission.build import BuildTarget, build_check
 from llmnas_dist.admission.delta import extract_code
 from llmnas_dist.admission.partial import (
     MAX_LINE_CHARS,
@@ -404,3 +404,75 @@ def test_hostile_nesting_never_escapes_the_judge_as_anything_but_a_recursion_err
     deep = HEAD + "        a = " + "(" * 300 + "1" + ")" * 300 + "\n"
     with contextlib.suppress(RecursionError):
         LineJudge(PARENT_NET).fault(deep)
+
+
+# ---- a finished answer built before it is returned (LineJudge.end_fault) -----------------
+
+TARGET = BuildTarget((1, 8, 8), 10, AdmissionConfig())
+PRE_HUNK = (
+    "@@ @@\n"
+    "         self.conv = nn.Conv2d(in_shape[-3], width, 3)\n"
+    "+        self.pre = nn.Conv2d(in_shape[-3], in_shape[-3], 1)\n"
+    "@@ @@\n"
+    "     def forward(self, x):\n"
+    "-        return self.head(self.conv(x).mean((2, 3)))\n"
+)
+DEEP_CALL = "        return self.head(self.pre(self.conv(x)).mean((2, 3)))\n"  # 16 channels in
+FIRST_CALL = "        return self.head(self.conv(self.pre(x)).mean((2, 3)))\n"  # 1 channel in
+
+
+def pre_delta(call: str) -> str:
+    return "<delta>\n--- baseline.py\n+++ improved.py\n" + PRE_HUNK + "+" + call[1:] + "</delta>"
+
+
+def test_a_finished_delta_that_does_not_build_is_charged_to_the_hunk_that_wrote_the_line():
+    """The taught input block of the default runs (built for in_shape[-3] channels) called
+    where the channels differ: the fault lands on the header of the hunk with that call."""
+    answer = pre_delta(DEEP_CALL)
+    fault = LineJudge(PARENT_NET, TARGET).end_fault(answer)
+    assert fault is not None and fault.kind == "build"
+    assert "channels" in fault.why and "build_failed" in fault.why
+    assert answer.split("\n")[fault.line - 1] == "@@ @@"
+    assert fault.line == 7  # the second hunk's header, not the first's
+    placed = pre_delta(FIRST_CALL)
+    assert LineJudge(PARENT_NET, TARGET).end_fault(placed) is None  # builds
+
+
+def test_only_a_finished_answer_with_a_target_and_a_parent_that_builds_is_built() -> None:
+    answer = pre_delta(DEEP_CALL)
+    assert LineJudge(PARENT_NET).end_fault(answer) is None  # no target
+    unfinished = answer.removesuffix("</delta>")
+    assert LineJudge(PARENT_NET, TARGET).end_fault(unfinished) is None
+    broken_parent = PARENT_NET.replace("nn.Linear(width,", "nn.Linear(width + 1,")
+    assert build_fails(broken_parent)
+    assert LineJudge(broken_parent, TARGET).end_fault(answer) is None  # not the delta's fault
+    assert LineJudge(PARENT_NET, TARGET).end_fault("<delta>\n@@ @@\n+nothing\n</delta>") is None
+
+
+def test_a_finished_whole_program_that_does_not_build_is_charged_to_the_line_that_raised():
+    program = PARENT_NET.replace(
+        "        self.head = nn.Linear(width, out_shape[0])\n",
+        "        self.head = nn.Linear(width, out_shape[0])\n"
+        "        self.pre = nn.Conv2d(in_shape[-3], in_shape[-3], 1)\n",
+    ).replace("        return self.head(self.conv(x).mean((2, 3)))\n", DEEP_CALL)
+    answer = "<nn>\n\n" + program + "</nn>"
+    fault = LineJudge(PARENT_NET, TARGET).end_fault(answer)
+    assert fault is not None and fault.kind == "build"
+    assert answer.split("\n")[fault.line - 1] == DEEP_CALL.rstrip("\n")
+    good = answer.replace(DEEP_CALL, FIRST_CALL)
+    assert LineJudge(PARENT_NET, TARGET).end_fault(good) is None
+
+
+def test_a_whole_program_whose_build_names_no_line_is_left_to_admission() -> None:
+    """A wrong output shape is raised by no program line: nothing to redraw."""
+    program = PARENT_NET.replace("out_shape[0])", "out_shape[0] + 1)")
+    assert build_fails(program)
+    assert LineJudge(PARENT_NET, TARGET).end_fault("<nn>\n" + program + "</nn>") is None
+
+
+def build_fails(code: str) -> bool:
+    try:
+        build_check(code, TARGET.in_shape, TARGET.num_classes, TARGET.cfg)
+    except CandidateRejected:
+        return True
+    return False

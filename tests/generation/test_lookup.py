@@ -118,7 +118,7 @@ def _net_lines() -> tuple[list[str], int]:
     return lines, lines.index("        super().__init__()", net) + 1
 
 
-def _redrawing_row(tokenizers, mode: str = "full"):
+def _redrawing_row(tokenizers, mode: str = "full", target=None):
     from llmnas_dist.admission.grammar import answer_grammar
     from llmnas_dist.generation.constrain import compile_grammar
 
@@ -128,7 +128,7 @@ def _redrawing_row(tokenizers, mode: str = "full"):
     constraint = compile_grammar(ll_tokenizer, answer_grammar(mode, parent)[0])
     sampling = Sampling(temperature=0.0, max_new_tokens=4000, redraw_limit=16)
     prompt = torch.tensor([1, 2])
-    row, _ = sampling_row(tokenizer, prompt, sampling, constraint, ll_tokenizer, 0, parent)
+    row, _ = sampling_row(tokenizer, prompt, sampling, constraint, ll_tokenizer, 0, parent, target)
     return row
 
 
@@ -211,11 +211,35 @@ def test_a_delta_s_added_line_that_adds_a_fault_is_drawn_again(tokenizers):
 
 
 def test_a_spent_delta_line_is_drawn_again_from_its_hunk_s_header():
-    from llmnas_dist.generation.lookup import _hunk_start
+    from llmnas_dist.admission.partial import hunk_start
 
     answer = "<delta>\n--- a\n+++ b\n@@ @@\n x\n+y\n@@ @@\n z\n+w\n"
-    assert _hunk_start(answer, 9) == 7 and _hunk_start(answer, 6) == 4
-    assert _hunk_start("<nn>\nimport torch\n", 2) is None
+    assert hunk_start(answer, 9) == 7 and hunk_start(answer, 6) == 4
+    assert hunk_start("<nn>\nimport torch\n", 2) is None
+
+
+@pytest.mark.integration
+def test_a_finished_delta_that_does_not_build_is_drawn_again_from_its_hunk(tokenizers):
+    """The delta grammar, the parent and a build target (mnist5k at 8x8): an input block
+    called after the features, where the channels differ, is found when `</delta>` is
+    written; the answer goes back to that hunk's header (the grammar too) and the hunk
+    written again with the block before the features ends the answer."""
+    from llmnas_dist.admission.build import BuildTarget
+    from llmnas_dist.config import AdmissionConfig
+
+    tokenizer, _ = tokenizers
+    target = BuildTarget((1, 8, 8), 10, AdmissionConfig())
+    head = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         self.device = device\n"
+    head += "+        self.pre = nn.Conv2d(in_shape[-3], in_shape[-3], 1)\n"
+    hunk = "@@ @@\n     def forward(self, x):\n-        x = self.pool(self.features(x))\n"
+    deep = hunk + "+        x = self.pool(self.pre(self.features(x)))\n</delta>"
+    row, out = _redrawing_row(tokenizers, "delta", target), []
+    assert _feed(row, tokenizers, head + deep, out) is not None
+    assert [f.kind for f in row.faults] == ["build"] and "channels" in row.faults[0].why
+    assert tokenizer.decode(out) == head  # back to the second hunk's header
+    placed = hunk + "+        x = self.pool(self.features(self.pre(x)))\n</delta>"
+    assert _feed(row, tokenizers, placed, out) is None
+    assert tokenizer.decode(out) == head + placed
 
 
 def test_redrawing_deltas_decode_alone_with_drafts():
