@@ -57,10 +57,11 @@ Every number is a ratio against a baseline measured in the same run:
   prompt, grammar, sampling, drafts and token budget, the given adapter) for the first
   --parents seeds, --samples seeds each, decoded twice with the same seed: without line
   redraws (the baseline, `redraw_limit` 0: whole programs drafted, deltas batched) and
-  with them (the config's `redraw_limit`, or 16 where it is 0; arm `on`), and with them and
+  with them (the config's `redraw_limit`, or 16 where it is 0; arm `on`), with them and
   each finished answer built for the default dataset before it is returned (arm `build`,
-  `generation.redraw_builds`). Per arm: admission's verdicts (novelty against every seed),
-  the lines redrawn and why, wall time; the ratios of wall times.
+  `generation.redraw_builds`), and built without line redraws (arm `build-only`). Per
+  arm: admission's verdicts (novelty against every seed), the lines redrawn and why, wall
+  time; the ratios of wall times.
 """
 
 from __future__ import annotations
@@ -732,14 +733,25 @@ def redraw(args: argparse.Namespace) -> dict:
     limit = cfg.generation.redraw_limit or 16
     report: dict = {"mode": mode, "parents": names, "redraw_limit": limit, "arms": {}}
     target = BuildTarget(spec.in_shape, spec.num_classes, cfg.admission)
-    for arm, n, built in (("off", 0, False), ("on", limit, False), ("build", limit, True)):
+    arms = {  # lines redrawn, finished answers built
+        "off": (False, False),
+        "on": (True, False),
+        "build": (True, True),
+        "build-only": (False, True),
+    }
+    for arm, (lines, built) in arms.items():
         if args.arms and arm not in args.arms.split(","):
             continue
         admission = Admission(cfg.admission, spec, index=seeded_index())
         rows, seconds = [], 0.0
         for seed in range(args.samples):
             generation = cfg.generation.model_copy(
-                update={"redraw_limit": n, "redraw_deltas": mode == "delta"}
+                update={
+                    "redraw_limit": limit,
+                    "redraw_full": lines,
+                    "redraw_deltas": lines,
+                    "redraw_builds": built,
+                }
             )
             results = gen.generate(
                 prompts,
@@ -759,10 +771,11 @@ def redraw(args: argparse.Namespace) -> dict:
         for row in rows:
             counts[row[2]] = counts.get(row[2], 0) + 1
         report["arms"][arm] = {"seconds": seconds, "verdicts": counts, "answers": rows}
-    arms = report["arms"]
-    for arm, base in (("on", "off"), ("build", "on"), ("build", "off")):
-        if arm in arms and base in arms:
-            report[f"{arm}_over_{base}_seconds"] = arms[arm]["seconds"] / arms[base]["seconds"]
+    done = report["arms"]
+    for arm in done:
+        for base in done:
+            if arm != base:
+                report[f"{arm}_over_{base}_seconds"] = done[arm]["seconds"] / done[base]["seconds"]
     return report
 
 

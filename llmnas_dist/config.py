@@ -201,6 +201,11 @@ class GenerationConfig(Section):
         "longer than any program's; a delta's added line by the faults it adds to the program "
         "the delta makes. 0: never.",
     )
+    redraw_full: bool = Field(
+        True,
+        description="Redraw whole programs' lines (redraw_limit). False: whole programs are "
+        "judged whole by admission (and by their build, with redraw_builds).",
+    )
     redraw_deltas: bool = Field(
         False,
         description="Redraw deltas' lines too (redraw_limit): each delta is then decoded "
@@ -210,11 +215,12 @@ class GenerationConfig(Section):
     )
     redraw_builds: bool = Field(
         False,
-        description="With redraw_limit: build each finished answer's program in the sandbox "
+        description="Build each finished answer's program in the sandbox "
         "for the run's dataset, as admission will, before it is returned; where it does not "
         "build (channels, shapes, size) while its parent does, the delta hunk that wrote the "
         "failing line (a whole program: that line) is taken back and drawn again, at most 3 "
-        "times an answer (generation/lookup.py). False: admission alone builds it.",
+        "times an answer (generation/lookup.py). Deltas are then decoded alone, as with "
+        "redraw_deltas. False: admission alone builds it.",
     )
     batch_size: int = Field(
         4,

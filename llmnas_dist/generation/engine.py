@@ -301,7 +301,7 @@ class TransformersGenerator:
         use_base = base and isinstance(self.model, PeftModel)
         base_only = self.model.disable_adapter() if use_base else contextlib.nullcontext()
         with base_only:
-            if sampling.draft_tokens or sampling.redraw_limit:
+            if sampling.draft_tokens or sampling.redraw_limit or any(targets):
                 return self._sample_drafted(texts, sampling, grammars, parents, targets)
             return self._sample_batch(texts, sampling, grammars)
 

@@ -32,7 +32,8 @@ Given a build target (`generation.redraw_builds`), the answer is also built in t
 when its end tag is written, as admission will build it: where its program does not build
 (channels, shapes) while its parent does, the answer goes back to the header of the delta
 hunk that wrote the failing line (of a whole program: to that line) and goes on from there,
-at most `BUILD_REDRAWS` times an answer.
+at most `END_REDRAWS` times an answer. So also an answer whose program is a near-copy of
+its parent (admission would reject it as not novel): it goes back to its end tag's line.
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ from typing import Any, cast
 import torch
 
 from llmnas_dist.admission.build import BuildTarget
-from llmnas_dist.admission.partial import MAX_LINE_CHARS, LineFault, LineJudge, hunk_start
+from llmnas_dist.admission.partial import (
+    END_KINDS,
+    MAX_LINE_CHARS,
+    LineFault,
+    LineJudge,
+    hunk_start,
+)
 from llmnas_dist.generation.constrain import Constraint, GrammarLogitsProcessor
 from llmnas_dist.generation.early_stop import EarlyStop
 from llmnas_dist.generation.sampling import Sampling
@@ -58,8 +65,9 @@ from llmnas_dist.generation.sampling import Sampling
 MAX_NGRAM = 16
 MIN_NGRAM = 2
 LINE_REDRAWS = 3  # draws of one line after its first, before the line is kept as it is
-# draws after a finished answer did not build (each redraws a hunk or a program's tail)
-BUILD_REDRAWS = 3
+# draws after a finished answer was a near-copy of its parent or did not build (each
+# redraws a hunk or a program's tail)
+END_REDRAWS = 3
 BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
 
 
@@ -239,7 +247,7 @@ def sampling_row(
         return False
 
     row = Row(pick, allowed_prefix, done)
-    if sampling.redraw_limit:
+    if sampling.redraw_limit or target is not None:
         judge = LineJudge(parent, target)
         row.redraw = _line_redraw(
             tokenizer, constraint, last, sampling.redraw_limit, row.faults, judge
@@ -277,13 +285,13 @@ def _line_redraw(
         line_chars.append(len(text) - text.rfind("\n") - 1 if newlines[-1] else before + len(text))
         answer = ""
         fault: LineFault | None = None
-        if line_chars[-1] > MAX_LINE_CHARS and before <= MAX_LINE_CHARS:
+        if limit and line_chars[-1] > MAX_LINE_CHARS and before <= MAX_LINE_CHARS:
             why = f"the line ran past {MAX_LINE_CHARS} characters"
             fault = LineFault(sum(newlines) + 1, "runaway", why)
         elif newlines[-1] or ">" in text:  # a line ended, or maybe the answer's end tag
             answer = str(tokenizer.decode(tokens, skip_special_tokens=True))
             try:
-                fault = judge.fault(answer) if newlines[-1] else None
+                fault = judge.fault(answer) if newlines[-1] and limit else None
                 fault = fault or judge.end_fault(answer)
             except RecursionError:  # nesting deeper than the judges walk: admission judges it
                 fault = None
@@ -296,10 +304,9 @@ def _line_redraw(
             line = hunk_start(answer, fault.line) or line
         keep = _line_start(newlines, line)
         matcher = constraint.matcher
-        building = fault.kind == "build"
+        ended = fault.kind in END_KINDS
         if (
-            sum((f.kind == "build") == building for f in faults)
-            >= (BUILD_REDRAWS if building else limit)
+            sum((f.kind in END_KINDS) == ended for f in faults) >= (END_REDRAWS if ended else limit)
             or draws.get(line, 0) >= LINE_REDRAWS
             or not 0 < keep < len(tokens)
             or (matcher is not None and not matcher.rollback(len(tokens) - keep))

@@ -57,7 +57,10 @@ class Sampling:
         """The config's sampling for answers of `mode` (a full program gets its own budget);
         a retry samples at the retry temperature."""
         budget = cfg.max_new_tokens_full if mode == "full" else cfg.max_new_tokens
-        redraw_deltas = cfg.redraw_deltas and cfg.redraw_limit > 0
+        lines = (cfg.redraw_full if mode == "full" else cfg.redraw_deltas) and cfg.redraw_limit > 0
+        # deltas decode alone only to redraw lines or builds, then with drafts as whole
+        # programs do
+        alone = mode == "full" or lines or cfg.redraw_builds
         temperature = cfg.retry_temperature if retry else cfg.temperature
         return cls(
             temperature,
@@ -67,7 +70,6 @@ class Sampling:
             seed,
             stop_on_syntax_error=cfg.stop_on_syntax_error,
             stop_on_repeats=cfg.stop_on_repeats,
-            # deltas decode alone only to redraw lines, then with drafts as whole programs
-            draft_tokens=cfg.draft_tokens if mode == "full" or redraw_deltas else 0,
-            redraw_limit=cfg.redraw_limit if mode == "full" or redraw_deltas else 0,
+            draft_tokens=cfg.draft_tokens if alone else 0,
+            redraw_limit=cfg.redraw_limit if lines else 0,
         )

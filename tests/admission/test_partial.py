@@ -476,3 +476,19 @@ def build_fails(code: str) -> bool:
     except CandidateRejected:
         return True
     return False
+
+
+def test_a_finished_near_copy_of_its_parent_is_charged_to_its_end_tag_s_line() -> None:
+    """Admission would reject it as not novel (its parent is archived): the answer goes on
+    from its end tag's line; a delta that changes enough is not a near-copy."""
+    parent = canonicalize(load_seeds()["plain_cnn"], AdmissionConfig())[0]
+    copy = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
+    copy += "-            c_out = 32 * 2 ** i\n+            c_out = 48 * 2 ** i\n</delta>"
+    fault = LineJudge(parent, TARGET).end_fault(copy)
+    assert fault is not None and fault.kind == "novelty" and "to its parent" in fault.why
+    assert fault.line == copy.count("\n") + 1 and copy.split("\n")[-1] == "</delta>"
+    assert LineJudge(PARENT_NET, TARGET).end_fault(pre_delta(FIRST_CALL)) is None
+    whole = "<nn>\n" + parent.replace("32 * 2 ** i", "48 * 2 ** i") + "</nn>"
+    fault = LineJudge(parent, TARGET).end_fault(whole)
+    assert fault is not None and fault.kind == "novelty"
+    assert LineJudge(parent).end_fault(whole) is None  # no target: admission judges it

@@ -118,7 +118,7 @@ def _net_lines() -> tuple[list[str], int]:
     return lines, lines.index("        super().__init__()", net) + 1
 
 
-def _redrawing_row(tokenizers, mode: str = "full", target=None):
+def _redrawing_row(tokenizers, mode: str = "full", target=None, limit: int = 16):
     from llmnas_dist.admission.grammar import answer_grammar
     from llmnas_dist.generation.constrain import compile_grammar
 
@@ -126,7 +126,7 @@ def _redrawing_row(tokenizers, mode: str = "full", target=None):
     lines, _ = _net_lines()
     parent = "\n".join(lines)
     constraint = compile_grammar(ll_tokenizer, answer_grammar(mode, parent)[0])
-    sampling = Sampling(temperature=0.0, max_new_tokens=4000, redraw_limit=16)
+    sampling = Sampling(temperature=0.0, max_new_tokens=4000, redraw_limit=limit)
     prompt = torch.tensor([1, 2])
     row, _ = sampling_row(tokenizer, prompt, sampling, constraint, ll_tokenizer, 0, parent, target)
     return row
@@ -219,11 +219,15 @@ def test_a_spent_delta_line_is_drawn_again_from_its_hunk_s_header():
 
 
 @pytest.mark.integration
-def test_a_finished_delta_that_does_not_build_is_drawn_again_from_its_hunk(tokenizers):
+@pytest.mark.parametrize("line_redraws", [16, 0])
+def test_a_finished_delta_that_does_not_build_is_drawn_again_from_its_hunk(
+    tokenizers, line_redraws
+):
     """The delta grammar, the parent and a build target (mnist5k at 8x8): an input block
     called after the features, where the channels differ, is found when `</delta>` is
     written; the answer goes back to that hunk's header (the grammar too) and the hunk
-    written again with the block before the features ends the answer."""
+    written again with the block before the features ends the answer; so also without
+    line redraws (`redraw_builds` alone)."""
     from llmnas_dist.admission.build import BuildTarget
     from llmnas_dist.config import AdmissionConfig
 
@@ -233,7 +237,7 @@ def test_a_finished_delta_that_does_not_build_is_drawn_again_from_its_hunk(token
     head += "+        self.pre = nn.Conv2d(in_shape[-3], in_shape[-3], 1)\n"
     hunk = "@@ @@\n     def forward(self, x):\n-        x = self.pool(self.features(x))\n"
     deep = hunk + "+        x = self.pool(self.pre(self.features(x)))\n</delta>"
-    row, out = _redrawing_row(tokenizers, "delta", target), []
+    row, out = _redrawing_row(tokenizers, "delta", target, line_redraws), []
     assert _feed(row, tokenizers, head + deep, out) is not None
     assert [f.kind for f in row.faults] == ["build"] and "channels" in row.faults[0].why
     assert tokenizer.decode(out) == head  # back to the second hunk's header
@@ -258,3 +262,14 @@ def test_redrawing_deltas_decode_alone_with_drafts():
         assert Sampling.from_config(off, mode="delta").redraw_limit == 0
     with pytest.raises(ValueError, match="redraw_limit"):
         Sampling(redraw_limit=-1)
+
+
+def test_whole_programs_redraw_lines_only_with_redraw_full_and_builds_decode_deltas_alone():
+    from llmnas_dist.config import GenerationConfig
+
+    cfg = GenerationConfig(redraw_limit=16, draft_tokens=8, redraw_full=False)
+    whole = Sampling.from_config(cfg, mode="full")
+    assert whole.redraw_limit == 0 and whole.draft_tokens == 8  # drafted, no line judged
+    built = GenerationConfig(redraw_limit=16, draft_tokens=8, redraw_builds=True)
+    delta = Sampling.from_config(built, mode="delta")
+    assert delta.redraw_limit == 0 and delta.draft_tokens == 8  # alone, to be built
