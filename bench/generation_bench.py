@@ -708,7 +708,9 @@ def drafts(args: argparse.Namespace) -> dict:
 
 def redraw(args: argparse.Namespace) -> dict:
     """The arms of the module doc."""
-    from llmnas_dist.admission.build import BuildTarget
+    from dataclasses import replace
+
+    from llmnas_dist.admission.finished import NEAR_PARENT, AnswerTarget
     from llmnas_dist.admission.grammar import answer_grammar
     from llmnas_dist.admission.pipeline import Admission
     from llmnas_dist.config import load_config
@@ -726,13 +728,13 @@ def redraw(args: argparse.Namespace) -> dict:
     spec = dataset_spec(cfg.ce.dataset).at_size(cfg.evaluation.input_size)
     seeds = load_seeds()
     names = sorted(seeds)[: args.parents]
-    parents = [canonicalize(seeds[n], cfg.admission)[0] for n in names]
+    parents, hashes = zip(*(canonicalize(seeds[n], cfg.admission) for n in names), strict=True)
     prompts = [parent_prompt(mode, p, spec, 0.85) for p in parents]
     grammars = [answer_grammar(mode, p)[0] for p in parents]
     gen = TransformersGenerator(cfg.generation.model, dtype=cfg.generation.dtype)
     limit = cfg.generation.redraw_limit or 16
     report: dict = {"mode": mode, "parents": names, "redraw_limit": limit, "arms": {}}
-    target = BuildTarget(spec.in_shape, spec.num_classes, cfg.admission)
+    target = AnswerTarget(spec.in_shape, spec.num_classes, cfg.admission)
     arms = {  # lines redrawn, finished answers built
         "off": (False, False),
         "on": (True, False),
@@ -759,7 +761,13 @@ def redraw(args: argparse.Namespace) -> dict:
                 adapter=args.adapter,
                 grammars=grammars,
                 parents=parents,
-                targets=[target if built else None] * len(prompts),
+                # as a run: compared with what the arm's index holds near each parent
+                targets=[
+                    replace(target, neighbours=admission.index.neighbourhood(h, NEAR_PARENT))
+                    if built
+                    else None
+                    for h in hashes
+                ],
             )
             seconds += results[0].seconds
             for name, r, p in zip(names, results, parents, strict=True):

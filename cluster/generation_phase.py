@@ -32,8 +32,8 @@ from cluster.pool import PoolResult, archive_recorder
 from cluster.progress import Mark, Progress, now_mark
 from db.contract import ArchiveStore
 from db.models import Candidate
-from llmnas_dist.admission.build import BuildTarget
 from llmnas_dist.admission.delta import feedback_for
+from llmnas_dist.admission.finished import NEAR_PARENT, AnswerTarget
 from llmnas_dist.admission.grammar import answer_grammar
 from llmnas_dist.admission.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex
 from llmnas_dist.admission.pipeline import Admission, Verdict
@@ -94,7 +94,7 @@ class GenerationPhase:
         self.admission = Admission(cfg.admission, spec, index)
         # what a finished answer is built for before it is returned (generation.redraw_builds)
         self.target = (
-            BuildTarget(spec.in_shape, spec.num_classes, cfg.admission)
+            AnswerTarget(spec.in_shape, spec.num_classes, cfg.admission)
             if cfg.generation.redraw_builds
             else None
         )
@@ -164,12 +164,20 @@ class GenerationPhase:
                 *self.grammar(slot),
                 attempt > 0,
                 slot.parent_code,
-                self.target,
+                self.target_of(slot),
             )
             for slot, attempt, prompt in items
         ]
         seed = keyed_seed(self.cfg.ce.stream_seed, "generate", *key)
         self.send(Call(items, requests, seed, index, time.time()))
+
+    def target_of(self, slot: Slot) -> AnswerTarget | None:
+        """What the slot's answer must meet before it is returned (generation.redraw_builds):
+        build for the dataset, and differ from the archived programs near its parent."""
+        if self.target is None:
+            return None
+        near = self.index.neighbourhood(slot.parent_hash, NEAR_PARENT)
+        return replace(self.target, neighbours=near)
 
     def send(self, call: Call) -> None:
         actor = self.actors.generators[call.actor]

@@ -29,7 +29,7 @@ from workers.gpus import assigned_gpus, locate
 from workers.threads import node_threads
 
 if TYPE_CHECKING:
-    from llmnas_dist.admission.build import BuildTarget
+    from llmnas_dist.admission.finished import AnswerTarget
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class GenRequest:
     grammar_note: str | None = None  # why a grammar was wanted but not built
     retry: bool = False  # asked again after a rejection: sampled at the retry temperature
     parent: str | None = None  # the program the answer edits (its lines are judged against it)
-    target: BuildTarget | None = None  # what its program must build for (redraw_builds)
+    target: AnswerTarget | None = None  # what its program must build for (redraw_builds)
 
 
 def generation_options(

@@ -9,8 +9,6 @@ CandidateRejected.
 from __future__ import annotations
 
 import dataclasses
-import logging
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,14 +16,9 @@ from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass, truncate
 from llmnas_dist.program.lemur import program_prm
 from llmnas_dist.program.source import parse_source
-from llmnas_dist.sandbox.runner import SandboxError, SandboxLimits, run_in_sandbox
-
-log = logging.getLogger(__name__)
+from llmnas_dist.sandbox.runner import SandboxLimits, run_in_sandbox
 
 BUILD_BATCH = 2  # the dummy batch the build forwards (the verdict expects it back)
-# where the sandbox's report of an exception names the program line that raised it
-# (sandbox/child/supervisor.py `_describe_exception`)
-_PROGRAM_LINE = re.compile(r"\(program line (\d+)\)\Z")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,36 +77,3 @@ def build_verdict(outcome: dict[str, Any], num_classes: int, max_params: int) ->
             ErrorClass.TOO_LARGE, f"{param_count} parameters, over the budget of {max_params}"
         )
     return BuildReport(param_count, tuple(expected), outcome["duration_s"])
-
-
-@dataclasses.dataclass(frozen=True)
-class BuildFault:
-    """Why a program does not build: `line` is the program line that raised (None: the
-    verdict names none, as a wrong output shape), `why` the rejection's class and message."""
-
-    line: int | None
-    why: str
-
-
-@dataclasses.dataclass(frozen=True)
-class BuildTarget:
-    """What a program must build for (a dataset's input shape and classes, admission's limits
-    and budget), handed to generation so that a finished answer can be built before it is
-    returned (generation/lookup.py redraws where it failed)."""
-
-    in_shape: tuple[int, int, int]
-    num_classes: int
-    cfg: AdmissionConfig
-
-    def fault(self, code: str) -> BuildFault | None:
-        """Build `code` as admission builds it (`build_check`, in the sandbox); None when it
-        builds or when the sandbox itself fails (not the program's fault: admission will
-        say what it is)."""
-        try:
-            build_check(code, self.in_shape, self.num_classes, self.cfg)
-        except CandidateRejected as exc:
-            line = _PROGRAM_LINE.search(exc.message)
-            return BuildFault(int(line.group(1)) if line else None, str(exc))
-        except SandboxError as exc:
-            log.warning("a build before admission failed in the sandbox itself: %s", exc)
-        return None

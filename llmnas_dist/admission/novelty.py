@@ -192,6 +192,16 @@ class NoveltyIndex:
             return self._best(values, near)
         return self._best(values, self._neighbour.query(lean))
 
+    def neighbourhood(self, code_hash: str | None, threshold: float) -> bytes:
+        """The signatures (`signature_bytes` of each, one after another) of the archived
+        programs whose estimated Jaccard to the archived program `code_hash` is at least
+        `threshold`, itself included; b"" when it is not archived."""
+        row = self._row_of.get(code_hash or "")
+        if row is None:
+            return b""
+        rows = self._rows[: len(self._keys)]
+        return rows[(rows == rows[row]).mean(axis=1) >= threshold].tobytes()
+
     def is_novel(self, jaccard: float | None) -> bool:
         return jaccard is None or jaccard < self.tau
 

@@ -26,16 +26,13 @@ import io
 import re
 import tokenize
 from dataclasses import dataclass
-from typing import Any
 
-from llmnas_dist.admission.build import BuildTarget
 from llmnas_dist.admission.calls import misfit_calls
 from llmnas_dist.admission.delta import apply_output, extract_code
-from llmnas_dist.admission.novelty import minhash
+from llmnas_dist.admission.finished import AnswerTarget
 from llmnas_dist.admission.unbound import function_locals, unbound_reads, unmade_attributes
 from llmnas_dist.errors import CandidateRejected
 from llmnas_dist.program.source import parse_source
-from llmnas_dist.program.static import canonicalize
 
 ALLOW_INCOMPLETE_INPUT = 0x4000  # CPython's PyCF_ALLOW_INCOMPLETE_INPUT (codeop.py)
 ONLY_AST = 0x400  # ast.PyCF_ONLY_AST: parse, never compile
@@ -119,10 +116,9 @@ class LineJudge:
     Given a `target`, a finished answer (its end tag written) is compared with its parent
     and built in the sandbox as admission will compare and build it (`end_fault`)."""
 
-    def __init__(self, parent: str | None = None, target: BuildTarget | None = None) -> None:
+    def __init__(self, parent: str | None = None, target: AnswerTarget | None = None) -> None:
         self._target = target
         self._parent_builds: bool | None = None  # built on first need
-        self._parent_hash: Any = None  # the parent's MinHash, made on first need
         self._parsed = 0  # answer lines of the last text that parsed whole
         self._kept = 0  # answer line of the last fault kept
         self._parent = parent
@@ -194,7 +190,8 @@ class LineJudge:
 
     def end_fault(self, answer: str) -> LineFault | None:
         """When `answer` has just been finished (it ends in its end tag): a 'novelty' fault
-        on its end tag's line where its program is a near-copy of its parent (`copy_of`),
+        on its end tag's line where its program is a near-copy of an archived program near
+        its parent (`AnswerTarget.copy_of`),
         else a 'build' fault where it does not build for the target while its parent does,
         on the line that raised (a whole program) or on the header of the delta hunk that
         wrote it (else of the last hunk: a shape or size fault names no line). None
@@ -210,9 +207,14 @@ class LineJudge:
                 code = extract_code(answer)
         except (CandidateRejected, ValueError):
             return None
-        if (near := self._copy_of(code)) is not None:
+        # drawn again from its end tag's line, a near-copy can go on (another hunk, more
+        # lines). Measured (bench/generation_bench.py redraw --mode delta, 2026-12-05, 2-core
+        # EPYC): 5 of 30 deltas were rejected as not novel, 4 of them near a sibling (an
+        # earlier answer to the same parent), Jaccard 0.906-0.945; in the default run of
+        # that day 3 of 12 (Jaccard 0.984, 0.984, 1.0 to a cycle-1 child)
+        if self._parent and (near := self._target.copy_of(code, self._parent)) is not None:
             return LineFault(answer.count("\n") + 1, "novelty", near)
-        fault = self._target.fault(code)
+        fault = self._target.build_fault(code)
         if fault is None or not self._parent_built():
             return None
         if delta:
@@ -224,37 +226,13 @@ class LineJudge:
             return None
         return LineFault(line, "build", fault.why) if line else None
 
-    def _copy_of(self, code: str) -> str | None:
-        """'estimated Jaccard J >= tau T to its parent' where admission will find `code`
-        (in canonical form) that near its archived parent and reject it as not novel; None
-        otherwise. Drawn again from its end tag's line, the answer can go on (another hunk,
-        more lines). Measured (bench/generation_bench.py redraw --mode delta, 2026-12-05,
-        2-core EPYC): 4-5 of 30 deltas were a taught input block alone on a small parent,
-        Jaccard 0.906-0.945 to it."""
-        cfg = self._target.cfg if self._target is not None else None
-        if cfg is None or self._parent is None:
-            return None
-        try:
-            if self._parent_hash is None:
-                parent = canonicalize(self._parent, cfg)[0]
-                self._parent_hash = minhash(parent, cfg.num_perm, cfg.shingle_size)
-            child = minhash(canonicalize(code, cfg)[0], cfg.num_perm, cfg.shingle_size)
-        except (CandidateRejected, ValueError, SyntaxError, RecursionError):
-            return None  # admission says what is wrong with it
-        near = float(child.jaccard(self._parent_hash))
-        return (
-            f"estimated Jaccard {near:.3f} >= tau {cfg.tau} to its parent"
-            if near >= cfg.tau
-            else None
-        )
-
     def _parent_built(self) -> bool:
         """Whether the parent builds for the target (a child of a parent that does not
         cannot be blamed on its delta); True when there is no parent."""
         if self._parent_builds is None:
             target = self._target
             self._parent_builds = (
-                self._parent is None or target is None or target.fault(self._parent) is None
+                self._parent is None or target is None or target.build_fault(self._parent) is None
             )
         return self._parent_builds
 

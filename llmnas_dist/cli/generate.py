@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from llmnas_dist.admission.build import BuildTarget
+from llmnas_dist.admission.finished import NEAR_PARENT, AnswerTarget
 from llmnas_dist.admission.grammar import answer_grammar
 from llmnas_dist.admission.novelty import minhash
 from llmnas_dist.admission.pipeline import Admission, Verdict
@@ -27,7 +27,7 @@ from llmnas_dist.cli.check import archive_index
 from llmnas_dist.cli.common import EXIT_FAILED, EXIT_OK, config_from_args, with_input_flags
 from llmnas_dist.config import Config
 from llmnas_dist.errors import CandidateRejected, UsageError
-from llmnas_dist.evaluation.datasets import dataset_spec
+from llmnas_dist.evaluation.datasets import DatasetSpec, dataset_spec
 from llmnas_dist.generation.engine import GenerationResult, adapter_rank, make_generator
 from llmnas_dist.generation.prompts import parent_prompt
 from llmnas_dist.generation.sampling import Sampling
@@ -63,6 +63,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--json", action="store_true", help="print a JSON list of proposals")
     p.set_defaults(func=generate_proposals)
+
+
+def _target(config: Config, spec: DatasetSpec, near: bytes) -> AnswerTarget | None:
+    """What an answer must meet before it is returned, as in a run (generation.redraw_builds):
+    build for the dataset, differ from the archived programs near the parent (`near`)."""
+    if not config.generation.redraw_builds:
+        return None
+    return AnswerTarget(spec.in_shape, spec.num_classes, config.admission, near)
 
 
 def _read_parent(path: str) -> str:
@@ -165,10 +173,7 @@ def generate_proposals(args: argparse.Namespace) -> int:
         adapter=adapter,
         grammars=[grammar] * args.n,
         parents=[canonical] * args.n,
-        # as a run builds its answers before they are returned (generation.redraw_builds)
-        targets=[BuildTarget(spec.in_shape, spec.num_classes, config.admission)] * args.n
-        if config.generation.redraw_builds
-        else None,
+        targets=[_target(config, spec, index.neighbourhood(parent_hash, NEAR_PARENT))] * args.n,
     )
     proposals = [
         _proposal(

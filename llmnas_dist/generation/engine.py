@@ -30,7 +30,7 @@ from llmnas_dist.generation.sampling import Sampling
 from llmnas_dist.spans import Where
 
 if TYPE_CHECKING:
-    from llmnas_dist.admission.build import BuildTarget
+    from llmnas_dist.admission.finished import AnswerTarget
 
 T = TypeVar("T")
 
@@ -120,7 +120,7 @@ class Generator(Protocol):
         adapter: str | None = None,
         grammars: Sequence[str | None] | None = None,
         parents: Sequence[str | None] | None = None,
-        targets: Sequence[BuildTarget | None] | None = None,
+        targets: Sequence[AnswerTarget | None] | None = None,
     ) -> list[GenerationResult]: ...
 
 
@@ -244,7 +244,7 @@ class TransformersGenerator:
         adapter: str | None = None,
         grammars: Sequence[str | None] | None = None,
         parents: Sequence[str | None] | None = None,
-        targets: Sequence[BuildTarget | None] | None = None,
+        targets: Sequence[AnswerTarget | None] | None = None,
     ) -> list[GenerationResult]:
         texts = [chat_text(self.tokenizer, p) for p in _check_prompts(prompts)]
         lark = _per_prompt(grammars, len(texts), "grammars")
@@ -288,7 +288,7 @@ class TransformersGenerator:
         base: bool,
         grammars: list[str | None],
         parents: list[str | None],
-        targets: list[BuildTarget | None],
+        targets: list[AnswerTarget | None],
     ) -> list[GenerationResult]:
         """The answers to `texts` (the active adapter unless `base`); rows with a grammar
         sample under it, the others freely; a row's lines are judged against its parent
@@ -374,7 +374,7 @@ class TransformersGenerator:
         sampling: Sampling,
         grammars: list[str | None],
         parents: list[str | None],
-        targets: list[BuildTarget | None],
+        targets: list[AnswerTarget | None],
     ) -> list[GenerationResult]:
         """Each answer alone, with prompt-lookup drafts (generation/lookup.py): the same
         grammar masks, sampling and early stops as `_sample_batch`."""
@@ -496,7 +496,7 @@ class VLLMGenerator:
         grammars: Sequence[str | None] | None = None,
         # line and build redraws: transformers backend only
         parents: Sequence[str | None] | None = None,
-        targets: Sequence[BuildTarget | None] | None = None,
+        targets: Sequence[AnswerTarget | None] | None = None,
     ) -> list[GenerationResult]:
         texts = [chat_text(self.tokenizer, p) for p in _check_prompts(prompts)]
         lark = _per_prompt(grammars, len(texts), "grammars")

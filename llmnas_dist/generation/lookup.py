@@ -46,7 +46,7 @@ from typing import Any, cast
 
 import torch
 
-from llmnas_dist.admission.build import BuildTarget
+from llmnas_dist.admission.finished import AnswerTarget
 from llmnas_dist.admission.partial import (
     END_KINDS,
     MAX_LINE_CHARS,
@@ -199,7 +199,7 @@ def sampling_row(
     ll_tokenizer: Any,
     seed: int,
     parent: str | None = None,
-    target: BuildTarget | None = None,
+    target: AnswerTarget | None = None,
 ) -> tuple[Row, EarlyStop]:
     """How one answer to `prompt` picks its tokens (the grammar's mask, then `draw`) and
     ends (an end tag, an early stop), and its EarlyStop (which says why it stopped early).

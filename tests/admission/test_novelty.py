@@ -106,3 +106,18 @@ def test_rebuild_from_archived_records():
         index.rebuild([("x", 64, b"\0" * 256)])
     with pytest.raises(ValueError, match="bytes"):
         index.rebuild([("y", 128, b"\0" * 1024)])  # a uint64 (legacy scheme) signature
+
+
+def test_a_neighbourhood_holds_the_program_and_what_is_near_it_only():
+    cfg = AdmissionConfig()
+    index = NoveltyIndex.from_config(cfg)
+    base = "\n".join(f"x{i} = torch.relu(layer_{i}(x{i - 1}))" for i in range(40))
+    near = base.replace("x39 = torch.relu", "x39 = torch.sigmoid")
+    far = "\n".join(f"y{i} = nn.Conv2d({i}, {i + 1}, 3)" for i in range(40))
+    for code in (base, near, far):
+        index.add(code, minhash(code, cfg.num_perm, cfg.shingle_size))
+    rows = np.frombuffer(index.neighbourhood(base, 0.6), dtype=np.uint32).reshape(-1, cfg.num_perm)
+    own = np.asarray(minhash(base, cfg.num_perm, cfg.shingle_size).hashvalues, dtype=np.uint32)
+    assert len(rows) == 2 and any((r == own).all() for r in rows)
+    assert index.neighbourhood("not archived", 0.6) == b""
+    assert len(index.neighbourhood(base, 1.0)) == cfg.num_perm * 4  # itself alone

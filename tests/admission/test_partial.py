@@ -5,11 +5,14 @@ again and again at its end (a loop)."""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 import pytest
 
-from llmnas_dist.admission.build import BuildTarget, build_check
+from llmnas_dist.admission.build import build_check
 from llmnas_dist.admission.delta import extract_code
+from llmnas_dist.admission.finished import NEAR_PARENT, AnswerTarget
+from llmnas_dist.admission.novelty import NoveltyIndex, minhash
 from llmnas_dist.admission.partial import (
     MAX_LINE_CHARS,
     RUNAWAY_LINE_CHARS,
@@ -408,7 +411,7 @@ def test_hostile_nesting_never_escapes_the_judge_as_anything_but_a_recursion_err
 
 # ---- a finished answer built before it is returned (LineJudge.end_fault) -----------------
 
-TARGET = BuildTarget((1, 8, 8), 10, AdmissionConfig())
+TARGET = AnswerTarget((1, 8, 8), 10, AdmissionConfig())
 PRE_HUNK = (
     "@@ @@\n"
     "         self.conv = nn.Conv2d(in_shape[-3], width, 3)\n"
@@ -485,10 +488,31 @@ def test_a_finished_near_copy_of_its_parent_is_charged_to_its_end_tag_s_line() -
     copy = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
     copy += "-            c_out = 32 * 2 ** i\n+            c_out = 48 * 2 ** i\n</delta>"
     fault = LineJudge(parent, TARGET).end_fault(copy)
-    assert fault is not None and fault.kind == "novelty" and "to its parent" in fault.why
+    assert fault is not None and fault.kind == "novelty" and "near its parent" in fault.why
     assert fault.line == copy.count("\n") + 1 and copy.split("\n")[-1] == "</delta>"
     assert LineJudge(PARENT_NET, TARGET).end_fault(pre_delta(FIRST_CALL)) is None
     whole = "<nn>\n" + parent.replace("32 * 2 ** i", "48 * 2 ** i") + "</nn>"
     fault = LineJudge(parent, TARGET).end_fault(whole)
     assert fault is not None and fault.kind == "novelty"
     assert LineJudge(parent).end_fault(whole) is None  # no target: admission judges it
+
+
+def test_a_finished_near_copy_of_a_sibling_is_found_through_the_parent_s_neighbourhood():
+    """The deltas the redraw bench rejected as not novel were near an earlier answer to the
+    same parent, not near the parent: the target carries the archive near the parent."""
+    cfg = AdmissionConfig()
+    parent = canonicalize(load_seeds()["plain_cnn"], cfg)[0]
+    pool = "        self.pool = nn.AdaptiveAvgPool2d(1)\n"
+    block = "        self.pre_block = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1))\n"
+    sibling = parent.replace(pool, pool + block)
+    sibling = sibling.replace("self.features(x)", "self.features(self.pre_block(x))")
+    answer = "<nn>\n" + sibling.replace("32 * 2 ** i", "48 * 2 ** i") + "</nn>"
+    assert LineJudge(parent, TARGET).end_fault(answer) is None  # far enough from the parent
+    index = NoveltyIndex.from_config(cfg)
+    for code in (parent, sibling):
+        canonical, code_hash = canonicalize(code, cfg)
+        index.add(code_hash, minhash(canonical, cfg.num_perm, cfg.shingle_size))
+    near = index.neighbourhood(canonicalize(parent, cfg)[1], NEAR_PARENT)
+    assert len(near) == 2 * 4 * cfg.num_perm  # the parent and its child
+    fault = LineJudge(parent, replace(TARGET, neighbours=near)).end_fault(answer)
+    assert fault is not None and fault.kind == "novelty"

@@ -392,6 +392,14 @@ def test_generation_actor_answers_a_batch_on_ray(tmp_path):
         # a batch holding a full-mode request decodes with the full-program budget
         assert all(r.text and 0 < r.output_tokens <= 20 for r in out)
         assert ray.get(actor.info.remote())["adapter"] is None
+        # a build target crosses the boundary and its answer is decoded alone (to be built)
+        from llmnas_dist.admission.finished import AnswerTarget
+        from llmnas_dist.config import AdmissionConfig
+
+        target = AnswerTarget((1, 8, 8), 10, AdmissionConfig())
+        built = GenRequest("c3", PROMPTS[0], parent=load_seeds()["plain_cnn"], target=target)
+        (answer,) = ray.get(actor.generate.remote([built], 4))
+        assert answer.key == "c3" and 0 < answer.output_tokens <= 16
         with pytest.raises(ray.exceptions.RayTaskError, match="adapter"):
             ray.get(actor.set_adapter.remote(str(tmp_path)))
     finally:

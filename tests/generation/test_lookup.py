@@ -228,11 +228,11 @@ def test_a_finished_delta_that_does_not_build_is_drawn_again_from_its_hunk(
     written; the answer goes back to that hunk's header (the grammar too) and the hunk
     written again with the block before the features ends the answer; so also without
     line redraws (`redraw_builds` alone)."""
-    from llmnas_dist.admission.build import BuildTarget
+    from llmnas_dist.admission.finished import AnswerTarget
     from llmnas_dist.config import AdmissionConfig
 
     tokenizer, _ = tokenizers
-    target = BuildTarget((1, 8, 8), 10, AdmissionConfig())
+    target = AnswerTarget((1, 8, 8), 10, AdmissionConfig())
     head = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         self.device = device\n"
     head += "+        self.pre = nn.Conv2d(in_shape[-3], in_shape[-3], 1)\n"
     hunk = "@@ @@\n     def forward(self, x):\n-        x = self.pool(self.features(x))\n"

@@ -1,0 +1,88 @@
+"""What a finished answer must meet before generation returns it (`AnswerTarget`): its
+program builds for the run's dataset, as admission will build it, and is novel against the
+archived programs near its parent, as admission will judge it. `admission.partial`'s
+LineJudge asks it when an answer's end tag is written; generation/lookup.py then draws the
+answer again where it failed (`generation.redraw_builds`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+import numpy as np
+
+from llmnas_dist.admission.build import build_check
+from llmnas_dist.admission.novelty import SIGNATURE_DTYPE, minhash
+from llmnas_dist.config import AdmissionConfig
+from llmnas_dist.errors import CandidateRejected
+from llmnas_dist.program.static import canonicalize
+from llmnas_dist.sandbox.runner import SandboxError
+
+log = logging.getLogger(__name__)
+
+# The archived programs an answer is compared with: those at least this similar to its
+# parent (estimated Jaccard). Jaccard distance is a metric: a child within 0.3 of its parent
+# (the deltas of the default runs: 0.77-0.95 similar) that is a near-copy (within 1 - tau,
+# 0.1) of a program X has X within 0.4 of the parent.
+NEAR_PARENT = 0.6
+
+# where the sandbox's report of an exception names the program line that raised it
+# (sandbox/child/supervisor.py `_describe_exception`)
+_PROGRAM_LINE = re.compile(r"\(program line (\d+)\)\Z")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildFault:
+    """Why a program does not build: `line` is the program line that raised (None: the
+    verdict names none, as a wrong output shape), `why` the rejection's class and message."""
+
+    line: int | None
+    why: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AnswerTarget:
+    """What a finished answer must meet: build for a dataset of shape `in_shape` with
+    `num_classes` classes under admission's limits and budget (`cfg`), and stay below
+    admission's tau from every archived program in `neighbours` (MinHash signatures as
+    `novelty.signature_bytes` writes them, one after another: the programs near the
+    answer's parent, the parent included; empty: the parent alone is compared)."""
+
+    in_shape: tuple[int, int, int]
+    num_classes: int
+    cfg: AdmissionConfig
+    neighbours: bytes = b""
+
+    def build_fault(self, code: str) -> BuildFault | None:
+        """Build `code` as admission builds it (`build_check`, in the sandbox); None when it
+        builds or when the sandbox itself fails (not the program's fault: admission will
+        say what it is)."""
+        try:
+            build_check(code, self.in_shape, self.num_classes, self.cfg)
+        except CandidateRejected as exc:
+            line = _PROGRAM_LINE.search(exc.message)
+            return BuildFault(int(line.group(1)) if line else None, str(exc))
+        except SandboxError as exc:
+            log.warning("a build before admission failed in the sandbox itself: %s", exc)
+        return None
+
+    def copy_of(self, code: str, parent: str) -> str | None:
+        """'estimated Jaccard J >= tau T to a program near its parent' where
+        admission will find `code` (in canonical form) that near one of `neighbours` or
+        its `parent` and reject it as not novel; None otherwise, also where `code` is not
+        one admission can canonicalize (it says why)."""
+        cfg = self.cfg
+        try:
+            child = minhash(canonicalize(code, cfg)[0], cfg.num_perm, cfg.shingle_size)
+            own = minhash(canonicalize(parent, cfg)[0], cfg.num_perm, cfg.shingle_size)
+        except (CandidateRejected, ValueError, SyntaxError, RecursionError):
+            return None
+        rows = np.frombuffer(self.neighbours, dtype=SIGNATURE_DTYPE).reshape(-1, cfg.num_perm)
+        rows = np.vstack([rows, np.asarray(own.hashvalues, dtype=SIGNATURE_DTYPE)])
+        near = float((rows == np.asarray(child.hashvalues, dtype=SIGNATURE_DTYPE)).mean(1).max())
+        if near < cfg.tau:
+            return None
+        return (
+            f"estimated Jaccard {near:.3f} >= tau {cfg.tau} to an archived program near its parent"
+        )
