@@ -67,19 +67,22 @@ class AnswerTarget:
             log.warning("a build before admission failed in the sandbox itself: %s", exc)
         return None
 
-    def copy_of(self, code: str, parent: str) -> str | None:
-        """'estimated Jaccard J >= tau T to a program near its parent' where
+    def copy_of(self, code: str, parent: str | None = None) -> str | None:
+        """'estimated Jaccard J >= tau T to an archived program near its parent' where
         admission will find `code` (in canonical form) that near one of `neighbours` or
         its `parent` and reject it as not novel; None otherwise, also where `code` is not
         one admission can canonicalize (it says why)."""
         cfg = self.cfg
+        rows = np.frombuffer(self.neighbours, dtype=SIGNATURE_DTYPE).reshape(-1, cfg.num_perm)
         try:
             child = minhash(canonicalize(code, cfg)[0], cfg.num_perm, cfg.shingle_size)
-            own = minhash(canonicalize(parent, cfg)[0], cfg.num_perm, cfg.shingle_size)
+            if parent:
+                own = minhash(canonicalize(parent, cfg)[0], cfg.num_perm, cfg.shingle_size)
+                rows = np.vstack([rows, np.asarray(own.hashvalues, dtype=SIGNATURE_DTYPE)])
         except (CandidateRejected, ValueError, SyntaxError, RecursionError):
             return None
-        rows = np.frombuffer(self.neighbours, dtype=SIGNATURE_DTYPE).reshape(-1, cfg.num_perm)
-        rows = np.vstack([rows, np.asarray(own.hashvalues, dtype=SIGNATURE_DTYPE)])
+        if not len(rows):
+            return None
         near = float((rows == np.asarray(child.hashvalues, dtype=SIGNATURE_DTYPE)).mean(1).max())
         if near < cfg.tau:
             return None

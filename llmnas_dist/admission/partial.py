@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from llmnas_dist.admission.calls import misfit_calls
 from llmnas_dist.admission.delta import apply_output, extract_code
-from llmnas_dist.admission.finished import AnswerTarget
+from llmnas_dist.admission.finished import AnswerTarget, BuildFault
 from llmnas_dist.admission.unbound import function_locals, unbound_reads, unmade_attributes
 from llmnas_dist.errors import CandidateRejected
 from llmnas_dist.program.source import parse_source
@@ -207,16 +207,25 @@ class LineJudge:
                 code = extract_code(answer)
         except (CandidateRejected, ValueError):
             return None
-        # drawn again from its end tag's line, a near-copy can go on (another hunk, more
-        # lines). Measured (bench/generation_bench.py redraw --mode delta, 2026-12-05, 2-core
-        # EPYC): 5 of 30 deltas were rejected as not novel, 4 of them near a sibling (an
-        # earlier answer to the same parent), Jaccard 0.906-0.945; in the default run of
-        # that day 3 of 12 (Jaccard 0.984, 0.984, 1.0 to a cycle-1 child)
-        if self._parent and (near := self._target.copy_of(code, self._parent)) is not None:
-            return LineFault(answer.count("\n") + 1, "novelty", near)
         fault = self._target.build_fault(code)
-        if fault is None or not self._parent_built():
-            return None
+        if fault is not None and self._parent_built():
+            return self._build_fault_line(answer, code, delta, fault)
+        # drawn again from its end tag's line, a near-copy can go on (another hunk, more
+        # lines); judged once it builds (admission rejects what does not build first).
+        # Measured (bench/generation_bench.py redraw --mode delta, 2026-12-05, 2-core EPYC):
+        # 5 of 30 deltas were rejected as not novel, 4 of them near a sibling (an earlier
+        # answer to the same parent), Jaccard 0.906-0.945; in the default run of that day 3
+        # of 12 (Jaccard 0.984, 0.984, 1.0 to a cycle-1 child)
+        if fault is None and (near := self._target.copy_of(code, self._parent)):
+            return LineFault(answer.count("\n") + 1, "novelty", near)
+        return None
+
+    def _build_fault_line(
+        self, answer: str, code: str, delta: bool, fault: BuildFault
+    ) -> LineFault | None:
+        """The 'build' fault of `end_fault`: on the header of the delta hunk that wrote the
+        line that raised (else of the last hunk), on a whole program's line that raised
+        (None where its build names no line)."""
         if delta:
             line = _written_hunk(answer, code, fault.line)
         elif fault.line is not None and (opened := _OPEN_NN.search(answer)) is not None:
