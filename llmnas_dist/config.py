@@ -112,9 +112,8 @@ class GenerationConfig(Section):
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     stop_on_syntax_error: bool = Field(
         True,
-        description="Transformers backend: end a whole-program answer as soon as its text holds "
-        "a syntax error that nothing written after it can mend (admission rejects it at the "
-        "same line; the batch no longer decodes it to max_new_tokens_full).",
+        description="Transformers backend: end a whole-program answer once its text holds a "
+        "syntax error nothing written after it can mend (admission rejects it at that line).",
     )
     stop_on_repeats: int = Field(
         6,
@@ -192,35 +191,27 @@ class GenerationConfig(Section):
         0,
         ge=0,
         le=256,
-        description="Transformers backend: each whole program (and delta, with "
-        "redraw_deltas) is decoded alone, and a line with a fault is taken back and sampled "
-        "again (at most "
-        "3 times a line, then up to 2 lines further back, and this many times an answer; "
-        "generation/lookup.py): a syntax error the grammar cannot rule out, a read of a name "
-        "no line has bound there yet, a call whose arguments do not fit its callee, a line "
-        "longer than any program's; a delta's added line by the faults it adds to the program "
-        "the delta makes. 0: never.",
+        description="Transformers backend: each whole program (with redraw_full) and delta "
+        "(with redraw_deltas) is decoded alone, and a line with a fault is taken back and "
+        "sampled again (at most 3 times a line, then up to 2 lines further back, and this many "
+        "times an answer; generation/lookup.py): a syntax error the grammar cannot rule out, a "
+        "read of a name no line has bound there yet, a call that does not fit its callee, a "
+        "runaway line; a delta's changed line by the faults it adds to its program. 0: never.",
     )
-    redraw_full: bool = Field(
-        True,
-        description="Redraw whole programs' lines (redraw_limit). False: whole programs are "
-        "judged whole by admission (and by their build, with redraw_builds).",
-    )
+    redraw_full: bool = Field(True, description="Redraw whole programs' lines (redraw_limit).")
     redraw_deltas: bool = Field(
         False,
-        description="Redraw deltas' lines too (redraw_limit): each delta is then decoded "
-        "alone with draft_tokens drafts instead of in one batch (1.6x the decoding time of 30 "
-        "deltas, bench/generation_bench.py redraw --mode delta, 2026-12-05). False: deltas "
-        "decode batched and are judged whole by admission.",
+        description="Redraw deltas' lines (redraw_limit): each delta then decodes alone with "
+        "draft_tokens drafts, not batched (1.5x the decoding time, bench/generation_bench.py "
+        "redraw --mode delta). False: deltas decode batched, judged whole by admission.",
     )
     redraw_builds: bool = Field(
         False,
-        description="Build each finished answer's program in the sandbox "
-        "for the run's dataset, as admission will, before it is returned; where it does not "
-        "build (channels, shapes, size) while its parent does, the delta hunk that wrote the "
-        "failing line (a whole program: that line) is taken back and drawn again, at most 3 "
-        "times an answer (generation/lookup.py). Deltas are then decoded alone, as with "
-        "redraw_deltas. False: admission alone builds it.",
+        description="Before a finished answer is returned, build its program for the dataset "
+        "in the sandbox and compare it with the archive near its parent, as admission will; "
+        "where it does not build its hunk (a whole program: the line that raised) is drawn "
+        "again, where it is a near-copy it goes on from its end tag; at most 3 times an answer "
+        "(generation/lookup.py). Deltas then decode alone. False: admission alone judges it.",
     )
     batch_size: int = Field(
         4,
