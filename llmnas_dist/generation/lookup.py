@@ -38,6 +38,7 @@ its parent (admission would reject it as not novel): it goes back to its end tag
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections import Counter
 from collections.abc import Callable
@@ -221,9 +222,16 @@ def sampling_row(
         repeats=sampling.stop_on_repeats,
     )
 
+    unended: list[torch.Tensor] = []  # tokens the next pick may not take (`_end_tokens`)
+
     def pick(logits: Any) -> int:
         scores = logits[None].float()
-        token = draw(scores if grammar is None else grammar(last, scores), sampling, generator)
+        masked = scores if grammar is None else grammar(last, scores)
+        if unended:  # a near-copy's end was taken back: it goes on, if the grammar lets it
+            banned = masked.clone()
+            banned[0, unended.pop().to(banned.device)] = float("-inf")
+            masked = banned if bool(torch.isfinite(banned).any()) else masked
+        token = draw(masked, sampling, generator)
         last[0, 0] = token  # the grammar's processor feeds it to the matcher next call
         return token
 
@@ -250,7 +258,7 @@ def sampling_row(
     if sampling.redraw_limit or target is not None:
         judge = LineJudge(parent, target)
         row.redraw = _line_redraw(
-            tokenizer, constraint, last, sampling.redraw_limit, row.faults, judge
+            tokenizer, constraint, last, sampling.redraw_limit, row.faults, judge, unended
         )
     return row, stop
 
@@ -262,6 +270,7 @@ def _line_redraw(
     limit: int,
     faults: list[LineFault],
     judge: LineJudge,
+    unended: list[torch.Tensor],
 ) -> Callable[[list[int]], int | None]:
     """The `Row.redraw` of the module doc: at each token that ends a line, the judge's
     verdict, and at every token, whether the line runs past any program line's length
@@ -270,7 +279,8 @@ def _line_redraw(
     has been drawn `LINE_REDRAWS` times, of a line before it (up to `BACKTRACK_LINES`: the
     line that left out a binding is often the one before the read), and once those are
     spent too, of a delta's hunk (`hunk_start`); a finished answer that does not build goes
-    back as `LineJudge.end_fault` says (its own budget); the grammar's matcher goes back with it
+    back as `LineJudge.end_fault` says (its own budget; a near-copy's next token may not
+    start an end tag, put in `unended` for `pick`); the grammar's matcher goes back with it
     (it has consumed every token but the last picked, which `last` holds for it) and the
     number of tokens to keep is returned."""
     newlines: list[int] = []  # per answer token: the newlines in its text
@@ -317,9 +327,22 @@ def _line_redraw(
         faults.append(fault)
         judge.rewound(line)
         last[0, 0] = tokens[keep - 1]  # the matcher takes it at the next pick
+        if fault.kind == "novelty":
+            unended.append(_end_tokens(tokenizer))
         return keep
 
     return redraw
+
+
+@functools.lru_cache(maxsize=4)
+def _end_tokens(tokenizer: Any) -> torch.Tensor:
+    """The tokens that could start an end tag (their text begins with `<`) and the end of
+    sequence. Measured (bench/generation_bench.py redraw --mode delta, 2026-12-05): a
+    near-copy taken back to its end tag's line wrote `</delta>` again at each of its 3
+    draws (4 of 4 answers)."""
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    ends = [i for i, text in enumerate(texts) if text.startswith("<")]
+    return torch.tensor([*ends, int(tokenizer.eos_token_id)], dtype=torch.long)
 
 
 def _line_start(newlines: list[int], line: int) -> int:

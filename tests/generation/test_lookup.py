@@ -273,3 +273,23 @@ def test_whole_programs_redraw_lines_only_with_redraw_full_and_builds_decode_del
     built = GenerationConfig(redraw_limit=16, draft_tokens=8, redraw_builds=True)
     delta = Sampling.from_config(built, mode="delta")
     assert delta.redraw_limit == 0 and delta.draft_tokens == 8  # alone, to be built
+
+
+@pytest.mark.integration
+def test_a_finished_near_copy_goes_on_from_its_end_tag_s_line_without_ending(tokenizers):
+    """A delta whose program is a near-copy of its parent (admission: not novel) is taken
+    back to its end tag's line, and the next token may not start the end tag again."""
+    from llmnas_dist.admission.finished import AnswerTarget
+    from llmnas_dist.config import AdmissionConfig
+
+    tokenizer, ll_tokenizer = tokenizers
+    target = AnswerTarget((1, 8, 8), 10, AdmissionConfig())
+    copy = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
+    copy += "-            c_out = 32 * 2 ** i\n+            c_out = 48 * 2 ** i\n</delta>"
+    row, out = _redrawing_row(tokenizers, "delta", target), []
+    assert _feed(row, tokenizers, copy, out) is not None
+    assert [f.kind for f in row.faults] == ["novelty"]
+    assert tokenizer.decode(out) == copy.removesuffix("</delta>")
+    end = tokenizer("</", add_special_tokens=False).input_ids[0]
+    token = row.pick(_forced(ll_tokenizer.vocab_size, end))
+    assert token != end and not tokenizer.decode([token]).startswith("<")
