@@ -28,12 +28,13 @@ times a line, `redraw_limit` times an answer; then the line stays and admission 
 it). This samples from the model's distribution restricted to lines without such faults,
 as the grammar's mask restricts tokens.
 
-Given a build target (`generation.redraw_builds`), the answer is also built in the sandbox
-when its end tag is written, as admission will build it: where its program does not build
-(channels, shapes) while its parent does, the answer goes back to the header of the delta
-hunk that wrote the failing line (of a whole program: to that line) and goes on from there,
-at most `END_REDRAWS` times an answer. So also an answer whose program is a near-copy of
-its parent (admission would reject it as not novel): it goes back to its end tag's line.
+Given an `AnswerTarget` (`generation.redraw_builds`), the answer is also built in the
+sandbox when its end tag is written, as admission will build it: where its program does not
+build (channels, shapes) while its parent does, the answer goes back to the header of the
+delta hunk that wrote the failing line (of a whole program: to that line) and goes on from
+there. Where it builds but is a near-copy of an archived program near its parent (admission
+would reject it as not novel), it goes back to its end tag's line, and its next token may
+not start the end tag: it goes on. At most `END_REDRAWS` such redraws an answer.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ from llmnas_dist.generation.sampling import Sampling
 MAX_NGRAM = 16
 MIN_NGRAM = 2
 LINE_REDRAWS = 3  # draws of one line after its first, before the line is kept as it is
-# draws after a finished answer was a near-copy of its parent or did not build (each
-# redraws a hunk or a program's tail)
+# draws after a finished answer did not build or was a near-copy (each redraws a hunk, a
+# program's tail, or goes on from the end tag)
 END_REDRAWS = 3
 BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
 
@@ -205,8 +206,8 @@ def sampling_row(
     """How one answer to `prompt` picks its tokens (the grammar's mask, then `draw`) and
     ends (an end tag, an early stop), and its EarlyStop (which says why it stopped early).
     `ll_tokenizer`: llguidance's view, for the mask's width; `seed` seeds this answer;
-    `parent` is what the answer edits, `target` what its program must build for (its lines
-    and its build are judged with redraws, `Sampling.redraw_limit`)."""
+    `parent` is what the answer edits (its lines are judged, `Sampling.redraw_limit`),
+    `target` what the finished answer must meet (built, compared; None: nothing)."""
     constraint = constraint or Constraint(None)
     eos = int(tokenizer.eos_token_id)
     grammar = None
