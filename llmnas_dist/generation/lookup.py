@@ -67,8 +67,10 @@ from llmnas_dist.generation.sampling import Sampling
 MAX_NGRAM = 16
 MIN_NGRAM = 2
 LINE_REDRAWS = 3  # draws of one line after its first, before the line is kept as it is
-# draws after a finished answer did not build or was a near-copy (each redraws a hunk, a
-# program's tail, or goes on from the end tag)
+# draws after a finished answer did not build, and as many after it was a near-copy (each
+# redraws a hunk, a program's tail, or goes on from the end tag). Each kind has its own:
+# with one budget for both (2026-12-05 bench) 2 of 4 near-copies went on to a program that
+# did not build and had no build redraw left
 END_REDRAWS = 3
 BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
 
@@ -315,9 +317,12 @@ def _line_redraw(
             line = hunk_start(answer, fault.line) or line
         keep = _line_start(newlines, line)
         matcher = constraint.matcher
-        ended = fault.kind in END_KINDS
+        if fault.kind in END_KINDS:  # each kind of end fault has END_REDRAWS of its own
+            spent = sum(f.kind == fault.kind for f in faults) >= END_REDRAWS
+        else:  # line faults share `limit`
+            spent = sum(f.kind not in END_KINDS for f in faults) >= limit
         if (
-            sum((f.kind in END_KINDS) == ended for f in faults) >= (END_REDRAWS if ended else limit)
+            spent
             or draws.get(line, 0) >= LINE_REDRAWS
             or not 0 < keep < len(tokens)
             or (matcher is not None and not matcher.rollback(len(tokens) - keep))

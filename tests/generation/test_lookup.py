@@ -293,3 +293,21 @@ def test_a_finished_near_copy_goes_on_from_its_end_tag_s_line_without_ending(tok
     end = tokenizer("</", add_special_tokens=False).input_ids[0]
     token = row.pick(_forced(ll_tokenizer.vocab_size, end))
     assert token != end and not tokenizer.decode([token]).startswith("<")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("spent, redrawn", [("build", True), ("novelty", False)])
+def test_each_kind_of_end_fault_has_its_own_budget(tokenizers, spent, redrawn):
+    """Three build redraws spent leave a near-copy its own three; three novelty redraws
+    spent end them."""
+    from llmnas_dist.admission.finished import AnswerTarget
+    from llmnas_dist.admission.partial import LineFault
+    from llmnas_dist.config import AdmissionConfig
+    from llmnas_dist.generation.lookup import END_REDRAWS
+
+    target = AnswerTarget((1, 8, 8), 10, AdmissionConfig())
+    copy = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
+    copy += "-            c_out = 32 * 2 ** i\n+            c_out = 48 * 2 ** i\n</delta>"
+    row, out = _redrawing_row(tokenizers, "delta", target), []
+    row.faults += [LineFault(1, spent, "earlier")] * END_REDRAWS
+    assert (_feed(row, tokenizers, copy, out) is not None) == redrawn
