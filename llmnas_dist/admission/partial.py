@@ -89,7 +89,7 @@ class LineFault:
     """A fault on one line of an answer being written: `line` counts the answer's lines from
     1, `kind` is 'syntax', 'name' or 'attribute' (`admission.unbound`), 'call'
     (`admission.calls`), 'build' (the finished program did not build) or 'novelty' (it is
-    a near-copy of its parent), `why` says what."""
+    a near-copy of an archived program near its parent), `why` says what."""
 
     line: int
     kind: str
@@ -189,12 +189,10 @@ class LineJudge:
         return LineFault(changed[-1], *new[0])
 
     def end_fault(self, answer: str) -> LineFault | None:
-        """When `answer` has just been finished (it ends in its end tag): a 'novelty' fault
-        on its end tag's line where its program is a near-copy of an archived program near
-        its parent (`AnswerTarget.copy_of`),
-        else a 'build' fault where it does not build for the target while its parent does,
-        on the line that raised (a whole program) or on the header of the delta hunk that
-        wrote it (else of the last hunk: a shape or size fault names no line). None
+        """When `answer` has just been finished (it ends in its end tag): a 'build' fault
+        where its program does not build for the target while its parent does
+        (`_build_fault_line`), else a 'novelty' fault on its end tag's line where it is a
+        near-copy of an archived program near its parent (`AnswerTarget.copy_of`). None
         otherwise, also for an answer admission will reject before its build (it does not
         apply, no code)."""
         if self._target is None or not _END_TAG.search(answer):
