@@ -13,7 +13,7 @@ import re
 import numpy as np
 
 from llmnas_dist.admission.build import build_check
-from llmnas_dist.admission.novelty import SIGNATURE_DTYPE, minhash
+from llmnas_dist.admission.novelty import SIGNATURE_DTYPE, estimated_jaccard, minhash
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected
 from llmnas_dist.program.static import canonicalize
@@ -83,7 +83,7 @@ class AnswerTarget:
             return None
         if not len(rows):
             return None
-        near = float((rows == np.asarray(child.hashvalues, dtype=SIGNATURE_DTYPE)).mean(1).max())
+        near = float(estimated_jaccard(rows, np.asarray(child.hashvalues, SIGNATURE_DTYPE)).max())
         if near < cfg.tau:
             return None
         return (

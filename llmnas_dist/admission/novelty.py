@@ -97,6 +97,12 @@ def signature_from_bytes(raw: bytes, num_perm: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=SIGNATURE_DTYPE).copy()
 
 
+def estimated_jaccard(rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each signature row's estimated Jaccard to the signature `values`: the share of their
+    MinHash values that are equal."""
+    return np.asarray((rows == values).mean(axis=1))
+
+
 def decision_bands(tau: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows): the most rows per band whose candidate probability at tau is at
     least DECISION_RECALL; more rows means fewer false candidates below tau."""
@@ -178,7 +184,7 @@ class NoveltyIndex:
         if not rows:
             return None, None
         idx = np.fromiter(rows, dtype=np.int64, count=len(rows))
-        est = (self._rows[idx] == values).mean(axis=1)
+        est = estimated_jaccard(self._rows[idx], values)
         best = int(np.argmax(est))
         return self._keys[int(idx[best])], float(est[best])
 
@@ -200,7 +206,7 @@ class NoveltyIndex:
         if row is None:
             return b""
         rows = self._rows[: len(self._keys)]
-        return rows[(rows == rows[row]).mean(axis=1) >= threshold].tobytes()
+        return rows[estimated_jaccard(rows, rows[row]) >= threshold].tobytes()
 
     def is_novel(self, jaccard: float | None) -> bool:
         return jaccard is None or jaccard < self.tau
@@ -211,6 +217,6 @@ class NoveltyIndex:
         """Scan every archived signature (the benchmark's baseline; exact nearest by estimate)."""
         if not self._keys:
             return None, None
-        est = (self._rows[: len(self._keys)] == self._as_array(signature)).mean(axis=1)
+        est = estimated_jaccard(self._rows[: len(self._keys)], self._as_array(signature))
         best = int(np.argmax(est))
         return self._keys[best], float(est[best])
