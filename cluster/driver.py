@@ -257,7 +257,7 @@ class Driver:
             )
         seed, frac = self.cfg.ce.stream_seed, self.cfg.generation.delta_fraction
         n = self.cfg.ce.candidates_per_cycle
-        modes = choose_modes(keyed_rng(seed, "mode", t), n, frac)
+        modes = choose_modes(keyed_rng(seed, "mode", t), n, frac, t)
         decks = {m: keyed_rng(seed, "parent", t, m).sample(elites, len(elites)) for m in Mode}
         slots = []
         for i, mode in enumerate(modes):

@@ -99,7 +99,7 @@ class GenerationConfig(Section):
         "CPU that multiplies bf16 natively (AVX512-BF16 or AMX), float32 elsewhere.",
     )
     delta_fraction: float = Field(
-        0.8, ge=0.0, le=1.0, description="Share of proposals asked for as a delta (rest full code)."
+        0.8, ge=0.0, le=1.0, description="Share of the run's slots asked for as deltas (a quota)."
     )
     temperature: float = Field(0.35, ge=0.0, le=5.0, description="Sampling temperature.")
     retry_temperature: float = Field(
@@ -198,7 +198,10 @@ class GenerationConfig(Section):
         "read of a name no line has bound there yet, a call that does not fit its callee, a "
         "runaway line; a delta's changed line by the faults it adds to its program. 0: never.",
     )
-    redraw_full: bool = Field(True, description="Redraw whole programs' lines (redraw_limit).")
+    redraw_full: bool = Field(
+        True,
+        description="Redraw whole programs' lines at each fault; False: syntax (redraw_builds).",
+    )
     redraw_deltas: bool = Field(
         False,
         description="Redraw deltas' lines (redraw_limit): each delta then decodes alone with "
@@ -207,11 +210,10 @@ class GenerationConfig(Section):
     )
     redraw_builds: bool = Field(
         False,
-        description="Before a finished answer is returned, build its program for the dataset "
-        "in the sandbox and compare it with the archive near its parent, as admission will; "
-        "where it does not build its hunk (a whole program: the line that raised) is drawn "
-        "again, where it is a near-copy it goes on from its end tag; at most 3 times an answer "
-        "(generation/lookup.py). Deltas then decode alone. False: admission alone judges it.",
+        description="Build a finished answer's program in the sandbox and compare it with the "
+        "archive near its parent, as admission will; where it does not build its hunk (a whole "
+        "program: its changed line at or above the one that raised) is drawn again, a near-copy "
+        "goes on from its end tag (3 times each; generation/lookup.py). Deltas decode alone.",
     )
     batch_size: int = Field(
         4,
@@ -240,11 +242,7 @@ class AdmissionConfig(Section):
     """Validity and novelty filters applied to every proposal before training."""
 
     tau: float = Field(
-        0.90,
-        gt=0.0,
-        le=1.0,
-        description="Novelty threshold: rejected when estimated Jaccard to an archived "
-        "program >= tau.",
+        0.90, gt=0.0, le=1.0, description="Rejected at estimated Jaccard >= tau to the archive."
     )
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
     shingle_size: int = Field(7, ge=1, le=32, description="Tokens per shingle.")
@@ -253,9 +251,13 @@ class AdmissionConfig(Section):
         ge=0,
         le=8,
         description="Context lines per delta hunk that may match no parent line (as patch's "
-        "--fuzz); above 0 a hunk matching several places also goes to the first after the "
-        "previous hunk. Every such placement is noted in the candidate's message. 0: a hunk "
-        "must match exactly one place.",
+        "--fuzz); above 0 a hunk matching several places goes to the first after the previous "
+        "hunk; each such placement is noted in the message. 0: exactly one place.",
+    )
+    drop_faulty_hunks: bool = Field(
+        False,
+        description="A delta of several hunks whose program fails to parse, pass the static "
+        "rules or build is admitted without one hunk where that passes (noted in its message).",
     )
     max_source_bytes: int = Field(
         262_144,

@@ -143,6 +143,18 @@ def drop_unfinished(output: str) -> tuple[str, str | None]:
 # --- parsing ---------------------------------------------------------------------
 
 
+def without_hunk(diff: str, number: int) -> str | None:
+    """`diff` with its hunk `number` (1-based, in the order its `@@` headers are written)
+    left out; None where it has no such hunk or no other."""
+    lines = diff.split("\n")
+    headers = [n for n, line in enumerate(lines) if line.startswith("@@")]
+    if len(headers) < 2 or not 1 <= number <= len(headers):
+        return None
+    start = headers[number - 1]
+    end = headers[number] if number < len(headers) else len(lines)
+    return "\n".join(lines[:start] + lines[end:])
+
+
 def parse_hunks(diff: str, keep_noop: bool = False) -> list[Hunk]:
     """Split a diff into hunks. Header line numbers are ignored; a body line without a
     diff prefix ends the hunk, and is an error if more body lines follow it. A hunk of

@@ -111,13 +111,17 @@ class LineJudge:
     binds it), and a delta is judged too, at each line's end, by the faults of the program
     it makes that the program it made before did not have (`program_faults`), charged to
     its latest changed line (a block header waits for its body's first line, a removed
-    line for what replaces it).
+    line for what replaces it). With `meaning` False a whole program's lines are judged by
+    their syntax alone.
 
     Given a `target`, a finished answer (its end tag written) is compared with its parent
     and built in the sandbox as admission will compare and build it (`end_fault`)."""
 
-    def __init__(self, parent: str | None = None, target: AnswerTarget | None = None) -> None:
+    def __init__(
+        self, parent: str | None = None, target: AnswerTarget | None = None, meaning: bool = True
+    ) -> None:
         self._target = target
+        self._meaning = meaning  # False: a whole program's syntax faults only
         self._parent_builds: bool | None = None  # built on first need
         self._parsed = 0  # answer lines of the last text that parsed whole
         self._kept = 0  # answer line of the last fault kept
@@ -156,6 +160,8 @@ class LineJudge:
         compiled = _compile_error(tree)  # the compiler's own (a keyword given twice)
         if compiled is not None and (compiled.lineno or 0) >= first:
             return LineFault((compiled.lineno or 0) + offset, "syntax", compiled.msg)
+        if not self._meaning:
+            return None
         faults = [
             LineFault(line + offset, kind, why)
             for line, kind, why in _meaning_faults(tree, first, self._parent_locals)
@@ -226,9 +232,11 @@ class LineJudge:
         (None where its build names no line)."""
         if delta:
             line = _written_hunk(answer, code, fault.line)
-        elif fault.line is not None and (opened := _OPEN_NN.search(answer)) is not None:
+        elif (opened := _OPEN_NN.search(answer)) is not None and (
+            blamed := _blamed_line(code, self._parent, fault.line)
+        ):
             body = _body(answer, opened.end())
-            line = fault.line + answer.count("\n", 0, len(answer) - len(body))
+            line = blamed + answer.count("\n", 0, len(answer) - len(body))
         else:
             return None
         return LineFault(line, "build", fault.why) if line else None
@@ -318,8 +326,45 @@ def _written_hunk(answer: str, child: str, line: int | None) -> int | None:
         text = code[line - 1].strip()
         added = [n + 1 for n, a in enumerate(lines) if _changes(a) and a[:1] == "+"]
         matches = [n for n in added if lines[n - 1][1:].strip() == text]
+        matches = matches or [n for n in added if _makes_read(lines[n - 1][1:], text)]
         written = matches[-1] if matches else written
     return hunk_start(answer, written)
+
+
+_MADE = re.compile(r"\s*self\.(\w+)\s*=[^=]")
+
+
+def _makes_read(line: str, reader: str) -> bool:
+    """Whether `line` makes an attribute (`self.X = ...`) that line `reader` reads: in the
+    default run of 2026-12-05 a delta's `self.pool = <a conv for 1 channel>` raised where
+    the parent's `forward` calls `self.pool`, not in the hunk that made it."""
+    made = _MADE.match(line)
+    return made is not None and f"self.{made.group(1)}" in re.findall(r"self\.\w+", reader)
+
+
+def _blamed_line(code: str, parent: str | None, line: int | None) -> int | None:
+    """The line of whole program `code` to draw again where its build fails at program line
+    `line` (None: the build names none, as a wrong output shape): where it does not parse,
+    the parser's line; else `line` where it is one of its own (no line of `parent` has its
+    text), else its own line that makes an attribute `line` reads, else its last own line
+    at or before `line` (before the program's end where no line is named); `line` itself
+    where none is. A layer made on the wrong channels in `__init__` raises where `forward`
+    calls it, often a line copied from the parent: the change to draw again lies above."""
+    try:
+        parse_source(code)
+    except SyntaxError as exc:
+        return exc.lineno
+    except (ValueError, RecursionError, MemoryError):
+        return None
+    known = {text.strip() for text in (parent or "").split("\n")}
+    lines = code.split("\n")
+    end = line if line is not None and 0 < line <= len(lines) else len(lines)
+    own = [n + 1 for n, text in enumerate(lines) if text.strip() not in known]
+    if end in own:
+        return end
+    makers = [n for n in own if _makes_read(lines[n - 1], lines[end - 1])]
+    above = [n for n in own if n <= end]
+    return (makers or above)[-1] if makers or above else line
 
 
 def hunk_start(answer: str, line: int) -> int | None:

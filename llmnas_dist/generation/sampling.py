@@ -33,6 +33,9 @@ class Sampling:
     # > 0: each answer alone (as with drafts), redrawing at most this many lines with a fault
     # (generation/lookup.py, admission.partial.LineJudge); 0: never
     redraw_limit: int = 0
+    # False: a whole program's lines are judged for syntax faults only (no name, attribute
+    # or call faults: admission.partial.LineJudge)
+    redraw_meaning: bool = True
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
@@ -57,10 +60,16 @@ class Sampling:
         """The config's sampling for answers of `mode` (a full program gets its own budget);
         a retry samples at the retry temperature."""
         budget = cfg.max_new_tokens_full if mode == "full" else cfg.max_new_tokens
-        lines = (cfg.redraw_full if mode == "full" else cfg.redraw_deltas) and cfg.redraw_limit > 0
+        full = mode == "full"
+        # a whole program to be built when finished has its syntax faults redrawn even
+        # without redraw_full: one that does not parse cannot be built, and decoding stopped
+        # at 2 of the 7 syntax errors of a default run (2026-12-05, 12 whole programs)
+        lines = (
+            (cfg.redraw_full or cfg.redraw_builds) if full else cfg.redraw_deltas
+        ) and cfg.redraw_limit > 0
         # deltas decode alone only to redraw lines or builds, then with drafts as whole
         # programs do
-        alone = mode == "full" or lines or cfg.redraw_builds
+        alone = full or lines or cfg.redraw_builds
         temperature = cfg.retry_temperature if retry else cfg.temperature
         return cls(
             temperature,
@@ -72,4 +81,5 @@ class Sampling:
             stop_on_repeats=cfg.stop_on_repeats,
             draft_tokens=cfg.draft_tokens if alone else 0,
             redraw_limit=cfg.redraw_limit if lines else 0,
+            redraw_meaning=cfg.redraw_full or not full,
         )

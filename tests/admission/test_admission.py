@@ -122,3 +122,67 @@ def test_generation_notes_and_a_dropped_cut_off_line_lead_the_message():
     assert verdict.error_class is ErrorClass.HUNK_NOT_FOUND
     assert verdict.message.startswith("unconstrained: the parent has 900 lines; answer cut off")
     assert "'                nn.Dro' was dropped" in verdict.message
+
+
+GOOD_HUNK = """@@ @@
+                 nn.BatchNorm2d(c_out),
+-                nn.ReLU(inplace=True),
++                nn.GELU(),
+                 nn.MaxPool2d(2),
+"""
+BAD_HUNK = """@@ @@
+         self.features = nn.Sequential(*layers)
+-        self.pool = nn.AdaptiveAvgPool2d(1)
++        self.pool = nn.Sequential(nn.Conv2d(1, 64, 5, padding='same'), nn.AdaptiveAvgPool2d(1))
+         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, out_shape[0]))
+"""
+CHANNEL_MEAN = """@@ @@
+     def forward(self, x):
+-        x = self.pool(self.features(x))
++        x = self.pool(self.features(x)).mean(1)
+"""
+
+
+def _delta(*hunks: str) -> str:
+    return "<delta>\n--- baseline.py\n+++ improved.py\n" + "".join(hunks) + "</delta>"
+
+
+@pytest.mark.parametrize("order", [(GOOD_HUNK, BAD_HUNK), (BAD_HUNK, GOOD_HUNK)])
+def test_a_delta_whose_one_hunk_breaks_its_build_is_admitted_without_that_hunk(order):
+    """The hunk the default run's deltas broke their build with (a layer made for the input's
+    channels where the features' channels arrive), first or last: with drop_faulty_hunks the
+    rest is admitted, and the message says which hunk was left out and why."""
+    answer = _delta(*order)
+    whole = Admission(CFG, DIGITS).admit(answer, "delta", SEED)
+    assert whole.error_class is ErrorClass.BUILD_FAILED, whole.message
+    dropping = Admission(CFG.model_copy(update={"drop_faulty_hunks": True}), DIGITS)
+    verdict = dropping.admit(answer, "delta", SEED)
+    assert verdict.admitted, verdict.message
+    code = verdict.code or ""
+    assert "nn.GELU()" in code and "nn.Conv2d(1, 64" not in code
+    bad = order.index(BAD_HUNK) + 1
+    assert verdict.message.startswith(f"hunk {bad} of 2 left out (whole: build_failed: ")
+    assert verdict.code_hash in dropping.index
+
+
+def test_hunks_are_left_out_only_for_faults_one_hunk_can_cause_and_never_all_of_them():
+    dropping = Admission(CFG.model_copy(update={"drop_faulty_hunks": True}), DIGITS)
+    alone = dropping.admit(_delta(BAD_HUNK), "delta", SEED)  # nothing would be left
+    assert alone.error_class is ErrorClass.BUILD_FAILED
+    both_bad = dropping.admit(_delta(BAD_HUNK, CHANNEL_MEAN), "delta", SEED)
+    assert not both_bad.admitted  # each hunk alone still fails: the whole verdict stands
+    assert both_bad.error_class is ErrorClass.BUILD_FAILED and "left out" not in both_bad.message
+    assert dropping.admit(_delta(GOOD_HUNK), "delta", SEED).admitted
+    again = dropping.admit(_delta(GOOD_HUNK, BAD_HUNK), "delta", SEED)
+    assert again.error_class is ErrorClass.BUILD_FAILED  # without its bad hunk: a duplicate
+
+
+def test_without_hunk_leaves_out_one_hunk_by_its_written_place():
+    from llmnas_dist.admission.delta import extract_delta, without_hunk
+
+    diff = extract_delta(_delta(GOOD_HUNK, BAD_HUNK, CHANNEL_MEAN))
+    middle = without_hunk(diff, 2) or ""
+    assert "GELU" in middle and "nn.Conv2d(1, 64" not in middle
+    assert ".mean(1)" in middle and middle.count("@@ @@") == 2
+    assert without_hunk(diff, 0) is None and without_hunk(diff, 4) is None
+    assert without_hunk(extract_delta(_delta(GOOD_HUNK)), 1) is None

@@ -401,6 +401,16 @@ def test_a_line_replaced_in_a_delta_is_no_fault_while_its_replacement_is_pending
     assert fault.line == answer.count("\n")  # charged to the removed line
 
 
+def test_a_judge_of_syntax_alone_passes_a_name_read_before_its_line_but_not_a_syntax_error():
+    head = "<nn>\n" + PARENT_NET.split("        width = 16\n")[0]
+    unbound = head + "        self.extra = nn.BatchNorm2d(width)\n        width = 16\n"
+    assert LineJudge(PARENT_NET).fault(unbound) is not None
+    assert LineJudge(PARENT_NET, meaning=False).fault(unbound) is None
+    broken = head + "        self.extra = nn.Conv2d(1, out_channels=4, 3)\n        width = 16\n"
+    fault = LineJudge(PARENT_NET, meaning=False).fault(broken)
+    assert fault is not None and fault.kind == "syntax"
+
+
 def test_hostile_nesting_never_escapes_the_judge_as_anything_but_a_recursion_error() -> None:
     """A line nested past the parser's limits is left to admission (decoding catches the
     RecursionError of the walk; the parse itself reports a syntax error or nothing)."""
@@ -441,6 +451,24 @@ def test_a_finished_delta_that_does_not_build_is_charged_to_the_hunk_that_wrote_
     assert LineJudge(PARENT_NET, TARGET).end_fault(placed) is None  # builds
 
 
+def test_a_delta_s_build_fault_on_a_parent_line_goes_to_the_hunk_that_made_its_attribute():
+    """The parent's `forward` line raises for a layer a delta remade in its first hunk: the
+    first hunk is drawn again, not the last (which only added a harmless line)."""
+    answer = (
+        "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n"
+        "-        self.conv = nn.Conv2d(in_shape[-3], width, 3)\n"
+        "+        self.conv = nn.Conv2d(in_shape[-3] + 2, width, 3)\n"
+        "         self.head = nn.Linear(width, out_shape[0])\n"
+        "@@ @@\n"
+        "     def forward(self, x):\n"
+        "+        x = x + 0\n"
+        "</delta>"
+    )
+    fault = LineJudge(PARENT_NET, TARGET).end_fault(answer)
+    assert fault is not None and fault.kind == "build" and "channels" in fault.why
+    assert fault.line == 4  # the first hunk's header
+
+
 def test_only_a_finished_answer_with_a_target_and_a_parent_that_builds_is_built() -> None:
     answer = pre_delta(DEEP_CALL)
     assert LineJudge(PARENT_NET).end_fault(answer) is None  # no target
@@ -466,11 +494,37 @@ def test_a_finished_whole_program_that_does_not_build_is_charged_to_the_line_tha
     assert LineJudge(PARENT_NET, TARGET).end_fault(good) is None
 
 
-def test_a_whole_program_whose_build_names_no_line_is_left_to_admission() -> None:
-    """A wrong output shape is raised by no program line: nothing to redraw."""
-    program = PARENT_NET.replace("out_shape[0])", "out_shape[0] + 1)")
+def test_a_whole_program_s_build_fault_is_charged_to_its_own_line_above_the_raise() -> None:
+    """A layer made on the wrong channels in `__init__` raises where `forward` calls it, a
+    line copied from the parent: the answer goes back to the changed line above it."""
+    made = "        self.conv = nn.Conv2d(in_shape[-3] + 2, width, 3)\n"
+    program = PARENT_NET.replace("        self.conv = nn.Conv2d(in_shape[-3], width, 3)\n", made)
+    answer = "<nn>\n" + program + "</nn>"
+    fault = LineJudge(PARENT_NET, TARGET).end_fault(answer)
+    assert fault is not None and fault.kind == "build" and "channels" in fault.why
+    assert answer.split("\n")[fault.line - 1] == made.rstrip("\n")
+
+
+def test_a_whole_program_whose_build_names_no_line_goes_back_to_its_last_own_line() -> None:
+    """A wrong output shape is raised by no program line: the last changed line made it."""
+    changed = "        self.head = nn.Linear(width, out_shape[0] + 1)"
+    program = PARENT_NET.replace("        self.head = nn.Linear(width, out_shape[0])", changed)
     assert build_fails(program)
-    assert LineJudge(PARENT_NET, TARGET).end_fault("<nn>\n" + program + "</nn>") is None
+    answer = "<nn>\n" + program + "</nn>"
+    fault = LineJudge(PARENT_NET, TARGET).end_fault(answer)
+    assert fault is not None and "shape" in fault.why
+    assert answer.split("\n")[fault.line - 1] == changed
+
+
+def test_a_finished_whole_program_that_does_not_parse_goes_back_to_the_parser_s_line() -> None:
+    """A positional argument after a keyword one: the grammar lets it through, the parser
+    names its line."""
+    wrong = "        self.conv = nn.Conv2d(in_shape[-3], out_channels=width, 3)"
+    program = PARENT_NET.replace("        self.conv = nn.Conv2d(in_shape[-3], width, 3)", wrong)
+    answer = "<nn>\n\n" + program + "</nn>"
+    fault = LineJudge(PARENT_NET, TARGET).end_fault(answer)
+    assert fault is not None and fault.kind == "build" and "syntax_error" in fault.why
+    assert answer.split("\n")[fault.line - 1] == wrong
 
 
 def build_fails(code: str) -> bool:

@@ -81,6 +81,17 @@ def test_choose_modes_gives_each_cycle_its_exact_share():
     assert len(places) > 1  # which slots are full is drawn
     with pytest.raises(ValueError):
         choose_modes(rng, 8, 1.5)
+    with pytest.raises(ValueError):
+        choose_modes(rng, 8, 0.5, t=0)
+
+
+def test_choose_modes_keeps_the_runs_share_where_a_cycle_cannot():
+    rng = random.Random(1)
+    per_cycle = [choose_modes(rng, 8, 0.58, t).count("full") for t in range(1, 4)]
+    assert per_cycle == [3, 4, 3]  # 0.42 of 24 slots is 10.08: 10 in 3 cycles, not 3 x 3
+    for t in range(1, 40):  # the run's count never drifts from its share by half a slot
+        total = sum(choose_modes(rng, 7, 0.7, k).count("full") for k in range(1, t + 1))
+        assert abs(total - t * 7 * 0.3) <= 0.5 + 1e-9
 
 
 def test_training_delta_uses_the_least_context_that_places_every_hunk():

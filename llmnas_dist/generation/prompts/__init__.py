@@ -158,13 +158,20 @@ def full_answer(code: str) -> str:
     return f"<nn>\n{code.rstrip()}\n</nn>"
 
 
-def choose_modes(rng: random.Random, n: int, delta_fraction: float) -> list[Mode]:
-    """A mode per slot of a cycle: round(n * (1 - delta_fraction)) 'full' slots at places
-    drawn from rng, the others 'delta' (GenerationConfig.delta_fraction). A quota, not a
-    draw per slot: the share is exact in every cycle, so a short run still gets the full-mode
-    attempts its delta-vs-full comparison needs (a draw per slot gave the default 3-cycle
-    run 2 full attempts of 24 at 0.8, 9 at 0.5)."""
+def choose_modes(rng: random.Random, n: int, delta_fraction: float, t: int = 1) -> list[Mode]:
+    """A mode per slot of cycle `t` (1-based) of n slots: 'full' slots at places drawn from
+    rng, the others 'delta', as many full slots as keep the run's share exact so far
+    (round(t * n * (1 - delta_fraction)) over cycles 1..t; GenerationConfig.delta_fraction).
+    A quota, not a draw per slot: a short run still gets the full-mode attempts its
+    delta-vs-full comparison needs (a draw per slot gave the default 3-cycle run 2 full
+    attempts of 24 at 0.8, 9 at 0.5). Over the run, not per cycle: a share that is not a
+    multiple of 1/n still adds up (0.58 of 8 slots gives 3, 4, 3 full slots: 10 in 3
+    cycles, where a per-cycle quota gives 3 a cycle, 9)."""
     if not 0.0 <= delta_fraction <= 1.0:
         raise ValueError(f"delta_fraction must be in [0, 1], got {delta_fraction}")
-    full = set(rng.sample(range(n), math.floor(n * (1.0 - delta_fraction) + 0.5)))
+    if t < 1:
+        raise ValueError(f"cycle must be >= 1, got {t}")
+    share = n * (1.0 - delta_fraction)
+    count = math.floor(t * share + 0.5) - math.floor((t - 1) * share + 0.5)
+    full = set(rng.sample(range(n), count))
     return [Mode.FULL if i in full else Mode.DELTA for i in range(n)]
