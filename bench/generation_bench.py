@@ -59,8 +59,7 @@ Every number is a ratio against a baseline measured in the same run:
   redraws (the baseline, `redraw_limit` 0: whole programs drafted, deltas batched) and
   with them (the config's `redraw_limit`, or 16 where it is 0; arm `on`), with them and
   each finished answer built for the default dataset before it is returned (arm `build`,
-  `generation.redraw_builds`), built without line redraws but a whole program's syntax
-  faults (arm `build-only`, the default's whole programs) and with none (`end-only`). Per
+  `generation.redraw_builds`), and built without line redraws (arm `build-only`). Per
   arm: admission's verdicts (novelty against every seed), the lines redrawn and why, wall
   time; the ratios of wall times.
 """
@@ -740,8 +739,7 @@ def redraw(args: argparse.Namespace) -> dict:
         "off": (False, False),
         "on": (True, False),
         "build": (True, True),
-        "build-only": (False, True),  # whole programs: syntax lines (Sampling.from_config)
-        "end-only": (False, True),  # no line judged at all: finished answers built
+        "build-only": (False, True),
     }
     for arm, (lines, built) in arms.items():
         if args.arms and arm not in args.arms.split(","):
@@ -757,12 +755,9 @@ def redraw(args: argparse.Namespace) -> dict:
                     "redraw_builds": built,
                 }
             )
-            sampling = Sampling.from_config(generation, seed=seed, mode=mode)
-            if arm == "end-only":
-                sampling = replace(sampling, redraw_limit=0)
             results = gen.generate(
                 prompts,
-                sampling,
+                Sampling.from_config(generation, seed=seed, mode=mode),
                 adapter=args.adapter,
                 grammars=grammars,
                 parents=parents,

@@ -198,10 +198,7 @@ class GenerationConfig(Section):
         "read of a name no line has bound there yet, a call that does not fit its callee, a "
         "runaway line; a delta's changed line by the faults it adds to its program. 0: never.",
     )
-    redraw_full: bool = Field(
-        True,
-        description="Redraw whole programs' lines at each fault; False: syntax (redraw_builds).",
-    )
+    redraw_full: bool = Field(True, description="Redraw whole programs' lines (redraw_limit).")
     redraw_deltas: bool = Field(
         False,
         description="Redraw deltas' lines (redraw_limit): each delta then decodes alone with "

@@ -111,17 +111,13 @@ class LineJudge:
     binds it), and a delta is judged too, at each line's end, by the faults of the program
     it makes that the program it made before did not have (`program_faults`), charged to
     its latest changed line (a block header waits for its body's first line, a removed
-    line for what replaces it). With `meaning` False a whole program's lines are judged by
-    their syntax alone.
+    line for what replaces it).
 
     Given a `target`, a finished answer (its end tag written) is compared with its parent
     and built in the sandbox as admission will compare and build it (`end_fault`)."""
 
-    def __init__(
-        self, parent: str | None = None, target: AnswerTarget | None = None, meaning: bool = True
-    ) -> None:
+    def __init__(self, parent: str | None = None, target: AnswerTarget | None = None) -> None:
         self._target = target
-        self._meaning = meaning  # False: a whole program's syntax faults only
         self._parent_builds: bool | None = None  # built on first need
         self._parsed = 0  # answer lines of the last text that parsed whole
         self._kept = 0  # answer line of the last fault kept
@@ -160,8 +156,6 @@ class LineJudge:
         compiled = _compile_error(tree)  # the compiler's own (a keyword given twice)
         if compiled is not None and (compiled.lineno or 0) >= first:
             return LineFault((compiled.lineno or 0) + offset, "syntax", compiled.msg)
-        if not self._meaning:
-            return None
         faults = [
             LineFault(line + offset, kind, why)
             for line, kind, why in _meaning_faults(tree, first, self._parent_locals)

@@ -259,7 +259,7 @@ def sampling_row(
 
     row = Row(pick, allowed_prefix, done)
     if sampling.redraw_limit or target is not None:
-        judge = LineJudge(parent, target, meaning=sampling.redraw_meaning)
+        judge = LineJudge(parent, target)
         row.redraw = _line_redraw(
             tokenizer, constraint, last, sampling.redraw_limit, row.faults, judge, unended
         )

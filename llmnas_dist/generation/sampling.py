@@ -33,9 +33,6 @@ class Sampling:
     # > 0: each answer alone (as with drafts), redrawing at most this many lines with a fault
     # (generation/lookup.py, admission.partial.LineJudge); 0: never
     redraw_limit: int = 0
-    # False: a whole program's lines are judged for syntax faults only (no name, attribute
-    # or call faults: admission.partial.LineJudge)
-    redraw_meaning: bool = True
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
@@ -61,12 +58,7 @@ class Sampling:
         a retry samples at the retry temperature."""
         budget = cfg.max_new_tokens_full if mode == "full" else cfg.max_new_tokens
         full = mode == "full"
-        # a whole program to be built when finished has its syntax faults redrawn even
-        # without redraw_full: one that does not parse cannot be built, and decoding stopped
-        # at 2 of the 7 syntax errors of a default run (2026-12-05, 12 whole programs)
-        lines = (
-            (cfg.redraw_full or cfg.redraw_builds) if full else cfg.redraw_deltas
-        ) and cfg.redraw_limit > 0
+        lines = (cfg.redraw_full if full else cfg.redraw_deltas) and cfg.redraw_limit > 0
         # deltas decode alone only to redraw lines or builds, then with drafts as whole
         # programs do
         alone = full or lines or cfg.redraw_builds
@@ -81,5 +73,4 @@ class Sampling:
             stop_on_repeats=cfg.stop_on_repeats,
             draft_tokens=cfg.draft_tokens if alone else 0,
             redraw_limit=cfg.redraw_limit if lines else 0,
-            redraw_meaning=cfg.redraw_full or not full,
         )

@@ -401,16 +401,6 @@ def test_a_line_replaced_in_a_delta_is_no_fault_while_its_replacement_is_pending
     assert fault.line == answer.count("\n")  # charged to the removed line
 
 
-def test_a_judge_of_syntax_alone_passes_a_name_read_before_its_line_but_not_a_syntax_error():
-    head = "<nn>\n" + PARENT_NET.split("        width = 16\n")[0]
-    unbound = head + "        self.extra = nn.BatchNorm2d(width)\n        width = 16\n"
-    assert LineJudge(PARENT_NET).fault(unbound) is not None
-    assert LineJudge(PARENT_NET, meaning=False).fault(unbound) is None
-    broken = head + "        self.extra = nn.Conv2d(1, out_channels=4, 3)\n        width = 16\n"
-    fault = LineJudge(PARENT_NET, meaning=False).fault(broken)
-    assert fault is not None and fault.kind == "syntax"
-
-
 def test_hostile_nesting_never_escapes_the_judge_as_anything_but_a_recursion_error() -> None:
     """A line nested past the parser's limits is left to admission (decoding catches the
     RecursionError of the walk; the parse itself reports a syntax error or nothing)."""

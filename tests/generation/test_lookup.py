@@ -273,9 +273,6 @@ def test_whole_programs_redraw_lines_only_with_redraw_full_and_builds_decode_del
     built = GenerationConfig(redraw_limit=16, draft_tokens=8, redraw_builds=True)
     delta = Sampling.from_config(built, mode="delta")
     assert delta.redraw_limit == 0 and delta.draft_tokens == 8  # alone, to be built
-    assert Sampling.from_config(built, mode="full").redraw_meaning  # redraw_full: every fault
-    syntax = Sampling.from_config(built.model_copy(update={"redraw_full": False}), mode="full")
-    assert syntax.redraw_limit == 16 and not syntax.redraw_meaning  # to be built: parse first
 
 
 @pytest.mark.integration
