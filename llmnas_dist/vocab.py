@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 from typing import Any
 
 SHORT_HASH = 12  # hex digits of a hash shown to people (tables, logs, the end-of-run summary)
@@ -24,6 +25,20 @@ def budget_key(epochs: float | None = None, budget_s: float | None = None) -> st
     if (epochs is None) == (budget_s is None):
         raise ValueError("give exactly one of epochs and budget_s")
     return f"epochs={epochs:g}" if epochs is not None else f"budget_s={budget_s:g}"
+
+
+def hunk_left_out(number: int, count: int, why: str) -> str:
+    """How an admitted delta's message says it was admitted without its hunk `number` of
+    `count` (AdmissionConfig.drop_faulty_hunks); `why` is the whole delta's rejection."""
+    return f"hunk {number} of {count} left out (whole: {why})"
+
+
+_LEFT_OUT = re.compile(r"\bhunk \d+ of \d+ left out \(whole: ")
+
+
+def left_out_a_hunk(message: str | None) -> bool:
+    """Whether a candidate's message says `hunk_left_out` (the report counts them apart)."""
+    return message is not None and _LEFT_OUT.search(message) is not None
 
 
 class Mode(str, enum.Enum):

@@ -33,7 +33,7 @@ from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
 from llmnas_dist.evaluation.datasets import DatasetSpec
 from llmnas_dist.program.static import canonicalize
-from llmnas_dist.vocab import Mode
+from llmnas_dist.vocab import Mode, hunk_left_out
 
 # the rejections of a program that one hunk of a delta can cause alone: what it wrote does
 # not parse, breaks the contract or a static rule, or does not build (in the default run of
@@ -167,7 +167,7 @@ class Admission:
                 continue
             if patched is None:
                 return None
-            left_out = f"hunk {number} of {count} left out (whole: {why})"
+            left_out = hunk_left_out(number, count, why)
             verdict = self.admit_program(patched.code, "; ".join([*notes, left_out]))
             if verdict.admitted:
                 return verdict

@@ -65,6 +65,7 @@ from llmnas_dist.analysis.stats import (
     wilson_interval,
 )
 from llmnas_dist.evaluation.noise import estimate_noise, scores_by_arch, spearman
+from llmnas_dist.vocab import left_out_a_hunk
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"
@@ -279,6 +280,8 @@ def _mode_stats(cands: Sequence[CandidateRow]) -> dict[str, Any]:
         "mean_tokens": mean([float(x) for x in lengths]),
         "n_lengths": len(lengths),
         "retries": sum(1 for c in cands if c.attempt > 0),
+        # admitted without one of their hunks (AdmissionConfig.drop_faulty_hunks)
+        "hunk_left_out": sum(1 for c in cands if c.valid and left_out_a_hunk(c.message)),
         # after retries with the error fed back: slots whose last attempt was valid
         "slots": len(slots),
         "slots_valid": sum(1 for ok in slots.values() if ok),
@@ -326,8 +329,9 @@ def delta_vs_full(candidates: Sequence[CandidateRow]) -> Result:
     res.status = SUPPORTED if p < ALPHA else NOT_SUPPORTED
     pred = numbers.get("predicted_ratio")
     pred_txt = f", Markov model predicts {pred:.2f}" if pred is not None and finite(pred) else ""
+    left_out = f", {d['hunk_left_out']} without a hunk" if d["hunk_left_out"] else ""
     res.summary = (
-        f"valid delta {d['rate']:.1%} ({d['valid']}/{d['n']}) vs full {f['rate']:.1%} "
+        f"valid delta {d['rate']:.1%} ({d['valid']}/{d['n']}{left_out}) vs full {f['rate']:.1%} "
         f"({f['valid']}/{f['n']}), one-sided p {p:.3g}; observed ratio "
         f"{numbers['observed_ratio']:.2f}{pred_txt}" + decoding
     )

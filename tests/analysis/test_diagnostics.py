@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -228,6 +229,21 @@ def test_delta_vs_full_with_the_markov_prediction() -> None:
     assert delta_vs_full(_cands("delta", 20, 15, 50) + _cands("full", 5, 2, 200)).status == (
         INSUFFICIENT
     )
+
+
+def test_deltas_admitted_without_a_hunk_are_counted_apart() -> None:
+    from llmnas_dist.vocab import hunk_left_out
+
+    deltas = _cands("delta", 12, 7, 50)
+    note = "fuzz note; " + hunk_left_out(2, 3, "build_failed: RuntimeError: ...")
+    deltas[:2] = [replace(row, message=note) for row in deltas[:2]]
+    # rejected all the same: not counted
+    deltas[-1] = replace(deltas[-1], message=hunk_left_out(1, 2, "build_failed: x"))
+    res = delta_vs_full(deltas + _cands("full", 10, 1, 200))
+    assert res.numbers["delta"]["hunk_left_out"] == 2 and res.numbers["full"]["hunk_left_out"] == 0
+    assert "(7/12, 2 without a hunk)" in res.summary
+    plain = delta_vs_full(_cands("delta", 12, 7, 50) + _cands("full", 10, 1, 200))
+    assert "without a hunk" not in plain.summary
 
 
 def test_novelty_rejected_programs_count_as_valid() -> None:
