@@ -161,12 +161,12 @@ class Admission:
         why = f"{rejected.error_class.value if rejected.error_class else ''}: {rejected.message}"
         for number in range(count, 0, -1):
             rest = without_hunk(diff, number)
+            if rest is None:
+                return None  # a lone hunk: leaving it out would leave nothing
             try:
-                patched = patch(parent, rest or "", self.cfg.delta_fuzz) if rest else None
+                patched = patch(parent, rest, self.cfg.delta_fuzz)
             except CandidateRejected:
-                continue
-            if patched is None:
-                return None
+                continue  # what is left does not apply (or changes nothing)
             left_out = hunk_left_out(number, count, why)
             verdict = self.admit_program(patched.code, "; ".join([*notes, left_out]))
             if verdict.admitted:
