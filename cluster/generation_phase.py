@@ -33,7 +33,7 @@ from cluster.progress import Mark, Progress, now_mark
 from db.contract import ArchiveStore
 from db.models import Candidate
 from llmnas_dist.admission.delta import feedback_for
-from llmnas_dist.admission.finished import NEAR_PARENT, AnswerTarget
+from llmnas_dist.admission.finished import AnswerTarget
 from llmnas_dist.admission.grammar import answer_grammar
 from llmnas_dist.admission.novelty import MINHASH_SCHEME, MINHASH_SEED, NoveltyIndex
 from llmnas_dist.admission.pipeline import Admission, Verdict
@@ -109,6 +109,7 @@ class GenerationPhase:
         self._ok: dict[str, bool] = {}  # candidate id -> one of its seeds succeeded
         self._recorded: tuple[int, set[tuple[int, int]]] | None = None  # (cycle, attempts)
         self._grammars: dict[tuple[str, str], tuple[str | None, str | None]] = {}  # per parent
+        self._codes: dict[str, str] = {}  # archived programs read for `target_of`
         self._next_gen = 0
         self._restarts = 0  # generation actors replaced after they were lost
         self.here = locate([], False, "driver")
@@ -173,11 +174,17 @@ class GenerationPhase:
 
     def target_of(self, slot: Slot) -> AnswerTarget | None:
         """What the slot's answer must meet before it is returned (generation.redraw_builds):
-        build for the dataset, and differ from the archived programs near its parent."""
+        build for the dataset, and differ from the archived programs near its parent (and
+        not write again the lines they added, once it is a near-copy)."""
         if self.target is None:
             return None
-        near = self.index.neighbourhood(slot.parent_hash, NEAR_PARENT)
-        return replace(self.target, neighbours=near)
+        return self.target.near(self.index, slot.parent_hash, slot.parent_code or "", self.code_of)
+
+    def code_of(self, code_hash: str) -> str:
+        """An archived program's code (read once: archived programs never change)."""
+        if code_hash not in self._codes:
+            self._codes[code_hash] = self.archive.get_architecture(code_hash).code
+        return self._codes[code_hash]
 
     def send(self, call: Call) -> None:
         actor = self.actors.generators[call.actor]

@@ -6,14 +6,21 @@ answer again where it failed (`generation.redraw_builds`)."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import logging
 import re
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from llmnas_dist.admission.build import build_check
-from llmnas_dist.admission.novelty import SIGNATURE_DTYPE, estimated_jaccard, minhash
+from llmnas_dist.admission.novelty import (
+    SIGNATURE_DTYPE,
+    NoveltyIndex,
+    estimated_jaccard,
+    minhash,
+)
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected
 from llmnas_dist.program.static import canonicalize
@@ -47,12 +54,15 @@ class AnswerTarget:
     `num_classes` classes under admission's limits and budget (`cfg`), and stay below
     admission's tau from every archived program in `neighbours` (MinHash signatures as
     `novelty.signature_bytes` writes them, one after another: the programs near the
-    answer's parent, the parent included; empty: the parent alone is compared)."""
+    answer's parent, the parent included; empty: the parent alone is compared). `tried`:
+    the lines those programs hold and the parent does not (`edit_lines`), the edits already
+    made near it: a delta that is a near-copy and wrote one of them goes back to that line."""
 
     in_shape: tuple[int, int, int]
     num_classes: int
     cfg: AdmissionConfig
     neighbours: bytes = b""
+    tried: frozenset[str] = frozenset()
 
     def build_fault(self, code: str) -> BuildFault | None:
         """Build `code` as admission builds it (`build_check`, in the sandbox); None when it
@@ -66,6 +76,23 @@ class AnswerTarget:
         except SandboxError as exc:
             log.warning("a build before admission failed in the sandbox itself: %s", exc)
         return None
+
+    def near(
+        self,
+        index: NoveltyIndex,
+        parent_hash: str | None,
+        parent: str,
+        code_of: Callable[[str], str],
+    ) -> AnswerTarget:
+        """This target for an answer to the archived program `parent_hash` (`parent`):
+        `neighbours` and `tried` from the programs `index` holds within NEAR_PARENT of it
+        (`code_of`: an archived program's code by its hash)."""
+        others = [h for h in index.near(parent_hash, NEAR_PARENT) if h != parent_hash]
+        return dataclasses.replace(
+            self,
+            neighbours=index.neighbourhood(parent_hash, NEAR_PARENT),
+            tried=edit_lines(parent, (code_of(h) for h in others)),
+        )
 
     def copy_of(self, code: str, parent: str | None = None) -> str | None:
         """'estimated Jaccard J >= tau T to an archived program near its parent' where
@@ -89,3 +116,26 @@ class AnswerTarget:
         return (
             f"estimated Jaccard {near:.3f} >= tau {cfg.tau} to an archived program near its parent"
         )
+
+
+def line_key(text: str) -> str:
+    """A program line as the archive's canonical form writes it (`ast.unparse`) where it
+    parses alone, else its words joined by single spaces (a block header): an answer's
+    line and an archived line compare equal when they say the same."""
+    stripped = text.strip()
+    try:
+        return ast.unparse(ast.parse(stripped))
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return " ".join(stripped.split())
+
+
+def edit_lines(parent: str, others: Iterable[str]) -> frozenset[str]:
+    """The lines (`line_key`) that the programs `others` hold and `parent` does not: the
+    edits already made near it (`AnswerTarget.tried`)."""
+    own = {line_key(line) for line in parent.splitlines()}
+    return frozenset(
+        key
+        for code in others
+        for line in code.splitlines()
+        if (key := line_key(line)) and key not in own
+    )

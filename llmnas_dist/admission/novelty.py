@@ -198,15 +198,22 @@ class NoveltyIndex:
             return self._best(values, near)
         return self._best(values, self._neighbour.query(lean))
 
+    def _near_rows(self, code_hash: str | None, threshold: float) -> np.ndarray:
+        row = self._row_of.get(code_hash or "")
+        if row is None:
+            return np.empty(0, dtype=np.int64)
+        rows = self._rows[: len(self._keys)]
+        return np.flatnonzero(estimated_jaccard(rows, rows[row]) >= threshold)
+
     def neighbourhood(self, code_hash: str | None, threshold: float) -> bytes:
         """The signatures (`signature_bytes` of each, one after another) of the archived
         programs whose estimated Jaccard to the archived program `code_hash` is at least
         `threshold`, itself included; b"" when it is not archived."""
-        row = self._row_of.get(code_hash or "")
-        if row is None:
-            return b""
-        rows = self._rows[: len(self._keys)]
-        return rows[estimated_jaccard(rows, rows[row]) >= threshold].tobytes()
+        return self._rows[self._near_rows(code_hash, threshold)].tobytes()
+
+    def near(self, code_hash: str | None, threshold: float) -> list[str]:
+        """The hashes of the programs of `neighbourhood`, in the order they were added."""
+        return [self._keys[int(i)] for i in self._near_rows(code_hash, threshold)]
 
     def is_novel(self, jaccard: float | None) -> bool:
         return jaccard is None or jaccard < self.tau

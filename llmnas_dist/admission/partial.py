@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from llmnas_dist.admission.calls import misfit_calls
 from llmnas_dist.admission.delta import apply_output, extract_code
-from llmnas_dist.admission.finished import AnswerTarget, BuildFault
+from llmnas_dist.admission.finished import AnswerTarget, BuildFault, line_key
 from llmnas_dist.admission.unbound import function_locals, unbound_reads, unmade_attributes
 from llmnas_dist.errors import CandidateRejected
 from llmnas_dist.program.source import parse_source
@@ -88,8 +88,10 @@ def settled_syntax_error(answer: str) -> str | None:
 class LineFault:
     """A fault on one line of an answer being written: `line` counts the answer's lines from
     1, `kind` is 'syntax', 'name' or 'attribute' (`admission.unbound`), 'call'
-    (`admission.calls`), 'build' (the finished program did not build) or 'novelty' (it is
-    a near-copy of an archived program near its parent), `why` says what."""
+    (`admission.calls`), 'build' (the finished program did not build), 'novelty' (it is
+    a near-copy of an archived program near its parent) or 'repeat' (a delta's added line
+    that a near-copy wrote before, an edit already made near the parent), `why` says
+    what."""
 
     line: int
     kind: str
@@ -125,6 +127,7 @@ class LineJudge:
         self._parent_locals: frozenset[str] = frozenset()
         # a delta's answer lines at which it applied -> the faults of the program it made
         self._made: dict[int, frozenset[tuple[str, str]]] = {}
+        self._repeats: set[str] = set()  # added lines (`line_key`) a near-copy wrote
         if parent is not None:
             try:
                 self._parent_locals = frozenset(function_locals(parse_source(parent)))
@@ -172,7 +175,15 @@ class LineJudge:
         if "</delta>" in answer.lower():
             return None
         lines = answer[: answer.rfind("\n") + 1].split("\n")[:-1]
-        if not lines or _changes(lines[-1]) and lines[-1].rstrip().endswith(":"):
+        if not lines:
+            return None
+        if (
+            lines[-1].startswith("+")
+            and len(lines) > self._kept
+            and line_key(lines[-1][1:]) in self._repeats
+        ):
+            return LineFault(len(lines), "repeat", "an edit already made near the parent")
+        if _changes(lines[-1]) and lines[-1].rstrip().endswith(":"):
             return None  # a block header: judged with its body's first line
         if lines[-1].startswith("-") and _changes(lines[-1]):
             return None  # a removed line: what replaces it may follow
@@ -215,8 +226,26 @@ class LineJudge:
         # answer to the same parent), Jaccard 0.906-0.945; in the default run of that day 3
         # of 12 (Jaccard 0.984, 0.984, 1.0 to a cycle-1 child)
         if fault is None and (near := self._target.copy_of(code, self._parent)):
-            return LineFault(answer.count("\n") + 1, "novelty", near)
+            return LineFault(self._repeated_edit(answer, delta), "novelty", near)
         return None
+
+    def _repeated_edit(self, answer: str, delta: bool) -> int:
+        """Where a near-copy goes back to: the first added line of a delta that another
+        program near the parent holds (`AnswerTarget.tried`: the fine-tuned model writes
+        the elite child it was taught from this parent again), and that line, and every
+        such line, may not be written again (a 'repeat' fault); else its end tag's line, from
+        where it goes on (another hunk, more lines)."""
+        tried = self._target.tried if self._target is not None and delta else frozenset()
+        lines = answer.split("\n")
+        repeated = [
+            (n, key)
+            for n, line in enumerate(lines, 1)
+            if line.startswith("+")
+            and not line.startswith("+++")
+            and (key := line_key(line[1:])) in tried
+        ]
+        self._repeats.update(key for _, key in repeated)
+        return repeated[0][0] if repeated else len(lines)
 
     def _build_fault_line(
         self, answer: str, code: str, delta: bool, fault: BuildFault

@@ -11,7 +11,7 @@ import pytest
 
 from llmnas_dist.admission.build import build_check
 from llmnas_dist.admission.delta import extract_code
-from llmnas_dist.admission.finished import NEAR_PARENT, AnswerTarget
+from llmnas_dist.admission.finished import NEAR_PARENT, AnswerTarget, edit_lines, line_key
 from llmnas_dist.admission.novelty import NoveltyIndex, minhash
 from llmnas_dist.admission.partial import (
     MAX_LINE_CHARS,
@@ -560,3 +560,60 @@ def test_a_finished_near_copy_of_a_sibling_is_found_through_the_parent_s_neighbo
     assert len(near) == 2 * 4 * cfg.num_perm  # the parent and its child
     fault = LineJudge(parent, replace(TARGET, neighbours=near)).end_fault(answer)
     assert fault is not None and fault.kind == "novelty"
+
+
+WIDER = "+            c_out = 48 * 2 ** i\n"
+
+
+def test_a_near_copy_that_repeats_an_edit_made_near_the_parent_goes_back_to_that_line():
+    """After a CE fine-tune the model writes the elite child it was taught from this parent
+    again (default runs of 2026-12-05: 12 of 40 deltas not novel, most near such a child):
+    the near-copy goes back to its first added line that a program near the parent holds,
+    and that line is then a 'repeat' fault wherever it is written; another line is not."""
+    cfg = AdmissionConfig()
+    parent = canonicalize(load_seeds()["plain_cnn"], cfg)[0]
+    child = parent.replace("c_out = 32 * 2 ** i", "c_out = 48 * 2 ** i")
+    head = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
+    head += "-            c_out = 32 * 2 ** i\n"
+    answer = head + WIDER + "</delta>"
+    target = replace(TARGET, tried=edit_lines(parent, [child]))
+    judge = LineJudge(parent, target)
+    fault = judge.end_fault(answer)
+    assert fault is not None and fault.kind == "novelty"
+    assert fault.line == head.count("\n") + 1  # the added line, not the end tag's
+    judge.rewound(fault.line)
+    repeat = judge.fault(head + WIDER)
+    assert repeat is not None and (repeat.kind, repeat.line) == ("repeat", fault.line)
+    assert judge.fault(head + "+            c_out = 40 * 2 ** i\n") is None
+    # nothing near the parent holds the line: the end tag's line, as before
+    plain = LineJudge(parent, TARGET).end_fault(answer)
+    assert plain is not None and plain.line == answer.count("\n") + 1
+    assert LineJudge(parent, target).fault(head + WIDER) is None  # not a near-copy yet
+
+
+def test_edit_lines_are_the_lines_near_programs_add_whatever_their_formatting():
+    parent = "class Net:\n    def forward(self, x):\n        return self.head(x)\n"
+    child = parent.replace("return self.head(x)", "x = self.norm( x )\n        return self.head(x)")
+    other = parent.replace("def forward(self, x):", "def  forward(self,  x, y):")
+    tried = edit_lines(parent, [child, other])
+    assert tried == {"x = self.norm(x)", "def forward(self, x, y):"}
+    assert line_key("x=self.norm(x)  # a comment") in tried
+    assert edit_lines(parent, [parent]) == frozenset()
+
+
+def test_a_target_near_a_parent_holds_what_is_near_it_and_the_lines_they_add():
+    cfg = AdmissionConfig()
+    parent = canonicalize(load_seeds()["plain_cnn"], cfg)[0]
+    child = parent.replace("c_out = 32 * 2 ** i", "c_out = 48 * 2 ** i")
+    far = canonicalize(load_seeds()["vit_tiny"], cfg)[0]
+    index, codes = NoveltyIndex.from_config(cfg), {}
+    for code in (parent, child, far):
+        canonical, code_hash = canonicalize(code, cfg)
+        index.add(code_hash, minhash(canonical, cfg.num_perm, cfg.shingle_size))
+        codes[code_hash] = canonical
+    parent_hash = canonicalize(parent, cfg)[1]
+    target = TARGET.near(index, parent_hash, parent, codes.__getitem__)
+    assert len(target.neighbours) == 2 * 4 * cfg.num_perm  # the parent and its child
+    assert target.tried == {"c_out = 48 * 2 ** i"}  # not vit_tiny's lines: it is far
+    alone = TARGET.near(index, "not archived", parent, codes.__getitem__)
+    assert (alone.neighbours, alone.tried) == (b"", frozenset())

@@ -296,6 +296,32 @@ def test_a_finished_near_copy_goes_on_from_its_end_tag_s_line_without_ending(tok
 
 
 @pytest.mark.integration
+def test_a_near_copy_of_a_taught_child_goes_back_to_the_line_it_repeats(tokenizers):
+    """A delta that writes again the edit a program near its parent made (what the model
+    was fine-tuned on) goes back to that added line, which may not be written again there:
+    the token that would write it is taken back."""
+    from llmnas_dist.admission.finished import AnswerTarget, edit_lines
+    from llmnas_dist.config import AdmissionConfig
+
+    tokenizer, _ = tokenizers
+    lines, _ = _net_lines()
+    parent = "\n".join(lines)
+    child = parent.replace("c_out = 32 * 2 ** i", "c_out = 48 * 2 ** i")
+    target = AnswerTarget((1, 8, 8), 10, AdmissionConfig(), tried=edit_lines(parent, [child]))
+    head = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
+    head += "-            c_out = 32 * 2 ** i\n"
+    added = "+            c_out = 48 * 2 ** i\n"
+    row, out = _redrawing_row(tokenizers, "delta", target), []
+    assert _feed(row, tokenizers, head + added + "</delta>", out) is not None
+    assert [f.kind for f in row.faults] == ["novelty"]
+    assert tokenizer.decode(out) == head
+    assert _feed(row, tokenizers, added, out) is not None  # the same line: drawn again
+    assert [f.kind for f in row.faults] == ["novelty", "repeat"]
+    assert tokenizer.decode(out) == head
+    assert _feed(row, tokenizers, "+            c_out = 40 * 2 ** i\n", out) is None
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("spent, redrawn", [("build", True), ("novelty", False)])
 def test_each_kind_of_end_fault_has_its_own_budget(tokenizers, spent, redrawn):
     """Three build redraws spent leave a near-copy its own three; three novelty redraws

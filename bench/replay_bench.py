@@ -1,0 +1,170 @@
+"""Replay a cycle of a finished run: its prompts, adapter and archive, sampled again.
+
+    python bench/replay_bench.py --archive sqlite:///runs/archive.db [--run RUN]
+        [--cycle 2] [--mode delta] [--samples 2] [--max-new-tokens N]
+        [--temperature T] [--out DIR]
+
+Why: generation_bench.py asks the seeds with the warm-start adapter, where most deltas are
+admitted (25 of 30, 2026-12-05); a default run's later cycles ask their elites with the
+adapter fine-tuned on those elites' own children, and most of their deltas that fail are
+near-copies of an archived program near the parent (runs of 2026-12-05: 12 of 40 deltas).
+Only the run's own adapter and archive show that, so this bench takes them: every slot of
+cycle `--cycle` of the run in `--mode` (its prompt, its parent, the adapter version it was
+sampled with), sampled `--samples` times with the run's config (sampling, grammar, line and
+build redraws), each answer admitted as the driver admits it: against a novelty index of
+every architecture the run held before that cycle (the seeds included), each admitted
+answer joining it. Per answer: its verdict, its nearest archived program's Jaccard, the
+lines redrawn; in all: the verdict counts, the wall time.
+
+Compare two versions of the code on the same run (an A/B): run this file from each
+checkout with the same --archive, --run, --cycle and --samples; the answers are drawn
+with the same seeds ((sample, slot) keyed), so what differs is the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def run_slots(archive, run_id: str, cycle: int, mode: str) -> list:
+    """The cycle's first attempts of `mode`, in slot order."""
+    return [
+        c
+        for c in archive.candidates(run_id, cycle=cycle)
+        if c.attempt == 0 and c.mode.value == mode and c.parent_hash
+    ]
+
+
+def index_before(archive, run_id: str, cycle: int, cfg):
+    """A novelty index of the architectures the run held before `cycle` (what its driver's
+    index held when the cycle began)."""
+    from llmnas_dist.admission.novelty import NoveltyIndex
+
+    held = {
+        c.arch_hash
+        for t in range(cycle)
+        for c in archive.candidates(run_id, cycle=t)
+        if c.arch_hash
+    }
+    index = NoveltyIndex.from_config(cfg.admission)
+    for code_hash, _, signature in archive.iter_signatures():
+        if code_hash in held:
+            index.add(code_hash, signature)
+    return index
+
+
+def target_near(target, index, parent_hash: str, parent: str, code_of):
+    """The target as the driver makes it (cluster/generation_phase.py `target_of`); for
+    code older than `AnswerTarget.near` (the A of an A/B run from an older checkout), its
+    neighbours alone, as that code's driver made it."""
+    from llmnas_dist.admission.finished import NEAR_PARENT
+
+    if hasattr(target, "near"):
+        return target.near(index, parent_hash, parent, code_of)
+    return replace(target, neighbours=index.neighbourhood(parent_hash, NEAR_PARENT))
+
+
+def replay(args: argparse.Namespace) -> dict:
+    from db.archive import Archive
+    from llmnas_dist.admission.finished import AnswerTarget
+    from llmnas_dist.admission.grammar import answer_grammar
+    from llmnas_dist.admission.pipeline import Admission
+    from llmnas_dist.config import ArchiveConfig, load_config
+    from llmnas_dist.evaluation.datasets import dataset_spec
+    from llmnas_dist.generation.engine import TransformersGenerator
+    from llmnas_dist.generation.sampling import Sampling
+
+    cfg = load_config()
+    update = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
+    update = {k: v for k, v in update.items() if v is not None}
+    cfg = cfg.model_copy(update={"generation": cfg.generation.model_copy(update=update)})
+    archive = Archive(ArchiveConfig(url=args.archive))
+    run_id = args.run or archive.list_runs()[-1].id
+    spec = dataset_spec(cfg.ce.dataset).at_size(cfg.evaluation.input_size)
+    slots = run_slots(archive, run_id, args.cycle, args.mode)
+    if not slots:
+        raise SystemExit(f"run {run_id} has no {args.mode} slot in cycle {args.cycle}")
+    adapters = {a.version: a.path for a in archive.adapters(run_id)}
+    parents = [archive.get_architecture(s.parent_hash).code for s in slots]
+    admission = Admission(cfg.admission, spec, index=index_before(archive, run_id, args.cycle, cfg))
+    target = AnswerTarget(spec.in_shape, spec.num_classes, cfg.admission)
+    gen = TransformersGenerator(cfg.generation.model, dtype=cfg.generation.dtype)
+    rows, seconds, codes = [], 0.0, {}
+    for sample in range(args.samples):
+        for slot, parent in zip(slots, parents, strict=True):
+            built = target_near(
+                target,
+                admission.index,
+                slot.parent_hash,
+                parent,
+                lambda h: codes[h] if h in codes else archive.get_architecture(h).code,
+            )
+            seed = 1000 * sample + slot.slot
+            started = time.time()
+            (result,) = gen.generate(
+                [slot.prompt],
+                Sampling.from_config(cfg.generation, seed=seed, mode=args.mode),
+                adapter=adapters[slot.adapter_version],
+                grammars=[answer_grammar(args.mode, parent)[0]],
+                parents=[parent],
+                targets=[built if cfg.generation.redraw_builds else None],
+            )
+            seconds += time.time() - started
+            v = admission.admit(result.text, args.mode, parent)
+            if v.admitted and v.code_hash and v.canonical:
+                codes[v.code_hash] = v.canonical
+            verdict = v.error_class.value if v.error_class else "admitted"
+            row = {
+                "slot": slot.slot,
+                "sample": sample,
+                "parent": slot.parent_hash[:12],
+                "verdict": verdict,
+                "jaccard": v.nearest_jaccard,
+                "message": (v.message or "")[:120],
+                "redrawn": result.grammar_note,
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    counts = Counter(r["verdict"] for r in rows)
+    return {
+        "run": run_id,
+        "cycle": args.cycle,
+        "mode": args.mode,
+        "answers": len(rows),
+        "verdicts": dict(counts),
+        "admitted": counts.get("admitted", 0),
+        "seconds": seconds,
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--archive", required=True, help="the run's archive URL")
+    p.add_argument("--run", help="run id (default: the archive's latest run)")
+    p.add_argument("--cycle", type=int, default=2, help="the cycle replayed")
+    p.add_argument("--mode", choices=("delta", "full"), default="delta")
+    p.add_argument("--samples", type=int, default=2, help="answers per slot")
+    p.add_argument("--max-new-tokens", type=int, help="deltas' token budget (default: config)")
+    p.add_argument("--temperature", type=float, help="sampling temperature (default: config)")
+    p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "llmnas-replay-bench"))
+    args = p.parse_args()
+    report = replay(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"replay-{report['run']}-c{args.cycle}.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
