@@ -2,7 +2,7 @@
 
     python bench/replay_bench.py --archive sqlite:///runs/archive.db [--run RUN]
         [--cycle 2] [--mode delta] [--samples 2] [--max-new-tokens N]
-        [--temperature T] [--out DIR]
+        [--temperature T] [--adapter-version V] [--out DIR]
 
 Why: generation_bench.py asks the seeds with the warm-start adapter, where most deltas are
 admitted (25 of 30, 2026-12-05); a default run's later cycles ask their elites with the
@@ -114,7 +114,9 @@ def replay(args: argparse.Namespace) -> dict:
             (result,) = gen.generate(
                 [slot.prompt],
                 Sampling.from_config(cfg.generation, seed=seed, mode=args.mode),
-                adapter=adapters[slot.adapter_version],
+                adapter=adapters[
+                    slot.adapter_version if args.adapter_version is None else args.adapter_version
+                ],
                 grammars=[answer_grammar(args.mode, parent)[0]],
                 parents=[parent],
                 targets=[built if cfg.generation.redraw_builds else None],
@@ -132,6 +134,7 @@ def replay(args: argparse.Namespace) -> dict:
                 "jaccard": v.nearest_jaccard,
                 "message": (v.message or "")[:120],
                 "redrawn": result.grammar_note,
+                "output_tokens": result.output_tokens,
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -144,6 +147,7 @@ def replay(args: argparse.Namespace) -> dict:
         "verdicts": dict(counts),
         "admitted": counts.get("admitted", 0),
         "seconds": seconds,
+        "output_tokens": sum(r["output_tokens"] for r in rows),
         "rows": rows,
     }
 
@@ -157,6 +161,11 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=2, help="answers per slot")
     p.add_argument("--max-new-tokens", type=int, help="deltas' token budget (default: config)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: config)")
+    p.add_argument(
+        "--adapter-version",
+        type=int,
+        help="sample with this adapter version of the run (0: the warm start) instead",
+    )
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "llmnas-replay-bench"))
     args = p.parse_args()
     report = replay(args)
