@@ -1,0 +1,57 @@
+"""bench/replay_bench.py's choice of what a replayed cycle starts from, on a real archive:
+the cycle's first attempts of the mode asked, and a novelty index holding exactly what the
+run held before that cycle."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+from fixtures import ROOT
+
+from llmnas_dist.admission.novelty import minhash
+from llmnas_dist.config import AdmissionConfig
+from llmnas_dist.vocab import Mode
+
+BENCH = ROOT / "bench" / "replay_bench.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("replay_bench", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["replay_bench"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+rb = _load_bench()
+
+
+def _program(i: int) -> str:
+    return "\n".join(f"x{i}_{j} = layer_{i}_{j}(x{j})" for j in range(30)) + "\n"
+
+
+def test_a_replayed_cycle_starts_from_its_first_attempts_and_the_archive_before_it(archive):
+    cfg = AdmissionConfig()
+    run = archive.create_run({}, run_id="r-replay", dataset="digits", budget="e1")
+    hashes = []
+    for cycle, i in ((0, 0), (1, 1), (2, 2)):  # one program admitted in each cycle
+        code = _program(i)
+        cid = archive.add_candidate(run.id, cycle, 0, mode=Mode.DELTA, raw_output=code)
+        signature = minhash(code, cfg.num_perm, cfg.shingle_size)
+        hashes.append(archive.admit_candidate(cid, code, signature=signature))
+    parent = hashes[1]
+    archive.add_candidate(run.id, 2, 1, mode=Mode.DELTA, parent_hash=parent, prompt="p1")
+    archive.add_candidate(run.id, 2, 1, mode=Mode.DELTA, parent_hash=parent, attempt=1)
+    archive.add_candidate(run.id, 2, 2, mode=Mode.FULL, parent_hash=parent, prompt="p2")
+
+    slots = rb.run_slots(archive, run.id, 2, "delta")
+    assert [(s.slot, s.attempt, s.prompt) for s in slots] == [(1, 0, "p1")]
+    assert [s.slot for s in rb.run_slots(archive, run.id, 2, "full")] == [2]
+
+    class Config:
+        admission = cfg
+
+    index = rb.index_before(archive, run.id, 2, Config)
+    assert hashes[0] in index and hashes[1] in index and hashes[2] not in index
