@@ -2,7 +2,8 @@
 
     python bench/replay_bench.py --archive sqlite:///runs/archive.db [--run RUN]
         [--cycle 2] [--mode delta] [--samples 2] [--max-new-tokens N]
-        [--temperature T] [--adapter-version V] [--out DIR]
+        [--temperature T] [--adapter-version V | --adapter DIR]
+        [--out DIR]
 
 Why: generation_bench.py asks the seeds with the warm-start adapter, where most deltas are
 admitted (25 of 30, 2026-12-05); a default run's later cycles ask their elites with the
@@ -114,7 +115,8 @@ def replay(args: argparse.Namespace) -> dict:
             (result,) = gen.generate(
                 [slot.prompt],
                 Sampling.from_config(cfg.generation, seed=seed, mode=args.mode),
-                adapter=adapters[
+                adapter=args.adapter
+                or adapters[
                     slot.adapter_version if args.adapter_version is None else args.adapter_version
                 ],
                 grammars=[answer_grammar(args.mode, parent)[0]],
@@ -166,6 +168,7 @@ def main() -> None:
         type=int,
         help="sample with this adapter version of the run (0: the warm start) instead",
     )
+    p.add_argument("--adapter", help="sample with this LoRA adapter folder instead")
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "llmnas-replay-bench"))
     args = p.parse_args()
     report = replay(args)

@@ -220,6 +220,8 @@ def mlp_head(code: str, rng: random.Random) -> str | None:
     if len(found) != 1:
         return None
     m = found[0]
+    if "nn.Linear(" in code[code.rfind("\n", 0, m.start()) : m.start()]:
+        return None  # the head is an MLP already (a second generation would nest one)
     width = rng.choice((128, 256, 512))
     act = rng.choice(_BLOCK_ACTS)
     drop = rng.choice(("0.1", "0.2", "0.3"))
@@ -387,20 +389,30 @@ def warm_start_pairs(
     max_jaccard: float = DEFAULT_MAX_JACCARD,
     cfg: AdmissionConfig | None = None,
     operators: Iterable[str] | None = None,
+    second_fraction: float = 0.0,
 ) -> list[Mutation]:
     """Up to `per_seed` distinct novel mutations of each seed (tries bounded), made of
     `operators` (all by default). A `reverse_fraction` share is flipped (child -> parent:
     narrow, remove a block). With `builds`, only children whose sandboxed build passes
-    are kept."""
+    are kept. A `second_fraction` share mutates one of the seed's children made before
+    (a second generation: the parent already holds a block, and the operators add another
+    one, never the same: what a CE cycle asks of a child of a child)."""
+    if not 0.0 <= second_fraction <= 1.0:
+        raise ValueError(f"second_fraction must be in [0, 1], got {second_fraction}")
     out: list[Mutation] = []
     for code in seeds.values():
         seen: set[str] = set()
+        firsts: list[str] = []  # this seed's children, parents of the second generation
         for _ in range(per_seed * 4):
             if len(seen) >= per_seed:
                 break
-            m = novel_mutation(code, rng, max_jaccard, cfg=cfg, operators=operators)
+            second = bool(second_fraction and firsts and rng.random() < second_fraction)
+            parent = rng.choice(firsts) if second else code
+            m = novel_mutation(parent, rng, max_jaccard, cfg=cfg, operators=operators)
             if m is None or m.child in seen or (builds is not None and not builds(m.child)):
                 continue
             seen.add(m.child)
+            if not second:
+                firsts.append(m.child)
             out.append(reverse(m) if rng.random() < reverse_fraction else m)
     return out

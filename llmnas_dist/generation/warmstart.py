@@ -51,9 +51,14 @@ log = logging.getLogger(__name__)
 
 # bump when the examples change in a way the key's inputs do not show (operators, answer
 # format, scores in prompts), so stale adapters are never reused
-FORMAT_VERSION = 6  # 6: frozen weights in bf16 where the CPU has it
+FORMAT_VERSION = 7  # 7: a second generation of pairs; 6: frozen weights in bf16
 ADAPTERS_DIR = "adapters"
 PAIR_SEED = 0  # the mutation draw and the training order are fixed: same key, same adapter
+# A share of the pairs mutates a seed's child (`warm_start_pairs`' second generation): from
+# cycle 2 on, the parents are children holding a taught block, and a warm start taught on
+# seeds alone proposes that block again (bench/replay_bench.py, 2026-12-05: the warm-start
+# adapter on the cycle-3 parents of a default run, 10 of 15 deltas not novel)
+SECOND_GENERATION = 0.375
 UNSCORED_FRACTION = 0.25  # share of prompts whose parent has no score yet (cycle-0 seeds)
 STALE_STAGING_S = 6 * 3600  # a staging folder this old belongs to a killed process
 
@@ -157,6 +162,7 @@ def warm_start_examples(
         reverse_fraction=0.0,
         cfg=admission,
         operators=BLOCK_OPERATORS,
+        second_fraction=SECOND_GENERATION,
     )
     taught, scores = [], {}
     for pair in pairs:

@@ -177,3 +177,41 @@ def test_residual_blocks_keep_their_shape_whatever_kernel_the_model_writes(op):
         assert varied != child or f", {kernel}, padding" in block
         report = build_check(varied, spec.in_shape, spec.num_classes, AdmissionConfig())
         assert report.param_count > 0
+
+
+def test_a_second_generation_adds_another_block_to_a_child_of_the_same_seed():
+    """From cycle 2 on, parents are children that hold a taught block: a share of the
+    pairs teaches adding a different block to such a child, never the same one again."""
+    from llmnas_dist.generation.mutations import BLOCK_OPERATORS
+
+    seeds = {name: SEEDS[name] for name in ("plain_cnn", "resnet_basic")}
+    first = warm_start_pairs(
+        seeds, 6, random.Random(1), reverse_fraction=0.0, operators=BLOCK_OPERATORS
+    )
+    assert first == warm_start_pairs(
+        seeds,
+        6,
+        random.Random(1),
+        reverse_fraction=0.0,
+        operators=BLOCK_OPERATORS,
+        second_fraction=0.0,
+    )
+    assert all(p.parent in seeds.values() for p in first)
+    pairs = warm_start_pairs(
+        seeds,
+        6,
+        random.Random(1),
+        reverse_fraction=0.0,
+        operators=BLOCK_OPERATORS,
+        second_fraction=0.5,
+    )
+    children = {p.child for p in pairs}
+    second = [p for p in pairs if p.parent not in seeds.values()]
+    assert second and all(p.parent in children for p in second)
+    blocks = ("self.pre_block", "self.input_gate", "self.post_block")
+    for p in second:
+        held = [b for b in blocks if b in p.parent]
+        assert all(p.child.count(b) == p.parent.count(b) for b in held)  # none added twice
+        assert parent_jaccard(p.parent, p.child) < DEFAULT_MAX_JACCARD
+    with pytest.raises(ValueError, match="second_fraction"):
+        warm_start_pairs(seeds, 1, random.Random(1), second_fraction=1.5)
