@@ -5,10 +5,26 @@ inline programs more than one stage's tests train or check. Test modules import 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_bench(name: str) -> ModuleType:
+    """bench/<name>.py as a module: bench/ is not a package. Registered in sys.modules, so
+    that Ray can pickle its actor classes and dataclasses work."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"no bench/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 # The server the PostgreSQL cases create their databases on (an admin URL); the default is
 # the local trust-auth server.

@@ -4,28 +4,13 @@ run held before that cycle."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
-from fixtures import ROOT
+from fixtures import load_bench
 
 from llmnas_dist.admission.novelty import minhash
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.vocab import Mode
 
-BENCH = ROOT / "bench" / "replay_bench.py"
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("replay_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["replay_bench"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-rb = _load_bench()
+rb = load_bench("replay_bench")
 
 
 def _program(i: int) -> str:

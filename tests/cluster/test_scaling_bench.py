@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from fixtures import ROOT
+from fixtures import load_bench
 
 ray = pytest.importorskip("ray")
 
@@ -24,21 +22,7 @@ from llmnas_dist.seeds import load_seeds  # noqa: E402
 from llmnas_dist.vocab import CandidateStatus, CycleStatus, RunStatus  # noqa: E402
 from workers.generator import GenRequest  # noqa: E402
 
-BENCH = ROOT / "bench" / "scaling_bench.py"
-
-
-def _load_bench():
-    # bench/ is not a package: load the file as a module (registered, so that Ray can
-    # pickle its actor class and dataclasses work)
-    spec = importlib.util.spec_from_file_location("scaling_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scaling_bench"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sb = _load_bench()
+sb = load_bench("scaling_bench")
 
 SIZES = [1, 2]
 DURATION_S = 0.2
