@@ -231,10 +231,10 @@ class LineJudge:
 
     def _repeated_edit(self, answer: str, delta: bool) -> int:
         """Where a near-copy goes back to: the first added line of a delta that another
-        program near the parent holds (`AnswerTarget.tried`: the fine-tuned model writes
-        the elite child it was taught from this parent again), and that line, and every
-        such line, may not be written again (a 'repeat' fault); else its end tag's line, from
-        where it goes on (another hunk, more lines)."""
+        program near the parent holds (`AnswerTarget.tried`: the model proposes again the
+        block a child of this parent already added), and that line, and every such line,
+        may not be written again (a 'repeat' fault); else its end tag's line, from where it
+        goes on (another hunk, more lines)."""
         tried = self._target.tried if self._target is not None and delta else frozenset()
         lines = answer.split("\n")
         repeated = [

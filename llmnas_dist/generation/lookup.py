@@ -34,8 +34,8 @@ build (channels, shapes) while its parent does, the answer goes back to the head
 delta hunk that wrote the failing line (of a whole program: to that line) and goes on from
 there. Where it builds but is a near-copy of an archived program near its parent (admission
 would reject it as not novel), a delta that wrote an added line that one of those programs
-holds and its parent does not (`AnswerTarget.tried`: after a CE fine-tune, the edit it was
-taught from this parent) goes back to the first such line, and such a line is a fault
+holds and its parent does not (`AnswerTarget.tried`: a block that a child of this parent
+already added, proposed again) goes back to the first such line, and such a line is a fault
 wherever it is written again; another near-copy goes back to its end tag's line, and its
 next token may not start the end tag: it goes on. At most `END_REDRAWS` such redraws an
 answer.

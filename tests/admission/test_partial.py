@@ -566,8 +566,8 @@ WIDER = "+            c_out = 48 * 2 ** i\n"
 
 
 def test_a_near_copy_that_repeats_an_edit_made_near_the_parent_goes_back_to_that_line():
-    """After a CE fine-tune the model writes the elite child it was taught from this parent
-    again (default runs of 2026-12-05: 12 of 40 deltas not novel, most near such a child):
+    """In later cycles the model proposes again the block a child of this parent already
+    added (default runs of 2026-12-05: 12 of 40 deltas not novel, most near such a child):
     the near-copy goes back to its first added line that a program near the parent holds,
     and that line is then a 'repeat' fault wherever it is written; another line is not."""
     cfg = AdmissionConfig()
