@@ -23,6 +23,7 @@ from llmnas_dist.admission.novelty import (
 )
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected
+from llmnas_dist.program.source import parse_source
 from llmnas_dist.program.static import canonicalize
 from llmnas_dist.sandbox.runner import SandboxError
 
@@ -124,7 +125,7 @@ def line_key(text: str) -> str:
     line and an archived line compare equal when they say the same."""
     stripped = text.strip()
     try:
-        return ast.unparse(ast.parse(stripped))
+        return ast.unparse(parse_source(stripped))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return " ".join(stripped.split())
 
