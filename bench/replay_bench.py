@@ -15,7 +15,8 @@ sampled with), sampled `--samples` times with the run's config (sampling, gramma
 build redraws), each answer admitted as the driver admits it: against a novelty index of
 every architecture the run held before that cycle (the seeds included), each admitted
 answer joining it. Per answer: its verdict, its nearest archived program's Jaccard, the
-lines redrawn; in all: the verdict counts, the wall time.
+lines redrawn; in all: the verdict counts, the wall time, the sandboxed builds generation
+ran before returning its answers and their seconds.
 
 Compare two versions of the code on the same run (an A/B): run this file from each
 checkout with the same --archive, --run, --cycle and --samples; the answers are drawn
@@ -75,6 +76,26 @@ def target_near(target, index, parent_hash: str, parent: str, code_of):
     return replace(target, neighbours=index.neighbourhood(parent_hash, NEAR_PARENT))
 
 
+def count_builds() -> dict:
+    """Count the sandboxed builds generation runs before it returns an answer (the end-tag
+    builds of `AnswerTarget.build_fault`) and their seconds, in the returned dict."""
+    from llmnas_dist.admission import finished
+
+    spent = {"builds": 0, "build_seconds": 0.0}
+    real = finished.build_check
+
+    def counted(*args, **kwargs):
+        started = time.time()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spent["builds"] += 1
+            spent["build_seconds"] += time.time() - started
+
+    finished.build_check = counted
+    return spent
+
+
 def replay(args: argparse.Namespace) -> dict:
     from db.archive import Archive
     from llmnas_dist.admission.finished import AnswerTarget
@@ -101,6 +122,7 @@ def replay(args: argparse.Namespace) -> dict:
     target = AnswerTarget(spec.in_shape, spec.num_classes, cfg.admission)
     gen = TransformersGenerator(cfg.generation.model, dtype=cfg.generation.dtype)
     rows, seconds, codes = [], 0.0, {}
+    spent = count_builds()
     for sample in range(args.samples):
         for slot, parent in zip(slots, parents, strict=True):
             built = target_near(
@@ -150,6 +172,7 @@ def replay(args: argparse.Namespace) -> dict:
         "admitted": counts.get("admitted", 0),
         "seconds": seconds,
         "output_tokens": sum(r["output_tokens"] for r in rows),
+        **spent,
         "rows": rows,
     }
 

@@ -40,3 +40,27 @@ def test_a_replayed_cycle_starts_from_its_first_attempts_and_the_archive_before_
 
     index = rb.index_before(archive, run.id, 2, Config)
     assert hashes[0] in index and hashes[1] in index and hashes[2] not in index
+
+
+def test_the_replay_counts_the_builds_generation_runs_before_returning(monkeypatch):
+    """Its A/B of two checkouts compares the sandboxed builds of end-tag checks: each call
+    of `AnswerTarget.build_fault` is one, failed builds included."""
+    from llmnas_dist.admission import finished
+    from llmnas_dist.admission.finished import AnswerTarget
+
+    monkeypatch.setattr(finished, "build_check", finished.build_check)  # restored after
+    spent = rb.count_builds()
+    target = AnswerTarget((1, 8, 8), 10, AdmissionConfig())
+    net = (
+        "import torch.nn as nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, in_shape, out_shape, prm, device):\n"
+        "        super().__init__()\n"
+        "        self.head = nn.Linear(64, out_shape[0])\n"
+        "    def forward(self, x):\n"
+        "        return self.head(x.flatten(1))\n"
+    )
+    assert target.build_fault(net) is None
+    fault = target.build_fault(net.replace("nn.Linear(64,", "nn.Linear(65,"))
+    assert fault is not None and "build" in fault.why
+    assert spent["builds"] == 2 and spent["build_seconds"] > 0

@@ -93,6 +93,24 @@ def test_a_share_of_examples_teaches_whole_programs():
     assert key() == key(ft=TINY.model_copy(update={"full_code_fraction": 0.5}))  # CE updates only
 
 
+def test_examples_teach_only_the_edits_that_keep_the_proxy_score():
+    """bench/operator_bench.py measured an MLP head and an input gate lowering the default's
+    proxy score (children below their parents): the warm start's children add the blocks of
+    `warmstart.WARM_START_OPERATORS`, each of them somewhere, and never those two."""
+    examples = warm_start_examples(
+        GEN.model_copy(update={"warm_start_per_seed": 4}), ADM, "digits", SMALL_SEEDS, build=False
+    )
+    added: set[str] = set()
+    for ex in examples:
+        parent = ex.prompt.split("```python\n", 1)[1].split("\n```", 1)[0] + "\n"
+        child = apply_output(parent, ex.completion)
+        assert "self.input_gate" not in child and child.count("nn.Linear(") == parent.count(
+            "nn.Linear("
+        )
+        added |= {b for b in ("pre_block", "post_block", "input_norm") if f"self.{b}" in child}
+    assert added == {"pre_block", "post_block", "input_norm"}
+
+
 def test_examples_keep_only_children_that_build_for_the_dataset():
     examples = warm_start_examples(GEN, ADM, "digits", {"plain_cnn": SEEDS["plain_cnn"]})
     assert len(examples) == 1  # per_seed 1, and the child passed the sandboxed build
