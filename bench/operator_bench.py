@@ -65,13 +65,12 @@ def paired_effects(parent_scores: dict, child_rows: list[dict]) -> dict:
 
 
 def main() -> None:
-    from llmnas_dist.admission.build import build_check
     from llmnas_dist.config import load_config
-    from llmnas_dist.errors import CandidateRejected
     from llmnas_dist.evaluation.datasets import dataset_spec
     from llmnas_dist.evaluation.evaluate import evaluate_program
     from llmnas_dist.evaluation.recipe import Recipe
     from llmnas_dist.generation.mutations import OPERATORS
+    from llmnas_dist.generation.warmstart import builds_for
     from llmnas_dist.sandbox.runner import SandboxLimits
     from llmnas_dist.seeds import load_seeds
 
@@ -89,6 +88,8 @@ def main() -> None:
     spec = dataset_spec(cfg.ce.dataset).at_size(cfg.evaluation.input_size)
     limits = SandboxLimits.from_evaluation(cfg.evaluation)
 
+    builds = builds_for(spec, cfg.admission)
+
     def score(code: str, seed: int) -> float | None:
         recipe = Recipe.from_config(cfg.evaluation, seed=seed)
         return evaluate_program(
@@ -98,13 +99,6 @@ def main() -> None:
     def mean_score(code: str) -> float | None:
         scores = [score(code, s) for s in args.seeds]
         return None if None in scores else statistics.fmean(scores)  # type: ignore[arg-type]
-
-    def builds(code: str) -> bool:
-        try:
-            build_check(code, spec.in_shape, spec.num_classes, cfg.admission)
-        except CandidateRejected:
-            return False
-        return True
 
     seeds = load_seeds()
     with ThreadPoolExecutor(args.workers) as pool:
