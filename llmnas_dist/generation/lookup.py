@@ -35,7 +35,8 @@ delta hunk that wrote the failing line (of a whole program: to that line) and go
 there. Where it builds but is a near-copy of an archived program near its parent (admission
 would reject it as not novel), a delta that wrote an added line that one of those programs
 holds and its parent does not (`AnswerTarget.tried`: a block that a child of this parent
-already added, proposed again) goes back to the first such line, and such a line is a fault
+already added, proposed again; lines compared by `line_key`, a line making `self.X` by the
+attribute alone) goes back to the first such line, and such a line is a fault
 wherever it is written again; another near-copy goes back to its end tag's line, and its
 next token may not start the end tag: it goes on. At most `END_REDRAWS` such redraws an
 answer.

@@ -72,7 +72,7 @@ SECOND_GENERATION = 0.375
 # +0.003 +- 0.004 (10 of 17). The set must stay varied: taught residual and post blocks,
 # input norms and swaps instead (a swap alone is rarely novel, and post blocks often do not
 # build, so 3 in 5 pairs added the residual block), a first run (2026-12-06) proposed
-# `self.pre_block` in 12 of 14 deltas and admitted 6 of 24 (1 of 16 in cycles 2 and 3, the
+# `self.pre_block` in all 14 deltas and admitted 6 of 24 (1 of 16 in cycles 2 and 3, the
 # rest near-copies), against 9 of 24 with the four blocks of before
 WARM_START_OPERATORS = ("add_residual_block", "add_input_gate", "add_post_block", "add_input_norm")
 UNSCORED_FRACTION = 0.25  # share of prompts whose parent has no score yet (cycle-0 seeds)

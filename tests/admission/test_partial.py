@@ -591,6 +591,45 @@ def test_a_near_copy_that_repeats_an_edit_made_near_the_parent_goes_back_to_that
     assert LineJudge(parent, target).fault(head + WIDER) is None  # not a near-copy yet
 
 
+def pre_block(width: int) -> str:
+    return (
+        "        self.pre_block = nn.Sequential(nn.Conv2d(in_shape[-3], "
+        f"{width}, 3, padding=1), nn.ReLU(), nn.Conv2d({width}, in_shape[-3], 1))\n"
+    )
+
+
+def test_a_near_copy_that_makes_a_sibling_s_block_again_goes_back_to_it_whatever_its_width():
+    """The same block with another hidden width is the edit a sibling made (a default run of
+    2026-12-06: 4 of 7 later-cycle near-copies): the near-copy goes back to the line that
+    makes it, and then any line making that attribute is a 'repeat' fault."""
+    cfg = AdmissionConfig()
+    parent = canonicalize(load_seeds()["plain_cnn"], cfg)[0]
+    call = "        x = self.pool(self.features(x))\n"
+    sibling = parent.replace(
+        "        self.device = device\n", pre_block(16) + "        self.device = device\n"
+    )
+    sibling = sibling.replace(call, "        x = x + self.pre_block(x)\n" + call)
+    assert build_fails(sibling) is False
+    head = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         super().__init__()\n"
+    answer = head + "+" + pre_block(32) + "@@ @@\n     def forward(self, x):\n"
+    answer += "+        x = x + self.pre_block(x)\n</delta>"
+    index = NoveltyIndex.from_config(cfg)
+    for code in (parent, sibling):
+        canonical, code_hash = canonicalize(code, cfg)
+        index.add(code_hash, minhash(canonical, cfg.num_perm, cfg.shingle_size))
+    near = index.neighbourhood(canonicalize(parent, cfg)[1], NEAR_PARENT)
+    target = replace(TARGET, neighbours=near, tried=edit_lines(parent, [sibling]))
+    judge = LineJudge(parent, target)
+    fault = judge.end_fault(answer)
+    assert fault is not None and fault.kind == "novelty"
+    assert fault.line == head.count("\n") + 1  # the line making self.pre_block
+    judge.rewound(fault.line)
+    again = judge.fault(head + "+" + pre_block(8))
+    assert again is not None and (again.kind, again.line) == ("repeat", fault.line)
+    other = "+        self.post_norm = nn.BatchNorm2d(in_shape[-3])\n"
+    assert judge.fault(head + other) is None
+
+
 def test_edit_lines_are_the_lines_near_programs_add_whatever_their_formatting():
     parent = "class Net:\n    def forward(self, x):\n        return self.head(x)\n"
     child = parent.replace("return self.head(x)", "x = self.norm( x )\n        return self.head(x)")
@@ -598,6 +637,15 @@ def test_edit_lines_are_the_lines_near_programs_add_whatever_their_formatting():
     tried = edit_lines(parent, [child, other])
     assert tried == {"x = self.norm(x)", "def forward(self, x, y):"}
     assert line_key("x=self.norm(x)  # a comment") in tried
+    # a line that makes an attribute of self is keyed by the attribute, not what it holds
+    made = parent.replace(
+        "def forward", "def __init__(self):\n        self.head = H(3)\n    def forward"
+    )
+    gate = made.replace("self.head = H(3)", "self.head = H(3)\n        self.gate = G(16)")
+    assert line_key("self.gate=G( 4 )") == line_key("self.gate = G(16)") == "self.gate = ..."
+    assert line_key("self.gate.weight = w") == "self.gate.weight = w"
+    assert edit_lines(made, [gate]) == {"self.gate = ..."}
+    assert edit_lines(made, [made.replace("H(3)", "H(5)")]) == set()  # the parent makes it
     assert edit_lines(parent, [parent]) == frozenset()
 
 

@@ -8,6 +8,7 @@ from fixtures import load_bench
 
 from llmnas_dist.admission.novelty import minhash
 from llmnas_dist.config import AdmissionConfig
+from llmnas_dist.seeds import load_seeds
 from llmnas_dist.vocab import Mode
 
 rb = load_bench("replay_bench")
@@ -51,16 +52,8 @@ def test_the_replay_counts_the_builds_generation_runs_before_returning(monkeypat
     monkeypatch.setattr(finished, "build_check", finished.build_check)  # restored after
     spent = rb.count_builds()
     target = AnswerTarget((1, 8, 8), 10, AdmissionConfig())
-    net = (
-        "import torch.nn as nn\n"
-        "class Net(nn.Module):\n"
-        "    def __init__(self, in_shape, out_shape, prm, device):\n"
-        "        super().__init__()\n"
-        "        self.head = nn.Linear(64, out_shape[0])\n"
-        "    def forward(self, x):\n"
-        "        return self.head(x.flatten(1))\n"
-    )
+    net = load_seeds()["plain_cnn"]
     assert target.build_fault(net) is None
-    fault = target.build_fault(net.replace("nn.Linear(64,", "nn.Linear(65,"))
+    fault = target.build_fault(net.replace("nn.Linear(c_in,", "nn.Linear(c_in + 7,"))
     assert fault is not None and "build" in fault.why
     assert spent["builds"] == 2 and spent["build_seconds"] > 0
