@@ -49,8 +49,8 @@ from llmnas_dist.seeds import load_seeds
 
 log = logging.getLogger(__name__)
 
-# bump when the examples change in a way the key's inputs do not show (operators, answer
-# format, scores in prompts), so stale adapters are never reused
+# bump when the examples change in a way the key's inputs do not show (answer format,
+# scores in prompts), so stale adapters are never reused; the operators are in the key
 FORMAT_VERSION = 8  # 8: operators in the key; 7: a second generation; 6: frozen weights in bf16
 ADAPTERS_DIR = "adapters"
 PAIR_SEED = 0  # the mutation draw and the training order are fixed: same key, same adapter
