@@ -2,7 +2,7 @@
 and the state the driver keeps in memory instead of re-reading the archive.
 
 - `keyed_rng` / `keyed_seed`: random streams named by their key, so a resumed run draws
-  what the uninterrupted one would have.
+  what the uninterrupted one would have; `deal_parents` deals a mode's parents from them.
 - `Settings` (stored with the cycle, so a resume reuses them) and `Slot` (one proposal
   position: parent, mode, prompt).
 - `Evaluations`: the run's evaluations, read from the archive once and then kept up to date
@@ -13,12 +13,13 @@ and the state the driver keeps in memory instead of re-reading the archive.
 
 from __future__ import annotations
 
+import math
 import random
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 
@@ -28,6 +29,8 @@ from llmnas_dist.evaluation.evaluate import EvalRecord
 from llmnas_dist.spans import Span, SpanKind, Where
 from llmnas_dist.vocab import Mode, budget_key
 from workers.evaluator import EvalTask
+
+T = TypeVar("T")
 
 SEED_CYCLE = 0  # the seed programs, evaluated before the first CE cycle
 
@@ -40,6 +43,34 @@ def keyed_rng(seed: int, *key: object) -> random.Random:
 
 def keyed_seed(seed: int, *key: object) -> int:
     return zlib.crc32(":".join(str(k) for k in (seed, *key)).encode()) & 0x7FFFFFFF
+
+
+def deal_parents(elites: Sequence[T], n: int, alpha: float, rng: random.Random) -> list[T]:
+    """Parents for `n` slots of one mode from `elites` (best first), in the order `rng`
+    deals them.
+
+    alpha 0: a shuffled deck dealt round, so every elite proposes once before any twice.
+    alpha > 0: the power law of parent selection (elite of rank r weighted r^-alpha), as
+    quotas: each elite proposes round(n * its share) times, the remainders going to the
+    largest fractions (the better rank on ties), so a cycle's few slots follow the weights
+    without the spread of independent draws.
+    """
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    if not elites:
+        return []
+    if alpha == 0:
+        deck = rng.sample(list(elites), len(elites))
+        return [deck[j % len(deck)] for j in range(n)]
+    weights = [(rank + 1) ** -alpha for rank in range(len(elites))]
+    shares = [n * w / sum(weights) for w in weights]
+    quotas = [math.floor(s) for s in shares]
+    by_remainder = sorted(range(len(elites)), key=lambda r: (quotas[r] - shares[r], r))
+    for r in by_remainder[: n - sum(quotas)]:
+        quotas[r] += 1
+    dealt = [e for e, q in zip(elites, quotas, strict=True) for _ in range(q)]
+    rng.shuffle(dealt)
+    return dealt
 
 
 @dataclass(frozen=True)

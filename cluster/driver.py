@@ -40,7 +40,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from cluster.cycle import SEED_CYCLE, Evaluations, Settings, Slot, SpanLog, keyed_rng
+from cluster.cycle import (
+    SEED_CYCLE,
+    Evaluations,
+    Settings,
+    Slot,
+    SpanLog,
+    deal_parents,
+    keyed_rng,
+)
 from cluster.factory import Actors
 from cluster.finetune_phase import Adapters
 from cluster.generation_phase import GenerationPhase
@@ -244,11 +252,10 @@ class Driver:
 
     def parents(self, t: int) -> list[Slot]:
         """A parent from E_{t-1} per slot and the cycle's modes as a quota, drawn from
-        (seed, t). Within a mode the parents are drawn without replacement (a shuffled E_{t-1},
-        dealt round): every elite proposes once before any proposes twice. Each slot's parent
-        is still uniform over E_{t-1}, but two children of one parent in one cycle tend to be
-        near each other (novelty), and with replacement 4 delta slots over 4 elites repeat a
-        parent 91% of the time."""
+        (seed, t), dealt per mode by `deal_parents`: with `ce.parent_alpha` 0 without
+        replacement (a shuffled E_{t-1} dealt round: two children of one parent in one cycle
+        tend to be near each other, and with replacement 4 delta slots over 4 elites repeat a
+        parent 91% of the time); above 0 the better ranks propose more often, by quota."""
         elites = self.previous_elites(t)
         if not elites:
             raise RuntimeError(
@@ -258,10 +265,14 @@ class Driver:
         seed, frac = self.cfg.ce.stream_seed, self.cfg.generation.delta_fraction
         n = self.cfg.ce.candidates_per_cycle
         modes = choose_modes(keyed_rng(seed, "mode", t), n, frac, t)
-        decks = {m: keyed_rng(seed, "parent", t, m).sample(elites, len(elites)) for m in Mode}
+        alpha = self.cfg.ce.parent_alpha
+        decks = {
+            m: deal_parents(elites, modes.count(m), alpha, keyed_rng(seed, "parent", t, m))
+            for m in Mode
+        }
         slots = []
         for i, mode in enumerate(modes):
-            parent = decks[mode][modes[:i].count(mode) % len(elites)]
+            parent = decks[mode][modes[:i].count(mode)]
             prompt = parent_prompt(mode, parent.code, self.spec, parent.score)
             slots.append(Slot(t, i, mode, prompt, parent.hash, parent.code))
         return slots

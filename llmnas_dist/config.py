@@ -45,6 +45,13 @@ class CEConfig(Section):
     min_elites: int = Field(
         2, ge=1, description="Smallest elite set, used while the archive is still small."
     )
+    parent_alpha: float = Field(
+        0.0,
+        ge=0.0,
+        le=8.0,
+        description="Parent selection: the elite of rank r proposes in proportion to "
+        "r^-parent_alpha (a power law, dealt as quotas); 0 deals E_{t-1} evenly.",
+    )
     seed: int | None = Field(
         None,
         ge=0,
@@ -489,19 +496,11 @@ class Config(Section):
     """The whole configuration; each component gets only its section."""
 
     ce: CEConfig = Field(default_factory=CEConfig, description="The CE loop.")
-    generation: GenerationConfig = Field(
-        default_factory=GenerationConfig, description="LLM proposals."
-    )
-    admission: AdmissionConfig = Field(
-        default_factory=AdmissionConfig, description="Validity and novelty filters."
-    )
-    evaluation: EvaluationConfig = Field(
-        default_factory=EvaluationConfig, description="Proxy training."
-    )
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="Proposals.")
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig, description="Admission.")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig, description="Proxy.")
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig, description="LoRA CE update.")
-    reliability: ReliabilityConfig = Field(
-        default_factory=ReliabilityConfig, description="Proxy-reliability gate."
-    )
+    reliability: ReliabilityConfig = Field(default_factory=ReliabilityConfig, description="Gate.")
     archive: ArchiveConfig = Field(default_factory=ArchiveConfig, description="The SQL archive.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Ray placement.")
 

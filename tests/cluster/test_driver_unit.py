@@ -4,6 +4,7 @@ settings, the reliability gate over a real archive, the per-cycle table, usage e
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import Counter
 from dataclasses import replace
@@ -15,7 +16,7 @@ import yaml
 from fixtures import ROOT
 
 from cluster.cli import main
-from cluster.cycle import Evaluations, Settings, Slot, keyed_rng, keyed_seed
+from cluster.cycle import Evaluations, Settings, Slot, deal_parents, keyed_rng, keyed_seed
 from cluster.driver import Driver
 from cluster.generation_phase import Call
 from cluster.progress import (
@@ -34,6 +35,7 @@ from db.archive import Archive
 from db.contract import Elite
 from llmnas_dist.admission.grammar import delta_grammar
 from llmnas_dist.config import Config, build_config, load_config
+from llmnas_dist.errors import ConfigError
 from llmnas_dist.evaluation.recipe import Recipe
 from llmnas_dist.generation.engine import Answer
 from llmnas_dist.generation.finetune import TrainStep
@@ -144,6 +146,57 @@ def test_a_cycles_parents_are_dealt_without_replacement_within_a_mode(
     assert [s.parent_hash for s in driver.parents(2)] != [s.parent_hash for s in slots] or (
         n_elites == 1
     )
+
+
+@pytest.mark.parametrize(
+    ("n", "alpha", "quotas"),
+    [
+        (4, 1.0, [2, 1, 1, 0]),  # shares 1.92 .96 .64 .48
+        (3, 1.0, [1, 1, 1, 0]),  # 1.44 .72 .48 .36: the remainders .72 and .48 beat .44
+        (8, 1.0, [4, 2, 1, 1]),  # 3.84 1.92 1.28 .96
+        (4, 3.0, [3, 1, 0, 0]),
+        (4, 0.0, [1, 1, 1, 1]),
+        (6, 0.0, [2, 2, 1, 1]),  # dealt round: the first two of the shuffled deck twice
+    ],
+)
+def test_parents_are_dealt_by_rank_as_quotas(n: int, alpha: float, quotas: list[int]) -> None:
+    elites = ["first", "second", "third", "fourth"]
+    dealt = deal_parents(elites, n, alpha, random.Random(3))
+    assert len(dealt) == n
+    counts = Counter(dealt)
+    if alpha == 0:  # rank plays no part: which elites repeat is the shuffle's
+        assert sorted(counts.values(), reverse=True) == quotas[: len(counts)]
+    else:
+        assert [counts[e] for e in elites] == quotas
+    assert dealt == deal_parents(elites, n, alpha, random.Random(3))  # keyed
+    assert deal_parents([], n, alpha, random.Random(3)) == []
+
+
+def test_a_negative_parent_alpha_is_refused() -> None:
+    with pytest.raises(ValueError, match="alpha"):
+        deal_parents(["a"], 1, -1.0, random.Random(0))
+    with pytest.raises(ConfigError, match="parent_alpha"):
+        build_config({"ce": {"parent_alpha": -1}})
+
+
+def test_the_driver_deals_the_best_elite_most_with_a_parent_alpha(tmp_path: Path) -> None:
+    cfg = build_config(
+        {
+            "ce": {"candidates_per_cycle": 8, "seed": 5, "parent_alpha": 1.0},
+            "generation": {"delta_fraction": 0.5},
+            "archive": {"url": f"sqlite:///{tmp_path / 'a.db'}"},
+        }
+    )
+    archive = Archive(cfg.archive)
+    archive.create_run(cfg, run_id="r")
+    driver = Driver(cfg, archive, "r", actors=None)  # type: ignore[arg-type]
+    driver.elites = [Elite(i + 1, f"{i:064x}", 0.9 - i / 10, 1, f"# elite {i}\n") for i in range(4)]
+    slots = driver.parents(1)
+    for mode in Mode:  # 4 slots a mode: ranks 1, 1, 2, 3
+        counts = Counter(s.parent_hash for s in slots if s.mode is mode)
+        assert [counts[e.hash] for e in driver.elites] == [2, 1, 1, 0]
+        best = [s for s in slots if s.mode is mode and s.parent_hash == driver.elites[0].hash]
+        assert all(s.parent_code == driver.elites[0].code for s in best)
 
 
 @pytest.mark.parametrize(
