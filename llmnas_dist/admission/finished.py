@@ -20,6 +20,7 @@ from llmnas_dist.admission.novelty import (
     NoveltyIndex,
     estimated_jaccard,
     minhash,
+    signature_bytes,
 )
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected
@@ -93,6 +94,25 @@ class AnswerTarget:
             self,
             neighbours=index.neighbourhood(parent_hash, NEAR_PARENT),
             tried=edit_lines(parent, (code_of(h) for h in others)),
+        )
+
+    def with_sibling(self, code: str, parent: str) -> AnswerTarget:
+        """This target once an earlier answer of the same generation call to the same
+        `parent` made `code`: it joins `neighbours` and its edits join `tried`, as if it were
+        archived already. The answers of one call are all decoded before any is admitted,
+        so without this two children of one parent repeat each other (a default run of
+        2026-12-06 with parents by rank: 2 of the 4 deltas rejected as not novel in its
+        cycles 1 and 2 were near a sibling from their own call)."""
+        cfg = self.cfg
+        try:
+            canonical = canonicalize(code, cfg)[0]
+        except (CandidateRejected, ValueError, SyntaxError, RecursionError):
+            return self
+        signature = signature_bytes(minhash(canonical, cfg.num_perm, cfg.shingle_size))
+        return dataclasses.replace(
+            self,
+            neighbours=self.neighbours + signature,
+            tried=self.tried | edit_lines(parent, [code]),
         )
 
     def copy_of(self, code: str, parent: str | None = None) -> str | None:

@@ -206,16 +206,12 @@ class LineJudge:
         near-copy of an archived program near its parent (`AnswerTarget.copy_of`). None
         otherwise, also for an answer admission will reject before its build (it does not
         apply, no code)."""
-        if self._target is None or not _END_TAG.search(answer):
+        if self._target is None:
+            return None
+        code = finished_program(answer, self._parent, self._target.cfg.delta_fuzz)
+        if code is None:
             return None
         delta = self._parent is not None and _OPEN_DELTA.search(answer) is not None
-        try:
-            if delta:
-                code = apply_output(self._parent or "", answer, self._target.cfg.delta_fuzz)
-            else:
-                code = extract_code(answer)
-        except (CandidateRejected, ValueError):
-            return None
         fault = self._target.build_fault(code)
         if fault is not None and self._parent_built():
             return self._build_fault_line(answer, code, delta, fault)
@@ -285,6 +281,20 @@ class LineJudge:
 
     def keep(self, fault: LineFault) -> None:
         self._kept = max(self._kept, fault.line)
+
+
+def finished_program(answer: str, parent: str | None, fuzz: int) -> str | None:
+    """The program a finished answer makes (it ends in its end tag): a delta applied to
+    `parent` (with admission's `fuzz`), else the whole program it holds; None where it is
+    not finished or makes none (admission will say why)."""
+    if not _END_TAG.search(answer):
+        return None
+    try:
+        if parent is not None and _OPEN_DELTA.search(answer):
+            return apply_output(parent, answer, fuzz)
+        return extract_code(answer)
+    except (CandidateRejected, ValueError):
+        return None
 
 
 def program_faults(

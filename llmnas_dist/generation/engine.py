@@ -380,8 +380,9 @@ class TransformersGenerator:
         grammar masks, sampling and early stops as `_sample_batch`."""
         import torch
 
-        from llmnas_dist.generation.lookup import decode_with_drafts, sampling_row
+        from llmnas_dist.generation.lookup import decode_with_drafts, sampling_row, tell_siblings
 
+        targets = list(targets)  # later answers' targets learn of their finished siblings
         constraints = self._constraints(grammars) or [None] * len(texts)
         eos_id = int(self.tokenizer.eos_token_id)
         start = time.perf_counter()
@@ -404,6 +405,8 @@ class TransformersGenerator:
             )
             notes = "; ".join(n for n in (row.note(), stop.note(0)) if n) or None
             decoded.append((answer.tokens, int(ids.shape[0]), notes))
+            text = str(self.tokenizer.decode(torch.tensor(answer.tokens), skip_special_tokens=True))
+            tell_siblings(targets, parents, i, cut_at_stop(text, sampling.stop))
         seconds = time.perf_counter() - start
         return [
             GenerationResult(

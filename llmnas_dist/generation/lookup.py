@@ -59,6 +59,7 @@ from llmnas_dist.admission.partial import (
     MAX_LINE_CHARS,
     LineFault,
     LineJudge,
+    finished_program,
     hunk_start,
 )
 from llmnas_dist.generation.constrain import Constraint, GrammarLogitsProcessor
@@ -269,6 +270,27 @@ def sampling_row(
             tokenizer, constraint, last, sampling.redraw_limit, row.faults, judge, unended
         )
     return row, stop
+
+
+def tell_siblings(
+    targets: list[AnswerTarget | None], parents: list[str | None], i: int, answer: str
+) -> None:
+    """Answer `i` of a call is finished: each later answer of the call to the same parent
+    meets its program as it would an archived one (`AnswerTarget.with_sibling`), since
+    none of the call's answers is admitted before all are decoded."""
+    parent = parents[i]
+    owed = {
+        j: target
+        for j, target in enumerate(targets)
+        if j > i and target is not None and parents[j] == parent
+    }
+    if parent is None or not owed:
+        return
+    code = finished_program(answer, parent, next(iter(owed.values())).cfg.delta_fuzz)
+    if code is None or code == parent:
+        return
+    for j, target in owed.items():
+        targets[j] = target.with_sibling(code, parent)
 
 
 def _line_redraw(

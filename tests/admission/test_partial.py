@@ -25,6 +25,7 @@ from llmnas_dist.admission.partial import (
 )
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
+from llmnas_dist.generation.lookup import tell_siblings
 from llmnas_dist.program.static import canonicalize
 from llmnas_dist.seeds import load_seeds
 
@@ -628,6 +629,38 @@ def test_a_near_copy_that_makes_a_sibling_s_block_again_goes_back_to_it_whatever
     assert again is not None and (again.kind, again.line) == ("repeat", fault.line)
     other = "+        self.post_norm = nn.BatchNorm2d(in_shape[-3])\n"
     assert judge.fault(head + other) is None
+
+
+def test_a_later_answer_of_the_same_call_meets_its_finished_sibling_as_if_archived():
+    """Answers of one call are all decoded before any is admitted: two children of one
+    parent made the same block, and admission rejected the second as not novel (a default
+    run of 2026-12-06 with parents by rank). Once the first is finished, the later answers
+    to its parent go back to the line that makes its block; answers to another parent, and
+    earlier ones, are left as they were."""
+    cfg = AdmissionConfig()
+    parent = canonicalize(load_seeds()["plain_cnn"], cfg)[0]
+    head = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         super().__init__()\n"
+    tail = "@@ @@\n     def forward(self, x):\n+        x = x + self.pre_block(x)\n</delta>"
+    first, second = (head + "+" + pre_block(w) + tail for w in (16, 32))
+    assert LineJudge(parent, TARGET).end_fault(second) is None  # novel without its sibling
+    other = canonicalize(load_seeds()["vgg_small"], cfg)[0]
+    targets: list[AnswerTarget | None] = [TARGET, TARGET, TARGET, None, TARGET]
+    parents: list[str | None] = [parent, parent, other, parent, parent]
+    tell_siblings(targets, parents, 1, first)
+    assert targets[:4] == [TARGET, TARGET, TARGET, None]
+    told = targets[4]
+    assert told is not None and "self.pre_block = ..." in told.tried
+    judge = LineJudge(parent, told)
+    fault = judge.end_fault(second)
+    assert fault is not None and (fault.kind, fault.line) == ("novelty", head.count("\n") + 1)
+    judge.rewound(fault.line)
+    again = judge.fault(head + "+" + pre_block(8))
+    assert again is not None and again.kind == "repeat"
+    # an answer that makes no program (cut off, does not apply) tells nothing
+    for unfinished in (first.removesuffix("</delta>"), "<delta>\n@@ @@\n-no such line\n</delta>"):
+        kept: list[AnswerTarget | None] = [TARGET, TARGET]
+        tell_siblings(kept, [parent, parent], 0, unfinished)
+        assert kept == [TARGET, TARGET]
 
 
 def test_edit_lines_are_the_lines_near_programs_add_whatever_their_formatting():
