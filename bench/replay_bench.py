@@ -20,7 +20,10 @@ ran before returning its answers and their seconds.
 
 Compare two versions of the code on the same run (an A/B): run this file from each
 checkout with the same --archive, --run, --cycle and --samples; the answers are drawn
-with the same seeds ((sample, slot) keyed), so what differs is the code.
+with the same seeds ((sample, slot) keyed), so what differs is the code. `--calls` sends
+the slots as the driver does, `generation.batch_size` to a call, whose answers are decoded
+before any is admitted (siblings of one parent in one call), and `--no-siblings` turns
+off what one answer of a call tells the later ones (`lookup.tell_siblings`).
 """
 
 from __future__ import annotations
@@ -123,45 +126,56 @@ def replay(args: argparse.Namespace) -> dict:
     gen = TransformersGenerator(cfg.generation.model, dtype=cfg.generation.dtype)
     rows, seconds, codes = [], 0.0, {}
     spent = count_builds()
+    if args.no_siblings:  # the A of an A/B: answers of one call unaware of each other
+        from llmnas_dist.generation import lookup
+
+        lookup.tell_siblings = lambda *_: None
+    size = cfg.generation.batch_size if args.calls else 1
+    pairs = list(zip(slots, parents, strict=True))
+
+    def near(slot, parent):
+        def code_of(h):
+            return codes[h] if h in codes else archive.get_architecture(h).code
+
+        return target_near(target, admission.index, slot.parent_hash, parent, code_of)
+
     for sample in range(args.samples):
-        for slot, parent in zip(slots, parents, strict=True):
-            built = target_near(
-                target,
-                admission.index,
-                slot.parent_hash,
-                parent,
-                lambda h: codes[h] if h in codes else archive.get_architecture(h).code,
-            )
-            seed = 1000 * sample + slot.slot
+        # with --calls, every call's targets as the driver takes them: when it sends all of
+        # the cycle's calls, before any answer is admitted
+        sent = [near(slot, parent) for slot, parent in pairs] if size > 1 else []
+        for start in range(0, len(pairs), size):
+            call = pairs[start : start + size]
+            # each slot alone: its target after the slots before it were admitted
+            built = sent[start : start + size] if size > 1 else [near(*call[0])]
+            seed = 1000 * sample + call[0][0].slot
+            version = call[0][0].adapter_version
             started = time.time()
-            (result,) = gen.generate(
-                [slot.prompt],
+            results = gen.generate(
+                [slot.prompt for slot, _ in call],
                 Sampling.from_config(cfg.generation, seed=seed, mode=args.mode),
                 adapter=args.adapter
-                or adapters[
-                    slot.adapter_version if args.adapter_version is None else args.adapter_version
-                ],
-                grammars=[answer_grammar(args.mode, parent)[0]],
-                parents=[parent],
-                targets=[built if cfg.generation.redraw_builds else None],
+                or adapters[version if args.adapter_version is None else args.adapter_version],
+                grammars=[answer_grammar(args.mode, parent)[0] for _, parent in call],
+                parents=[parent for _, parent in call],
+                targets=[t if cfg.generation.redraw_builds else None for t in built],
             )
             seconds += time.time() - started
-            v = admission.admit(result.text, args.mode, parent)
-            if v.admitted and v.code_hash and v.canonical:
-                codes[v.code_hash] = v.canonical
-            verdict = v.error_class.value if v.error_class else "admitted"
-            row = {
-                "slot": slot.slot,
-                "sample": sample,
-                "parent": slot.parent_hash[:12],
-                "verdict": verdict,
-                "jaccard": v.nearest_jaccard,
-                "message": (v.message or "")[:120],
-                "redrawn": result.grammar_note,
-                "output_tokens": result.output_tokens,
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for (slot, parent), result in zip(call, results, strict=True):
+                v = admission.admit(result.text, args.mode, parent)
+                if v.admitted and v.code_hash and v.canonical:
+                    codes[v.code_hash] = v.canonical
+                row = {
+                    "slot": slot.slot,
+                    "sample": sample,
+                    "parent": slot.parent_hash[:12],
+                    "verdict": v.error_class.value if v.error_class else "admitted",
+                    "jaccard": v.nearest_jaccard,
+                    "message": (v.message or "")[:120],
+                    "redrawn": result.grammar_note,
+                    "output_tokens": result.output_tokens,
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     counts = Counter(r["verdict"] for r in rows)
     return {
         "run": run_id,
@@ -192,6 +206,19 @@ def main() -> None:
         help="sample with this adapter version of the run (0: the warm start) instead",
     )
     p.add_argument("--adapter", help="sample with this LoRA adapter folder instead")
+    p.add_argument(
+        "--calls",
+        action="store_true",
+        help="group the slots into the driver's generation calls (generation.batch_size "
+        "prompts, every call's targets taken before any answer is admitted) instead of "
+        "each slot alone after the one before was admitted",
+    )
+    p.add_argument(
+        "--no-siblings",
+        action="store_true",
+        help="answers of one call do not learn of each other (lookup.tell_siblings off: "
+        "the code before it, for an A/B within one checkout)",
+    )
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "llmnas-replay-bench"))
     args = p.parse_args()
     report = replay(args)
