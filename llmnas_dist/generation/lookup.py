@@ -39,7 +39,9 @@ already added, proposed again; lines compared by `line_key`, a line making `self
 attribute alone) goes back to the first such line, and such a line is a fault
 wherever it is written again; another near-copy goes back to its end tag's line, and its
 next token may not start the end tag: it goes on. At most `END_REDRAWS` such redraws an
-answer.
+answer. The answers of one call are decoded one after another and admitted only after the
+last: once one is finished, each later answer of the call to the same parent holds its
+program as an archived near program (`tell_siblings`).
 """
 
 from __future__ import annotations
