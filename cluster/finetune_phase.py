@@ -98,7 +98,7 @@ class Adapters:
 
     def warm_start(self, seeds: dict[str, str]) -> None:
         """theta_0: LoRA on programmatic mutations of the seeds (cached across runs)."""
-        log.info("warm start: training theta_0 (cached after the first run)")
+        log.info("warm start: theta_0 (shipped for the default config; else trained, then cached)")
         finetuner = self.actors.finetuner
         started = time.time()
         ws: WarmStart = await_training(

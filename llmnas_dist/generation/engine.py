@@ -404,23 +404,21 @@ class TransformersGenerator:
                 self.model, ids, row, sampling.max_new_tokens, sampling.draft_tokens, eos_id
             )
             notes = "; ".join(n for n in (row.note(), stop.note(0)) if n) or None
-            decoded.append((answer.tokens, int(ids.shape[0]), notes))
             text = str(self.tokenizer.decode(torch.tensor(answer.tokens), skip_special_tokens=True))
-            tell_siblings(targets, parents, i, cut_at_stop(text, sampling.stop))
+            answer_text = cut_at_stop(text, sampling.stop)
+            decoded.append((answer.tokens, answer_text, int(ids.shape[0]), notes))
+            tell_siblings(targets, parents, i, answer_text)
         seconds = time.perf_counter() - start
         return [
             GenerationResult(
-                text=cut_at_stop(
-                    str(self.tokenizer.decode(torch.tensor(tokens), skip_special_tokens=True)),
-                    sampling.stop,
-                ),
+                text=answer_text,
                 prompt_tokens=n,
                 output_tokens=_answer_length(tokens, eos_id),
                 seconds=seconds,
                 constrained=c is not None and c.constrained,
                 grammar_note="; ".join(x for x in (c.note if c else None, stopped) if x) or None,
             )
-            for (tokens, n, stopped), c in zip(decoded, constraints, strict=True)
+            for (tokens, answer_text, n, stopped), c in zip(decoded, constraints, strict=True)
         ]
 
 

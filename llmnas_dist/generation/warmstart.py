@@ -14,6 +14,10 @@ fields, the admission settings (they decide which children are kept), the datase
 seed programs' text, the delta prompt template and a format version. It is trained into a
 staging folder and renamed into place, so a killed process never leaves a half adapter
 that a later call would take for a cached one.
+
+The default configuration's adapter also ships inside the package (`warm_starts/`, written by
+`deploy/ship_warm_start.py`), so a first run installs it into the cache instead of training
+it; a test holds the shipped key to the default config's.
 """
 
 from __future__ import annotations
@@ -73,8 +77,16 @@ SECOND_GENERATION = 0.375
 # input norms and swaps instead (a swap alone is rarely novel, and post blocks often do not
 # build, so 3 in 5 pairs added the residual block), a first run (2026-12-06) proposed
 # `self.pre_block` in all 14 deltas and admitted 6 of 24 (1 of 16 in cycles 2 and 3, the
-# rest near-copies), against 9 of 24 with the four blocks of before
+# rest near-copies), against 9 of 24 with the four blocks of before. Tried for a proxy gain
+# and not kept (same bench, 2026-12-06, 2-core AVX512-BF16 Xeon): the input upsampled 2x
+# -0.053 +- 0.007 (0 of 6 above), a learned 2x upsampling block -0.080 +- 0.009 (0 of 12),
+# dropout 0 +0.000 (2), a linear classifier on the pixels added to the logits -0.006 +- 0.011
+# (3 of 5, training seeds 0-2); widen_channels +0.003 +- 0.015 (2 of 3) again
 WARM_START_OPERATORS = ("add_residual_block", "add_input_gate", "add_post_block", "add_input_norm")
+# Training the default's adapter took 840 s of a 2-core AVX512-BF16 Xeon's first run
+# (2026-12-06: 100 steps, about a third of the run) and 885 s on an AVX2 EPYC; shipped, a
+# first run copies 7 MB instead. Another configuration (key) trains as before.
+SHIPPED_ROOT = Path(__file__).resolve().parent / "warm_starts"
 UNSCORED_FRACTION = 0.25  # share of prompts whose parent has no score yet (cycle-0 seeds)
 STALE_STAGING_S = 6 * 3600  # a staging folder this old belongs to a killed process
 
@@ -231,6 +243,58 @@ def _folder(key: str, cache: Path | None) -> Path:
     return _adapter_root(cache) / f"warm-start-{key[:24]}"
 
 
+def _move_into_place(adapter: Path, final: Path) -> None:
+    """Rename a complete adapter folder to `final` (its metadata pointed there first)."""
+    _point_metadata_at(adapter, final)
+    try:
+        adapter.rename(final)
+    except OSError:
+        if not (final / "adapter_config.json").is_file():
+            raise
+        # another process cached the same adapter first; its copy is as good as ours
+
+
+def _install_shipped(key: str, final: Path, shipped: Path | None) -> bool:
+    """Copy the adapter shipped for `key` (if any) into the cache at `final`."""
+    source = shipped / final.name if shipped is not None else None
+    if source is None or not (source / "adapter_config.json").is_file():
+        return False
+    if read_metadata(source).get("key") != key:
+        return False
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".warm-start-", dir=final.parent))
+    try:
+        shutil.copytree(source, staging / "adapter")
+        _move_into_place(staging / "adapter", final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("warm start: installed the shipped adapter %s", source.name)
+    return True
+
+
+def ship_warm_start(adapter: Path, key: str, model: str, root: Path = SHIPPED_ROOT) -> Path:
+    """Copy a trained warm-start adapter into the package as the one shipped for `key`,
+    without this machine's paths (the base model by name; the install fills in the folder).
+    It replaces every adapter shipped before: only the default configuration's ships."""
+    root.mkdir(parents=True, exist_ok=True)
+    dest = root / f"warm-start-{key[:24]}"
+    staging = Path(tempfile.mkdtemp(prefix=".ship-", dir=root))
+    try:
+        shutil.copy2(adapter / "adapter_model.safetensors", staging)
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = model
+        (staging / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        meta = {**read_metadata(adapter), "adapter_dir": None, "base_model_path": None}
+        (staging / METADATA_FILE).write_text(json.dumps({**meta, "key": key}, indent=2) + "\n")
+        for old in root.glob("warm-start-*"):
+            shutil.rmtree(old)
+        staging.chmod(0o755)  # mkdtemp made it private
+        staging.rename(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
 def cached_warm_start(
     generation: GenerationConfig,
     finetune: FinetuneConfig,
@@ -239,13 +303,17 @@ def cached_warm_start(
     cache: Path | None = None,
     seeds: Mapping[str, str] | None = None,
     input_size: int | None = None,
+    shipped: Path | None = SHIPPED_ROOT,
 ) -> Path | None:
-    """The folder of this configuration's warm-start adapter when a run has cached it
-    (on the shipped seeds unless `seeds` is given), else None; nothing is trained."""
+    """The folder of this configuration's warm-start adapter when a run has cached it or
+    the package ships it (on the shipped seeds unless `seeds` is given), else None;
+    nothing is trained."""
     seeds = load_seeds() if seeds is None else seeds
     key = warm_start_key(generation, finetune, admission, dataset, seeds, input_size)
     folder = _folder(key, cache)
-    return folder if (folder / "adapter_config.json").is_file() else None
+    if (folder / "adapter_config.json").is_file() or _install_shipped(key, folder, shipped):
+        return folder
+    return None
 
 
 def warm_start_adapter(
@@ -257,10 +325,12 @@ def warm_start_adapter(
     seeds: Mapping[str, str] | None = None,
     input_size: int | None = None,
     on_step: Callable[[TrainStep], None] | None = None,
+    shipped: Path | None = SHIPPED_ROOT,
 ) -> WarmStart:
-    """The warm-start adapter for this configuration: the cached one, or trained now (on
-    the shipped seeds unless `seeds` is given, children built at `input_size`) and cached;
-    `on_step` hears each training step."""
+    """The warm-start adapter for this configuration: the cached one, the one the package
+    ships (installed into the cache), or trained now (on the shipped seeds unless `seeds`
+    is given, children built at `input_size`) and cached; `on_step` hears each training
+    step."""
     started = time.perf_counter()
     seeds = load_seeds() if seeds is None else dict(seeds)
     if not seeds:
@@ -268,7 +338,7 @@ def warm_start_adapter(
     key = warm_start_key(generation, finetune, admission, dataset, seeds, input_size)
     root = _adapter_root(cache)
     final = _folder(key, cache)
-    if (final / "adapter_config.json").is_file():
+    if (final / "adapter_config.json").is_file() or _install_shipped(key, final, shipped):
         return _cached(final, key, started)
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(root)
@@ -298,13 +368,7 @@ def warm_start_adapter(
             share_prompts=True,  # a parent's children in one batch: its prompt runs once
             on_step=on_step,
         )
-        _point_metadata_at(staging / "adapter", final)
-        try:
-            (staging / "adapter").rename(final)
-        except OSError:
-            if not (final / "adapter_config.json").is_file():
-                raise
-            # another process cached the same adapter first; its copy is as good as ours
+        _move_into_place(staging / "adapter", final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return WarmStart(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -14,7 +15,10 @@ from llmnas_dist.generation.finetune import METADATA_FILE
 from llmnas_dist.generation.mutations import DEFAULT_MAX_JACCARD, parent_jaccard
 from llmnas_dist.generation.warmstart import (
     ADAPTERS_DIR,
+    SHIPPED_ROOT,
     WarmStart,
+    cached_warm_start,
+    ship_warm_start,
     warm_start_adapter,
     warm_start_examples,
     warm_start_key,
@@ -183,6 +187,104 @@ def test_finetuner_warm_start_returns_the_cached_adapter(tmp_path, monkeypatch):
     out = Finetuner(GEN.model, TINY).warm_start(GEN, ADM, "digits")
     assert out.path == str(folder) and out.cached is True
     assert out.n_examples == 60 and out.train_loss == 0.1 and out.seconds < 1.0
+
+
+def default_key() -> str:
+    """The key of the default run's warm start, computed as the run and the ship script do."""
+    from llmnas_dist.config import load_config
+    from llmnas_dist.seeds import seed_population
+
+    cfg = load_config()
+    return warm_start_key(
+        cfg.generation,
+        cfg.finetune,
+        cfg.admission,
+        cfg.ce.dataset,
+        seed_population(cfg.ce),
+        cfg.evaluation.input_size,
+    )
+
+
+def test_the_package_ships_the_default_configurations_warm_start():
+    """A first default run installs this adapter instead of training for 15 minutes. A
+    change to anything the key holds fails here until `deploy/ship_warm_start.py` ships the
+    adapter of the new key."""
+    k = default_key()
+    shipped = sorted(p.name for p in SHIPPED_ROOT.glob("warm-start-*"))
+    assert shipped == [f"warm-start-{k[:24]}"], (
+        f"the shipped warm start {shipped} is not the default's ({k[:24]}): run "
+        "`.venv/bin/python deploy/ship_warm_start.py` and commit llmnas_dist/generation/warm_starts"
+    )
+    folder = SHIPPED_ROOT / shipped[0]
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    assert meta["key"] == k and meta["adapter_dir"] is None and meta["base_model_path"] is None
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == meta["base_model"]  # a name, not a path
+    assert (folder / "adapter_model.safetensors").stat().st_size > 1_000_000
+
+
+def shipped_from(tmp_path: Path, k: str) -> Path:
+    """A fake trained adapter (with this machine's paths in it), shipped into tmp_path/ship."""
+    trained = tmp_path / "trained"
+    fake_adapter(trained)
+    (trained / "adapter_config.json").write_text(
+        json.dumps({"r": 4, "base_model_name_or_path": str(tmp_path / "model")})
+    )
+    (trained / "adapter_model.safetensors").write_bytes(b"weights")
+    return ship_warm_start(trained, k, "smollm2-135m-instruct", root=tmp_path / "ship")
+
+
+def test_a_shipped_adapter_is_installed_into_the_cache_without_training(tmp_path, monkeypatch):
+    import llmnas_dist.generation.warmstart as warmstart
+
+    def no_training(*args, **kwargs):
+        raise RuntimeError("training started")
+
+    monkeypatch.setattr(warmstart, "train_lora", no_training)
+    dest = shipped_from(tmp_path, key())
+    assert not any(str(tmp_path) in f.read_text() for f in dest.glob("*.json"))
+    cache = tmp_path / "cache"
+    ws = warm_start_adapter(
+        GEN, TINY, ADM, "digits", cache=cache, seeds=SMALL_SEEDS, shipped=dest.parent
+    )
+    folder = cache / ADAPTERS_DIR / dest.name
+    assert ws == WarmStart(str(folder), True, 7, 0.25, ws.seconds, key())
+    assert json.loads((folder / METADATA_FILE).read_text())["adapter_dir"] == str(folder.resolve())
+    assert (folder / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert sorted(p.name for p in folder.parent.iterdir()) == [dest.name]  # no staging left
+    # `llmnas generate` finds it too, in a cache of its own
+    other = tmp_path / "other-cache"
+    found = cached_warm_start(GEN, TINY, ADM, "digits", other, SMALL_SEEDS, shipped=dest.parent)
+    assert found == other / ADAPTERS_DIR / dest.name
+
+
+def test_an_adapter_shipped_for_another_key_is_not_taken(tmp_path, monkeypatch):
+    import llmnas_dist.generation.warmstart as warmstart
+
+    def no_training(*args, **kwargs):
+        raise RuntimeError("training started")
+
+    monkeypatch.setattr(warmstart, "train_lora", no_training)
+    dest = shipped_from(tmp_path, key())
+    # the folder name matches (the first 24 hex digits) but the full key does not
+    meta = json.loads((dest / METADATA_FILE).read_text())
+    (dest / METADATA_FILE).write_text(json.dumps({**meta, "key": key()[:24] + "0" * 40}))
+    assert (
+        cached_warm_start(GEN, TINY, ADM, "digits", tmp_path / "c", SMALL_SEEDS, None, dest.parent)
+        is None
+    )
+    with pytest.raises(RuntimeError, match="training started"):
+        warm_start_adapter(
+            GEN, TINY, ADM, "digits", cache=tmp_path / "c", seeds=SMALL_SEEDS, shipped=dest.parent
+        )
+
+
+def test_shipping_replaces_the_adapter_shipped_before(tmp_path):
+    first = shipped_from(tmp_path, "a" * 64)
+    shutil.rmtree(tmp_path / "trained")
+    second = shipped_from(tmp_path, "b" * 64)
+    assert sorted(p.name for p in second.parent.iterdir()) == [second.name]
+    assert first != second and not first.exists()
 
 
 @pytest.mark.integration
