@@ -3,14 +3,17 @@
     prepare      run row, novelty index from the whole archive, the seed programs as
                  cycle 0 (evaluated, E_0 selected), the warm-start adapter theta_0
     run_cycle(t)
+      6 finetune  \\ of cycle t-1, as cycle t starts: LoRA on E_{t-1} (parent prompt -> delta
+      7 swap      / to the elite) from the last adapter, loaded by the generation actors.
+                   The last cycle's update would serve no cycle: a run extended on resume
+                   trains it then (2026-12-06: 100 s of a 907 s default run)
       1 parents  E_{t-1} (the snapshot stored with cycle t-1) -> a parent and a mode per slot
       2 generate \\  pipelined: generation batches stream into admission, admitted programs
       3 admit     > stream into the evaluator pool; a rejected delta is asked again with its
       4 evaluate /  error fed back (bounded); evaluators never wait for a whole batch
         studies  extra seeds / a longer reference budget for a sample (proxy reliability)
-      5 select   gamma_t and E_t from the archive (elitist over the whole run)
-      6 finetune LoRA on E_t: (parent prompt -> delta to the elite), from the last adapter
-      7 swap     generation actors load the new adapter; cycle t marked completed
+      5 select   gamma_t and E_t from the archive (elitist over the whole run); cycle t
+                 marked completed
 
 Exactly once: every candidate id is (run, cycle, slot, attempt), every archive write is
 idempotent, and what a cycle does is derived from the archive, so a driver killed at any
@@ -163,18 +166,25 @@ class Driver:
     def run_cycle(self, t: int) -> None:
         started = now_mark()
         settings = self.start(t)
+        if t > 1:
+            with self.clock.phase(f"cycle {t - 1}: fine-tune, load adapter"):
+                self.update_adapter(t - 1)  # steps 6-7 of cycle t-1
         slots = self.parents(t)  # step 1
         self.phase.run(t, slots, settings)  # steps 2-4
         self.time_generation(t, started)
         with self.clock.phase(f"cycle {t}: studies"):
             self.studies.run(t, settings)
-        with self.clock.phase(f"cycle {t}: select, fine-tune, load adapter"):
+        with self.clock.phase(f"cycle {t}: select"):
             gamma, elites = self.select()  # step 5
-            adapter = self.adapters.finetune(t, elites)  # step 6
-            if adapter is not None and adapter[0] != self.adapters.version:  # step 7
-                self.adapters.load(*adapter)
             self.complete(t, gamma, elites)
         self.summarize(t, gamma, elites, time.monotonic() - started.at)
+
+    def update_adapter(self, t: int) -> None:
+        """Steps 6-7 of cycle t: the CE update on E_t (trained once: a resumed run finds it
+        recorded) and the generators on it."""
+        adapter = self.adapters.finetune(t, self.previous_elites(t + 1))
+        if adapter is not None and adapter[0] != self.adapters.version:
+            self.adapters.load(*adapter)
 
     def time_generation(self, t: int, started: Mark) -> None:
         """Steps 2-4 as two phases: until the last answer (evaluators run alongside), and

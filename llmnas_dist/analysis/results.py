@@ -96,6 +96,8 @@ class Result:
 
 def ce_equivalence(cycles: Sequence[CycleRow], adapters: Sequence[AdapterRow]) -> Result:
     ce_cycles = [c.t for c in cycles if c.t > SEED_CYCLE and c.status == "completed"]
+    # cycle t's update is trained as cycle t+1 starts: the last cycle's only if a run goes on
+    due = ce_cycles[:-1]
     updates = {a.cycle: a for a in adapters if a.cycle > SEED_CYCLE}
     n_elites = {c.t: c.n_elites for c in cycles}
     ts = sorted(updates)
@@ -117,7 +119,7 @@ def ce_equivalence(cycles: Sequence[CycleRow], adapters: Sequence[AdapterRow]) -
     )
     warm = [a for a in adapters if a.cycle == SEED_CYCLE]
     res.numbers = {
-        "cycles_without_update": [t for t in ce_cycles if t not in updates],
+        "cycles_without_update": [t for t in due if t not in updates],
         "warm_start_examples": warm[0].n_examples if warm else None,
         "first_loss": series["train_loss"][0] if ts else None,
         "last_loss": series["train_loss"][-1] if ts else None,
@@ -130,7 +132,8 @@ def ce_equivalence(cycles: Sequence[CycleRow], adapters: Sequence[AdapterRow]) -
     res.status = NOT_SUPPORTED if bad else SUPPORTED
     losses = ", ".join("-" if x is None else f"{x:.3f}" for x in series["train_loss"])
     res.summary = (
-        f"{len(ts)} of {len(ce_cycles)} CE cycles fine-tuned on their elites "
+        f"{len(ts)} of {len(due)} CE updates due fine-tuned on their elites (the last "
+        "cycle's waits for a cycle to serve) "
         f"({sum(series['n_examples'])} examples in all; loss per cycle {losses})"
         + (f"; cycles {bad} have no examples or a non-finite loss" if bad else "")
     )

@@ -169,7 +169,9 @@ def test_ce_equivalence() -> None:
     assert ok.status == SUPPORTED and ok.series["train_loss"] == [1.0, 0.5, pytest.approx(1 / 3)]
     nan = ce_equivalence(cycles, [AdapterRow(1, 1, 4, math.nan), AdapterRow(2, 2, 4, 0.5)])
     assert nan.status == NOT_SUPPORTED and nan.numbers["bad_updates"] == [1]
-    assert nan.numbers["cycles_without_update"] == [3]
+    assert nan.numbers["cycles_without_update"] == []  # cycle 3's update waits for a cycle 4
+    gap = ce_equivalence(cycles, [AdapterRow(1, 1, 4, 0.5)])
+    assert gap.numbers["cycles_without_update"] == [2] and "1 of 2 CE updates due" in gap.summary
     assert ce_equivalence(cycles, [AdapterRow(0, 0, 16, 0.9)]).status == INSUFFICIENT
 
 

@@ -304,6 +304,19 @@ def test_tiny_warm_start_trains_caches_and_changes_generations(tmp_path):
     again = warm_start_adapter(gen_cfg, TINY, ADM, "digits", cache=tmp_path, seeds=seeds)
     assert again.cached and again.path == ws.path and again.seconds < 1.0
 
+    # shipped and installed into another cache, it is the same adapter
+    ship = ship_warm_start(folder, ws.key, gen_cfg.model, root=tmp_path / "ship")
+    other = tmp_path / "other"
+    installed = warm_start_adapter(
+        gen_cfg, TINY, ADM, "digits", cache=other, seeds=seeds, shipped=ship.parent
+    )
+    assert installed.cached and Path(installed.path).parent == other / ADAPTERS_DIR
+    weights_file = "adapter_model.safetensors"
+    assert (Path(installed.path) / weights_file).read_bytes() == (
+        folder / weights_file
+    ).read_bytes()
+    assert read_metadata(installed.path)["train_loss"] == ws.train_loss
+
     # the adapter changes the model: training moved LoRA's B matrices off their zero init
     from safetensors.torch import load_file
 
