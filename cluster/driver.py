@@ -5,8 +5,9 @@
     run_cycle(t)
       6 finetune  \\ of cycle t-1, as cycle t starts: LoRA on E_{t-1} (parent prompt -> delta
       7 swap      / to the elite) from the last adapter, loaded by the generation actors.
-                   The last cycle's update would serve no cycle: a run extended on resume
-                   trains it then (2026-12-06: 100 s of a 907 s default run)
+                   The last cycle's update would serve no cycle (a completed run is not
+                   extended): left out (2026-12-06: 100 s of a 907 s default run); a run
+                   killed between cycles trains the missing update when it resumes
       1 parents  E_{t-1} (the snapshot stored with cycle t-1) -> a parent and a mode per slot
       2 generate \\  pipelined: generation batches stream into admission, admitted programs
       3 admit     > stream into the evaluator pool; a rejected delta is asked again with its

@@ -133,7 +133,7 @@ def ce_equivalence(cycles: Sequence[CycleRow], adapters: Sequence[AdapterRow]) -
     losses = ", ".join("-" if x is None else f"{x:.3f}" for x in series["train_loss"])
     res.summary = (
         f"{len(ts)} of {len(due)} CE updates due fine-tuned on their elites (the last "
-        "cycle's waits for a cycle to serve) "
+        "cycle's would serve no cycle) "
         f"({sum(series['n_examples'])} examples in all; loss per cycle {losses})"
         + (f"; cycles {bad} have no examples or a non-finite loss" if bad else "")
     )

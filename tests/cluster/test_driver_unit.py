@@ -199,6 +199,45 @@ def test_the_driver_deals_the_best_elite_most_with_a_parent_alpha(tmp_path: Path
         assert all(s.parent_code == driver.elites[0].code for s in best)
 
 
+class _RecordingAdapters:
+    """A fake of the fine-tune phase (its actor trains LoRA for minutes): what it was asked."""
+
+    def __init__(self, recorded: dict[int, str]) -> None:
+        self.recorded, self.version, self.trained, self.loaded = recorded, None, [], []
+
+    def finetune(self, t: int, elites: list[Elite]) -> tuple[int, str]:
+        if t not in self.recorded:
+            self.trained.append((t, [e.hash for e in elites]))
+            self.recorded[t] = f"adapters/v{t:03d}"
+        return t, self.recorded[t]
+
+    def load(self, version: int, path: str) -> None:
+        self.loaded.append(version)
+        self.version = version
+
+
+def test_cycle_ts_update_trains_on_e_t_once_and_loads_it(tmp_path: Path) -> None:
+    """Steps 6-7 of cycle t run as cycle t+1 starts, on E_t (the elites cycle t completed
+    with); a resumed driver that finds the update recorded loads it without training."""
+    cfg = build_config({"archive": {"url": f"sqlite:///{tmp_path / 'a.db'}"}})
+    archive = Archive(cfg.archive)
+    archive.create_run(cfg, run_id="r")
+    elites = [Elite(i + 1, f"{i:064x}", 0.9 - i / 10, 1, f"# elite {i}\n") for i in range(3)]
+    recorded: dict[int, str] = {}
+    trained = []
+    for _ in range(2):  # the first driver trains; the second (a resume) finds it recorded
+        driver = Driver(cfg, archive, "r", actors=None)  # type: ignore[arg-type]
+        driver.adapters = fake = _RecordingAdapters(recorded)  # type: ignore[assignment]
+        driver.elites = elites
+        driver.update_adapter(2)
+        assert fake.loaded == [2] and fake.version == 2
+        driver.update_adapter(2)  # asked again: neither trained nor loaded again
+        assert fake.loaded == [2]
+        trained.append(fake.trained)
+    assert trained == [[(2, [e.hash for e in elites])], []]
+    assert recorded == {2: "adapters/v002"}
+
+
 @pytest.mark.parametrize(
     ("action", "expected"),
     [("warn", (1, 1.0)), ("add_seeds", (2, 1.0)), ("raise_budget", (1, 2.0))],
