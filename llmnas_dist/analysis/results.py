@@ -96,7 +96,7 @@ class Result:
 
 def ce_equivalence(cycles: Sequence[CycleRow], adapters: Sequence[AdapterRow]) -> Result:
     ce_cycles = [c.t for c in cycles if c.t > SEED_CYCLE and c.status == "completed"]
-    # cycle t's update is trained as cycle t+1 starts: the last cycle's only if a run goes on
+    # cycle t's update trains as cycle t+1 starts: the last cycle's is never due
     due = ce_cycles[:-1]
     updates = {a.cycle: a for a in adapters if a.cycle > SEED_CYCLE}
     n_elites = {c.t: c.n_elites for c in cycles}
