@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 METADATA_FILE = "llmnas_adapter.json"
 IGNORE = -100  # label value the loss skips
 SCHEDULES = ("constant", "linear")
+EMBEDDING_MODULES = frozenset({"embed_tokens", "lm_head"})  # the input and output embeddings
 
 
 @dataclass(frozen=True)
@@ -493,7 +494,13 @@ def train_lora(
             if steps == 1:
                 first_loss = epoch_losses[0]
     out.parent.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(out)
+    # PEFT's default ("auto") looks the base model's config.json up on the Hub to see whether
+    # the vocabulary was resized: a network call per save, and offline two warnings that
+    # reached a default run's console from the fine-tune actor. We never resize it; the
+    # embeddings are saved only where finetune.target_modules adapts them
+    peft_model.save_pretrained(
+        out, save_embedding_layers=bool(EMBEDDING_MODULES & set(cfg.target_modules))
+    )
     result = FinetuneResult(
         adapter_dir=str(out.resolve()),
         base_model=model,

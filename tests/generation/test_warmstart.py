@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pytest
+from adapters import ELITES
 
 from llmnas_dist.admission.delta import apply_output, extract_code
 from llmnas_dist.config import AdmissionConfig, FinetuneConfig, GenerationConfig
-from llmnas_dist.generation.finetune import METADATA_FILE
+from llmnas_dist.generation.finetune import METADATA_FILE, train_lora
 from llmnas_dist.generation.mutations import DEFAULT_MAX_JACCARD, parent_jaccard
 from llmnas_dist.generation.warmstart import (
     ADAPTERS_DIR,
@@ -316,6 +318,14 @@ def test_tiny_warm_start_trains_caches_and_changes_generations(tmp_path):
         folder / weights_file
     ).read_bytes()
     assert read_metadata(installed.path)["train_loss"] == ws.train_loss
+
+    # a CE fine-tune continues the installed adapter, whose config names the base model by
+    # name: saving it asked the Hub whether the vocabulary was resized (offline, two peft
+    # warnings a save on a default run's console, from the fine-tune actor)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_lora(gen_cfg.model, ELITES, TINY, tmp_path / "ce", init_adapter=installed.path)
+    assert not [str(w.message) for w in caught if "peft" in w.filename]
 
     # the adapter changes the model: training moved LoRA's B matrices off their zero init
     from safetensors.torch import load_file
