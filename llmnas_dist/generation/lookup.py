@@ -141,8 +141,11 @@ def decode_with_drafts(
 
     cache = DynamicCache()
     kv = {_cache_keyword(model): cache, "use_cache": True}
+    # the prompt's last position only: the LM head over all of a 770-token prompt's
+    # positions was 11% of its prefill (bf16, 2-core AMX Xeon, 0.348 s against 0.308 s;
+    # the last position's logits equal)
     with torch.inference_mode():
-        logits = model(input_ids=prompt[None], **kv).logits[0, -1:]
+        logits = model(input_ids=prompt[None], logits_to_keep=1, **kv).logits[0, -1:]
     out: list[int] = []
     passes = drafted = redrawn = 0
     drafts: list[int] = []
