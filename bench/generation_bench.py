@@ -9,6 +9,7 @@
     python bench/generation_bench.py early-stop --adapter DIR [--samples 3]
     python bench/generation_bench.py drafts --adapter DIR [--samples 2] [--draft-tokens 8]
     python bench/generation_bench.py redraw --adapter DIR [--samples 1] [--parents 15] [--mode full]
+    python bench/generation_bench.py merge --adapter DIR [--max-new-tokens 160]
 
 Every number is a ratio against a baseline measured in the same run:
 - warm-start: valid-delta rate (the answer parses and applies to its parent) and admitted
@@ -62,6 +63,11 @@ Every number is a ratio against a baseline measured in the same run:
   `generation.redraw_builds`), and built without line redraws (arm `build-only`). Per
   arm: admission's verdicts (novelty against every seed), the lines redrawn and why, wall
   time; the ratios of wall times.
+- merge: decoding at batch 1 with the KV cache (the drafted decoding's shape), the given
+  adapter unmerged (the baseline: PEFT's extra matmuls a pass) against merged into the
+  weights for the call (`engine.merged_adapter`), the same tokens fed to both (a held-out
+  seed's delta prompt, then --max-new-tokens tokens of the base model's greedy answer),
+  alternating 3 times; ms a pass, the ratio, and the largest logit difference.
 """
 
 from __future__ import annotations
@@ -821,6 +827,58 @@ def throughput(args: argparse.Namespace) -> dict:
     }
 
 
+def merge(args: argparse.Namespace) -> dict:
+    import time
+
+    import torch
+    from peft import PeftModel
+    from transformers import DynamicCache
+
+    from llmnas_dist.generation.engine import TransformersGenerator, chat_text, merged_adapter
+
+    if not args.adapter:
+        raise SystemExit("merge needs --adapter DIR")
+    gen = TransformersGenerator(MODEL)
+    text = chat_text(gen.tokenizer, bench_prompts(1)[0])
+    prompt = gen.tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+    with torch.inference_mode():
+        answer = gen.model.generate(prompt, max_new_tokens=args.max_new_tokens, do_sample=False)
+    fed = answer[0, prompt.shape[1] :]
+    model = PeftModel.from_pretrained(gen.model, args.adapter).eval()
+
+    def decode() -> tuple[float, torch.Tensor]:
+        cache = DynamicCache()
+        with torch.inference_mode():
+            model(input_ids=prompt, cache=cache, use_cache=True, logits_to_keep=1)
+            start = time.perf_counter()
+            rows = [model(input_ids=tok.view(1, 1), cache=cache).logits[0, -1] for tok in fed]
+        return (time.perf_counter() - start) / len(fed), torch.stack(rows).float()
+
+    arms: dict[str, list[float]] = {"unmerged": [], "merged": []}
+    logits = {}
+    for _ in range(3):
+        arms["unmerged"].append(decode()[0])
+        with merged_adapter(model):
+            arms["merged"].append(decode()[0])
+    logits["unmerged"] = decode()[1]
+    with merged_adapter(model):
+        logits["merged"] = decode()[1]
+    ms = {arm: 1000 * min(times) for arm, times in arms.items()}
+    report = {
+        "dtype": str(gen.dtype),
+        "prompt_tokens": int(prompt.shape[1]),
+        "passes": len(fed),
+        "ms_per_pass": ms,
+        "merged_over_unmerged": ms["merged"] / ms["unmerged"],
+        "max_logit_diff": float((logits["merged"] - logits["unmerged"]).abs().max()),
+        "greedy_agreement": float(
+            (logits["merged"].argmax(-1) == logits["unmerged"].argmax(-1)).float().mean()
+        ),
+    }
+    print(json.dumps(report, indent=2))
+    return report
+
+
 def main() -> None:
     import logging
 
@@ -838,6 +896,7 @@ def main() -> None:
             "early-stop",
             "drafts",
             "redraw",
+            "merge",
             "vllm-worker",
             "vllm-arms",
         ),
@@ -894,6 +953,7 @@ def main() -> None:
         "early-stop": early_stop,
         "drafts": drafts,
         "redraw": redraw,
+        "merge": merge,
     }
     report = parts[args.part](args)
     path = Path(args.out) / f"{args.part}.json"

@@ -556,3 +556,35 @@ def test_a_row_writing_a_line_longer_than_any_program_s_stops():
 def test_early_stop_is_inactive_with_both_verdicts_off():
     assert not EarlyStop(None, 0, [], syntax_error=False, repeats=0).active
     assert EarlyStop(None, 0, [], syntax_error=False, repeats=6).active
+
+
+@pytest.mark.integration
+def test_an_adapter_decodes_merged_and_the_base_weights_come_back_exactly(tmp_path):
+    """`merged_adapter`: the adapter's product is in the weights while a call decodes, the
+    logits are the unmerged adapter's up to rounding, and the base weights are restored bit
+    for bit (PEFT's unmerge subtracts the product again and, in bf16, does not)."""
+    import torch
+    from adapters import train_small_adapter
+
+    from llmnas_dist.generation.engine import TransformersGenerator, merged_adapter
+
+    gen = TransformersGenerator("smollm2-135m-instruct")
+    adapter = str(train_small_adapter(tmp_path / "adapter"))
+    greedy = Sampling(temperature=0.0, max_new_tokens=16)
+    prompt = ["Improve network delta: widen it."]
+    adapted = gen.generate(prompt, greedy, adapter=adapter)[0].text  # loads it, merged
+    weights = {k: v.clone() for k, v in gen.model.state_dict().items()}
+    ids = gen.tokenizer(prompt[0], return_tensors="pt").input_ids
+    with torch.inference_mode():
+        unmerged = gen.model(input_ids=ids).logits.float()
+        with merged_adapter(gen.model):
+            changed = [
+                k for k, v in gen.model.state_dict().items() if not torch.equal(v, weights[k])
+            ]
+            merged = gen.model(input_ids=ids).logits.float()
+    # the last 20 layers' q, k, v and o projections (SMALL.lora_layers) hold the product
+    assert len(changed) == 20 * 4 and all("base_layer.weight" in k for k in changed)
+    scale = unmerged.abs().max()
+    assert (merged - unmerged).abs().max() < 0.05 * scale, (merged - unmerged).abs().max()
+    assert all(torch.equal(v, weights[k]) for k, v in gen.model.state_dict().items())
+    assert gen.generate(prompt, greedy, adapter=adapter)[0].text == adapted  # same again
