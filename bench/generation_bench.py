@@ -65,7 +65,7 @@ Every number is a ratio against a baseline measured in the same run:
   time; the ratios of wall times.
 - merge: decoding at batch 1 with the KV cache (the drafted decoding's shape), the given
   adapter unmerged (the baseline: PEFT's extra matmuls a pass) against merged into the
-  weights for the call (`engine.merged_adapter`), the same tokens fed to both (a held-out
+  weights for the call (`lora_merge.merged_adapter`), the same tokens fed to both (a held-out
   seed's delta prompt, then --max-new-tokens tokens of the base model's greedy answer),
   alternating 3 times; ms a pass, the ratio, and the largest logit difference.
 """
@@ -834,7 +834,8 @@ def merge(args: argparse.Namespace) -> dict:
     from peft import PeftModel
     from transformers import DynamicCache
 
-    from llmnas_dist.generation.engine import TransformersGenerator, chat_text, merged_adapter
+    from llmnas_dist.generation.engine import TransformersGenerator, chat_text
+    from llmnas_dist.generation.lora_merge import merged_adapter
 
     if not args.adapter:
         raise SystemExit("merge needs --adapter DIR")

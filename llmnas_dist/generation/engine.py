@@ -19,13 +19,14 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
+from llmnas_dist.generation.lora_merge import merged_adapter
 from llmnas_dist.generation.models import inference_dtype, resolve_model
 from llmnas_dist.generation.sampling import Sampling
 from llmnas_dist.spans import Where
@@ -423,29 +424,6 @@ class TransformersGenerator:
             )
             for (tokens, answer_text, n, stopped), c in zip(decoded, constraints, strict=True)
         ]
-
-
-@contextlib.contextmanager
-def merged_adapter(model: Any) -> Iterator[None]:
-    """The active LoRA adapter merged into the base weights for one call; the base weights
-    are put back exactly after. Unmerged, each adapted projection runs two more small
-    matmuls a forward pass: decoding at batch 1 took 52 ms a pass against 46 ms merged
-    (SmolLM2-135M in bf16, the warm start's adapter, 2-core AMX Xeon). PEFT's own unmerge
-    subtracts the product again, which in bf16 does not give the base weights back: the
-    adapted layers' base weights are copied instead (13M parameters for the default's)."""
-    import torch
-    from peft.tuners.lora import LoraLayer
-
-    layers: list[Any] = [m for m in model.modules() if isinstance(m, LoraLayer)]
-    saved = [m.get_base_layer().weight.detach().clone() for m in layers]
-    model.merge_adapter()
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for layer, weight in zip(layers, saved, strict=True):
-                layer.get_base_layer().weight.copy_(weight)
-                layer.merged_adapters.clear()
 
 
 def _answer_length(tokens: list[int], eos_id: int | None) -> int:

@@ -566,7 +566,8 @@ def test_an_adapter_decodes_merged_and_the_base_weights_come_back_exactly(tmp_pa
     import torch
     from adapters import train_small_adapter
 
-    from llmnas_dist.generation.engine import TransformersGenerator, merged_adapter
+    from llmnas_dist.generation.engine import TransformersGenerator
+    from llmnas_dist.generation.lora_merge import merged_adapter
 
     gen = TransformersGenerator("smollm2-135m-instruct")
     adapter = str(train_small_adapter(tmp_path / "adapter"))
