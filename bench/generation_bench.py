@@ -755,9 +755,9 @@ def redraw(args: argparse.Namespace) -> dict:
         for seed in range(args.samples):
             generation = cfg.generation.model_copy(
                 update={
-                    "redraw_limit": limit,
-                    "redraw_full": lines,
-                    "redraw_deltas": lines,
+                    "redraw_limit": limit if lines else 0,
+                    "redraw_full": lines or built,
+                    "redraw_deltas": lines or built,
                     "redraw_builds": built,
                 }
             )

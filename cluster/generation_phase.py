@@ -176,7 +176,7 @@ class GenerationPhase:
         """What the slot's answer must meet before it is returned (generation.redraw_builds):
         build for the dataset, and differ from the archived programs near its parent (and
         not write again the lines they added, once it is a near-copy)."""
-        if self.target is None:
+        if self.target is None or not self.cfg.generation.built(slot.mode):
             return None
         return self.target.near(self.index, slot.parent_hash, slot.parent_code or "", self.code_of)
 

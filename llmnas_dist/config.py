@@ -198,26 +198,26 @@ class GenerationConfig(Section):
         0,
         ge=0,
         le=256,
-        description="Transformers backend: each whole program (with redraw_full) and delta "
-        "(with redraw_deltas) is decoded alone, and a line with a fault is taken back and "
-        "sampled again (at most 3 times a line, then up to 2 lines further back, and this many "
-        "times an answer; generation/lookup.py): a syntax error the grammar cannot rule out, a "
-        "read of a name no line has bound there yet, a call that does not fit its callee, a "
+        description="Transformers backend, the modes redrawn: a line with a fault is taken back "
+        "and sampled again (at most 3 times a line, then up to 2 lines further back, and this "
+        "many times an answer; generation/lookup.py): a syntax error the grammar cannot rule "
+        "out, a name read before any line binds it, a call that does not fit its callee, a "
         "runaway line; a delta's changed line by the faults it adds to its program. 0: never.",
     )
-    redraw_full: bool = Field(True, description="Redraw whole programs' lines (redraw_limit).")
+    redraw_full: bool = Field(
+        True, description="Redraw whole programs: lines (redraw_limit), builds (redraw_builds)."
+    )
     redraw_deltas: bool = Field(
         False,
-        description="Redraw deltas' lines (redraw_limit): each delta then decodes alone with "
-        "draft_tokens drafts, not batched (1.5x the decoding time, bench/generation_bench.py "
-        "redraw --mode delta). False: deltas decode batched, judged whole by admission.",
+        description="Redraw deltas: lines (redraw_limit), builds (redraw_builds); each delta "
+        "then decodes alone with draft_tokens drafts, not batched (1.5x the decoding time, "
+        "bench/generation_bench.py redraw --mode delta). False: batched, admission judges.",
     )
     redraw_builds: bool = Field(
         False,
-        description="Build a finished answer's program in the sandbox and compare it with the "
-        "archive near its parent, as admission will; where it does not build its hunk (a whole "
-        "program: its changed line at or above the one that raised) is drawn again, a near-copy "
-        "goes on from its end tag (3 times each; generation/lookup.py). Deltas decode alone.",
+        description="In the modes redrawn: a finished answer is built in the sandbox and "
+        "compared with the archive near its parent, as admission will; a hunk (a whole program's "
+        "line) that does not build is drawn again, a near-copy goes on (generation/lookup.py).",
     )
     batch_size: int = Field(
         4,
@@ -226,6 +226,10 @@ class GenerationConfig(Section):
         description="Prompts per generation call: results stream back to admission and "
         "evaluation batch by batch, so evaluators start before the cycle's generation ends.",
     )
+
+    def built(self, mode: str) -> bool:
+        """Whether a finished answer of `mode` is built and compared before it is returned."""
+        return self.redraw_builds and (self.redraw_full if mode == "full" else self.redraw_deltas)
 
     @model_validator(mode="after")
     def _context_fits_output(self) -> GenerationConfig:

@@ -65,10 +65,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=generate_proposals)
 
 
-def _target(config: Config, spec: DatasetSpec, near: bytes) -> AnswerTarget | None:
+def _target(config: Config, spec: DatasetSpec, near: bytes, mode: str) -> AnswerTarget | None:
     """What an answer must meet before it is returned, as in a run (generation.redraw_builds):
     build for the dataset, differ from the archived programs near the parent (`near`)."""
-    if not config.generation.redraw_builds:
+    if not config.generation.built(mode):
         return None
     return AnswerTarget(spec.in_shape, spec.num_classes, config.admission, near)
 
@@ -173,7 +173,8 @@ def generate_proposals(args: argparse.Namespace) -> int:
         adapter=adapter,
         grammars=[grammar] * args.n,
         parents=[canonical] * args.n,
-        targets=[_target(config, spec, index.neighbourhood(parent_hash, NEAR_PARENT))] * args.n,
+        targets=[_target(config, spec, index.neighbourhood(parent_hash, NEAR_PARENT), args.mode)]
+        * args.n,
     )
     proposals = [
         _proposal(

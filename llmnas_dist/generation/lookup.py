@@ -309,7 +309,9 @@ def _line_redraw(
 ) -> Callable[[list[int]], int | None]:
     """The `Row.redraw` of the module doc: at each token that ends a line, the judge's
     verdict, and at every token, whether the line runs past any program line's length
-    (`runaway_line`'s bound, where the early stop would end the answer). For a fault within
+    (`runaway_line`'s bound, where the early stop would end the answer) and, once a near-copy
+    named the blocks it repeated, whether the line has begun to make one again
+    (`LineJudge.repeat_fault`). For a fault within
     the limits the answer goes back to the start of the faulty line, or, once that line
     has been drawn `LINE_REDRAWS` times, of a line before it (up to `BACKTRACK_LINES`: the
     line that left out a binding is often the one before the read), and once those are
@@ -340,6 +342,9 @@ def _line_redraw(
                 fault = fault or judge.end_fault(answer)
             except RecursionError:  # nesting deeper than the judges walk: admission judges it
                 fault = None
+        elif limit and judge.watches_repeats:  # a repeated block, known before its line ends
+            answer = str(tokenizer.decode(tokens, skip_special_tokens=True))
+            fault = judge.repeat_fault(answer)
         if fault is None:
             return None
         line = fault.line

@@ -61,7 +61,7 @@ class Sampling:
         lines = (cfg.redraw_full if full else cfg.redraw_deltas) and cfg.redraw_limit > 0
         # deltas decode alone only to redraw lines or builds, then with drafts as whole
         # programs do
-        alone = full or lines or cfg.redraw_builds
+        alone = full or lines or cfg.built(mode)
         temperature = cfg.retry_temperature if retry else cfg.temperature
         return cls(
             temperature,

@@ -629,6 +629,15 @@ def test_a_near_copy_that_makes_a_sibling_s_block_again_goes_back_to_it_whatever
     assert again is not None and (again.kind, again.line) == ("repeat", fault.line)
     other = "+        self.post_norm = nn.BatchNorm2d(in_shape[-3])\n"
     assert judge.fault(head + other) is None
+    # the same verdict before the line ends, once its `=` is written (`repeat_fault`)
+    assert judge.watches_repeats and not LineJudge(parent, target).watches_repeats
+    early = judge.repeat_fault(head + "+        self.pre_block = n")
+    assert early is not None and (early.kind, early.line) == ("repeat", fault.line)
+    for unsure in ("self.pre_block =", "self.pre_block ==", "self.pre_block_2 = n", "x = n"):
+        assert judge.repeat_fault(head + "+        " + unsure) is None
+    assert judge.repeat_fault(head + "         self.pre_block = n") is None  # a context line
+    judge.keep(early)
+    assert judge.repeat_fault(head + "+        self.pre_block = n") is None  # kept
 
 
 def test_a_later_answer_of_the_same_call_meets_its_finished_sibling_as_if_archived():

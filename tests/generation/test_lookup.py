@@ -270,9 +270,25 @@ def test_whole_programs_redraw_lines_only_with_redraw_full_and_builds_decode_del
     cfg = GenerationConfig(redraw_limit=16, draft_tokens=8, redraw_full=False)
     whole = Sampling.from_config(cfg, mode="full")
     assert whole.redraw_limit == 0 and whole.draft_tokens == 8  # drafted, no line judged
-    built = GenerationConfig(redraw_limit=16, draft_tokens=8, redraw_builds=True)
+    built = GenerationConfig(redraw_deltas=True, draft_tokens=8, redraw_builds=True)
     delta = Sampling.from_config(built, mode="delta")
     assert delta.redraw_limit == 0 and delta.draft_tokens == 8  # alone, to be built
+    assert built.built("delta") and built.built("full")
+
+
+def test_finished_programs_are_built_only_in_the_modes_redrawn():
+    """redraw_builds follows redraw_full / redraw_deltas: the default builds deltas only
+    (whole programs built took 1.68x the time and none more was admitted)."""
+    from llmnas_dist.config import GenerationConfig, load_config
+
+    deltas_only = GenerationConfig(redraw_builds=True, redraw_deltas=True, redraw_full=False)
+    assert deltas_only.built("delta") and not deltas_only.built("full")
+    whole_only = GenerationConfig(redraw_builds=True)  # redraw_full is on by default
+    assert whole_only.built("full") and not whole_only.built("delta")
+    assert Sampling.from_config(whole_only, mode="delta").draft_tokens == 0  # batched
+    assert not GenerationConfig(redraw_full=True, redraw_deltas=True).built("full")
+    default = load_config().generation
+    assert default.built("delta") and not default.built("full")
 
 
 @pytest.mark.integration
@@ -319,6 +335,33 @@ def test_a_near_copy_of_a_taught_child_goes_back_to_the_line_it_repeats(tokenize
     assert [f.kind for f in row.faults] == ["novelty", "repeat"]
     assert tokenizer.decode(out) == head
     assert _feed(row, tokenizers, "+            c_out = 40 * 2 ** i\n", out) is None
+
+
+@pytest.mark.integration
+def test_a_block_made_again_is_taken_back_before_its_line_ends(tokenizers):
+    """Once a near-copy named the block it repeated (`self.pre_block`, made by a program
+    near the parent), a line that begins to make that attribute again goes back as soon as
+    its `=` is written, whatever would follow: not at the line's end, tens of tokens later.
+    Another attribute goes on."""
+    from llmnas_dist.admission.finished import AnswerTarget, edit_lines
+    from llmnas_dist.config import AdmissionConfig
+
+    tokenizer, _ = tokenizers
+    lines, _ = _net_lines()
+    parent = "\n".join(lines)
+    loop = "        for i in range(stages):\n"
+    child = parent.replace(loop, loop + "            self.pre_block = nn.Identity()\n", 1)
+    target = AnswerTarget((1, 8, 8), 10, AdmissionConfig(), tried=edit_lines(parent, [child]))
+    head = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
+    added = "+            self.pre_block = nn.Identity()\n"
+    row, out = _redrawing_row(tokenizers, "delta", target), []
+    assert _feed(row, tokenizers, head + added + "</delta>", out) is not None
+    assert [f.kind for f in row.faults] == ["novelty"] and tokenizer.decode(out) == head
+    made_again = "+            self.pre_block = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU())"
+    assert _feed(row, tokenizers, made_again, out) is not None  # no newline written
+    assert [f.kind for f in row.faults] == ["novelty", "repeat"]
+    assert tokenizer.decode(out) == head
+    assert _feed(row, tokenizers, "+            self.post_block = nn.Identity()", out) is None
 
 
 @pytest.mark.integration
