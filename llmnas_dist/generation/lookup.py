@@ -37,7 +37,8 @@ would reject it as not novel), a delta that wrote an added line that one of thos
 holds and its parent does not (`AnswerTarget.tried`: a block that a child of this parent
 already added, proposed again; lines compared by `line_key`, a line making `self.X` by the
 attribute alone) goes back to the first such line, and such a line is a fault
-wherever it is written again; another near-copy goes back to its end tag's line, and its
+wherever it is written again (a line making such an attribute as soon as its `=` is
+written, `LineJudge.repeat_fault`); another near-copy goes back to its end tag's line, and its
 next token may not start the end tag: it goes on. At most `END_REDRAWS` such redraws an
 answer. The answers of one call are decoded one after another and admitted only after the
 last: once one is finished, each later answer of the call to the same parent holds its
