@@ -45,7 +45,7 @@ _OPEN_DELTA = re.compile(r"<delta>", re.I)
 _FENCE = re.compile(r"\A[ \t]*```[a-zA-Z0-9]*[ \t]*\n")
 _END_TAG = re.compile(r"</(delta|nn)>\s*\Z", re.I)
 # a delta's added line that has begun to make an attribute of `self` (`self.X = ` and the
-# character after the `=`, which rules out `==`): its `line_key` is already `self.X = ...`
+# character after the `=`, which rules out `==`): its `line_key` is already the attribute
 _MAKES_ATTRIBUTE = re.compile(r"\+\s*self\.(\w+)\s*=[^=]")
 END_KINDS = ("novelty", "build")  # the faults of a finished answer (`LineJudge.end_fault`)
 # Longest block of lines a loop is looked for in: the loop seen in the early-stop bench
@@ -221,7 +221,11 @@ class LineJudge:
         start = answer.rfind("\n") + 1
         line = answer.count("\n", 0, start) + 1
         made = _MAKES_ATTRIBUTE.match(answer, start)
-        if made is None or line <= self._kept or f"self.{made[1]} = ..." not in self._repeats:
+        if (
+            made is None
+            or line <= self._kept
+            or line_key(f"self.{made[1]} = 0") not in self._repeats
+        ):
             return None
         return LineFault(line, "repeat", "an edit already made near the parent")
 
