@@ -60,6 +60,7 @@ from llmnas_dist.analysis.stats import (
     mean,
     mean_pairwise_jaccard,
     spearman_interval,
+    spearman_range,
     structure_key,
     two_proportion_test,
     wilson_interval,
@@ -432,10 +433,15 @@ def no_collapse(
     bad = [k for k, d in signs.items() if (trends[k] or {}).get("direction") == d]
     res.status = NOT_SUPPORTED if bad else SUPPORTED
     last = rows[ts[-1]]
+    diversity = (  # pairwise Jaccard needs two programs: a last cycle may admit fewer
+        f"mean pairwise Jaccard {last['mean_jaccard']:.3f}, {last['distinct_structures']} "
+        f"distinct structures of {last['admitted']} programs"
+        if last["admitted"] >= 2
+        else f"{last['admitted']} program(s) admitted"
+    )
     res.summary = (
         f"last cycle: novelty rejection {last['rejection_rate']:.1%} of {last['valid']} valid, "
-        f"mean pairwise Jaccard {last['mean_jaccard']:.3f}, {last['distinct_structures']} "
-        f"distinct structures of {last['admitted']} programs; "
+        f"{diversity}; "
         + ("significant collapse trend in " + ", ".join(bad) if bad else "no collapse trend")
     )
     return res
@@ -499,14 +505,21 @@ def proxy_reliability(
         res.summary = f"{base}; measured Spearman undefined ({exc})"
         return res
     lo, hi = spearman_interval(measured, len(common))
-    res.numbers |= {"measured_spearman": measured, "measured_lo": lo, "measured_hi": hi}
-    inside = lo <= est.predicted_spearman <= hi
+    low, high = spearman_range(est.rho_p, len(common))
+    res.numbers |= {
+        "measured_spearman": measured,
+        "measured_lo": lo,
+        "measured_hi": hi,
+        "predicted_lo": low,
+        "predicted_hi": high,
+    }
+    inside = low <= measured <= high
     res.status = SUPPORTED if inside else NOT_SUPPORTED
     res.summary = (
-        f"{base}; measured Spearman vs {reference_budget} {measured:.3f} "
-        f"[{lo:.3f}, {hi:.3f}] over {len(common)} architectures: the prediction is "
+        f"{base}; measured Spearman vs {reference_budget} {measured:.3f} over {len(common)} "
+        f"architectures, "
         + ("inside" if inside else "outside")
-        + " its 95% interval"
+        + f" the predicted 95% range for {len(common)} [{low:.3f}, {high:.3f}]"
     )
     return res
 

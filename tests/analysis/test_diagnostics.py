@@ -40,6 +40,7 @@ from llmnas_dist.analysis.stats import (
     markov_token_error,
     mean_pairwise_jaccard,
     spearman_interval,
+    spearman_range,
     structure_key,
     top_rho,
     two_proportion_test,
@@ -112,6 +113,20 @@ def test_spearman_interval_covers_and_narrows() -> None:
     assert spearman_interval(0.5, 100)[0] > lo
     with pytest.raises(ValueError):
         spearman_interval(0.5, 3)
+
+
+def test_spearman_range_holds_a_perfect_ranking_of_few_pairs_and_narrows() -> None:
+    lo, hi = spearman_range(0.957, 6)
+    assert hi == 1.0 and 0.4 < lo < 0.8  # a perfect ranking of 6 fits the prediction
+    assert spearman_interval(1.0, 6)[0] > 0.999  # where Fisher's z about 1.0 collapses
+    wide, narrow = spearman_range(0.5, 12), spearman_range(0.5, 100)
+    closed_form = 6 / math.pi * math.asin(0.25)
+    assert wide[0] < narrow[0] < closed_form < narrow[1] < wide[1]
+    assert spearman_range(0.5, 12) == wide  # seeded: a report says the same twice
+    assert spearman_range(1.0, 6) == (1.0, 1.0)  # a noise-free proxy ranks perfectly
+    for rho_p, n in ((0.5, 3), (1.5, 6)):
+        with pytest.raises(ValueError):
+            spearman_range(rho_p, n)
 
 
 def test_mean_pairwise_jaccard_closed_form() -> None:
@@ -310,6 +325,11 @@ def test_no_collapse_trends() -> None:
     assert res.series["rejection_rate"] == pytest.approx([0.1] * 5)
     assert res.series["mean_jaccard"] == pytest.approx([0.0] * 5)
     assert res.series["distinct_structures"] == [9] * 5
+    assert "mean pairwise Jaccard 0.000, 9 distinct structures of 9 programs" in res.summary
+    # a last cycle that admitted nothing says so, not "nan" of "0 programs"
+    ended = [*steady[:4], _diverse_cycle(5, 10)]
+    res = no_collapse([r for cyc, _ in ended for r in cyc], sigs, codes)
+    assert "of 10 valid, 0 program(s) admitted;" in res.summary and "nan" not in res.summary
     rising = [_diverse_cycle(t, t) for t in range(1, 6)]  # 10%, 20%, ... rejected
     rows = [r for cyc, _ in rising for r in cyc]
     sigs = {h: s for _, cyc in rising for h, s in cyc.items()}
@@ -345,6 +365,12 @@ def test_proxy_reliability_closed_form_and_measured_spearman() -> None:
     reverse = [EvalRow(f"a{i}", "digits", 0, "epochs=5", -m) for i, m in enumerate(means)]
     bad = proxy_reliability(_noise_rows(means, d) + reverse, "digits", "epochs=1", "epochs=5", 1.0)
     assert bad.status == NOT_SUPPORTED and bad.numbers["measured_spearman"] == pytest.approx(-1.0)
+    # a perfect ranking of 6 lies in the prediction's range (Fisher's z about 1.0 is [1, 1])
+    same = [EvalRow(f"a{i}", "digits", 0, "epochs=5", m) for i, m in enumerate(means)]
+    perfect = proxy_reliability(_noise_rows(means, d) + same, "digits", "epochs=1", "epochs=5", 1.0)
+    assert perfect.numbers["measured_spearman"] == pytest.approx(1.0)
+    assert perfect.status == SUPPORTED and "inside the predicted 95% range" in perfect.summary
+    assert perfect.numbers["predicted_lo"] < 0.9 and perfect.numbers["predicted_hi"] == 1.0
     alone = proxy_reliability(_noise_rows(means, d), "digits", "epochs=1", "epochs=5", 100.0)
     assert alone.status == INSUFFICIENT and alone.numbers["gate"]["low"]
     assert "below the gate threshold" in alone.summary
