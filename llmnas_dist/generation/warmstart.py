@@ -81,7 +81,17 @@ SECOND_GENERATION = 0.375
 # and not kept (same bench, 2026-12-06, 2-core AVX512-BF16 Xeon): the input upsampled 2x
 # -0.053 +- 0.007 (0 of 6 above), a learned 2x upsampling block -0.080 +- 0.009 (0 of 12),
 # dropout 0 +0.000 (2), a linear classifier on the pixels added to the logits -0.006 +- 0.011
-# (3 of 5, training seeds 0-2); widen_channels +0.003 +- 0.015 (2 of 3) again
+# (3 of 5, training seeds 0-2); widen_channels +0.003 +- 0.015 (2 of 3) again.
+# Tried and not kept (2026-12-06, 2-core AVX2 EPYC): the input gate replaced by two blocks
+# on the feature map, anchored as the post block is, a squeeze-and-excitation gate and a
+# residual depthwise-separable block (a first run's cycle 3 had proposed `self.input_gate`
+# again in 3 of its 4 near-copies; a replay of that cycle, bench/replay_bench.py --samples 4,
+# admitted 8 of 20, 11 not novel). Same operator bench, 6 parents: depthwise -0.000 +- 0.004
+# (4 of 6 above their parent), gate -0.001 +- 0.005 (2 of 6), add_post_block -0.003 +- 0.006
+# (2 of 6). Its adapter (99 pairs: the feature blocks do not build on every seed; trained in
+# 483 s) admitted 7 of 24 in a default first run (deltas 7 of 14, whole programs 0 of 10, 5
+# cut off at the token limit; 15 and 16 `repeat` redraws of one answer in cycles 2 and 3)
+# against 12 of 24 (9 of 14, 3 of 10) with these four, one run each
 WARM_START_OPERATORS = ("add_residual_block", "add_input_gate", "add_post_block", "add_input_norm")
 # Training the default's adapter took 840 s of a 2-core AVX512-BF16 Xeon's first run
 # (2026-12-06: 100 steps, about a third of the run) and 885 s on an AVX2 EPYC; shipped, a
