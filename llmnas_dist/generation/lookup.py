@@ -76,17 +76,17 @@ from llmnas_dist.generation.sampling import Sampling
 MAX_NGRAM = 16
 MIN_NGRAM = 2
 LINE_REDRAWS = 3  # draws of one line after its first, before the line is kept as it is
-# Redraws sample as the first draw did. Tried and not kept (2026-12-06, 2-core AVX2 EPYC,
-# bench/replay_bench.py --cycle 3 --samples 4 on a default first run whose cycle-3 deltas
-# drew `self.input_gate` again 7-8 times each): a redrawn line sampled hotter, top-p off,
-# admitted 9 of 20 at 0.7 * (1 + 0.5 k) on the line's k-th redraw (4 answers ran out of
-# tokens) and 8 of 20 at 1.05 after repeats and near-copies only, against 8 of 20 as is
 # draws after a finished answer did not build, and as many after it was a near-copy (each
 # redraws a hunk, a program's tail, or goes on from the end tag). Each kind has its own:
 # with one budget for both (2026-12-05 bench) 2 of 4 near-copies went on to a program that
 # did not build and had no build redraw left
 END_REDRAWS = 3
 BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
+# Redraws sample as the first draw did. Tried and not kept (2026-12-06, 2-core AVX2 EPYC,
+# bench/replay_bench.py --cycle 3 --samples 4 on a default first run whose cycle-3 deltas
+# drew `self.input_gate` again 7-8 times each): a redrawn line sampled hotter, top-p off,
+# admitted 9 of 20 at 0.7 * (1 + 0.5 k) on the line's k-th redraw (4 answers ran out of
+# tokens) and 8 of 20 at 1.05 after repeats and near-copies only, against 8 of 20 as is
 
 
 def lookup_drafts(ids: torch.Tensor, max_drafts: int) -> list[int]:
