@@ -10,6 +10,7 @@
     python bench/generation_bench.py drafts --adapter DIR [--samples 2] [--draft-tokens 8]
     python bench/generation_bench.py redraw --adapter DIR [--samples 1] [--parents 15] [--mode full]
     python bench/generation_bench.py merge --adapter DIR [--max-new-tokens 160]
+    python bench/generation_bench.py kv-cache [--adapter DIR] [--parents 2] [--draft-tokens 8]
 
 Every number is a ratio against a baseline measured in the same run:
 - warm-start: valid-delta rate (the answer parses and applies to its parent) and admitted
@@ -68,6 +69,12 @@ Every number is a ratio against a baseline measured in the same run:
   weights for the call (`lora_merge.merged_adapter`), the same tokens fed to both (a held-out
   seed's delta prompt, then --max-new-tokens tokens of the base model's greedy answer),
   alternating 3 times; ms a pass, the ratio, and the largest logit difference.
+- kv-cache: answers decoded alone with prompt-lookup drafts (the default run's shape) with
+  transformers' `DynamicCache` (the baseline: a step concatenates onto every layer's cache)
+  against `kv_cache.InPlaceCache` (a step writes in place): the default config's delta and
+  whole-program prompts for the first --parents seeds, greedy (so both arms must give the
+  same tokens), its token budgets, the model in the config's dtype, the arms alternating
+  per answer. Per mode: seconds of each arm, the ratio, and whether the tokens agree.
 """
 
 from __future__ import annotations
@@ -880,6 +887,65 @@ def merge(args: argparse.Namespace) -> dict:
     return report
 
 
+def kv_cache_arms(args: argparse.Namespace) -> dict:
+    """The arms of the module doc."""
+    from transformers import DynamicCache
+
+    from llmnas_dist.config import load_config
+    from llmnas_dist.evaluation.datasets import dataset_spec
+    from llmnas_dist.generation import kv_cache
+    from llmnas_dist.generation.engine import TransformersGenerator
+    from llmnas_dist.generation.prompts import parent_prompt
+    from llmnas_dist.generation.sampling import Sampling
+    from llmnas_dist.program.static import canonicalize
+    from llmnas_dist.seeds import load_seeds
+
+    cfg = load_config()
+    spec = dataset_spec(cfg.ce.dataset).at_size(cfg.evaluation.input_size)
+    seeds = load_seeds()
+    names = sorted(seeds)[: args.parents]
+    parents = [canonicalize(seeds[n], cfg.admission)[0] for n in names]
+    gen = TransformersGenerator(cfg.generation.model, dtype=cfg.generation.dtype)
+    arms = {"dynamic": DynamicCache, "in_place": kv_cache.answer_cache}
+    report: dict = {"dtype": gen.dtype, "parents": names, "modes": {}}
+    for mode in ("delta", "full"):
+        sampling = replace(
+            Sampling.from_config(cfg.generation, seed=0, mode=mode),
+            temperature=0.0,
+            draft_tokens=args.draft_tokens,
+            redraw_limit=0,
+        )
+        seconds = dict.fromkeys(arms, 0.0)
+        texts: dict[str, list[str]] = {arm: [] for arm in arms}
+        tokens = 0
+        for parent in parents:
+            prompt = parent_prompt(mode, parent, spec, 0.85)
+            for arm, make in arms.items():
+                with _patched(kv_cache, "answer_cache", make):
+                    result = gen.generate([prompt], sampling, adapter=args.adapter)[0]
+                seconds[arm] += result.seconds
+                texts[arm].append(result.text)
+            tokens += result.output_tokens
+            print(mode, seconds, tokens, flush=True)
+        report["modes"][mode] = {
+            "seconds": seconds,
+            "output_tokens": tokens,
+            "in_place_over_dynamic": seconds["in_place"] / seconds["dynamic"],
+            "same_tokens": texts["dynamic"] == texts["in_place"],
+        }
+    return report
+
+
+@contextlib.contextmanager
+def _patched(module, name: str, value):
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
 def main() -> None:
     import logging
 
@@ -898,6 +964,7 @@ def main() -> None:
             "drafts",
             "redraw",
             "merge",
+            "kv-cache",
             "vllm-worker",
             "vllm-arms",
         ),
@@ -931,10 +998,18 @@ def main() -> None:
     p.add_argument("--base-free", action="store_true", help="constrained: a base-model free arm")
     p.add_argument("--arms", help="constrained, redraw: only these arms (comma list)")
     p.add_argument("--draft-tokens", type=int, default=8, help="drafts: tokens per pass")
-    p.add_argument("--parents", type=int, default=15, help="redraw: the first N seeds")
+    p.add_argument("--parents", type=int, default=15, help="redraw, kv-cache: the first N seeds")
     p.add_argument("--mode", choices=("full", "delta"), default="full", help="redraw: answers")
     args = p.parse_args()
-    own_budget = ("warm-start", "constrained", "vllm-arms", "early-stop", "drafts", "redraw")
+    own_budget = (
+        "warm-start",
+        "constrained",
+        "vllm-arms",
+        "early-stop",
+        "drafts",
+        "redraw",
+        "kv-cache",
+    )
     if args.part not in own_budget and args.max_new_tokens is None:
         args.max_new_tokens = 160
     if args.part == "vllm-worker":
@@ -955,6 +1030,7 @@ def main() -> None:
         "drafts": drafts,
         "redraw": redraw,
         "merge": merge,
+        "kv-cache": kv_cache_arms,
     }
     report = parts[args.part](args)
     path = Path(args.out) / f"{args.part}.json"

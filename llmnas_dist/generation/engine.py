@@ -204,6 +204,8 @@ class TransformersGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from llmnas_dist.generation.lookup import PassCosts
+
         self.model_path = resolve_model(model)
         self.max_model_len = max_model_len
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -221,6 +223,7 @@ class TransformersGenerator:
         self.model.eval()
         self._adapters: dict[str, str] = {}  # adapter folder -> peft adapter name
         self._ll_tokenizer: Any = None  # llguidance's view of the tokenizer, made on first use
+        self._pass_costs = PassCosts()  # what drafted passes cost here, across answers
 
     def _select_adapter(self, adapter: str | None) -> None:
         """Make `adapter` the active one (loading it once); None runs the base model."""
@@ -405,7 +408,13 @@ class TransformersGenerator:
                 targets[i],
             )
             answer = decode_with_drafts(
-                self.model, ids, row, sampling.max_new_tokens, sampling.draft_tokens, eos_id
+                self.model,
+                ids,
+                row,
+                sampling.max_new_tokens,
+                sampling.draft_tokens,
+                eos_id,
+                self._pass_costs,
             )
             notes = "; ".join(n for n in (row.note(), stop.note(0)) if n) or None
             text = str(self.tokenizer.decode(torch.tensor(answer.tokens), skip_special_tokens=True))

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ from llmnas_dist.generation.sampling import Sampling
 # drafts were kept in 579 passes (code repeats short runs such as `        self.`)
 MAX_NGRAM = 16
 MIN_NGRAM = 2
+COST_EMA = 0.2  # weight of a pass's time in its width's moving average (PassCosts)
 LINE_REDRAWS = 3  # draws of one line after its first, before the line is kept as it is
 # draws after a finished answer did not build, and as many after it was a near-copy (each
 # redraws a hunk, a program's tail, or goes on from the end tag). Each kind has its own:
@@ -138,14 +140,90 @@ class Row:
         return f"redrew {len(self.faults)} lines ({counts}; first: line {first.line}: {first.why})"
 
 
+class PassCosts:
+    """Seconds a forward pass of m tokens has taken on this machine (a moving average per m),
+    kept by the generator across answers. A width not timed yet is guessed low, so that it is
+    tried once and then known: as costly as the widest timed width below it, or, with none
+    below, a timed wider pass's cost scaled down in proportion to its tokens."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, float] = {}
+
+    def add(self, tokens: int, seconds: float) -> None:
+        old = self.seconds.get(tokens)
+        self.seconds[tokens] = seconds if old is None else old + COST_EMA * (seconds - old)
+
+    def of(self, tokens: int) -> float:
+        if tokens in self.seconds:
+            return self.seconds[tokens]
+        below = [m for m in self.seconds if m < tokens]
+        if below:
+            return self.seconds[max(below)]
+        above = min((m for m in self.seconds), default=None)
+        return 1.0 if above is None else self.seconds[above] * tokens / above
+
+
+class DraftWidth:
+    """How many drafts the next pass feeds (up to the configured `draft_tokens`): the number
+    that makes the most tokens per second, given this answer's share of drafts kept so far
+    (each draft taken as kept with that probability, while the ones before it were; the
+    share counted apart after a pass that kept all its drafts, inside a copy, and after one
+    that did not) and what passes of each width have cost on this machine (`PassCosts`).
+
+    A pass of k drafts costs more than a one-token pass, and by how much depends on the CPU:
+    SmolLM2-135M at a 900-token context on a 2-core AVX512 Xeon without bf16 (fp32) took 44,
+    59, 59, 104 and 149 ms for passes of 1, 2, 3, 4 and 9 tokens. Deltas copy short runs
+    (150 tokens in 89 passes of up to 8 drafts), whole programs long ones. Greedy answers of
+    the warm-started model on that Xeon, the same tokens in every arm (3 seeds, the default's
+    prompts, grammars and token budgets): deltas (431 tokens) took 25.1 s without drafts,
+    19.5 s with 2 a pass, 24.6 s with 8; whole programs (2,470 tokens) 136.4, 73.6 and 64.8 s.
+    Assisted generation's schedule (2 more after a pass that kept all, one fewer after one
+    that did not) took 23.9 and 63.1 s: it follows the copies, not the cost. This width took
+    23.3 and 70.2 s up to 8 drafts, 22.7 and 56.1 s up to 16 (the default's draft_tokens);
+    with one share for the whole answer 19.9 and 75.3 s up to 8 (whole programs copy in
+    runs: a pass after a kept run is likely kept whole)."""
+
+    def __init__(self, most: int, costs: PassCosts) -> None:
+        self.most, self.costs = most, costs
+        # drafts kept / tried, apart after a pass that kept all its drafts (inside a copy,
+        # the next drafts are likely kept too) and after one that did not; uniform priors
+        self.kept = {True: 1, False: 1}
+        self.tried = {True: 2, False: 2}
+        self.copying = False
+
+    def after(self, kept: int, fed: int, seconds: float) -> None:
+        self.costs.add(fed + 1, seconds)
+        if not fed:
+            return
+        self.kept[self.copying] += kept
+        self.tried[self.copying] += kept + (kept < fed)  # tried once those before are kept
+        self.copying = kept == fed
+
+    @property
+    def now(self) -> int:
+        share = self.kept[self.copying] / self.tried[self.copying]
+        # expected tokens of a pass of k drafts: 1 + share + ... + share^k
+        rates = [
+            (sum(share**i for i in range(k + 1)) / self.costs.of(k + 1), -k)
+            for k in range(self.most + 1)
+        ]
+        return -max(rates)[1]
+
+
 def decode_with_drafts(
-    model: Any, prompt: torch.Tensor, row: Row, max_new_tokens: int, draft_tokens: int, eos: int
+    model: Any,
+    prompt: torch.Tensor,
+    row: Row,
+    max_new_tokens: int,
+    draft_tokens: int,
+    eos: int,
+    costs: PassCosts | None = None,
 ) -> Decoded:
     """Sample one answer to `prompt` (a 1-D tensor of ids) with prompt-lookup drafts (see
     the module doc). `row.pick` sees each position's logits in order, once per token kept."""
-    from transformers import DynamicCache
+    from llmnas_dist.generation.kv_cache import answer_cache
 
-    cache = DynamicCache()
+    cache = answer_cache()
     kv = {_cache_keyword(model): cache, "use_cache": True}
     # the prompt's last position only: the LM head over all of a 770-token prompt's
     # positions was 11% of its prefill (bf16, 2-core AMX Xeon, 0.348 s against 0.308 s;
@@ -155,8 +233,11 @@ def decode_with_drafts(
     out: list[int] = []
     passes = drafted = redrawn = 0
     drafts: list[int] = []
+    width = DraftWidth(draft_tokens, costs or PassCosts())
+    seconds = 0.0
     while True:
         # logits[j] is the distribution after the pending token and drafts[:j]
+        kept = 0
         for j in range(logits.shape[0]):
             token = row.pick(logits[j])
             out.append(token)
@@ -169,12 +250,15 @@ def decode_with_drafts(
             finished = token == eos or len(out) >= max_new_tokens or row.done(out)
             if finished or j >= len(drafts) or token != drafts[j]:
                 break
-            drafted += 1
+            kept += 1
+        drafted += kept
         if finished:
             return Decoded(out, passes, drafted, redrawn)
+        if passes:  # the first answer tokens came from the prompt's pass
+            width.after(kept, len(drafts), seconds)
         ids = torch.cat([prompt, torch.tensor(out, dtype=prompt.dtype)])
         room = max_new_tokens - len(out)
-        drafts = lookup_drafts(ids, min(draft_tokens, room - 1)) if room > 1 else []
+        drafts = lookup_drafts(ids, min(width.now, room - 1)) if room > 1 else []
         drafts = drafts[: row.allowed_prefix(drafts)] if drafts else []
         if eos in drafts:
             drafts = drafts[: drafts.index(eos)]
@@ -183,8 +267,10 @@ def decode_with_drafts(
         if excess:
             cache.crop(-excess)
         step = torch.tensor([[out[-1], *drafts]], dtype=prompt.dtype)
+        started = time.perf_counter()
         with torch.inference_mode():
             logits = model(input_ids=step, **kv).logits[0]
+        seconds = time.perf_counter() - started
         passes += 1
 
 

@@ -14,6 +14,8 @@ from llmnas_dist.generation.constrain import accepts
 from llmnas_dist.generation.engine import TransformersGenerator, chat_text
 from llmnas_dist.generation.lookup import (
     LINE_REDRAWS,
+    DraftWidth,
+    PassCosts,
     decode_with_drafts,
     lookup_drafts,
     sampling_row,
@@ -380,3 +382,37 @@ def test_each_kind_of_end_fault_has_its_own_budget(tokenizers, spent, redrawn):
     row, out = _redrawing_row(tokenizers, "delta", target), []
     row.faults += [LineFault(1, spent, "earlier")] * END_REDRAWS
     assert (_feed(row, tokenizers, copy, out) is not None) == redrawn
+
+
+def _width(most, cost_of_tokens, shares):
+    """A DraftWidth whose passes have cost `cost_of_tokens(m)` for every width, after
+    passes keeping `shares` (kept, fed)."""
+    costs = PassCosts()
+    for m in range(1, most + 2):
+        costs.add(m, cost_of_tokens(m))
+    width = DraftWidth(most, costs)
+    for kept, fed in shares:
+        width.after(kept, fed, cost_of_tokens(fed + 1))
+    return width
+
+
+def test_draft_width_follows_the_copies_where_wide_passes_cost_little():
+    flat = _width(16, lambda m: 0.05, [(8, 8), (16, 16)])
+    assert flat.now == 16  # inside a copy, on a machine where width is free
+    missed = _width(16, lambda m: 0.05 + 0.01 * m, [(0, 8), (0, 4), (1, 6), (0, 3)])
+    assert missed.now <= 1  # drafts rarely kept: barely any drafted
+
+
+def test_draft_width_stays_narrow_where_a_pass_costs_in_proportion_to_its_tokens():
+    steep = _width(16, lambda m: 0.05 * m, [(8, 8), (16, 16)])
+    assert steep.now == 0  # a draft can never pay for its own token's cost
+
+
+def test_a_width_not_timed_yet_is_guessed_low_so_it_is_tried():
+    costs = PassCosts()
+    costs.add(9, 0.18)
+    assert costs.of(1) == pytest.approx(0.02)  # scaled down from the wider pass
+    costs.add(1, 0.05)
+    assert costs.of(3) == 0.05  # as the widest timed width below it
+    costs.add(1, 0.10)
+    assert costs.of(1) == pytest.approx(0.05 + 0.2 * 0.05)  # a moving average
