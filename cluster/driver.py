@@ -171,8 +171,9 @@ class Driver:
             with self.clock.phase(f"cycle {t - 1}: fine-tune, load adapter"):
                 self.update_adapter(t - 1)  # steps 6-7 of cycle t-1
         slots = self.parents(t)  # step 1
+        generating = now_mark()  # after the fine-tune: its own phase, not counted twice
         self.phase.run(t, slots, settings)  # steps 2-4
-        self.time_generation(t, started)
+        self.time_generation(t, generating)
         with self.clock.phase(f"cycle {t}: studies"):
             self.studies.run(t, settings)
         with self.clock.phase(f"cycle {t}: select"):

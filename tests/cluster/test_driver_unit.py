@@ -553,3 +553,28 @@ def test_a_study_line_counts_reuse_and_gives_an_eta() -> None:
     assert "reused" not in progress.line()
     progress.done, progress.reused = 3, 2
     assert "| done 3, 2 evaluations reused | " in progress.line()
+
+
+def test_a_cycle_s_generation_phase_starts_after_the_fine_tune_it_waited_for() -> None:
+    """The fine-tune that opens cycle t > 1 is a phase of its own; the generation phase
+    starts after it (it once started with the cycle, so the run's phases summed to more
+    than its wall time by every fine-tune)."""
+    clock = PhaseClock()
+    driver = Driver(Config(), archive=None, run_id="r", actors=None, clock=clock)  # type: ignore[arg-type]
+    driver.start = lambda t: Settings(1, 1.0, None)  # type: ignore[method-assign]
+    driver.update_adapter = lambda t: time.sleep(0.4)  # type: ignore[method-assign]
+    driver.parents = lambda t: []  # type: ignore[method-assign]
+
+    def generate(t: int, slots: list, settings: Settings) -> None:
+        time.sleep(0.1)
+        driver.phase.last_answer_at = now_mark()
+
+    driver.phase.run = generate  # type: ignore[method-assign]
+    driver.studies.run = lambda t, settings: None  # type: ignore[method-assign]
+    driver.select = lambda: (None, [])  # type: ignore[method-assign]
+    driver.complete = lambda t, gamma, elites: None  # type: ignore[method-assign]
+    driver.summarize = lambda t, gamma, elites, seconds: None  # type: ignore[method-assign]
+    driver.run_cycle(2)
+    seconds = {p.name: p.seconds for p in clock.spans}
+    assert seconds["cycle 1: fine-tune, load adapter"] >= 0.4
+    assert 0.1 <= seconds["cycle 2: generate + admit (evaluating alongside)"] < 0.3
