@@ -181,7 +181,12 @@ class DraftWidth:
     that did not) took 23.9 and 63.1 s: it follows the copies, not the cost. This width took
     23.3 and 70.2 s up to 8 drafts, 22.7 and 56.1 s up to 16 (the default's draft_tokens);
     with one share for the whole answer 19.9 and 75.3 s up to 8 (whole programs copy in
-    runs: a pass after a kept run is likely kept whole)."""
+    runs: a pass after a kept run is likely kept whole).
+
+    The width changes how many passes an answer takes, not its distribution; since it
+    follows the clock, a replay may split an answer into other passes, whose logits differ
+    only by float rounding (a greedy answer on a loaded CI machine was the same token for
+    token)."""
 
     def __init__(self, most: int, costs: PassCosts) -> None:
         self.most, self.costs = most, costs
