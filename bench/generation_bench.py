@@ -889,6 +889,8 @@ def merge(args: argparse.Namespace) -> dict:
 
 def kv_cache_arms(args: argparse.Namespace) -> dict:
     """The arms of the module doc."""
+    from unittest import mock
+
     from transformers import DynamicCache
 
     from llmnas_dist.config import load_config
@@ -921,7 +923,7 @@ def kv_cache_arms(args: argparse.Namespace) -> dict:
         for parent in parents:
             prompt = parent_prompt(mode, parent, spec, 0.85)
             for arm, make in arms.items():
-                with _patched(kv_cache, "answer_cache", make):
+                with mock.patch.object(kv_cache, "answer_cache", make):
                     result = gen.generate([prompt], sampling, adapter=args.adapter)[0]
                 seconds[arm] += result.seconds
                 texts[arm].append(result.text)
@@ -934,16 +936,6 @@ def kv_cache_arms(args: argparse.Namespace) -> dict:
             "same_tokens": texts["dynamic"] == texts["in_place"],
         }
     return report
-
-
-@contextlib.contextmanager
-def _patched(module, name: str, value):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
 
 
 def main() -> None:
