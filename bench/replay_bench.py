@@ -13,10 +13,12 @@ Only the run's own adapter and archive show that, so this bench takes them: ever
 cycle `--cycle` of the run in `--mode` (its prompt, its parent, the adapter version it was
 sampled with), sampled `--samples` times with the run's config (sampling, grammar, line and
 build redraws), each answer admitted as the driver admits it: against a novelty index of
-every architecture the run held before that cycle (the seeds included), each admitted
-answer joining it. Per answer: its verdict, its nearest archived program's Jaccard, the
-lines redrawn; in all: the verdict counts, the wall time, the sandboxed builds generation
-ran before returning its answers and their seconds.
+every architecture the archive held when that cycle began (the run's earlier cycles, the
+seeds included, and the programs of runs created before it: a repeat run's archive),
+each admitted answer joining it; built before it is returned only in the modes the config
+builds (`generation.built`). Per answer: its verdict, its nearest archived program's
+Jaccard, the lines redrawn; in all: the verdict counts, the wall time, the sandboxed builds
+generation ran before returning its answers and their seconds.
 
 Compare two versions of the code on the same run (an A/B): run this file from each
 checkout with the same --archive, --run, --cycle and --samples; the answers are drawn
@@ -51,8 +53,9 @@ def run_slots(archive, run_id: str, cycle: int, mode: str) -> list:
 
 
 def index_before(archive, run_id: str, cycle: int, cfg):
-    """A novelty index of the architectures the run held before `cycle` (what its driver's
-    index held when the cycle began)."""
+    """A novelty index of the architectures the archive held when `cycle` began (what the
+    run's driver's index held then): the run's own cycles before it, and every program
+    first archived by a run created before this one (a repeat run on one archive)."""
     from llmnas_dist.admission.novelty import NoveltyIndex
 
     held = {
@@ -61,9 +64,12 @@ def index_before(archive, run_id: str, cycle: int, cfg):
         for c in archive.candidates(run_id, cycle=t)
         if c.arch_hash
     }
+    runs = archive.list_runs()
+    started = next(r.created_at for r in runs if r.id == run_id)
+    earlier = {r.id for r in runs if r.created_at < started}
     index = NoveltyIndex.from_config(cfg.admission)
     for code_hash, _, signature in archive.iter_signatures():
-        if code_hash in held:
+        if code_hash in held or archive.get_architecture(code_hash).first_run in earlier:
             index.add(code_hash, signature)
     return index
 
@@ -157,7 +163,7 @@ def replay(args: argparse.Namespace) -> dict:
                 or adapters[version if args.adapter_version is None else args.adapter_version],
                 grammars=[answer_grammar(args.mode, parent)[0] for _, parent in call],
                 parents=[parent for _, parent in call],
-                targets=[t if cfg.generation.redraw_builds else None for t in built],
+                targets=[t if cfg.generation.built(args.mode) else None for t in built],
             )
             seconds += time.time() - started
             for (slot, parent), result in zip(call, results, strict=True):

@@ -142,6 +142,12 @@ class GenerationConfig(Section):
         description="Tokens per full-program proposal, at most: a whole program is longer "
         "than a delta (the seeds are 377-952 SmolLM2 tokens).",
     )
+    full_headroom_tokens: int = Field(
+        0,
+        ge=0,
+        description="Whole programs decoded alone (draft_tokens > 0): a budget of at least the "
+        "parent's tokens plus this, within max_model_len. 0: max_new_tokens_full alone.",
+    )
     max_model_len: int = Field(
         4096, ge=128, description="Context length the engine reserves (prompt plus output)."
     )
@@ -235,14 +241,9 @@ class GenerationConfig(Section):
     def _context_fits_output(self) -> GenerationConfig:
         for name in ("max_new_tokens", "max_new_tokens_full"):
             if getattr(self, name) >= self.max_model_len:
-                raise ValueError(
-                    f"{name} ({getattr(self, name)}) must be below max_model_len "
-                    f"({self.max_model_len}) to leave room for the prompt"
-                )
+                raise ValueError(f"{name} ({getattr(self, name)}) must be below max_model_len")
         if self.stop_on_repeats == 1:
-            raise ValueError(
-                "stop_on_repeats must be 0 (off) or at least 2: every line repeats once"
-            )
+            raise ValueError("stop_on_repeats must be 0 (off) or 2 and more: a line repeats once")
         return self
 
 
@@ -550,9 +551,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file {p} must hold a mapping of sections, got {type(data).__name__}"
-        )
+        raise ConfigError(f"config file {p} must hold a mapping, got {type(data).__name__}")
     return data
 
 

@@ -407,14 +407,13 @@ class TransformersGenerator:
                 parents[i],
                 targets[i],
             )
+            parent = parents[i]
+            budget = sampling.budget(
+                None if parent is None else len(self.tokenizer(parent).input_ids),
+                None if self.max_model_len is None else self.max_model_len - int(ids.shape[0]),
+            )
             answer = decode_with_drafts(
-                self.model,
-                ids,
-                row,
-                sampling.max_new_tokens,
-                sampling.draft_tokens,
-                eos_id,
-                self._pass_costs,
+                self.model, ids, row, budget, sampling.draft_tokens, eos_id, self._pass_costs
             )
             notes = "; ".join(n for n in (row.note(), stop.note(0)) if n) or None
             text = str(self.tokenizer.decode(torch.tensor(answer.tokens), skip_special_tokens=True))

@@ -38,11 +38,11 @@ holds and its parent does not (`AnswerTarget.tried`: a block that a child of thi
 already added, proposed again; lines compared by `line_key`, a line making `self.X` by the
 attribute alone) goes back to the first such line, and such a line is a fault
 wherever it is written again (a line making such an attribute as soon as its `=` is
-written, `LineJudge.repeat_fault`); another near-copy goes back to its end tag's line, and its
-next token may not start the end tag: it goes on. At most `END_REDRAWS` such redraws an
-answer. The answers of one call are decoded one after another and admitted only after the
-last: once one is finished, each later answer of the call to the same parent holds its
-program as an archived near program (`tell_siblings`).
+written, `LineJudge.repeat_fault`: at most `REPEAT_REDRAWS` an answer); another near-copy
+goes back to its end tag's line, and its next token may not start the end tag: it goes on.
+At most `END_REDRAWS` such redraws an answer. The answers of one call are decoded one after
+another and admitted only after the last: once one is finished, each later answer of the
+call to the same parent holds its program as an archived near program (`tell_siblings`).
 """
 
 from __future__ import annotations
@@ -83,6 +83,13 @@ LINE_REDRAWS = 3  # draws of one line after its first, before the line is kept a
 # with one budget for both (2026-12-05 bench) 2 of 4 near-copies went on to a program that
 # did not build and had no build redraw left
 END_REDRAWS = 3
+# 'repeat' redraws an answer (within its redraw_limit), then a repeated edit's line stays and
+# admission judges the answer. Near an archive that holds every taught edit of a parent, the
+# small model writes the same block again and again: a repeat run of the default (2026-12-07,
+# 2-core AVX512-BF16 EPYC) redrew 7-12 repeats in 6 of its 15 deltas, 1 of those 6 admitted.
+# bench/replay_bench.py --cycle 1 --samples 3 --calls on that run (15 answers an arm, the
+# same seeds): 8 admitted in 296 s at 3 against 8 in 330 s unbounded (0.90x)
+REPEAT_REDRAWS = 3
 BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
 # Redraws sample as the first draw did. Tried and not kept (2026-12-06, 2-core AVX2 EPYC,
 # bench/replay_bench.py --cycle 3 --samples 4 on a default first run whose cycle-3 deltas
@@ -453,8 +460,10 @@ def _line_redraw(
         matcher = constraint.matcher
         if fault.kind in END_KINDS:  # each kind of end fault has END_REDRAWS of its own
             spent = sum(f.kind == fault.kind for f in faults) >= END_REDRAWS
-        else:  # line faults share `limit`
-            spent = sum(f.kind not in END_KINDS for f in faults) >= limit
+        else:  # line faults share `limit`; repeats have at most REPEAT_REDRAWS of it
+            spent = sum(f.kind not in END_KINDS for f in faults) >= limit or (
+                fault.kind == "repeat" and sum(f.kind == "repeat" for f in faults) >= REPEAT_REDRAWS
+            )
         if (
             spent
             or draws.get(line, 0) >= LINE_REDRAWS

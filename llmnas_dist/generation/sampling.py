@@ -33,6 +33,9 @@ class Sampling:
     # > 0: each answer alone (as with drafts), redrawing at most this many lines with a fault
     # (generation/lookup.py, admission.partial.LineJudge); 0: never
     redraw_limit: int = 0
+    # > 0: an answer decoded alone that copies a parent (a whole program) may run to the
+    # parent's length plus this many tokens, where that exceeds max_new_tokens
+    parent_headroom: int = 0
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
@@ -43,6 +46,10 @@ class Sampling:
             raise ValueError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
         if self.redraw_limit < 0:
             raise ValueError(f"redraw_limit must be 0 (off) or positive, got {self.redraw_limit}")
+        if self.parent_headroom < 0:
+            raise ValueError(
+                f"parent_headroom must be 0 (off) or positive, got {self.parent_headroom}"
+            )
         if self.draft_tokens < 0:
             raise ValueError(f"draft_tokens must be 0 (off) or positive, got {self.draft_tokens}")
         if self.stop_on_repeats == 1 or self.stop_on_repeats < 0:
@@ -73,4 +80,16 @@ class Sampling:
             stop_on_repeats=cfg.stop_on_repeats,
             draft_tokens=cfg.draft_tokens if alone else 0,
             redraw_limit=cfg.redraw_limit if lines else 0,
+            parent_headroom=cfg.full_headroom_tokens if full else 0,
         )
+
+    def budget(self, parent_tokens: int | None, room: int | None) -> int:
+        """The token budget of one answer decoded alone: max_new_tokens, raised to its
+        parent's length plus `parent_headroom` (when set and the answer has a parent), but
+        not past `room` (what max_model_len leaves after its prompt; None: no bound)."""
+        most = self.max_new_tokens
+        if self.parent_headroom and parent_tokens is not None:
+            most = max(most, parent_tokens + self.parent_headroom)
+            if room is not None:
+                most = max(self.max_new_tokens, min(most, room))
+        return most

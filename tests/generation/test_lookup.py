@@ -14,6 +14,7 @@ from llmnas_dist.generation.constrain import accepts
 from llmnas_dist.generation.engine import TransformersGenerator, chat_text
 from llmnas_dist.generation.lookup import (
     LINE_REDRAWS,
+    REPEAT_REDRAWS,
     DraftWidth,
     PassCosts,
     decode_with_drafts,
@@ -77,6 +78,20 @@ def test_greedy_answers_are_plain_decoding_s_and_take_fewer_passes(generator):
     answer = decode_with_drafts(generator.model, ids, row, 160, 8, eos, _FlatCosts())
     assert answer.drafted > len(answer.tokens) / 2
     assert answer.passes < len(answer.tokens) / 2
+
+
+@pytest.mark.integration
+def test_a_whole_program_runs_to_its_parent_s_length_plus_the_headroom(generator):
+    """Greedy: at a budget of 40 tokens the answer is cut there; with a headroom, the
+    parent's length plus it is the budget (the parent passed as the driver passes it), and
+    the same answer goes on past 40."""
+    greedy = Sampling(temperature=0.0, max_new_tokens=40, draft_tokens=8)
+    grammar = [full_grammar(PARENT)]
+    cut = generator.generate([PROMPT], greedy, grammars=grammar, parents=[PARENT])[0]
+    roomy = replace(greedy, parent_headroom=80)  # a budget of at least 80
+    longer = generator.generate([PROMPT], roomy, grammars=grammar, parents=[PARENT])[0]
+    assert cut.output_tokens == 40
+    assert longer.output_tokens > 40 and longer.text.startswith(cut.text)
 
 
 @pytest.mark.integration
@@ -278,6 +293,24 @@ def test_redrawing_deltas_decode_alone_with_drafts():
         Sampling(redraw_limit=-1)
 
 
+def test_a_whole_program_s_budget_makes_room_for_its_parent():
+    """A whole program copies its parent and adds to it: its budget is at least the
+    parent's tokens plus the headroom, within what max_model_len leaves; deltas keep theirs."""
+    from llmnas_dist.config import GenerationConfig
+
+    cfg = GenerationConfig(max_new_tokens=384, max_new_tokens_full=1024, full_headroom_tokens=320)
+    whole = Sampling.from_config(cfg, mode="full")
+    assert whole.budget(None, None) == 1024  # no parent
+    assert whole.budget(600, None) == 1024  # it fits already
+    assert whole.budget(870, None) == 1190
+    assert whole.budget(870, 1100) == 1100  # max_model_len's room after the prompt
+    assert whole.budget(870, 500) == 1024  # never below max_new_tokens (answer_fitting)
+    assert Sampling.from_config(cfg, mode="delta").budget(870, None) == 384
+    assert Sampling.from_config(GenerationConfig(), mode="full").budget(5000, None) == 1024
+    with pytest.raises(ValueError, match="parent_headroom"):
+        Sampling(parent_headroom=-1)
+
+
 def test_whole_programs_redraw_lines_only_with_redraw_full_and_builds_decode_deltas_alone():
     from llmnas_dist.config import GenerationConfig
 
@@ -351,31 +384,53 @@ def test_a_near_copy_of_a_taught_child_goes_back_to_the_line_it_repeats(tokenize
     assert _feed(row, tokenizers, "+            c_out = 40 * 2 ** i\n", out) is None
 
 
+HEAD = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
+MADE_AGAIN = "+            self.pre_block = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU())"
+
+
+def _after_a_near_copy(tokenizers):
+    """A delta row whose finished answer was a near-copy of a child of its parent that
+    added `self.pre_block`: (the row, its tokens, now back at HEAD)."""
+    from llmnas_dist.admission.finished import AnswerTarget, edit_lines
+    from llmnas_dist.config import AdmissionConfig
+
+    lines, _ = _net_lines()
+    parent = "\n".join(lines)
+    loop = "        for i in range(stages):\n"
+    child = parent.replace(loop, loop + "            self.pre_block = nn.Identity()\n", 1)
+    target = AnswerTarget((1, 8, 8), 10, AdmissionConfig(), tried=edit_lines(parent, [child]))
+    row, out = _redrawing_row(tokenizers, "delta", target), []
+    near_copy = HEAD + "+            self.pre_block = nn.Identity()\n</delta>"
+    assert _feed(row, tokenizers, near_copy, out) is not None
+    return row, out
+
+
 @pytest.mark.integration
 def test_a_block_made_again_is_taken_back_before_its_line_ends(tokenizers):
     """Once a near-copy named the block it repeated (`self.pre_block`, made by a program
     near the parent), a line that begins to make that attribute again goes back as soon as
     its `=` is written, whatever would follow: not at the line's end, tens of tokens later.
     Another attribute goes on."""
-    from llmnas_dist.admission.finished import AnswerTarget, edit_lines
-    from llmnas_dist.config import AdmissionConfig
-
     tokenizer, _ = tokenizers
-    lines, _ = _net_lines()
-    parent = "\n".join(lines)
-    loop = "        for i in range(stages):\n"
-    child = parent.replace(loop, loop + "            self.pre_block = nn.Identity()\n", 1)
-    target = AnswerTarget((1, 8, 8), 10, AdmissionConfig(), tried=edit_lines(parent, [child]))
-    head = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
-    added = "+            self.pre_block = nn.Identity()\n"
-    row, out = _redrawing_row(tokenizers, "delta", target), []
-    assert _feed(row, tokenizers, head + added + "</delta>", out) is not None
-    assert [f.kind for f in row.faults] == ["novelty"] and tokenizer.decode(out) == head
-    made_again = "+            self.pre_block = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU())"
-    assert _feed(row, tokenizers, made_again, out) is not None  # no newline written
+    row, out = _after_a_near_copy(tokenizers)
+    assert [f.kind for f in row.faults] == ["novelty"] and tokenizer.decode(out) == HEAD
+    assert _feed(row, tokenizers, MADE_AGAIN, out) is not None  # no newline written
     assert [f.kind for f in row.faults] == ["novelty", "repeat"]
-    assert tokenizer.decode(out) == head
+    assert tokenizer.decode(out) == HEAD
     assert _feed(row, tokenizers, "+            self.post_block = nn.Identity()", out) is None
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("earlier, redrawn", [(REPEAT_REDRAWS - 1, True), (REPEAT_REDRAWS, False)])
+def test_repeats_are_redrawn_at_most_repeat_redraws_times_an_answer(tokenizers, earlier, redrawn):
+    """A block made again is taken back while the answer has repeat redraws left; after
+    REPEAT_REDRAWS of them its line stays (admission judges the answer), though the
+    answer's line-fault limit is far from spent."""
+    from llmnas_dist.admission.partial import LineFault
+
+    row, out = _after_a_near_copy(tokenizers)
+    row.faults += [LineFault(5, "repeat", "earlier")] * earlier
+    assert (_feed(row, tokenizers, MADE_AGAIN, out) is not None) == redrawn
 
 
 @pytest.mark.integration
