@@ -338,6 +338,10 @@ def test_finished_programs_are_built_only_in_the_modes_redrawn():
     assert default.built("delta") and not default.built("full")
 
 
+# the head of a one-hunk delta against `_net_lines`, up to its first changed line
+HEAD = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
+
+
 @pytest.mark.integration
 def test_a_finished_near_copy_goes_on_from_its_end_tag_s_line_without_ending(tokenizers):
     """A delta whose program is a near-copy of its parent (admission: not novel) is taken
@@ -347,7 +351,7 @@ def test_a_finished_near_copy_goes_on_from_its_end_tag_s_line_without_ending(tok
 
     tokenizer, ll_tokenizer = tokenizers
     target = AnswerTarget((1, 8, 8), 10, AdmissionConfig())
-    copy = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
+    copy = HEAD
     copy += "-            c_out = 32 * 2 ** i\n+            c_out = 48 * 2 ** i\n</delta>"
     row, out = _redrawing_row(tokenizers, "delta", target), []
     assert _feed(row, tokenizers, copy, out) is not None
@@ -371,7 +375,7 @@ def test_a_near_copy_of_a_taught_child_goes_back_to_the_line_it_repeats(tokenize
     parent = "\n".join(lines)
     child = parent.replace("c_out = 32 * 2 ** i", "c_out = 48 * 2 ** i")
     target = AnswerTarget((1, 8, 8), 10, AdmissionConfig(), tried=edit_lines(parent, [child]))
-    head = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
+    head = HEAD
     head += "-            c_out = 32 * 2 ** i\n"
     added = "+            c_out = 48 * 2 ** i\n"
     row, out = _redrawing_row(tokenizers, "delta", target), []
@@ -384,7 +388,6 @@ def test_a_near_copy_of_a_taught_child_goes_back_to_the_line_it_repeats(tokenize
     assert _feed(row, tokenizers, "+            c_out = 40 * 2 ** i\n", out) is None
 
 
-HEAD = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
 MADE_AGAIN = "+            self.pre_block = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU())"
 
 
@@ -444,7 +447,7 @@ def test_each_kind_of_end_fault_has_its_own_budget(tokenizers, spent, redrawn):
     from llmnas_dist.generation.lookup import END_REDRAWS
 
     target = AnswerTarget((1, 8, 8), 10, AdmissionConfig())
-    copy = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         for i in range(stages):\n"
+    copy = HEAD
     copy += "-            c_out = 32 * 2 ** i\n+            c_out = 48 * 2 ** i\n</delta>"
     row, out = _redrawing_row(tokenizers, "delta", target), []
     row.faults += [LineFault(1, spent, "earlier")] * END_REDRAWS
