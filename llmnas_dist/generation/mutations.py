@@ -33,7 +33,7 @@ Operator = Callable[[str, random.Random], "str | None"]
 BuildCheck = Callable[[str], bool]
 
 _ACTIVATION = re.compile(
-    r"nn\.(ReLU6|ReLU|GELU|SiLU|LeakyReLU|ELU|Mish|Hardswish)\((inplace=True)?\)|"
+    r"nn\.(ReLU6|ReLU|GELU|SiLU|LeakyReLU|ELU|Mish|Hardswish)\((inplace=True|0\.[0-9]+)?\)|"
     r"F\.(relu6|relu|gelu|silu|elu|mish|hardswish)\("
 )
 _MODULE_ACTS = ("nn.ReLU()", "nn.GELU()", "nn.SiLU()", "nn.LeakyReLU(0.1)", "nn.ELU()", "nn.Mish()")
@@ -94,6 +94,51 @@ def change_dropout(code: str, rng: random.Random) -> str | None:
         return None
     value = rng.choice([v for v in ("0.0", "0.1", "0.2", "0.3", "0.5") if v != m.group(2)])
     return f"{code[: m.start()]}{m.group(1)}{value}{m.group(3)}{code[m.end() :]}"
+
+
+# a downsampling step: a side-aware stride (`2 if side >= 4 else 1`), a literal stride of 2,
+# a 2x pooling module, or a functional 2x pooling of x
+_DOWNSAMPLE = re.compile(
+    r"\b2 if [^\n]+? else 1\b|\bstride=2\b|nn\.(?:Max|Avg)Pool2d\(2\)"
+    r"|F\.(?:max|avg)_pool2d\(x, 2[^()\n]*\)"
+)
+
+
+def keep_resolution(code: str, rng: random.Random) -> str | None:
+    """One downsampling step made resolution-keeping (stride 1, the pooling dropped)."""
+    m = _pick(rng, list(_DOWNSAMPLE.finditer(code)))
+    if m is None:
+        return None
+    found = m.group(0)
+    if found.startswith("2 if"):
+        kept = "1"
+    elif found.startswith("stride"):
+        kept = "stride=1"
+    elif found.startswith("F."):
+        kept = "x"
+    else:
+        kept = "nn.Identity()"
+    return code[: m.start()] + kept + code[m.end() :]
+
+
+# what `swap_all_activations` puts in every activation's place (module, function)
+_ALL_SWAPS = (("nn.GELU()", "F.gelu("), ("nn.SiLU()", "F.silu("), ("nn.LeakyReLU(0.1)", "F.elu("))
+
+
+def swap_all_activations(code: str, rng: random.Random) -> str | None:
+    """Every activation of the program swapped for one other kind (modules for modules,
+    functions for functions): a change of the whole network, unlike `swap_activation`."""
+    found = list(_ACTIVATION.finditer(code))
+    if not found:
+        return None
+    module, function = rng.choice(_ALL_SWAPS)
+    out, end = [], 0
+    for m in found:
+        new = function if m.group(0).startswith("F.") else module
+        out += [code[end : m.start()], new]
+        end = m.end()
+    child = "".join(out) + code[end:]
+    return None if child == code else child
 
 
 def _channel_plans(tree: ast.Module) -> list[ast.Tuple | ast.List]:
@@ -291,6 +336,8 @@ OPERATORS: dict[str, Operator] = {
     "add_input_gate": add_input_gate,
     "mlp_head": mlp_head,
     "add_post_block": add_post_block,
+    "keep_resolution": keep_resolution,
+    "swap_all_activations": swap_all_activations,
 }
 # the operators that add a whole block: one of them alone often makes a child novel
 BLOCK_OPERATORS = ("add_residual_block", "add_input_gate", "mlp_head", "add_post_block")

@@ -92,7 +92,23 @@ SECOND_GENERATION = 0.375
 # 483 s) admitted 7 of 24 in a default first run (deltas 7 of 14, whole programs 0 of 10, 5
 # cut off at the token limit; 15 and 16 `repeat` redraws of one answer in cycles 2 and 3)
 # against 12 of 24 (9 of 14, 3 of 10) with these four, one run each
-WARM_START_OPERATORS = ("add_residual_block", "add_input_gate", "add_post_block", "add_input_norm")
+# Since 2026-12-07 the set also holds the first edit measured to raise the proxy score,
+# swap_all_activations: every activation of the program swapped for GELU, SiLU or
+# LeakyReLU/ELU. Same bench that day (2-core AVX512-BF16 EPYC, the 6 best seeds, 3 children
+# each, training seeds 0 and 1): +0.011 +- 0.003 (15 of 18 children above their parent),
+# against +0.005 +- 0.002 (14 of 18) for swap_activation (one activation) in the same
+# session. Alone it is rarely novel (Jaccard 0.88-0.98 to its parent on the seeds), so it is
+# stacked on a block or an input norm (`novel_mutation`). Tried that day and not kept:
+# keep_resolution (one downsampling step off) -0.045 +- 0.016 (0 of 11 above), and a
+# side-aware downsampling gate halved (`side >= 4` -> `side >= 2`) -0.001 +- 0.001 (0 of
+# 13: at 8 px most such gates are already off)
+WARM_START_OPERATORS = (
+    "add_residual_block",
+    "add_input_gate",
+    "add_post_block",
+    "add_input_norm",
+    "swap_all_activations",
+)
 # Training the default's adapter took 840 s of a 2-core AVX512-BF16 Xeon's first run
 # (2026-12-06: 100 steps, about a third of the run) and 885 s on an AVX2 EPYC; shipped, a
 # first run copies 7 MB instead. Another configuration (key) trains as before.

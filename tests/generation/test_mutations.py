@@ -12,6 +12,7 @@ from llmnas_dist.admission.scopes import TAUGHT_ATTRIBUTES
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.evaluation.datasets import dataset_spec
 from llmnas_dist.generation.mutations import (
+    _ACTIVATION,
     DEFAULT_MAX_JACCARD,
     OPERATORS,
     REVERSIBLE,
@@ -29,6 +30,14 @@ from llmnas_dist.seeds import load_seeds
 SEEDS = load_seeds()
 
 
+def _edit_limit(name: str, code: str) -> int:
+    """Changed lines an operator's delta may hold: a few, or for `swap_all_activations` one
+    out and one in per line that holds an activation."""
+    if name == "swap_all_activations":
+        return 2 * sum(bool(_ACTIVATION.search(line)) for line in code.splitlines())
+    return 4
+
+
 @pytest.mark.parametrize("name", sorted(OPERATORS))
 def test_operator_children_pass_static_checks_and_round_trip_as_deltas(name):
     applied = 0
@@ -40,7 +49,9 @@ def test_operator_children_pass_static_checks_and_round_trip_as_deltas(name):
         assert child != code
         assert passes_static_checks(child), (name, make_delta(code, child))
         diff = make_delta(code, child)
-        assert 0 < sum(line[:1] in "+-" for line in diff.splitlines()[2:]) <= 4  # a small edit
+        assert (
+            0 < sum(line[:1] in "+-" for line in diff.splitlines()[2:]) <= _edit_limit(name, code)
+        )
         assert apply_output(code, delta_answer(diff)) == child
     assert applied >= 3, f"{name} applies to only {applied} seeds"
 
@@ -56,6 +67,31 @@ def test_an_operator_adds_to_net_only_attributes_whole_programs_may_read(name):
             continue
         added = set(re.findall(r"self\.(\w+) =", child)) - set(re.findall(r"self\.(\w+)", code))
         assert added <= set(TAUGHT_ATTRIBUTES), (name, added)
+
+
+def test_swap_all_activations_leaves_one_kind_and_changes_only_activation_lines():
+    code = SEEDS["se_resnet"]
+    kinds = set()
+    for i in range(6):
+        child = OPERATORS["swap_all_activations"](code, random.Random(i))
+        assert child is not None
+        found = {
+            m.group(0).split("(")[0].lower().removeprefix("nn.").removeprefix("f.")
+            for m in _ACTIVATION.finditer(child)
+        }
+        assert "relu" not in found and len(found - {"leakyrelu", "elu"}) <= 1, found
+        kinds |= found
+        changed = [line for line in make_delta(code, child).splitlines()[2:] if line[:1] in "+-"]
+        assert changed and all(_ACTIVATION.search(line) for line in changed)
+    assert len(kinds) >= 2  # the kind is drawn, not fixed
+
+
+def test_keep_resolution_turns_one_downsampling_step_off():
+    code = SEEDS["plain_cnn"]
+    child = OPERATORS["keep_resolution"](code, random.Random(0))
+    assert child is not None and "nn.MaxPool2d(2)" not in child and "nn.Identity()" in child
+    strided = OPERATORS["keep_resolution"](SEEDS["se_resnet"], random.Random(0))
+    assert strided is not None and "stride = 1\n" in strided
 
 
 def test_operators_that_cannot_apply_return_none():
@@ -151,6 +187,8 @@ def test_a_sample_of_children_builds_in_the_sandbox():
             ("vit_tiny", "add_input_gate"),
             ("wide_resnet", "mlp_head"),
             ("resnet_basic", "add_post_block"),
+            ("se_resnet", "swap_all_activations"),
+            ("plain_cnn", "keep_resolution"),
         ]
     ]
     for child in sample:
