@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from llmnas_dist.admission.calls import misfit_calls
 from llmnas_dist.admission.delta import apply_output, extract_code
 from llmnas_dist.admission.finished import AnswerTarget, BuildFault, line_key
+from llmnas_dist.admission.scopes import misapplied_blocks
 from llmnas_dist.admission.unbound import function_locals, unbound_reads, unmade_attributes
 from llmnas_dist.errors import CandidateRejected
 from llmnas_dist.program.source import parse_source
@@ -91,10 +92,11 @@ def settled_syntax_error(answer: str) -> str | None:
 class LineFault:
     """A fault on one line of an answer being written: `line` counts the answer's lines from
     1, `kind` is 'syntax', 'name' or 'attribute' (`admission.unbound`), 'call'
-    (`admission.calls`), 'build' (the finished program did not build), 'novelty' (it is
-    a near-copy of an archived program near its parent) or 'repeat' (a delta's added line
-    that a near-copy wrote before, an edit already made near the parent), `why` says
-    what."""
+    (`admission.calls`), 'applied' (a taught block applied other than as taught,
+    `admission.scopes.misapplied_blocks`), 'build' (the finished program did not build),
+    'novelty' (it is a near-copy of an archived program near its parent) or 'repeat' (a
+    delta's added line that a near-copy wrote before, an edit already made near the
+    parent), `why` says what."""
 
     line: int
     kind: str
@@ -348,7 +350,8 @@ def _meaning_faults(
 ) -> list[tuple[int, str, str]]:
     """(line, kind, why) of the faults of a parsed program on line `first` or later that
     its parse cannot show: names read before they are bound, attributes no line makes,
-    calls that do not fit their callee (`complete`: as `unbound_reads`)."""
+    calls that do not fit their callee (`complete`: as `unbound_reads`), taught blocks
+    applied other than as taught (`misapplied_blocks`)."""
     return [
         *(
             (line, "name", f"{name!r} is read before it is bound")
@@ -359,6 +362,7 @@ def _meaning_faults(
             (line, "attribute", f"{name} is read but no line makes it")
             for line, name in unmade_attributes(tree, first)
         ),
+        *((line, "applied", why) for line, why in misapplied_blocks(tree, first)),
     ]
 
 

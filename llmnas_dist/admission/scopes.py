@@ -35,9 +35,61 @@ READABLE_BUILTINS = (
 
 
 SEED_MODULES = ("nn", "F", "torch", "math")  # what the seeds' imports bind
-# the attributes the mutation operators add to Net (`generation.mutations`), which the warm
-# start teaches whole programs to make and read; a test holds the two together
-TAUGHT_ATTRIBUTES = ("input_norm", "pre_block", "input_gate", "post_block")
+# the blocks the mutation operators add to Net (`generation.mutations`), which the warm
+# start teaches whole programs to make and read, and the one statement of forward that
+# applies each ({x}: forward's input name); a test holds the two together
+TAUGHT_APPLICATIONS = {
+    "input_norm": "{x} = self.input_norm({x})",
+    "pre_block": "{x} = {x} + self.pre_block({x})",
+    "input_gate": "{x} = {x} * self.input_gate({x})",
+    "post_block": "{x} = {x} + self.post_block({x})",
+}
+TAUGHT_ATTRIBUTES = tuple(TAUGHT_APPLICATIONS)
+
+
+def _applied_to(value: ast.expr, block: str) -> str:
+    """What `self.<block>(...)` is called on in `value`: its first argument as written."""
+    for call in ast.walk(value):
+        if (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr == block
+            and call.args
+        ):
+            return ast.unparse(call.args[0])
+    return "x"
+
+
+def misapplied_blocks(tree: ast.Module, first: int = 1) -> list[tuple[int, str]]:
+    """(line, why) of each assignment on line `first` or later that applies a taught block
+    (`self.pre_block(...)`, TAUGHT_APPLICATIONS) other than as taught. Why: the small model
+    mixes the three input blocks' statements up, and a mixed-up one trains badly: in a
+    default run of 2026-12-07 (2-core AVX512-BF16 EPYC) the 4 of 10 evaluated children that
+    wrote `x = x * self.pre_block(x)`, `x = x * self.input_norm(x)` or `x = x +
+    self.input_norm(x)` scored 0.650-0.799, 0.07-0.22 below their parents."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Assign) or node.lineno < first or len(node.targets) != 1:
+            continue
+        applied = {
+            call.func.attr
+            for call in ast.walk(node.value)
+            if isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and isinstance(call.func.value, ast.Name)
+            and call.func.value.id == "self"
+            and call.func.attr in TAUGHT_APPLICATIONS
+        }
+        if len(applied) != 1 or not isinstance(node.targets[0], ast.Name):
+            continue
+        block = applied.pop()
+        taught = TAUGHT_APPLICATIONS[block].format(x=_applied_to(node.value, block))
+        written = ast.unparse(node)
+        if written != taught:
+            found.append(
+                (node.lineno, f"self.{block} is applied as `{written}`, made for `{taught}`")
+            )
+    return found
 
 
 def scope_names(program: str) -> dict[int, set[str]]:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from llmnas_dist.admission.novelty import exact_jaccard, shingles
+from llmnas_dist.admission.scopes import TAUGHT_APPLICATIONS
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected
 from llmnas_dist.program.source import parse_source
@@ -225,7 +226,7 @@ def add_input_norm(code: str, rng: random.Random) -> str | None:
     if "self.input_norm" in code:
         return None
     return _insert_block(
-        code, "self.input_norm = nn.BatchNorm2d(in_shape[-3])", "{x} = self.input_norm({x})"
+        code, "self.input_norm = nn.BatchNorm2d(in_shape[-3])", TAUGHT_APPLICATIONS["input_norm"]
     )
 
 
@@ -241,7 +242,7 @@ def add_residual_stem(code: str, rng: random.Random) -> str | None:
         f"{_SAME}), nn.BatchNorm2d({hidden}), {act}, "
         f"nn.Conv2d({hidden}, in_shape[-3], 1))"
     )
-    return _insert_block(code, module, "{x} = {x} + self.pre_block({x})")
+    return _insert_block(code, module, TAUGHT_APPLICATIONS["pre_block"])
 
 
 def add_input_gate(code: str, rng: random.Random) -> str | None:
@@ -254,7 +255,7 @@ def add_input_gate(code: str, rng: random.Random) -> str | None:
         f"nn.Conv2d(in_shape[-3], {hidden}, 1), nn.ReLU(), nn.Conv2d({hidden}, in_shape[-3], 1), "
         f"nn.Sigmoid())"
     )
-    return _insert_block(code, module, "{x} = {x} * self.input_gate({x})")
+    return _insert_block(code, module, TAUGHT_APPLICATIONS["input_gate"])
 
 
 def mlp_head(code: str, rng: random.Random) -> str | None:
@@ -320,7 +321,7 @@ def add_post_block(code: str, rng: random.Random) -> str | None:
     lines = code.splitlines(keepends=True)
     lines.insert(
         first.end_lineno or first.lineno,
-        f"{' ' * first.col_offset}{x} = {x} + self.post_block({x})\n",
+        f"{' ' * first.col_offset}{TAUGHT_APPLICATIONS['post_block'].format(x=x)}\n",
     )
     lines.insert(head.lineno - 1, f"{' ' * head.col_offset}{module}\n")
     return "".join(lines)

@@ -348,6 +348,25 @@ def test_a_delta_s_added_line_is_judged_by_the_faults_it_adds(added: str, kind: 
         assert fault.line == answer.count("\n")
 
 
+@pytest.mark.parametrize(
+    "applied, kind",
+    [
+        ("x = x * self.pre_block(x)", "applied"),  # the input gate's statement
+        ("x = x + self.input_norm(x)", "applied"),  # the residual block's
+        ("x = x + self.pre_block(x)", None),  # as the warm start made it
+    ],
+)
+def test_a_taught_block_applied_other_than_as_taught_is_a_fault(applied: str, kind: str | None):
+    made = "+        self.pre_block = nn.Conv2d(in_shape[-3], in_shape[-3], 1)\n"
+    made += "+        self.input_norm = nn.BatchNorm2d(in_shape[-3])\n"
+    answer = DELTA_HEAD + "         super().__init__()\n" + made
+    answer += "@@ @@\n     def forward(self, x):\n+        " + applied + "\n"
+    fault = LineJudge(PARENT_NET).fault(answer)
+    assert (fault.kind if fault else None) == kind
+    if fault is not None:
+        assert fault.line == answer.count("\n") and applied in fault.why
+
+
 def test_a_delta_s_context_lines_and_finished_answers_are_not_judged() -> None:
     judge = LineJudge(PARENT_NET)
     assert judge.fault(DELTA_HEAD + "         super().__init__()\n") is None

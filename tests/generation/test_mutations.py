@@ -8,7 +8,7 @@ import re
 import pytest
 
 from llmnas_dist.admission.delta import apply_output, make_delta
-from llmnas_dist.admission.scopes import TAUGHT_ATTRIBUTES
+from llmnas_dist.admission.scopes import TAUGHT_ATTRIBUTES, misapplied_blocks
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.evaluation.datasets import dataset_spec
 from llmnas_dist.generation.mutations import (
@@ -25,6 +25,7 @@ from llmnas_dist.generation.mutations import (
     warm_start_pairs,
 )
 from llmnas_dist.generation.prompts import delta_answer
+from llmnas_dist.program.source import parse_source
 from llmnas_dist.seeds import load_seeds
 
 SEEDS = load_seeds()
@@ -67,6 +68,26 @@ def test_an_operator_adds_to_net_only_attributes_whole_programs_may_read(name):
             continue
         added = set(re.findall(r"self\.(\w+) =", child)) - set(re.findall(r"self\.(\w+)", code))
         assert added <= set(TAUGHT_ATTRIBUTES), (name, added)
+
+
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_every_block_an_operator_adds_is_applied_as_the_redraws_expect(name):
+    """`misapplied_blocks` (a redraw fault) holds the statements the operators write."""
+    for code in SEEDS.values():
+        child = OPERATORS[name](code, random.Random(2))
+        if child is not None:
+            assert misapplied_blocks(parse_source(child)) == [], (name, make_delta(code, child))
+
+
+def test_a_block_applied_as_another_one_is_misapplied():
+    child = OPERATORS["add_residual_block"](SEEDS["resnet_basic"], random.Random(0))
+    assert child is not None
+    mixed = child.replace("x = x + self.pre_block(x)", "x = x * self.pre_block(x)")
+    (line, why), *more = misapplied_blocks(parse_source(mixed))
+    assert not more and mixed.splitlines()[line - 1].strip() == "x = x * self.pre_block(x)"
+    assert "x = x + self.pre_block(x)" in why
+    # an assignment before line `first` is not judged (a delta's lines judged before)
+    assert misapplied_blocks(parse_source(mixed), first=line + 1) == []
 
 
 def test_swap_all_activations_leaves_one_kind_and_changes_only_activation_lines():
