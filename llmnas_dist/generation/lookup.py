@@ -90,6 +90,13 @@ END_REDRAWS = 3
 # bench/replay_bench.py --cycle 1 --samples 3 --calls on that run (15 answers an arm, the
 # same seeds): 8 admitted in 296 s at 3 against 8 in 330 s unbounded (0.90x)
 REPEAT_REDRAWS = 3
+# ... and so do 'applied' faults (a taught block applied other than as taught,
+# `admission.scopes.misapplied_blocks`): the model's preference for its mixed-up statement
+# is strong. In the first default run with the fault (2026-12-07, 2-core AVX512-BF16 EPYC)
+# 3 of 14 deltas redrew `x = x * self.input_norm(x)` 8-16 times, spending the answer's
+# redraw_limit; one was cut off at max_new_tokens. Its evaluated children scored 0.004
+# below their parents on average (9), against 0.08 below in the run before it without
+KIND_REDRAWS = {"repeat": REPEAT_REDRAWS, "applied": 3}
 BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
 # Redraws sample as the first draw did. Tried and not kept (2026-12-06, 2-core AVX2 EPYC,
 # bench/replay_bench.py --cycle 3 --samples 4 on a default first run whose cycle-3 deltas
@@ -460,10 +467,10 @@ def _line_redraw(
         matcher = constraint.matcher
         if fault.kind in END_KINDS:  # each kind of end fault has END_REDRAWS of its own
             spent = sum(f.kind == fault.kind for f in faults) >= END_REDRAWS
-        else:  # line faults share `limit`; repeats have at most REPEAT_REDRAWS of it
-            spent = sum(f.kind not in END_KINDS for f in faults) >= limit or (
-                fault.kind == "repeat" and sum(f.kind == "repeat" for f in faults) >= REPEAT_REDRAWS
-            )
+        else:  # line faults share `limit`; repeats and misapplied blocks have a few of it
+            spent = sum(f.kind not in END_KINDS for f in faults) >= limit or sum(
+                f.kind == fault.kind for f in faults
+            ) >= KIND_REDRAWS.get(fault.kind, limit)
         if (
             spent
             or draws.get(line, 0) >= LINE_REDRAWS

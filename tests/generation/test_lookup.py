@@ -13,6 +13,7 @@ from llmnas_dist.evaluation.datasets import dataset_spec
 from llmnas_dist.generation.constrain import accepts
 from llmnas_dist.generation.engine import TransformersGenerator, chat_text
 from llmnas_dist.generation.lookup import (
+    KIND_REDRAWS,
     LINE_REDRAWS,
     REPEAT_REDRAWS,
     DraftWidth,
@@ -434,6 +435,30 @@ def test_repeats_are_redrawn_at_most_repeat_redraws_times_an_answer(tokenizers, 
     row, out = _after_a_near_copy(tokenizers)
     row.faults += [LineFault(5, "repeat", "earlier")] * earlier
     assert (_feed(row, tokenizers, MADE_AGAIN, out) is not None) == redrawn
+
+
+MISAPPLIED = (
+    "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n         super().__init__()\n"
+    "+        self.input_norm = nn.BatchNorm2d(in_shape[-3])\n"
+    "@@ @@\n     def forward(self, x):\n+        x = x * self.input_norm(x)\n"
+)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "earlier, redrawn", [(KIND_REDRAWS["applied"] - 1, True), (KIND_REDRAWS["applied"], False)]
+)
+def test_a_misapplied_block_is_redrawn_at_most_its_kind_s_redraws(tokenizers, earlier, redrawn):
+    """`x = x * self.input_norm(x)` (the input gate's statement on the input BatchNorm) goes
+    back while the answer has 'applied' redraws left, then stays."""
+    from llmnas_dist.admission.partial import LineFault
+
+    row, out = _redrawing_row(tokenizers, "delta"), []
+    row.faults += [LineFault(5, "applied", "earlier")] * earlier
+    keep = _feed(row, tokenizers, MISAPPLIED, out)
+    assert (keep is not None) == redrawn
+    if redrawn:
+        assert row.faults[-1].kind == "applied" and "self.input_norm" in row.faults[-1].why
 
 
 @pytest.mark.integration
