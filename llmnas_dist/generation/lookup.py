@@ -94,8 +94,9 @@ REPEAT_REDRAWS = 3
 # `admission.scopes.misapplied_blocks`): the model's preference for its mixed-up statement
 # is strong. In the first default run with the fault (2026-12-07, 2-core AVX512-BF16 EPYC)
 # 3 of 14 deltas redrew `x = x * self.input_norm(x)` 8-16 times, spending the answer's
-# redraw_limit; one was cut off at max_new_tokens. Its evaluated children scored 0.004
-# below their parents on average (9), against 0.08 below in the run before it without
+# redraw_limit; one was cut off at max_new_tokens. Its evaluated children scored 0.003
+# below their parents on average (9), against 0.076 below (10) in the run before it without
+# the fault; with the bound, the next run's 0.033 below (9)
 KIND_REDRAWS = {"repeat": REPEAT_REDRAWS, "applied": 3}
 BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
 # Redraws sample as the first draw did. Tried and not kept (2026-12-06, 2-core AVX2 EPYC,
