@@ -87,9 +87,17 @@ def misapplied_blocks(tree: ast.Module, first: int = 1) -> list[tuple[int, str]]
         written = ast.unparse(node)
         if written != taught:
             found.append(
-                (node.lineno, f"self.{block} is applied as `{written}`, made for `{taught}`")
+                (node.lineno, f"self.{block} is applied as `{written}`{_MADE_FOR}{taught}`")
             )
     return found
+
+
+_MADE_FOR = ", made for `"  # in `misapplied_blocks`' verdicts, before the taught statement
+
+
+def taught_statement(why: str) -> str | None:
+    """The statement a `misapplied_blocks` verdict says its block is made for."""
+    return why[why.index(_MADE_FOR) + len(_MADE_FOR) : -1] if _MADE_FOR in why else None
 
 
 def scope_names(program: str) -> dict[int, set[str]]:

@@ -47,6 +47,7 @@ call to the same parent holds its program as an archived near program (`tell_sib
 
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
 import time
@@ -66,6 +67,7 @@ from llmnas_dist.admission.partial import (
     finished_program,
     hunk_start,
 )
+from llmnas_dist.admission.scopes import misapplied_blocks, taught_statement
 from llmnas_dist.generation.constrain import Constraint, GrammarLogitsProcessor
 from llmnas_dist.generation.early_stop import EarlyStop
 from llmnas_dist.generation.sampling import Sampling
@@ -96,7 +98,9 @@ REPEAT_REDRAWS = 3
 # 3 of 14 deltas redrew `x = x * self.input_norm(x)` 8-16 times, spending the answer's
 # redraw_limit; one was cut off at max_new_tokens. Its evaluated children scored 0.003
 # below their parents on average (9), against 0.076 below (10) in the run before it without
-# the fault; with the bound, the next run's 0.033 below (9)
+# the fault; with the bound, the next run's 0.033 below (9). Drawn again, the line came back
+# mixed up as often as not, so since then the redraw writes it as its block is applied
+# (`_fixed_line`); the bound holds where the grammar refuses that line
 KIND_REDRAWS = {"repeat": REPEAT_REDRAWS, "applied": 3}
 BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
 # Redraws sample as the first draw did. Tried and not kept (2026-12-06, 2-core AVX2 EPYC,
@@ -349,10 +353,15 @@ def sampling_row(
     )
 
     unended: list[torch.Tensor] = []  # tokens the next pick may not take (`_end_tokens`)
+    forced: list[int] = []  # tokens the next picks take where the grammar allows (`_fixed_line`)
 
     def pick(logits: Any) -> int:
         scores = logits[None].float()
         masked = scores if grammar is None else grammar(last, scores)
+        if forced and bool(torch.isfinite(masked[0, forced[0]])):
+            last[0, 0] = token = forced.pop(0)
+            return token
+        forced.clear()  # the grammar refused the fixed line: the answer samples on
         if unended:  # a near-copy's end was taken back: it goes on, if the grammar lets it
             banned = masked.clone()
             banned[0, unended.pop().to(banned.device)] = float("-inf")
@@ -384,7 +393,7 @@ def sampling_row(
     if sampling.redraw_limit or target is not None:
         judge = LineJudge(parent, target)
         row.redraw = _line_redraw(
-            tokenizer, constraint, last, sampling.redraw_limit, row.faults, judge, unended
+            tokenizer, constraint, last, sampling.redraw_limit, row.faults, judge, unended, forced
         )
     return row, stop
 
@@ -418,6 +427,7 @@ def _line_redraw(
     faults: list[LineFault],
     judge: LineJudge,
     unended: list[torch.Tensor],
+    forced: list[int],
 ) -> Callable[[list[int]], int | None]:
     """The `Row.redraw` of the module doc: at each token that ends a line, the judge's
     verdict, and at every token, whether the line runs past any program line's length
@@ -486,9 +496,39 @@ def _line_redraw(
         last[0, 0] = tokens[keep - 1]  # the matcher takes it at the next pick
         if fault.kind == "novelty":
             unended.append(_end_tokens(tokenizer))
+        if fault.kind == "applied" and line == fault.line:
+            forced[:] = _fixed_line(tokenizer, answer, tokens[:keep], fault)
         return keep
 
     return redraw
+
+
+def _fixed_line(tokenizer: Any, answer: str, kept: list[int], fault: LineFault) -> list[int]:
+    """The tokens that write a misapplied block's line as its block is made to be applied
+    (`taught_statement`), after the `kept` tokens: drawn again, the line came back mixed up
+    as often as not (the default run of 2026-12-07 after the bound: almost every delta of
+    its repeat spent its 3 'applied' redraws). Empty where the kept text does not lead to
+    it (a token that holds the newline also held more)."""
+    statement = taught_statement(fault.why)
+    lines = answer.split("\n")
+    if statement is None or not 0 < fault.line <= len(lines):
+        return []
+    written = lines[fault.line - 1]
+    try:  # the fault may be charged to another line than the block's statement
+        misapplied = written.startswith("+") and bool(
+            misapplied_blocks(ast.parse(written[1:].strip()))
+        )
+    except SyntaxError:
+        misapplied = False
+    if not misapplied:
+        return []
+    indent = written[1 : len(written) - len(written[1:].lstrip())]
+    fixed = f"+{indent}{statement}\n"
+    kept_text = str(tokenizer.decode(kept))
+    head = kept_text[kept_text.rfind("\n") + 1 :]
+    if not fixed.startswith(head):
+        return []
+    return list(tokenizer(fixed[len(head) :], add_special_tokens=False).input_ids)
 
 
 @functools.lru_cache(maxsize=4)

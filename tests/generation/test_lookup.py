@@ -462,6 +462,23 @@ def test_a_misapplied_block_is_redrawn_at_most_its_kind_s_redraws(tokenizers, ea
 
 
 @pytest.mark.integration
+def test_a_misapplied_block_s_line_is_written_again_as_its_block_is_applied(tokenizers):
+    """Drawn again, the mixed-up statement came back as often as not: the redraw writes the
+    line as the block is made to be applied (`x = self.input_norm(x)`), whatever the model's
+    logits say (here flat: greedy would pick the grammar's first allowed token)."""
+    tokenizer, ll_tokenizer = tokenizers
+    row, out = _redrawing_row(tokenizers, "delta"), []
+    assert _feed(row, tokenizers, MISAPPLIED, out) is not None
+    back = tokenizer.decode(out)
+    assert back.endswith("     def forward(self, x):\n")
+    for _ in range(40):
+        out.append(row.pick(torch.zeros(ll_tokenizer.vocab_size)))
+        if tokenizer.decode(out).endswith("\n"):
+            break
+    assert tokenizer.decode(out) == back + "+        x = self.input_norm(x)\n"
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize("spent, redrawn", [("build", True), ("novelty", False)])
 def test_each_kind_of_end_fault_has_its_own_budget(tokenizers, spent, redrawn):
     """Three build redraws spent leave a near-copy its own three; three novelty redraws
