@@ -202,7 +202,8 @@ class LineJudge:
         new = sorted(faults - base)
         if not new or not changed or changed[-1] <= self._kept:
             return None
-        return LineFault(changed[-1], *new[0])
+        kind, why = new[0]
+        return LineFault(_statement_line(lines, changed, kind, why), kind, why)
 
     @property
     def watches_repeats(self) -> bool:
@@ -364,6 +365,21 @@ def _meaning_faults(
         ),
         *((line, "applied", why) for line, why in misapplied_blocks(tree, first)),
     ]
+
+
+def _statement_line(lines: list[str], changed: list[int], kind: str, why: str) -> int:
+    """The answer line a delta's new fault is charged to: its latest changed line, or for a
+    misapplied block the added line that applies it (the fault shows once its hunk applies,
+    often a line or more after it: redrawn there, the statement itself stayed)."""
+    if kind == "applied":
+        for n in reversed(changed):
+            try:
+                written = ast.unparse(ast.parse(lines[n - 1][1:].strip()))
+            except SyntaxError:
+                continue
+            if lines[n - 1].startswith("+") and f"as `{written}`" in why:
+                return n
+    return changed[-1]
 
 
 def _changes(line: str) -> bool:

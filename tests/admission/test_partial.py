@@ -367,6 +367,18 @@ def test_a_taught_block_applied_other_than_as_taught_is_a_fault(applied: str, ki
         assert fault.line == answer.count("\n") and applied in fault.why
 
 
+def test_a_misapplied_block_is_charged_to_its_statement_not_the_line_that_followed() -> None:
+    """The fault shows once the hunk applies, a line or more after the statement: it goes
+    to the statement's line (redrawn there, `x*self.pre_block(x)` as the model wrote it)."""
+    answer = DELTA_HEAD + "         super().__init__()\n"
+    answer += "+        self.pre_block = nn.Conv2d(in_shape[-3], in_shape[-3], 1)\n"
+    answer += "@@ @@\n     def forward(self, x):\n+        x = x*self.pre_block(x)\n"
+    statement = answer.count("\n")
+    answer += "+        y = x\n"
+    fault = LineJudge(PARENT_NET).fault(answer)
+    assert fault is not None and fault.kind == "applied" and fault.line == statement
+
+
 def test_a_delta_s_context_lines_and_finished_answers_are_not_judged() -> None:
     judge = LineJudge(PARENT_NET)
     assert judge.fault(DELTA_HEAD + "         super().__init__()\n") is None
