@@ -374,8 +374,8 @@ def _statement_line(lines: list[str], changed: list[int], kind: str, why: str) -
     if kind == "applied":
         for n in reversed(changed):
             try:
-                written = ast.unparse(ast.parse(lines[n - 1][1:].strip()))
-            except SyntaxError:
+                written = ast.unparse(parse_source(lines[n - 1][1:].strip()))
+            except (SyntaxError, ValueError):
                 continue
             if lines[n - 1].startswith("+") and f"as `{written}`" in why:
                 return n

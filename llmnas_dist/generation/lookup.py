@@ -47,7 +47,6 @@ call to the same parent holds its program as an archived near program (`tell_sib
 
 from __future__ import annotations
 
-import ast
 import functools
 import inspect
 import time
@@ -71,6 +70,7 @@ from llmnas_dist.admission.scopes import misapplied_blocks, taught_statement
 from llmnas_dist.generation.constrain import Constraint, GrammarLogitsProcessor
 from llmnas_dist.generation.early_stop import EarlyStop
 from llmnas_dist.generation.sampling import Sampling
+from llmnas_dist.program.source import parse_source
 
 # the longest suffix of the answer looked up first; one token of context drafts too often
 # from the wrong place (a `(` or a newline occurs everywhere). Measured on a whole program
@@ -516,9 +516,9 @@ def _fixed_line(tokenizer: Any, answer: str, kept: list[int], fault: LineFault) 
     written = lines[fault.line - 1]
     try:  # the fault may be charged to another line than the block's statement
         misapplied = written.startswith("+") and bool(
-            misapplied_blocks(ast.parse(written[1:].strip()))
+            misapplied_blocks(parse_source(written[1:].strip()))
         )
-    except SyntaxError:
+    except (SyntaxError, ValueError):  # ValueError: a null byte
         misapplied = False
     if not misapplied:
         return []
