@@ -1,9 +1,9 @@
 """Replay a cycle of a finished run: its prompts, adapter and archive, sampled again.
 
     python bench/replay_bench.py --archive sqlite:///runs/archive.db [--run RUN]
-        [--cycle 2] [--mode delta] [--samples 2] [--max-new-tokens N]
+        [--cycle 2] [--mode delta] [--samples 2] [--first-sample 0] [--max-new-tokens N]
         [--temperature T] [--adapter-version V | --adapter DIR]
-        [--out DIR]
+        [--set KEY=VALUE ...] [--out DIR]
 
 Why: generation_bench.py asks the seeds with the warm-start adapter, where most deltas are
 admitted (25 of 30, 2026-12-05); a default run's later cycles ask their elites with the
@@ -105,6 +105,20 @@ def count_builds() -> dict:
     return spent
 
 
+def generation_overrides(pairs: list[str]) -> dict:
+    """`--set KEY=VALUE` pairs as a dict of generation fields, each value read as YAML
+    (`redraw_full=true`, `draft_tokens=8`)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes KEY=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def replay(args: argparse.Namespace) -> dict:
     from db.archive import Archive
     from llmnas_dist.admission.finished import AnswerTarget
@@ -117,8 +131,10 @@ def replay(args: argparse.Namespace) -> dict:
 
     cfg = load_config()
     update = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature}
-    update = {k: v for k, v in update.items() if v is not None}
-    cfg = cfg.model_copy(update={"generation": cfg.generation.model_copy(update=update)})
+    update = {k: v for k, v in update.items() if v is not None} | generation_overrides(args.set)
+    # validated as a config file is: an unknown field or a wrong type is a clear error
+    generation = type(cfg.generation).model_validate(cfg.generation.model_dump() | update)
+    cfg = cfg.model_copy(update={"generation": generation})
     archive = Archive(ArchiveConfig(url=args.archive))
     run_id = args.run or archive.list_runs()[-1].id
     spec = dataset_spec(cfg.ce.dataset).at_size(cfg.evaluation.input_size)
@@ -145,7 +161,7 @@ def replay(args: argparse.Namespace) -> dict:
 
         return target_near(target, admission.index, slot.parent_hash, parent, code_of)
 
-    for sample in range(args.samples):
+    for sample in range(args.first_sample, args.first_sample + args.samples):
         # with --calls, every call's targets as the driver takes them: when it sends all of
         # the cycle's calls, before any answer is admitted
         sent = [near(slot, parent) for slot, parent in pairs] if size > 1 else []
@@ -204,6 +220,13 @@ def main() -> None:
     p.add_argument("--cycle", type=int, default=2, help="the cycle replayed")
     p.add_argument("--mode", choices=("delta", "full"), default="delta")
     p.add_argument("--samples", type=int, default=2, help="answers per slot")
+    p.add_argument(
+        "--first-sample",
+        type=int,
+        default=0,
+        help="the first sample's number (answers are seeded by (sample, slot): 2 with "
+        "--samples 2 adds two answers a slot to an earlier --samples 2)",
+    )
     p.add_argument("--max-new-tokens", type=int, help="deltas' token budget (default: config)")
     p.add_argument("--temperature", type=float, help="sampling temperature (default: config)")
     p.add_argument(
@@ -224,6 +247,14 @@ def main() -> None:
         action="store_true",
         help="answers of one call do not learn of each other (lookup.tell_siblings off: "
         "the code before it, for an A/B within one checkout)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a generation config field for this replay (YAML value), e.g. redraw_full=true "
+        "for the A/B of whole programs' line redraws; repeatable",
     )
     p.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "llmnas-replay-bench"))
     args = p.parse_args()

@@ -1,6 +1,6 @@
 """Verdicts on an answer still being written: a whole program whose text so far already
-holds a syntax error that nothing the model writes next can mend, and an answer caught in
-a loop (`repeated_block` over lines, `repeated_piece` inside one line).
+holds a syntax error that nothing the model writes next can mend, and the line faults that
+decoding draws again (`LineJudge`); an answer caught in a loop is `admission.loops`'.
 
 Decoding such an answer to its token limit buys nothing: admission rejects it as
 `syntax_error` at the same line. In the default run of 2026-12-03 (2-core AMD) two of the
@@ -22,6 +22,7 @@ parsed again with its brackets closed at its end.
 from __future__ import annotations
 
 import ast
+import difflib
 import io
 import re
 import tokenize
@@ -32,6 +33,7 @@ from llmnas_dist.admission.delta import apply_output, extract_code
 from llmnas_dist.admission.finished import AnswerTarget, BuildFault, line_key
 from llmnas_dist.admission.scopes import misapplied_blocks
 from llmnas_dist.admission.unbound import function_locals, unbound_reads, unmade_attributes
+from llmnas_dist.admission.unpacks import misfit_unpacks
 from llmnas_dist.errors import CandidateRejected
 from llmnas_dist.program.source import parse_source
 
@@ -49,19 +51,10 @@ _END_TAG = re.compile(r"</(delta|nn)>\s*\Z", re.I)
 # character after the `=`, which rules out `==`): its `line_key` is already the attribute
 _MAKES_ATTRIBUTE = re.compile(r"\+\s*self\.(\w+)\s*=[^=]")
 END_KINDS = ("novelty", "build")  # the faults of a finished answer (`LineJudge.end_fault`)
-# Longest block of lines a loop is looked for in: the loop seen in the early-stop bench
-# alternated 2 lines; a layer stack written out (conv, norm, activation, pool) is 4.
-MAX_BLOCK_LINES = 8
-# A loop inside one line: a whole program of the default run of 2026-12-04 (AVX512 EPYC)
-# wrote `_post_block` over and over in one identifier until the 1,024-token limit, holding
-# its batch open. Such a line is judged once its repeated end spans more than any line a
-# program needs (the longest line of the shipped seeds is 100 characters, PEP 8's 79).
-RUNAWAY_LINE_CHARS = 160
-MAX_PIECE_CHARS = 32  # longest piece looked for: a few tokens, as `_post_block` is
-# No program line runs longer (the seeds' longest is 306 characters in canonical form).
-# Measured: a whole program (2026-12-04) wrote one line of `-`-joined numbers, no piece of
-# it repeated, to the 1,024-token limit.
-MAX_LINE_CHARS = 400
+# a changed line at least this alike to a parent line (`_alike`) was changed from it; less
+# alike, it was inserted. `channels, height, width = in_shape` against the parent's
+# `... = in_shape[-3:]` is 0.93; a block's line against the line it was inserted before, under 0.4
+ALIKE_LINES = 0.6
 
 
 def settled_syntax_error(answer: str) -> str | None:
@@ -93,10 +86,11 @@ class LineFault:
     """A fault on one line of an answer being written: `line` counts the answer's lines from
     1, `kind` is 'syntax', 'name' or 'attribute' (`admission.unbound`), 'call'
     (`admission.calls`), 'applied' (a taught block applied other than as taught,
-    `admission.scopes.misapplied_blocks`), 'build' (the finished program did not build),
-    'novelty' (it is a near-copy of an archived program near its parent) or 'repeat' (a
-    delta's added line that a near-copy wrote before, an edit already made near the
-    parent), `why` says what."""
+    `admission.scopes.misapplied_blocks`), 'unpack' (`in_shape` unpacked into a number of
+    names it does not hold, `admission.unpacks`), 'build' (the finished program did not
+    build), 'novelty' (it is a near-copy of an archived program near its parent) or
+    'repeat' (a delta's added line that a near-copy wrote before, an edit already made
+    near the parent), `why` says what."""
 
     line: int
     kind: str
@@ -293,6 +287,30 @@ class LineJudge:
             return None
         return LineFault(line, "build", fault.why) if line else None
 
+    def parent_line(self, answer: str, line: int) -> str | None:
+        """What a whole-program answer's line `line` reverts to: the parent's line it was
+        changed from (of the parent lines its run of changed lines stands for, the most
+        alike), or, for an inserted line, the parent's next line (the insertion is left
+        out). None for a delta, an answer without a parent, a line that copies the parent,
+        or one past the parent's end. The whole-program grammar makes each answer an edited
+        copy of its parent, so the parent's line is one it takes there."""
+        opened = _OPEN_NN.search(answer)
+        if self._parent is None or opened is None or _OPEN_DELTA.search(answer):
+            return None
+        body = _body(answer, opened.end())
+        lines = body.split("\n")
+        n = line - answer.count("\n", 0, len(answer) - len(body)) - 1  # its index in body
+        if not 0 <= n < len(lines):
+            return None
+        parent = self._parent.split("\n")
+        aligned = difflib.SequenceMatcher(None, lines[: n + 1], parent, autojunk=False)
+        tag, i1, _, j1, j2 = next(op for op in aligned.get_opcodes() if op[1] <= n < op[2])
+        options = parent[j1 : max(j2, j1 + 1)][: n - i1 + 1]
+        if tag == "equal" or not options:
+            return None
+        alike = max(options, key=lambda text: _alike(text, lines[n]))
+        return alike if _alike(alike, lines[n]) >= ALIKE_LINES else options[0]
+
     def _parent_built(self) -> bool:
         """Whether the parent builds for the target (a child of a parent that does not
         cannot be blamed on its delta); True when there is no parent."""
@@ -316,6 +334,11 @@ class LineJudge:
         self._kept = max(self._kept, fault.line)
 
 
+def _alike(a: str, b: str) -> float:
+    """How alike two lines are (difflib's ratio of their stripped texts, 0 to 1)."""
+    return difflib.SequenceMatcher(None, a.strip(), b.strip(), autojunk=False).ratio()
+
+
 def finished_program(answer: str, parent: str | None, fuzz: int) -> str | None:
     """The program a finished answer makes (it ends in its end tag): a delta applied to
     `parent` (with admission's `fuzz`), else the whole program it holds; None where it is
@@ -335,7 +358,7 @@ def program_faults(
 ) -> frozenset[tuple[str, str]]:
     """(kind, why) of every fault of a complete program, without line numbers (they move as
     a delta inserts lines): a syntax error, a name read before it is bound (or never), an
-    attribute read that no line makes, a misfit call."""
+    attribute read that no line makes, a misfit call, a misapplied block, a misfit unpack."""
     try:
         tree = parse_source(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
@@ -352,7 +375,8 @@ def _meaning_faults(
     """(line, kind, why) of the faults of a parsed program on line `first` or later that
     its parse cannot show: names read before they are bound, attributes no line makes,
     calls that do not fit their callee (`complete`: as `unbound_reads`), taught blocks
-    applied other than as taught (`misapplied_blocks`)."""
+    applied other than as taught (`misapplied_blocks`), `in_shape` unpacked into a number
+    of names it does not hold (`misfit_unpacks`)."""
     return [
         *(
             (line, "name", f"{name!r} is read before it is bound")
@@ -364,6 +388,7 @@ def _meaning_faults(
             for line, name in unmade_attributes(tree, first)
         ),
         *((line, "applied", why) for line, why in misapplied_blocks(tree, first)),
+        *((line, "unpack", why) for line, why in misfit_unpacks(tree, first)),
     ]
 
 
@@ -504,85 +529,3 @@ def _body(answer: str, start: int) -> str:
     admission's `extract_code` drops them (so line numbers agree)."""
     body = answer[start:].lstrip("\n")
     return _FENCE.sub("", body, count=1)
-
-
-def repeated_block(answer: str, min_repeats: int) -> str | None:
-    """'the last N lines repeat a K-line block R times' when the answer's last whole
-    non-blank lines are one block of at most `MAX_BLOCK_LINES` lines written at least
-    `min_repeats` times in a row (the smallest such block); None otherwise.
-
-    Not a settled verdict like a syntax error: the model could leave the loop. The small
-    model seldom did; a loop that runs to the token limit is cut mid-line and rejected.
-    `min_repeats` decides how sure the call is: no shipped seed repeats any block even
-    twice in a row (tests/admission/test_partial.py), and a caller adds what the prompt
-    itself repeats (`longest_repeat`), so copying a parent's repeated lines is no loop."""
-    if min_repeats < 2:
-        raise ValueError(f"min_repeats must be at least 2, got {min_repeats}")
-    lines = _whole_lines(answer)
-    for size in range(1, MAX_BLOCK_LINES + 1):
-        repeats = _repeats_ending_at(lines, len(lines), size)
-        if repeats >= min_repeats:
-            return f"the last {repeats * size} lines repeat a {size}-line block {repeats} times"
-    return None
-
-
-def repeated_piece(answer: str, min_repeats: int) -> str | None:
-    """'the last line ends in a K-character piece written R times' when the answer's
-    unfinished last line ends in one piece of at most `MAX_PIECE_CHARS` characters written
-    at least `min_repeats` times in a row, over at least `RUNAWAY_LINE_CHARS` characters
-    (the smallest such piece); None otherwise. The token-level twin of `repeated_block`."""
-    if min_repeats < 2:
-        raise ValueError(f"min_repeats must be at least 2, got {min_repeats}")
-    line = answer[answer.rfind("\n") + 1 :]
-    if len(line) < RUNAWAY_LINE_CHARS:
-        return None
-    for size in range(1, MAX_PIECE_CHARS + 1):
-        piece, repeats = line[-size:], 1
-        while line[len(line) - (repeats + 1) * size : len(line) - repeats * size] == piece:
-            repeats += 1
-        if repeats >= min_repeats and repeats * size >= RUNAWAY_LINE_CHARS:
-            return f"the last line ends in a {size}-character piece written {repeats} times"
-    return None
-
-
-def longest_repeat(text: str) -> int:
-    """The most times any block of at most `MAX_BLOCK_LINES` non-blank lines is written in a
-    row anywhere in `text` (1: no line or block follows itself)."""
-    lines = _whole_lines(text + "\n")
-    return max(
-        (
-            _repeats_ending_at(lines, end, size)
-            for end in range(1, len(lines) + 1)
-            for size in range(1, min(MAX_BLOCK_LINES, end) + 1)
-        ),
-        default=1,
-    )
-
-
-def _whole_lines(text: str) -> list[str]:
-    """The non-blank whole lines of `text` (a last line without its newline is left out),
-    trailing spaces dropped."""
-    whole = text[: text.rfind("\n") + 1]
-    return [line.rstrip() for line in whole.splitlines() if line.strip()]
-
-
-def _repeats_ending_at(lines: list[str], end: int, size: int) -> int:
-    """How many times the block lines[end - size:end] is written in a row, ending at end
-    (0 when there are fewer than `size` lines before end)."""
-    if end < size:
-        return 0
-    block = lines[end - size : end]
-    repeats = 1
-    while end - (repeats + 1) * size >= 0 and (
-        lines[end - (repeats + 1) * size : end - repeats * size] == block
-    ):
-        repeats += 1
-    return repeats
-
-
-def runaway_line(answer: str) -> str | None:
-    """'the last line ran past N characters' when the answer's unfinished last line is
-    longer than any program line ought to be (MAX_LINE_CHARS); None otherwise."""
-    if len(answer) - answer.rfind("\n") - 1 > MAX_LINE_CHARS:
-        return f"the last line ran past {MAX_LINE_CHARS} characters"
-    return None

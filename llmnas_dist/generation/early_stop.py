@@ -4,7 +4,7 @@ A batch decodes until its longest row ends, so a row that will be rejected anywa
 every other row's slot to the token limit. Two verdicts end a row early:
 - a whole-program answer whose text already holds a syntax error nothing later can mend
   (`admission.partial.settled_syntax_error`): admission rejects it at the same line;
-- an answer caught in a loop (`admission.partial.repeated_block`, at
+- an answer caught in a loop (`admission.loops.repeated_block`, at
   `generation.stop_on_repeats`): the small model repeats a block of valid lines until the
   token limit cuts it mid-line (seen as the longest row of a whole-program batch in the
   early-stop bench: 26 lines alternating two identical assignments), or a piece of one
@@ -24,14 +24,14 @@ from typing import Any
 import torch
 from transformers import StoppingCriteria
 
-from llmnas_dist.admission.partial import (
+from llmnas_dist.admission.loops import (
     RUNAWAY_LINE_CHARS,
     longest_repeat,
     repeated_block,
     repeated_piece,
     runaway_line,
-    settled_syntax_error,
 )
+from llmnas_dist.admission.partial import settled_syntax_error
 from llmnas_dist.generation.constrain import Constraint
 
 # decoding steps between checks: a check decodes each open row and, when it has new whole

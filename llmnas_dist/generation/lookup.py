@@ -58,9 +58,9 @@ from typing import Any, cast
 import torch
 
 from llmnas_dist.admission.finished import AnswerTarget
+from llmnas_dist.admission.loops import MAX_LINE_CHARS
 from llmnas_dist.admission.partial import (
     END_KINDS,
-    MAX_LINE_CHARS,
     LineFault,
     LineJudge,
     finished_program,
@@ -102,6 +102,16 @@ REPEAT_REDRAWS = 3
 # mixed up as often as not, so since then the redraw writes it as its block is applied
 # (`_fixed_line`); the bound holds where the grammar refuses that line
 KIND_REDRAWS = {"repeat": REPEAT_REDRAWS, "applied": 3}
+# A whole program's changed line that faults again is written as its parent's line
+# (`LineJudge.parent_line`) from its second redraw on: drawn again, the change came back the
+# same. bench/replay_bench.py --mode full --set redraw_full=true on a default first run
+# (2026-12-07, 2-core AMX Xeon, its 10 whole-program slots, 2 samples each): 5 of 20 answers
+# failed to build on `channels, height, width = in_shape` (the parent's `in_shape[-3:]`),
+# each after 3 build redraws of that line. With the revert (4 samples, 40 answers an arm):
+# 5 of 40 failed so, 11 of 40 admitted, against 10 of 40 and 8 of 40 without redraws; with
+# the revert and `in_shape`'s unpacking a line fault (admission/unpacks.py): 0 and 9 of 40
+# (they fail on other faults next: 13 of 40 were cut off by the token budget)
+REVERT_DRAW = 2
 BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
 # Redraws sample as the first draw did. Tried and not kept (2026-12-06, 2-core AVX2 EPYC,
 # bench/replay_bench.py --cycle 3 --samples 4 on a default first run whose cycle-3 deltas
@@ -498,6 +508,9 @@ def _line_redraw(
             unended.append(_end_tokens(tokenizer))
         if fault.kind == "applied" and line == fault.line:
             forced[:] = _fixed_line(tokenizer, answer, tokens[:keep], fault)
+        reverted = judge.parent_line(answer, line) if draws[line] >= REVERT_DRAW else None
+        if not forced and reverted is not None:
+            forced[:] = _line_tokens(tokenizer, tokens[:keep], reverted + "\n")
         return keep
 
     return redraw
@@ -523,12 +536,18 @@ def _fixed_line(tokenizer: Any, answer: str, kept: list[int], fault: LineFault) 
     if not misapplied:
         return []
     indent = written[1 : len(written) - len(written[1:].lstrip())]
-    fixed = f"+{indent}{statement}\n"
+    return _line_tokens(tokenizer, kept, f"+{indent}{statement}\n")
+
+
+def _line_tokens(tokenizer: Any, kept: list[int], line: str) -> list[int]:
+    """The tokens that write `line` (its newline included) after the `kept` tokens, which
+    end where it starts; empty where the kept text does not lead to it (a token that holds
+    the newline also held more of the line than `line` has)."""
     kept_text = str(tokenizer.decode(kept))
     head = kept_text[kept_text.rfind("\n") + 1 :]
-    if not fixed.startswith(head):
+    if not line.startswith(head):
         return []
-    return list(tokenizer(fixed[len(head) :], add_special_tokens=False).input_ids)
+    return list(tokenizer(line[len(head) :], add_special_tokens=False).input_ids)
 
 
 @functools.lru_cache(maxsize=4)

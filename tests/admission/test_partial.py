@@ -12,17 +12,16 @@ import pytest
 from llmnas_dist.admission.build import build_check
 from llmnas_dist.admission.delta import extract_code
 from llmnas_dist.admission.finished import NEAR_PARENT, AnswerTarget, edit_lines, line_key
-from llmnas_dist.admission.novelty import NoveltyIndex, minhash
-from llmnas_dist.admission.partial import (
+from llmnas_dist.admission.loops import (
     MAX_LINE_CHARS,
     RUNAWAY_LINE_CHARS,
-    LineJudge,
     longest_repeat,
     repeated_block,
     repeated_piece,
     runaway_line,
-    settled_syntax_error,
 )
+from llmnas_dist.admission.novelty import NoveltyIndex, minhash
+from llmnas_dist.admission.partial import LineJudge, settled_syntax_error
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
 from llmnas_dist.generation.lookup import tell_siblings
@@ -377,6 +376,43 @@ def test_a_misapplied_block_is_charged_to_its_statement_not_the_line_that_follow
     answer += "+        y = x\n"
     fault = LineJudge(PARENT_NET).fault(answer)
     assert fault is not None and fault.kind == "applied" and fault.line == statement
+
+
+_NET_LINES = PARENT_NET.split("\n")
+
+
+@pytest.mark.parametrize(
+    "written, reverted",
+    [
+        # changed: back to the line it was changed from
+        ("        self.conv = nn.Conv2d(in_shape, width, 3)", _NET_LINES[5]),
+        # inserted (alike to no parent line): left out, the parent's next line instead
+        ("        self.gate = nn.Sigmoid()", _NET_LINES[5]),
+        ("        self.conv = nn.Conv2d(in_shape[-3], width, 3)", None),  # a copy
+    ],
+)
+def test_a_whole_program_s_changed_line_reverts_to_its_parent_s_line(written, reverted):
+    answer = "<nn>\n" + "\n".join(_NET_LINES[:5]) + "\n" + written + "\n"
+    assert LineJudge(PARENT_NET).parent_line(answer, answer.count("\n")) == reverted
+
+
+def test_a_changed_line_after_an_insertion_reverts_to_the_line_it_was_changed_from() -> None:
+    """The run of changed lines (an insertion, then a changed line) stands for parent lines
+    from where the copy left off: the changed one goes back to the most alike of them."""
+    inserted = "        self.gate = nn.Sigmoid()\n"
+    changed = "        self.head = nn.Linear(width * 2, out_shape[0])\n"
+    answer = "<nn>\n" + "\n".join(_NET_LINES[:5]) + "\n" + inserted + _NET_LINES[5] + "\n"
+    answer += changed
+    assert LineJudge(PARENT_NET).parent_line(answer, answer.count("\n")) == _NET_LINES[6]
+    assert LineJudge(PARENT_NET).parent_line(answer, answer.count("\n") - 2) == _NET_LINES[5]
+
+
+def test_only_a_whole_program_with_a_parent_has_lines_to_revert_to() -> None:
+    delta = DELTA_HEAD + "         super().__init__()\n+        self.gate = nn.Sigmoid()\n"
+    assert LineJudge(PARENT_NET).parent_line(delta, delta.count("\n")) is None
+    whole = "<nn>\n" + "\n".join(_NET_LINES[:5]) + "\n        self.gate = 1\n"
+    assert LineJudge().parent_line(whole, whole.count("\n")) is None
+    assert LineJudge(PARENT_NET).parent_line(whole, 99) is None  # no such line
 
 
 def test_a_delta_s_context_lines_and_finished_answers_are_not_judged() -> None:

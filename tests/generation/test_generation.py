@@ -12,7 +12,7 @@ from fixtures import ROOT
 
 from llmnas_dist.admission.delta import drop_unfinished, extract_delta, patch
 from llmnas_dist.admission.grammar import delta_grammar, full_grammar
-from llmnas_dist.admission.partial import RUNAWAY_LINE_CHARS
+from llmnas_dist.admission.loops import RUNAWAY_LINE_CHARS
 from llmnas_dist.config import GenerationConfig
 from llmnas_dist.errors import ConfigError
 from llmnas_dist.evaluation.datasets import dataset_spec
@@ -539,7 +539,7 @@ def test_a_row_writing_a_line_longer_than_any_program_s_stops():
     MAX_LINE_CHARS, with its own reason."""
     import torch
 
-    from llmnas_dist.admission.partial import MAX_LINE_CHARS
+    from llmnas_dist.admission.loops import MAX_LINE_CHARS
 
     prompt = "Improve:\n"
     answer = "<nn>\n    x = " + "-".join(str(i) for i in range(200))

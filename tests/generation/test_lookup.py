@@ -16,6 +16,7 @@ from llmnas_dist.generation.lookup import (
     KIND_REDRAWS,
     LINE_REDRAWS,
     REPEAT_REDRAWS,
+    REVERT_DRAW,
     DraftWidth,
     PassCosts,
     decode_with_drafts,
@@ -178,10 +179,15 @@ def _feed(row, tokenizers, text: str, out: list[int]) -> int | None:
 
 @pytest.mark.integration
 def test_a_line_faulty_at_every_draw_sends_the_redraw_one_line_back(tokenizers):
+    """A copied line that reads names whose binding the answer left out (`height` and
+    `width`, from the parent's `channels, height, width = in_shape[-3:]`): a copy has no
+    parent line to revert to, so it is drawn again, then the line before it."""
     tokenizer, _ = tokenizers
-    lines, at = _net_lines()
-    before = "<nn>\n" + "\n".join(lines[:at]) + "\n"
-    faulty = "        x = nn.Conv2d(1, padding=1, 3)\n"
+    lines, _ = _net_lines()
+    bind = next(n for n, line in enumerate(lines) if "= in_shape[-3:]" in line)
+    before = "<nn>\n" + "\n".join(lines[:bind] + lines[bind + 1 : bind + 2]) + "\n"
+    faulty = lines[bind + 2] + "\n"
+    assert "height" in faulty
     row, out = _redrawing_row(tokenizers), []
     assert _feed(row, tokenizers, before + faulty, out) is not None
     for _ in range(LINE_REDRAWS - 1):  # the same line again, redrawn each time
@@ -191,6 +197,27 @@ def test_a_line_faulty_at_every_draw_sends_the_redraw_one_line_back(tokenizers):
     assert _feed(row, tokenizers, rest, out) is not None  # spent: one line further back
     assert tokenizer.decode(out).count("\n") == before.count("\n") - 1
     assert [f.line for f in row.faults] == [before.count("\n") + 1] * (LINE_REDRAWS + 1)
+
+
+@pytest.mark.integration
+def test_a_whole_program_s_line_faulty_again_is_written_as_its_parent_s_line(tokenizers):
+    """Drawn the first time again, the faulty changed line is sampled; drawn the second
+    time (REVERT_DRAW), it is written as the parent's line it stands for, whatever the
+    model's logits say (here flat: greedy would pick the grammar's first allowed token)."""
+    tokenizer, ll_tokenizer = tokenizers
+    lines, at = _net_lines()
+    before = "<nn>\n" + "\n".join(lines[:at]) + "\n"
+    faulty = "        x = nn.Conv2d(1, padding=1, 3)\n"
+    row, out = _redrawing_row(tokenizers), []
+    for draw in range(REVERT_DRAW):
+        rest = (before + faulty)[len(tokenizer.decode(out)) :]
+        assert _feed(row, tokenizers, rest, out) is not None, draw
+    assert tokenizer.decode(out).count("\n") == before.count("\n")
+    for _ in range(60):
+        out.append(row.pick(torch.zeros(ll_tokenizer.vocab_size)))
+        if tokenizer.decode(out).endswith("\n"):
+            break
+    assert tokenizer.decode(out) == before + lines[at] + "\n"
 
 
 @pytest.mark.integration
@@ -325,8 +352,8 @@ def test_whole_programs_redraw_lines_only_with_redraw_full_and_builds_decode_del
 
 
 def test_finished_programs_are_built_only_in_the_modes_redrawn():
-    """redraw_builds follows redraw_full / redraw_deltas: the default builds deltas only
-    (whole programs built took 1.68x the time and none more was admitted)."""
+    """redraw_builds follows redraw_full / redraw_deltas: the default builds both (whole
+    programs since their changed lines revert to their parent's, default.yaml)."""
     from llmnas_dist.config import GenerationConfig, load_config
 
     deltas_only = GenerationConfig(redraw_builds=True, redraw_deltas=True, redraw_full=False)
@@ -336,7 +363,7 @@ def test_finished_programs_are_built_only_in_the_modes_redrawn():
     assert Sampling.from_config(whole_only, mode="delta").draft_tokens == 0  # batched
     assert not GenerationConfig(redraw_full=True, redraw_deltas=True).built("full")
     default = load_config().generation
-    assert default.built("delta") and not default.built("full")
+    assert default.built("delta") and default.built("full")
 
 
 # the head of a one-hunk delta against `_net_lines`, up to its first changed line
