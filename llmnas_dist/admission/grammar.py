@@ -368,7 +368,14 @@ Insertion = tuple[int, tuple[str, ...], tuple[str, ...], int]
 # left-out lines: a copied line can also be read as an inserted one (or as one replacing
 # the line before it), and each such reading would otherwise stay alive to the answer's
 # end (llguidance's default of 2,000 Earley items a row was reached after ~60 lines).
-MAX_INSERTED = 6
+# 3 since the eleventh stop: with 6, the small model made one block 4-6 times in a row
+# (`self.input_gate = nn.Sequential(...)` again and again, its layers varied) until the
+# token budget cut the program off. bench/replay_bench.py --mode full --set
+# redraw_full=true on a default first run (2026-12-07, 2-core AMX Xeon, its 10
+# whole-program slots, 4 samples, 40 answers an arm): at 6, 13 of 40 cut off, 9 admitted;
+# at 3, none cut off, 14 admitted (20 near-copies of their parent), decoding 402 s (506 s
+# for the arm before the unpack fault at 6). The operators insert one line a place
+MAX_INSERTED = 3
 # At most this many places of a whole program differ from its parent (runs of inserted,
 # left-out or replaced lines between copied ones); the rest is copied. Measured: taught
 # whole programs (warm start with whole-program pairs) copied their parent for 20 lines
