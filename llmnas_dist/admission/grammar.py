@@ -372,7 +372,7 @@ Insertion = tuple[int, tuple[str, ...], tuple[str, ...], int]
 # (`self.input_gate = nn.Sequential(...)` again and again, its layers varied) until the
 # token budget cut the program off. bench/replay_bench.py --mode full --set
 # redraw_full=true on a default first run (2026-12-07, 2-core AMX Xeon, its 10
-# whole-program slots, 4 samples, 40 answers an arm): at 6, 13 of 40 cut off, 9 admitted;
+# whole-program slots, 4 samples, 40 answers an arm): at 6, 14 of 40 cut off, 9 admitted;
 # at 3, none cut off, 14 admitted (20 near-copies of their parent), decoding 402 s (506 s
 # for the arm before the unpack fault at 6). The operators insert one line a place
 MAX_INSERTED = 3

@@ -108,9 +108,9 @@ KIND_REDRAWS = {"repeat": REPEAT_REDRAWS, "applied": 3}
 # (2026-12-07, 2-core AMX Xeon, its 10 whole-program slots, 2 samples each): 5 of 20 answers
 # failed to build on `channels, height, width = in_shape` (the parent's `in_shape[-3:]`),
 # each after 3 build redraws of that line. With the revert (4 samples, 40 answers an arm):
-# 5 of 40 failed so, 11 of 40 admitted, against 10 of 40 and 8 of 40 without redraws; with
+# 3 of 40 failed so, 11 of 40 admitted, against 10 of 40 and 8 of 40 without redraws; with
 # the revert and `in_shape`'s unpacking a line fault (admission/unpacks.py): 0 and 9 of 40
-# (they fail on other faults next: 13 of 40 were cut off by the token budget)
+# (they fail on other faults next: 14 of 40 were cut off by the token budget)
 REVERT_DRAW = 2
 BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
 # Redraws sample as the first draw did. Tried and not kept (2026-12-06, 2-core AVX2 EPYC,
