@@ -4,11 +4,12 @@
 channels, height, width) (the contract; the whole-program prompt says so). The seeds unpack
 its last three, `channels, height, width = in_shape[-3:]`, and the small model's whole
 programs often drop the slice: replaying a default first run's 10 whole-program slots
-(bench/replay_bench.py --mode full, 2026-12-07, 2-core AMX Xeon, 4 samples each) 11 of 40
+(bench/replay_bench.py --mode full, 2026-12-07, 2-core AMX Xeon, 4 samples each) 10 of 40
 answers failed to build on `ValueError: too many values to unpack (expected 3)`, each found
 only once the whole program had been written and built.
 
-`misfit_unpacks` finds, in Net's `__init__`, an assignment of its `in_shape` parameter (or
+`misfit_unpacks` finds, in Net's `__init__` (`contract.net_method`: on Net or a base class
+the program defines), an assignment of its `in_shape` parameter (or
 of a slice of it with constant bounds) to a tuple or list of targets without a starred one,
 whose count differs from the values it holds. A function that binds the parameter again is
 not judged (its value is no longer the contract's).
@@ -18,13 +19,15 @@ from __future__ import annotations
 
 import ast
 
+from llmnas_dist.program.contract import net_method
+
 IN_SHAPE_VALUES = 4  # (batch, channels, height, width)
 
 
 def misfit_unpacks(tree: ast.Module, first_line: int = 1) -> list[tuple[int, str]]:
     """(line, why) of every unpacking of Net.__init__'s `in_shape` on line `first_line` or
     later into a number of targets it does not hold (see the module doc)."""
-    init = _net_init(tree)
+    init = net_method(tree, "__init__")
     if init is None or len(init.args.args) < 2:
         return []
     name = init.args.args[1].arg
@@ -49,14 +52,6 @@ def misfit_unpacks(tree: ast.Module, first_line: int = 1) -> list[tuple[int, str
                 )
                 found.append((node.lineno, why))
     return found
-
-
-def _net_init(tree: ast.Module) -> ast.FunctionDef | None:
-    """`Net.__init__` of a module-level `class Net` (the last of either, as Python binds)."""
-    nets = [s for s in tree.body if isinstance(s, ast.ClassDef) and s.name == "Net"]
-    inits = [s for s in (nets[-1].body if nets else []) if isinstance(s, ast.FunctionDef)]
-    inits = [s for s in inits if s.name == "__init__"]
-    return inits[-1] if inits else None
 
 
 def _values(value: ast.expr, name: str) -> int | None:
