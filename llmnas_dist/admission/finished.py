@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from llmnas_dist.admission.build import build_check
+from llmnas_dist.admission.build import BuildReport, build_check
 from llmnas_dist.admission.novelty import (
     SIGNATURE_DTYPE,
     NoveltyIndex,
@@ -66,12 +66,12 @@ class AnswerTarget:
     neighbours: bytes = b""
     tried: frozenset[str] = frozenset()
 
-    def build_fault(self, code: str) -> BuildFault | None:
-        """Build `code` as admission builds it (`build_check`, in the sandbox); None when it
-        builds or when the sandbox itself fails (not the program's fault: admission will
-        say what it is)."""
+    def build(self, code: str) -> BuildReport | BuildFault | None:
+        """Build `code` as admission builds it (`build_check`, in the sandbox): its report
+        where it builds, why where it does not, None where the sandbox itself fails (not the
+        program's fault: admission will say what it is)."""
         try:
-            build_check(code, self.in_shape, self.num_classes, self.cfg)
+            return build_check(code, self.in_shape, self.num_classes, self.cfg)
         except CandidateRejected as exc:
             line = _PROGRAM_LINE.search(exc.message)
             return BuildFault(int(line.group(1)) if line else None, str(exc))

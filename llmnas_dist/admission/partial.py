@@ -28,6 +28,7 @@ import re
 import tokenize
 from dataclasses import dataclass
 
+from llmnas_dist.admission.build import SAME_FUNCTION, BuildReport
 from llmnas_dist.admission.calls import misfit_calls
 from llmnas_dist.admission.delta import apply_output, extract_code
 from llmnas_dist.admission.finished import AnswerTarget, BuildFault, line_key
@@ -119,7 +120,7 @@ class LineJudge:
 
     def __init__(self, parent: str | None = None, target: AnswerTarget | None = None) -> None:
         self._target = target
-        self._parent_builds: bool | None = None  # built on first need
+        self._parent_report: BuildReport | BuildFault | None = None  # built on first need
         self._parsed = 0  # answer lines of the last text that parsed whole
         self._kept = 0  # answer line of the last fault kept
         self._parent = parent
@@ -239,17 +240,23 @@ class LineJudge:
         if code is None:
             return None
         delta = self._parent is not None and _OPEN_DELTA.search(answer) is not None
-        fault = self._target.build_fault(code)
-        if fault is not None and self._parent_built():
-            return self._build_fault_line(answer, code, delta, fault)
+        built = self._target.build(code)
+        if isinstance(built, BuildFault):
+            if self._parent_built():
+                return self._build_fault_line(answer, code, delta, built)
+            return None
         # drawn again from its end tag's line, a near-copy can go on (another hunk, more
         # lines); judged once it builds (admission rejects what does not build first).
         # Measured (bench/generation_bench.py redraw --mode delta, 2026-12-05, 2-core EPYC):
         # 5 of 30 deltas were rejected as not novel, 4 of them near a sibling (an earlier
         # answer to the same parent), Jaccard 0.906-0.945; in the default run of that day 3
         # of 12 (Jaccard 0.984, 0.984, 1.0 to a cycle-1 child)
-        if fault is None and (near := self._target.copy_of(code, self._parent)):
+        if near := self._target.copy_of(code, self._parent):
             return LineFault(self._repeated_edit(answer, delta), "novelty", near)
+        # a child that computes its parent's function (a module made and never called) goes
+        # on from its end tag too: a delta can still write the hunk that calls it
+        if self._same_function(built):
+            return LineFault(len(answer.split("\n")), "novelty", SAME_FUNCTION)
         return None
 
     def _repeated_edit(self, answer: str, delta: bool) -> int:
@@ -318,12 +325,19 @@ class LineJudge:
     def _parent_built(self) -> bool:
         """Whether the parent builds for the target (a child of a parent that does not
         cannot be blamed on its delta); True when there is no parent."""
-        if self._parent_builds is None:
-            target = self._target
-            self._parent_builds = (
-                self._parent is None or target is None or target.build_fault(self._parent) is None
-            )
-        return self._parent_builds
+        if self._parent is None or self._target is None:
+            return True
+        if self._parent_report is None:
+            self._parent_report = self._target.build(self._parent)
+        return not isinstance(self._parent_report, BuildFault)
+
+    def _same_function(self, built: BuildReport | None) -> bool:
+        """Whether a child that built as `built` computes what its parent computes (the
+        builds' fingerprints of the forward, as admission compares them)."""
+        if built is None or built.function is None or not self._parent_built():
+            return False
+        parent = self._parent_report
+        return isinstance(parent, BuildReport) and parent.function == built.function
 
     def _base_faults(self) -> frozenset[tuple[str, str]]:
         return program_faults(self._parent or "", self._parent_locals)

@@ -17,10 +17,12 @@ propagate as exceptions, never as a rejection.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from llmnas_dist.admission.build import SAME_FUNCTION
 from llmnas_dist.admission.delta import (
     drop_unfinished,
     extract_code,
@@ -57,6 +59,9 @@ HUNK_FAULTS = frozenset(
 class BuildResult(Protocol):
     @property
     def param_count(self) -> int: ...
+
+    @property
+    def function(self) -> str | None: ...
 
 
 BuildFn = Callable[[str, tuple[int, int, int], int, AdmissionConfig], BuildResult]
@@ -113,6 +118,7 @@ class Admission:
         self.dataset = dataset
         self.index = index if index is not None else NoveltyIndex.from_config(cfg)
         self.build = build
+        self._functions: dict[str, str | None] = {}  # a parent's code hash -> its function
 
     def admit(
         self,
@@ -147,7 +153,7 @@ class Admission:
                 raise ValueError(f"mode must be 'delta' or 'full', got {mode!r}")
         except CandidateRejected as exc:
             return Verdict(False, exc.error_class, "; ".join([*notes, exc.message]))
-        verdict = self.admit_program(code, "; ".join(notes))
+        verdict = self.admit_program(code, "; ".join(notes), parent)
         if diff and parent and self.cfg.drop_faulty_hunks and verdict.error_class in HUNK_FAULTS:
             return self._without_a_hunk(parent, diff, notes, verdict) or verdict
         return verdict
@@ -168,18 +174,19 @@ class Admission:
             except CandidateRejected:
                 continue  # what is left does not apply (or changes nothing)
             left_out = hunk_left_out(number, count, why)
-            verdict = self.admit_program(patched.code, "; ".join([*notes, left_out]))
+            verdict = self.admit_program(patched.code, "; ".join([*notes, left_out]), parent)
             if verdict.admitted:
                 return verdict
         return None
 
-    def admit_program(self, code: str, note: str = "") -> Verdict:
+    def admit_program(self, code: str, note: str = "", parent: str | None = None) -> Verdict:
         """Admit program source as it is (a hand-written file, an applied delta); `note`
         (how fuzz placed a delta, how the answer was cut) is the message of an admitted
-        verdict and leads that of a rejected one."""
+        verdict and leads that of a rejected one. A program written from `parent` that
+        computes what its parent computes is not novel (`same_function`)."""
         verdict = Verdict(False, message=note, code=code)
         try:
-            self._run_stages(verdict, code)
+            self._run_stages(verdict, code, parent)
         except CandidateRejected as exc:
             verdict.error_class = exc.error_class
             verdict.message = f"{note}; {exc.message}" if note else exc.message
@@ -187,7 +194,7 @@ class Admission:
         verdict.admitted = True
         return verdict
 
-    def _run_stages(self, v: Verdict, code: str) -> None:
+    def _run_stages(self, v: Verdict, code: str, parent: str | None) -> None:
         v.canonical, v.code_hash = canonicalize(code, self.cfg)
         mh = minhash(v.canonical, self.cfg.num_perm, self.cfg.shingle_size)
         v.signature = signature_bytes(mh)
@@ -205,4 +212,24 @@ class Admission:
                 f"estimated Jaccard {v.nearest_jaccard:.3f} >= tau {self.cfg.tau} to archived "
                 f"program {(v.nearest_hash or '')[:12]}",
             )
+        if parent is not None and self.same_function(report.function, parent):
+            raise CandidateRejected(ErrorClass.NOT_NOVEL, SAME_FUNCTION)
         self.index.add(v.code_hash, mh)
+
+    def same_function(self, function: str | None, parent: str) -> bool:
+        """Whether a program whose build reported `function` computes what `parent`
+        computes (the build's fingerprint of the forward, sandbox.child.tasks.traced_forward):
+        the parent is built once per code; False where either reported none or the parent
+        does not build."""
+        if function is None:
+            return False
+        key = hashlib.sha256(parent.encode()).hexdigest()
+        if key not in self._functions:
+            try:
+                built = self.build(
+                    parent, self.dataset.in_shape, self.dataset.num_classes, self.cfg
+                )
+                self._functions[key] = built.function
+            except CandidateRejected:
+                self._functions[key] = None
+        return self._functions[key] == function

@@ -45,15 +45,16 @@ def test_a_replayed_cycle_starts_from_its_first_attempts_and_the_archive_before_
 
 def test_the_replay_counts_the_builds_generation_runs_before_returning(monkeypatch):
     """Its A/B of two checkouts compares the sandboxed builds of end-tag checks: each call
-    of `AnswerTarget.build_fault` is one, failed builds included."""
+    of `AnswerTarget.build` is one, failed builds included."""
     from llmnas_dist.admission import finished
-    from llmnas_dist.admission.finished import AnswerTarget
+    from llmnas_dist.admission.build import BuildReport
+    from llmnas_dist.admission.finished import AnswerTarget, BuildFault
 
     monkeypatch.setattr(finished, "build_check", finished.build_check)  # restored after
     spent = rb.count_builds()
     target = AnswerTarget((1, 8, 8), 10, AdmissionConfig())
     net = load_seeds()["plain_cnn"]
-    assert target.build_fault(net) is None
-    fault = target.build_fault(net.replace("nn.Linear(c_in,", "nn.Linear(c_in + 7,"))
-    assert fault is not None and "build" in fault.why
+    assert isinstance(target.build(net), BuildReport)
+    fault = target.build(net.replace("nn.Linear(c_in,", "nn.Linear(c_in + 7,"))
+    assert isinstance(fault, BuildFault) and "build" in fault.why
     assert spent["builds"] == 2 and spent["build_seconds"] > 0

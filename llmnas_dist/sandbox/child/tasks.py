@@ -50,13 +50,13 @@ def import_keeping_environment(names: tuple[str, ...]) -> None:
         os.environ.update(saved)
 
 
-def count_parameters(model: Any, numel: Callable[[Any], int]) -> int:
+def module_parameters(model: Any) -> list[Any]:
     """Distinct parameters reachable through the module tree, read from the instances'
     own dicts so that patched `parameters()`/`named_parameters()` methods cannot hide any."""
     seen_params: set[int] = set()
     seen_modules: set[int] = set()
     stack = [model]
-    total = 0
+    found = []
     while stack:
         module = stack.pop()
         if id(module) in seen_modules:
@@ -66,9 +66,90 @@ def count_parameters(model: Any, numel: Callable[[Any], int]) -> int:
         for param in dict(state.get("_parameters", {})).values():
             if param is not None and id(param) not in seen_params:
                 seen_params.add(id(param))
-                total += int(numel(param))
+                found.append(param)
         stack.extend(m for m in dict(state.get("_modules", {})).values() if m is not None)
-    return total
+    return found
+
+
+def count_parameters(model: Any, numel: Callable[[Any], int]) -> int:
+    return sum(int(numel(p)) for p in module_parameters(model))
+
+
+# A forward that calls more torch functions than this is fingerprinted by its first ones and
+# its count (the seeds call 40-400 a forward)
+MAX_TRACED_CALLS = 100_000
+_SCALARS = (bool, int, str, type(None))
+MIN_SCALED_INIT = 64
+
+
+def _describe(value: Any, tensor_type: Any, inits: dict[int, Any], depth: int = 0) -> Any:
+    """What of an argument decides the computation: a tensor's shape and dtype (a
+    parameter's shape and how it was initialised, `_init_kind`), a scalar's value, a
+    sequence's items; of anything else its type."""
+    if isinstance(value, tensor_type):
+        if id(value) in inits:
+            return ("P", tuple(value.shape), inits[id(value)])
+        return ("T", tuple(value.shape), str(value.dtype))
+    if isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, (tuple, list)) and depth < 3:
+        return tuple(_describe(v, tensor_type, inits, depth + 1) for v in value)
+    return type(value).__name__
+
+
+def _init_kind(param: Any) -> Any:
+    """A parameter's initialisation, coarsely: its constant where it holds one value (a
+    norm's ones, a zero-initialised layer); for a weight of 64 values or more, its standard
+    deviation against torch's default (1 / sqrt(3 * fan_in)) in half-octaves: 0 for the
+    default, 1 for kaiming-normal on a square layer; else only that it is random. Two draws
+    of one scheme land in the same half-octave (the estimate's error is under a tenth of
+    an octave at 64 values); a plain octave of the standard deviation put a seed's layer
+    on a boundary, and one unused module more moved it across."""
+    import math
+
+    flat = param.detach().float().flatten()
+    if flat.numel() == 0:
+        return "empty"
+    low, high = float(flat.min()), float(flat.max())
+    if low == high:
+        return ("c", round(low, 4))
+    if param.dim() < 2 or flat.numel() < MIN_SCALED_INIT:
+        return "random"
+    fan_in = flat.numel() // int(param.shape[0])
+    return ("s", round(2 * math.log2(float(flat.std()) * math.sqrt(3 * fan_in))))
+
+
+def traced_forward(model: Any, batch: Any, torch: Any) -> tuple[Any, str]:
+    """Forward `batch` through `model`, recording every torch function the network calls
+    (name, argument shapes, parameters' initialisation, scalar arguments); returns the
+    output and the record's sha256: what the network computes, apart from its random draws.
+    A child whose fingerprint is its parent's adds nothing the forward runs (a module made
+    and never called) and is the parent's network with other initial weights.
+
+    Advisory only: a hostile program can make its own fingerprint say anything, which at
+    worst admits a copy of its parent (as without it) or rejects itself."""
+    import hashlib
+
+    inits = {id(p): _init_kind(p) for p in module_parameters(model)}
+    tensor_type = torch.Tensor
+    calls: list[Any] = []
+
+    class Recorder(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            kwargs = kwargs or {}
+            if len(calls) < MAX_TRACED_CALLS:
+                name = getattr(func, "__qualname__", None) or getattr(func, "__name__", "?")
+                described = _describe((args, sorted(kwargs.items())), tensor_type, inits)
+                calls.append((name, described))
+            else:
+                calls[-1] = ("calls beyond", len(calls))
+            return func(*args, **kwargs)
+
+    with Recorder():
+        out = model(batch)
+    return out, hashlib.sha256(repr(calls).encode()).hexdigest()
 
 
 def build_net(
@@ -109,11 +190,12 @@ def build_task(load_program: LoadProgram, payload: dict[str, Any]) -> dict[str, 
 
     in_shape = tuple(int(v) for v in payload["in_shape"])
     prm = dict(payload["prm"])
+    torch.manual_seed(0)  # the same initial draws for a program and its copies
     model = build_net(load_program, in_shape, int(payload["num_classes"]), prm, cpu, module_type)
     param_count = count_parameters(model, numel)
     module_train(model, False)
     with no_grad():
-        out = model(randn(in_shape))
+        out, function = traced_forward(model, randn(in_shape), torch)
     if not isinstance(out, tensor_type):
         return {"param_count": param_count, "output_shape": None, "output_type": type(out).__name__}
     return {
@@ -121,6 +203,7 @@ def build_task(load_program: LoadProgram, payload: dict[str, Any]) -> dict[str, 
         "output_shape": [int(v) for v in size(out)],
         "output_type": "Tensor",
         "finite": bool(tensor_all(isfinite(out))),
+        "function": function,
     }
 
 
