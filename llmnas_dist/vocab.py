@@ -125,3 +125,10 @@ _SUCCESSORS: dict[type, dict[Any, frozenset[Any]]] = {
         CandidateStatus.FAILED: frozenset(),
     },
 }
+
+
+def decoding_of(constrained: bool | None) -> str:
+    """How a candidate's answer was sampled, as the CLI and reports name it."""
+    if constrained is None:
+        return "unrecorded"  # archived before constrained decoding was kept
+    return "constrained" if constrained else "unconstrained"

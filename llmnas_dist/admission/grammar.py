@@ -41,6 +41,8 @@ from functools import partial
 from llmnas_dist.admission.delta import BASELINE_NAME, IMPROVED_NAME, anchor_key, is_blank
 from llmnas_dist.admission.pyline import MAX_DEPTH, scoped_line_terminals
 from llmnas_dist.admission.scopes import (
+    INPUT_BLOCKS,
+    TAUGHT_APPLICATIONS,
     class_bodies,
     in_net_class,
     insertion_scopes,
@@ -87,16 +89,11 @@ def _balanced(depth: int) -> str:
 # An added line: `+`, then nothing, or indentation in fours and a statement's text that
 # starts with neither a space nor `+` and holds no triple quote: two adjacent strings (`""`
 # `"x"`) open one, which never closes on the line (measured, 2026-12-05: `x = x +
-# self.input_gate(x)"""- baseline.py"""`). Two rules of the last stop are gone, both
-# measured to lose answers: an added line that is one of the parent's lines was refused
-# (after 3 of 12 deltas of one run re-added the line that followed as context and were
-# not novel), but only at its end, so the model went on writing the same line: 4 of 24
-# deltas of two default runs of 2026-12-05 ended such a line in junk (` @@ @@`, `eg`, `
-# je`) and failed the syntax check, where they would at worst have been not novel; and a
-# line starting with an attribute the parent assigns, in a hunk that removed nothing, was
-# refused (after 3 of 12 deltas assigned an input block to `self.head`), which ran
-# llguidance's lexer out of expressions as soon as such a line was written (2 of 12 deltas
-# of a default run; 44 of 60 of the seeds' longest lines written byte by byte).
+# self.input_gate(x)"""- baseline.py"""`). Refusing an added line that is a parent line
+# (refused only at its end: 4 of 24 deltas, 2026-12-05, ended it in junk such as ` @@ @@`)
+# or one that starts with an attribute the parent assigns (llguidance's lexer ran out of
+# expressions: 2 of 12 deltas; 44 of 60 of the seeds' longest lines written byte by
+# byte) was measured to lose answers; neither rule is kept.
 _LINE_TEXT = "LINE_TEXT: /" + _balanced(MAX_BRACKETS).replace("/", "\\/") + "/"
 _TRIPLE_QUOTE = "('''|\"\"\")"
 _ADDED = [
@@ -357,8 +354,12 @@ _NO_INSERT = -1  # after a decorator: its `def` follows at once
 # that follows is copied, so an insertion and a leaving out cannot spell the parent's own
 # line again); lines inserted in place of one left out (the next may be left out too:
 # consecutive lines replaced, as a widening of a layer's channels does); the only line of a
-# block left out (a line must be inserted in its place: a block is never empty).
-_SAME, _CHANGED, _LEFT_OUT, _INSERTED, _REPLACED, _EMPTIED = range(6)
+# block left out (a line must be inserted in its place: a block is never empty); taught
+# statements of input blocks atop Net.forward (APPLY), no site of their own (the block's
+# line in `__init__` is): whole programs that made a block and changed another line could
+# not apply it (`scopes.unapplied_blocks`), near-copies of their parent (2026-12-07).
+_SAME, _CHANGED, _LEFT_OUT, _INSERTED, _REPLACED, _EMPTIED, _APPLIED = range(7)
+_FORWARD = re.compile(r" *def forward\(self, ([A-Za-z_][A-Za-z0-9_]*)\):$")
 
 
 # An insertion: its level, the line it may not be (the parent line just left out), the
@@ -415,7 +416,12 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
         raise GrammarUnsupported(msg) from None
     numbers = [i + 1 for i, line in enumerate(parent.splitlines()) if not is_blank(line)]
     scopes, scope_at = insertion_scopes(levels, [by_def.get(n) for n in numbers], by_def[0])
-    steps, terms, insertions = _full_steps(lines, levels, bool(missing), scope_at, read)
+    in_net = in_net_class(lines, levels)
+    applies = [
+        (p + 1, m[1]) for p, line in enumerate(lines) if in_net[p] and (m := _FORWARD.match(line))
+    ]
+    forward = applies[0][0] if applies else -1
+    steps, terms, insertions = _full_steps(lines, levels, bool(missing), scope_at, read, forward)
     rules = _insertions(insertions, max(levels) + 1, scopes, modules)
     if missing:  # each at most once, in the seeds' order
         subsets = [s for k in range(len(missing)) for s in itertools.combinations(missing, k + 1)]
@@ -438,6 +444,9 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
     # after a blank line the model wrote `def forward` one level too deep, where only an
     # inserted statement could stand, and looped in the name `defforward_pre_block_gate_...`
     # (4 and 3 of 12 whole programs of two default runs, 2026-12-05)
+    if "APPLY" in named:
+        taught = [_literal(TAUGHT_APPLICATIONS[b].format(x=applies[0][1])) for b in INPUT_BLOCKS]
+        rules.append(_statement("APPLY", levels[forward], " | ".join(taught)))
     spaced = {name for text, name in terms.items() if _DEFINES.match(text) or text == FULL_END}
     return _right_linear(steps, terms, rules, r"/\n/", blanks=1, after_blank=spaced)
 
@@ -448,14 +457,15 @@ def _full_steps(
     lacks_imports: bool,
     scope_at: list[list[int]],
     read: set[str],
+    forward: int,
 ) -> tuple[list[Step], dict[str, str], dict[Insertion, str]]:
     """The copy as a state machine: state (p, where, top, run, sites): before parent line
     p, `where` the copy stands (_SAME ...), an insertion may take levels floor[p]..top,
     `run` insertions in a row so far, `sites` places changed; `lacks_imports`: the parent
     lacks a seed import (IMPORTS may follow its own); `scope_at[p][level]`: the scope of
     names an insertion there reads (`scopes.insertion_scopes`); `read`: the attributes
-    other methods of Net read (`scopes.read_attributes`). Also the literal terminals, and
-    the insertion rules the steps name."""
+    other methods of Net read (`scopes.read_attributes`); `forward`: Net.forward's first
+    body line (APPLY). Also the literal terminals, and the insertion rules the steps name."""
     terms: dict[str, str] = {}
     insertions: dict[Insertion, str] = {}
 
@@ -483,7 +493,7 @@ def _full_steps(
     in_class, in_net = class_bodies(lines, levels), in_net_class(lines, levels)
     for p, where, top, run, sites in itertools.product(
         range(n + 1),
-        range(_EMPTIED + 1),
+        range(_APPLIED + 1),
         range(_NO_INSERT, max(levels) + 2),
         range(MAX_INSERTED + 1),
         range(MAX_SITES + 1),
@@ -498,7 +508,10 @@ def _full_steps(
         if p == last_import + 1 and copying and site > 0 and lacks_imports:
             steps.append((src, "IMPORTS", state(p, _INSERTED, 0, 1, site)))
         # nothing is inserted at the top level, in a class body or outside `class Net`
-        for level in range(max(floor[p], 1), top + 1 if run < MAX_INSERTED and site > 0 else 0):
+        if p == forward and where in (_SAME, _CHANGED, _APPLIED) and run < len(INPUT_BLOCKS):
+            steps.append((src, "APPLY", state(p, _APPLIED, levels[p], run + 1, sites)))
+        inserts = run < MAX_INSERTED and site > 0 and where != _APPLIED
+        for level in range(max(floor[p], 1), top + 1 if inserts else 0):
             if level in in_class[p] or not in_net[p]:
                 continue
             restores = where in (_LEFT_OUT, _EMPTIED) and level == levels[p - 1]
@@ -584,10 +597,3 @@ def answer_grammar(mode: str, parent: str) -> tuple[str | None, str | None]:
         return (full_grammar if mode == "full" else delta_grammar)(parent), None
     except GrammarUnsupported as exc:
         return None, f"unconstrained: {exc}"
-
-
-def decoding_of(constrained: bool | None) -> str:
-    """How a candidate's answer was sampled, as the CLI and reports name it."""
-    if constrained is None:
-        return "unrecorded"  # archived before constrained decoding was kept
-    return "constrained" if constrained else "unconstrained"

@@ -32,7 +32,7 @@ from llmnas_dist.admission.build import SAME_FUNCTION, BuildReport
 from llmnas_dist.admission.calls import misfit_calls
 from llmnas_dist.admission.delta import apply_output, extract_code
 from llmnas_dist.admission.finished import AnswerTarget, BuildFault, line_key
-from llmnas_dist.admission.scopes import misapplied_blocks
+from llmnas_dist.admission.scopes import made_input_blocks, misapplied_blocks, unapplied_blocks
 from llmnas_dist.admission.unbound import function_locals, unbound_reads, unmade_attributes
 from llmnas_dist.admission.unpacks import misfit_unpacks
 from llmnas_dist.errors import CandidateRejected
@@ -87,7 +87,9 @@ class LineFault:
     """A fault on one line of an answer being written: `line` counts the answer's lines from
     1, `kind` is 'syntax', 'name' or 'attribute' (`admission.unbound`), 'call'
     (`admission.calls`), 'applied' (a taught block applied other than as taught,
-    `admission.scopes.misapplied_blocks`), 'unpack' (`in_shape` unpacked into a number of
+    `admission.scopes.misapplied_blocks`), 'unapplied' (a whole program's forward goes on
+    without applying a taught input block its `__init__` made,
+    `admission.scopes.unapplied_blocks`), 'unpack' (`in_shape` unpacked into a number of
     names it does not hold, `admission.unpacks`), 'build' (the finished program did not
     build), 'novelty' (it is a near-copy of an archived program near its parent) or
     'repeat' (a delta's added line that a near-copy wrote before, an edit already made
@@ -120,17 +122,22 @@ class LineJudge:
 
     def __init__(self, parent: str | None = None, target: AnswerTarget | None = None) -> None:
         self._target = target
-        self._parent_report: BuildReport | BuildFault | None = None  # built on first need
+        # the parent's build, made on first need, once (None after it: the sandbox failed)
+        self._parent_report: BuildReport | BuildFault | None = None
+        self._parent_tried = False
         self._parsed = 0  # answer lines of the last text that parsed whole
         self._kept = 0  # answer line of the last fault kept
         self._parent = parent
         self._parent_locals: frozenset[str] = frozenset()
+        self._parent_blocks: frozenset[str] = frozenset()  # its taught input blocks
         # a delta's answer lines at which it applied -> the faults of the program it made
         self._made: dict[int, frozenset[tuple[str, str]]] = {}
         self._repeats: set[str] = set()  # added lines (`line_key`) a near-copy wrote
         if parent is not None:
             try:
-                self._parent_locals = frozenset(function_locals(parse_source(parent)))
+                tree = parse_source(parent)
+                self._parent_locals = frozenset(function_locals(tree))
+                self._parent_blocks = made_input_blocks(tree)
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 self._parent = None  # not Python: nothing to judge a delta against
 
@@ -159,9 +166,13 @@ class LineJudge:
         compiled = _compile_error(tree)  # the compiler's own (a keyword given twice)
         if compiled is not None and (compiled.lineno or 0) >= first:
             return LineFault((compiled.lineno or 0) + offset, "syntax", compiled.msg)
+        unapplied = unapplied_blocks(tree, first, self._parent_blocks)
         faults = [
             LineFault(line + offset, kind, why)
-            for line, kind, why in _meaning_faults(tree, first, self._parent_locals)
+            for line, kind, why in [
+                *_meaning_faults(tree, first, self._parent_locals),
+                *((line, "unapplied", why) for line, why in unapplied),
+            ]
             if line + offset > self._kept
         ]
         return min(faults, key=lambda f: f.line) if faults else None
@@ -327,8 +338,9 @@ class LineJudge:
         cannot be blamed on its delta); True when there is no parent."""
         if self._parent is None or self._target is None:
             return True
-        if self._parent_report is None:
+        if not self._parent_tried:
             self._parent_report = self._target.build(self._parent)
+            self._parent_tried = True
         return not isinstance(self._parent_report, BuildFault)
 
     def _same_function(self, built: BuildReport | None) -> bool:

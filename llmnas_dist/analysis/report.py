@@ -19,7 +19,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from llmnas_dist.admission.grammar import decoding_of
 from llmnas_dist.analysis.page import MAX_MESSAGE, STATUS_CLASS, badge, esc, fmt, page, pct, table
 from llmnas_dist.analysis.result_sections import PLOTS, result_section
 from llmnas_dist.analysis.results import Result, diagnose
@@ -29,6 +28,7 @@ from llmnas_dist.analysis.stats import json_safe
 from llmnas_dist.analysis.svg import Series, hbar_chart, line_chart
 from llmnas_dist.analysis.timeline import CycleUse, run_uses, to_json
 from llmnas_dist.analysis.utilisation_section import utilisation_section
+from llmnas_dist.vocab import decoding_of
 
 TOP_K = 10
 RESULT_KEYS = (

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from llmnas_dist.admission.grammar import decoding_of
 from llmnas_dist.analysis.gate import reliability_gate
 from llmnas_dist.analysis.rundata import (
     SEED_CYCLE,
@@ -66,7 +65,7 @@ from llmnas_dist.analysis.stats import (
     wilson_interval,
 )
 from llmnas_dist.evaluation.noise import estimate_noise, scores_by_arch, spearman
-from llmnas_dist.vocab import left_out_a_hunk
+from llmnas_dist.vocab import decoding_of, left_out_a_hunk
 
 SUPPORTED = "supported"
 NOT_SUPPORTED = "not supported"

@@ -20,12 +20,11 @@ from typing import Any, TextIO
 from db.archive import EXPORT_TABLES, Archive
 from db.contract import ArchiveReader
 from db.errors import ArchiveError
-from llmnas_dist.admission.grammar import decoding_of
 from llmnas_dist.analysis.timeline import CycleUse, cycle_use, shares_text
 from llmnas_dist.cli.common import EXIT_OK, config_from_args, format_cell, format_table
 from llmnas_dist.errors import UsageError
 from llmnas_dist.program.lemur import TrainedProgram, write_lemur_export
-from llmnas_dist.vocab import SHORT_HASH
+from llmnas_dist.vocab import SHORT_HASH, decoding_of
 
 EXPORT_FORMATS = ("csv", "jsonl", "parquet", "lemur")
 

@@ -66,7 +66,7 @@ from llmnas_dist.admission.partial import (
     finished_program,
     hunk_start,
 )
-from llmnas_dist.admission.scopes import misapplied_blocks, taught_statement
+from llmnas_dist.admission.scopes import INPUT_BLOCKS, misapplied_blocks, taught_statement
 from llmnas_dist.generation.constrain import Constraint, GrammarLogitsProcessor
 from llmnas_dist.generation.early_stop import EarlyStop
 from llmnas_dist.generation.sampling import Sampling
@@ -107,7 +107,13 @@ REPEAT_REDRAWS = 3
 # after 3 such the line stayed. In a default run that day (2-core AVX512-BF16 Xeon) 4 of
 # the 10 evaluated children had kept `x = x * self.pre_block(x)` so (each after "3
 # applied, 3 build" redraws) and scored 0.078-0.148 below their parents
-KIND_REDRAWS = {"repeat": REPEAT_REDRAWS, "applied": 3}
+# 'unapplied': a whole program's forward going on without a block it made gets the block's
+# statement written before it (`_fixed_line`), once per input block; where the grammar
+# refuses it the model writes the same line again: before the grammar's APPLY it spent the
+# answer's 16 redraws so (bench/replay_bench.py --mode full, 2026-12-07, 3 of 6 answers)
+KIND_REDRAWS = {"repeat": REPEAT_REDRAWS, "applied": 3, "unapplied": len(INPUT_BLOCKS)}
+# the faults whose line is written as taught (`_fixed_line`) rather than drawn again
+FIXED_KINDS = ("applied", "unapplied")
 # A whole program's changed line that faults again is written as its parent's line
 # (`LineJudge.parent_line`) from its second redraw on: drawn again, the change came back the
 # same. bench/replay_bench.py --mode full --set redraw_full=true on a default first run
@@ -488,7 +494,7 @@ def _line_redraw(
         line = fault.line
         fixed = (
             _fixed_line(tokenizer, answer, tokens[: _line_start(newlines, line)], fault)
-            if fault.kind == "applied"
+            if fault.kind in FIXED_KINDS
             else []
         )
         while (
@@ -505,7 +511,7 @@ def _line_redraw(
             spent = sum(f.kind == fault.kind for f in faults) >= END_REDRAWS
         else:  # line faults share `limit`; repeats and misapplied blocks have a few of it
             spent = sum(f.kind not in END_KINDS for f in faults) >= limit or (
-                not fixed
+                (not fixed or fault.kind == "unapplied")
                 and sum(f.kind == fault.kind for f in faults) >= KIND_REDRAWS.get(fault.kind, limit)
             )
         if (
@@ -532,26 +538,29 @@ def _line_redraw(
 
 
 def _fixed_line(tokenizer: Any, answer: str, kept: list[int], fault: LineFault) -> list[int]:
-    """The tokens that write a misapplied block's line as its block is made to be applied
-    (`taught_statement`), after the `kept` tokens: drawn again, the line came back mixed up
-    as often as not (the default run of 2026-12-07 after the bound: almost every delta of
-    its repeat spent its 3 'applied' redraws). Empty where the kept text does not lead to
-    it (a token that holds the newline also held more)."""
+    """The tokens that write a taught block's line as its block is made to be applied
+    (`taught_statement`), after the `kept` tokens: in place of a misapplied block's line
+    ('applied': drawn again, the line came back mixed up as often as not; the default run of
+    2026-12-07 after the bound: almost every delta of its repeat spent its 3 'applied'
+    redraws), or before the line of forward that went on without applying it ('unapplied').
+    Empty where the kept text does not lead to it (a token that holds the newline also held
+    more), or where the fault is not charged to the block's own line."""
     statement = taught_statement(fault.why)
     lines = answer.split("\n")
     if statement is None or not 0 < fault.line <= len(lines):
         return []
     written = lines[fault.line - 1]
-    try:  # the fault may be charged to another line than the block's statement
-        misapplied = written.startswith("+") and bool(
-            misapplied_blocks(parse_source(written[1:].strip()))
-        )
-    except (SyntaxError, ValueError):  # ValueError: a null byte
-        misapplied = False
-    if not misapplied:
-        return []
-    indent = written[1 : len(written) - len(written[1:].lstrip())]
-    return _line_tokens(tokenizer, kept, f"+{indent}{statement}\n")
+    prefix = "+" if written.startswith("+") else ""  # a delta's added line
+    code = written[len(prefix) :]
+    if fault.kind == "applied":
+        try:  # the fault may be charged to another line than the block's statement
+            misapplied = bool(misapplied_blocks(parse_source(code.strip())))
+        except (SyntaxError, ValueError):  # ValueError: a null byte
+            misapplied = False
+        if not misapplied:
+            return []
+    indent = code[: len(code) - len(code.lstrip())]
+    return _line_tokens(tokenizer, kept, f"{prefix}{indent}{statement}\n")
 
 
 def _line_tokens(tokenizer: Any, kept: list[int], line: str) -> list[int]:

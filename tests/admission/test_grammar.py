@@ -21,7 +21,6 @@ from llmnas_dist.admission.grammar import (
     MAX_SITES,
     GrammarUnsupported,
     answer_grammar,
-    decoding_of,
     delta_grammar,
     full_grammar,
     unique_lengths,
@@ -39,6 +38,7 @@ from llmnas_dist.generation.mutations import mutate
 from llmnas_dist.generation.prompts import delta_answer, training_delta
 from llmnas_dist.program.static import canonicalize
 from llmnas_dist.seeds import load_seeds
+from llmnas_dist.vocab import decoding_of
 
 SEEDS = load_seeds()
 
@@ -340,6 +340,22 @@ def test_a_whole_program_differs_from_its_parent_in_at_most_max_sites_places():
             place, f"{place[: len(place) - len(place.lstrip())]}x = 1\n{place}", 1
         )
         assert takes(WHOLE_MATCHER, whole(child)) == (n <= MAX_SITES), n
+
+
+def test_a_taught_input_block_s_statement_at_the_top_of_forward_opens_no_site():
+    """MAX_SITES places changed, one of them a block made in Net.__init__: its taught
+    statement may still go first in forward (up to one per input block), other lines may not,
+    and elsewhere in forward it counts as a place."""
+    init, top = "        super().__init__()", "        x = self.pool"
+    made = f"{init}\n        self.input_norm = nn.BatchNorm2d(in_shape[-3])"
+    second = "            c_out = "
+    child = WHOLE.replace(init, made, 1).replace(second, f"            y = 2\n{second}", 1)
+    assert takes(WHOLE_MATCHER, whole(child))
+    norm, pre = "        x = self.input_norm(x)\n", "        x = x + self.pre_block(x)\n"
+    for lines, taken in [(norm, True), (norm + pre, True), ("        x = 1\n", False)]:
+        assert takes(WHOLE_MATCHER, whole(child.replace(top, lines + top, 1))) == taken, lines
+    last = "        return self.head"
+    assert not takes(WHOLE_MATCHER, whole(child.replace(last, norm + last, 1)))
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from llmnas_dist.admission.loops import (
 )
 from llmnas_dist.admission.novelty import NoveltyIndex, minhash
 from llmnas_dist.admission.partial import LineJudge, settled_syntax_error
+from llmnas_dist.admission.scopes import taught_statement
 from llmnas_dist.config import AdmissionConfig
 from llmnas_dist.errors import CandidateRejected, ErrorClass
 from llmnas_dist.generation.lookup import tell_siblings
@@ -376,6 +377,60 @@ def test_a_misapplied_block_is_charged_to_its_statement_not_the_line_that_follow
     answer += "+        y = x\n"
     fault = LineJudge(PARENT_NET).fault(answer)
     assert fault is not None and fault.kind == "applied" and fault.line == statement
+
+
+def _whole(init_extra: str, forward_body: str) -> str:
+    """A whole-program answer: PARENT_NET with lines after super().__init__() and forward's
+    body as given (written so far: no end tag)."""
+    head = PARENT_NET.split("    def forward")[0].replace(
+        "super().__init__()\n", "super().__init__()\n" + init_extra
+    )
+    return "<nn>\n" + head + "    def forward(self, x):\n" + forward_body
+
+
+GATE = "        self.input_gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Sigmoid())\n"
+NORM = "        self.input_norm = nn.BatchNorm2d(in_shape[-3])\n"
+COPIED = "        return self.head(self.conv(x).mean((2, 3)))\n"
+
+
+@pytest.mark.parametrize(
+    "made, body, statement",
+    [
+        (NORM, COPIED, "x = self.input_norm(x)"),  # forward goes on as the parent's
+        (NORM + GATE, "        x = x * self.input_gate(x)\n" + COPIED, "x = self.input_norm(x)"),
+        (NORM + GATE, '        """doc"""\n' + COPIED, "x = x * self.input_gate(x)"),
+        (NORM, "        x = self.input_norm(x)\n" + COPIED, None),  # applied first
+        ("        self.post_block = nn.Identity()\n", COPIED, None),  # not an input block
+        ("", COPIED, None),
+    ],
+)
+def test_a_whole_program_s_forward_must_apply_the_input_blocks_it_made_first(
+    made: str, body: str, statement: str | None
+) -> None:
+    """The fault, where there is one, is on the copied statement (the answer's last line)."""
+    answer = _whole(made, body)
+    fault = LineJudge(PARENT_NET).fault(answer)
+    assert (fault.kind if fault else None) == ("unapplied" if statement else None)
+    if fault is not None:
+        assert fault.line == answer.count("\n")
+        assert taught_statement(fault.why) == statement
+
+
+def test_an_input_block_the_parent_made_need_not_be_applied_first() -> None:
+    """The parent's own blocks are the parent's: a copy of it that applies the block later in
+    forward (as the parent does) goes on."""
+    parent = _whole(NORM, "        y = x\n        x = self.input_norm(y)\n" + COPIED)[5:]
+    answer = _whole(NORM, "        y = x\n")
+    assert LineJudge(parent).fault(answer) is None
+    assert LineJudge(PARENT_NET).fault(answer) is not None
+
+
+def test_a_delta_s_block_made_before_its_forward_hunk_is_not_unapplied() -> None:
+    """A delta makes the block in one hunk and applies it in a later one: the hunk that
+    makes it is not a fault (the decoder's end-tag check judges what never calls it)."""
+    answer = DELTA_HEAD + "         super().__init__()\n+" + NORM
+    answer += "         width = 16\n"
+    assert LineJudge(PARENT_NET).fault(answer) is None
 
 
 _NET_LINES = PARENT_NET.split("\n")

@@ -556,3 +556,48 @@ def test_a_width_not_timed_yet_is_guessed_low_so_it_is_tried():
     assert costs.of(3) == 0.05  # as the widest timed width below it
     costs.add(1, 0.10)
     assert costs.of(1) == pytest.approx(0.05 + 0.2 * 0.05)  # a moving average
+
+
+@pytest.mark.integration
+def test_a_block_made_and_not_applied_is_applied_at_the_top_of_forward(tokenizers):
+    """A whole program that made `self.input_norm` in Net.__init__ and goes on copying its
+    parent's forward is taken back at forward's first statement, and the redraw writes the
+    block's taught statement there, whatever the model's logits say (flat here); the
+    parent's statement follows it."""
+    tokenizer, ll_tokenizer = tokenizers
+    lines, after_super = _net_lines()
+    made = [*lines[:after_super], "        self.input_norm = nn.BatchNorm2d(in_shape[-3])"]
+    forward = lines.index("    def forward(self, x):")
+    copy = "<nn>\n" + "\n".join([*made, *lines[after_super : forward + 2]]) + "\n"
+    row, out = _redrawing_row(tokenizers), []
+    assert _feed(row, tokenizers, copy, out) is not None
+    assert [f.kind for f in row.faults] == ["unapplied"]
+    back = tokenizer.decode(out)
+    head = back[: back.rindex("\n") + 1]  # the newline's token may hold the indentation
+    assert head.endswith("    def forward(self, x):\n") and not back[len(head) :].strip()
+    for _ in range(40):
+        out.append(row.pick(torch.zeros(ll_tokenizer.vocab_size)))
+        if tokenizer.decode(out).endswith("\n"):
+            break
+    assert tokenizer.decode(out) == head + "        x = self.input_norm(x)\n"
+    assert _feed(row, tokenizers, lines[forward + 1] + "\n", out) is None  # then the copy
+
+
+@pytest.mark.integration
+def test_a_block_the_parent_made_is_not_applied_again(tokenizers):
+    """A parent that makes `self.input_norm` itself and applies it later in forward: its
+    copy is not taken back."""
+    from llmnas_dist.admission.partial import LineJudge
+
+    lines, after_super = _net_lines()
+    forward = lines.index("    def forward(self, x):")
+    parent_lines = [
+        *lines[:after_super],
+        "        self.input_norm = nn.BatchNorm2d(in_shape[-3])",
+        *lines[after_super : forward + 2],
+        "        x = self.input_norm(x)",
+        *lines[forward + 2 :],
+    ]
+    judge = LineJudge("\n".join(parent_lines))
+    answer = "<nn>\n" + "\n".join(parent_lines[: forward + 3]) + "\n"
+    assert judge.fault(answer) is None
