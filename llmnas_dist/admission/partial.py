@@ -32,7 +32,12 @@ from llmnas_dist.admission.build import SAME_FUNCTION, BuildReport
 from llmnas_dist.admission.calls import misfit_calls
 from llmnas_dist.admission.delta import apply_output, extract_code
 from llmnas_dist.admission.finished import AnswerTarget, BuildFault, line_key
-from llmnas_dist.admission.scopes import made_input_blocks, misapplied_blocks, unapplied_blocks
+from llmnas_dist.admission.scopes import (
+    made_input_blocks,
+    misapplied_blocks,
+    remade_blocks,
+    unapplied_blocks,
+)
 from llmnas_dist.admission.unbound import function_locals, unbound_reads, unmade_attributes
 from llmnas_dist.admission.unpacks import misfit_unpacks
 from llmnas_dist.errors import CandidateRejected
@@ -89,7 +94,8 @@ class LineFault:
     (`admission.calls`), 'applied' (a taught block applied other than as taught,
     `admission.scopes.misapplied_blocks`), 'unapplied' (a whole program's forward goes on
     without applying a taught input block its `__init__` made,
-    `admission.scopes.unapplied_blocks`), 'unpack' (`in_shape` unpacked into a number of
+    `admission.scopes.unapplied_blocks`), 'remade' (a taught block made again,
+    `admission.scopes.remade_blocks`), 'unpack' (`in_shape` unpacked into a number of
     names it does not hold, `admission.unpacks`), 'build' (the finished program did not
     build), 'novelty' (it is a near-copy of an archived program near its parent) or
     'repeat' (a delta's added line that a near-copy wrote before, an edit already made
@@ -405,8 +411,8 @@ def _meaning_faults(
     """(line, kind, why) of the faults of a parsed program on line `first` or later that
     its parse cannot show: names read before they are bound, attributes no line makes,
     calls that do not fit their callee (`complete`: as `unbound_reads`), taught blocks
-    applied other than as taught (`misapplied_blocks`), `in_shape` unpacked into a number
-    of names it does not hold (`misfit_unpacks`)."""
+    applied other than as taught (`misapplied_blocks`) or made again (`remade_blocks`),
+    `in_shape` unpacked into a number of names it does not hold (`misfit_unpacks`)."""
     return [
         *(
             (line, "name", f"{name!r} is read before it is bound")
@@ -418,6 +424,7 @@ def _meaning_faults(
             for line, name in unmade_attributes(tree, first)
         ),
         *((line, "applied", why) for line, why in misapplied_blocks(tree, first)),
+        *((line, "remade", why) for line, why in remade_blocks(tree, first)),
         *((line, "unpack", why) for line, why in misfit_unpacks(tree, first)),
     ]
 

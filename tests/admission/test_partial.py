@@ -433,6 +433,24 @@ def test_a_delta_s_block_made_before_its_forward_hunk_is_not_unapplied() -> None
     assert LineJudge(PARENT_NET).fault(answer) is None
 
 
+def test_a_taught_block_made_again_is_a_fault_on_its_second_line() -> None:
+    """`self.input_norm` made a BatchNorm, then (the model repeating its block lines) the
+    input gate's module: the first is never called. A fault on the second, in a whole
+    program and in a delta; made once, or replaced (`-` then `+`), it is not."""
+    gate = GATE.replace("input_gate", "input_norm")
+    whole_answer = _whole(NORM + gate, "")
+    fault = LineJudge(PARENT_NET).fault(whole_answer.rsplit("    def forward", 1)[0])
+    assert fault is not None and fault.kind == "remade" and "self.input_norm" in fault.why
+    assert fault.line == 7  # <nn>, the import, class, def, super(), the first NORM
+    assert LineJudge(PARENT_NET).fault(_whole(NORM, "").rsplit("    def forward", 1)[0]) is None
+    head = DELTA_HEAD + "         super().__init__()\n+" + NORM
+    fault = LineJudge(PARENT_NET).fault(head + "+" + gate)
+    assert fault is not None and fault.kind == "remade" and fault.line == head.count("\n") + 1
+    made = PARENT_NET.replace("super().__init__()\n", "super().__init__()\n" + NORM)
+    replaced = DELTA_HEAD + "         super().__init__()\n-" + NORM + "+" + gate
+    assert LineJudge(made).fault(replaced) is None
+
+
 _NET_LINES = PARENT_NET.split("\n")
 
 
