@@ -152,13 +152,7 @@ def unapplied_blocks(
     for stmt in forward.body:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant):
             continue  # a docstring
-        read = {
-            node.attr
-            for node in ast.walk(stmt)
-            if isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Name)
-            and node.value.id == "self"
-        }
+        read = _self_attributes_in(stmt)
         if read & set(made):
             made = [block for block in made if block not in read]
             if not made:
@@ -225,13 +219,16 @@ def _net_methods(tree: ast.Module) -> list[tuple[ast.ClassDef, list[ast.stmt]]]:
 def read_attributes(program: str) -> set[str]:
     """The attributes of `self` that a method of the top-level `Net`, besides `__init__`,
     reads in `program`. SyntaxError where `program` is not Python."""
+    methods = [m for _, found in _net_methods(parse_source(program)) for m in found]
+    return set().union(*map(_self_attributes_in, methods))
+
+
+def _self_attributes_in(node: ast.AST) -> set[str]:
+    """The attributes of `self` that `node` reads or assigns, anywhere inside it."""
     return {
-        node.attr
-        for _, methods in _net_methods(parse_source(program))
-        for node in (n for method in methods for n in ast.walk(method))
-        if isinstance(node, ast.Attribute)
-        and isinstance(node.value, ast.Name)
-        and node.value.id == "self"
+        n.attr
+        for n in ast.walk(node)
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
     }
 
 
