@@ -43,6 +43,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def misapplied_count(program: str | None) -> int:
+    """How many taught blocks an admitted program applies other than as taught (such children
+    scored 0.067-0.148 below their parents in default runs)."""
+    from llmnas_dist.admission.scopes import misapplied_blocks
+    from llmnas_dist.program.source import parse_source
+
+    return len(misapplied_blocks(parse_source(program))) if program else 0
+
+
 def run_slots(archive, run_id: str, cycle: int, mode: str) -> list:
     """The cycle's first attempts of `mode`, in slot order."""
     return [
@@ -195,6 +204,7 @@ def replay(args: argparse.Namespace) -> dict:
                     "message": (v.message or "")[:120],
                     "redrawn": result.grammar_note,
                     "output_tokens": result.output_tokens,
+                    "misapplied": misapplied_count(v.canonical) if v.admitted else None,
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -423,7 +423,7 @@ def _meaning_faults(
             (line, "attribute", f"{name} is read but no line makes it")
             for line, name in unmade_attributes(tree, first)
         ),
-        *((line, "applied", why) for line, why in misapplied_blocks(tree, first)),
+        *((line, "applied", why) for line, why in misapplied_blocks(tree, first, made_only=True)),
         *((line, "remade", why) for line, why in remade_blocks(tree, first)),
         *((line, "unpack", why) for line, why in misfit_unpacks(tree, first)),
     ]

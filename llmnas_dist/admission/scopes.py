@@ -63,13 +63,18 @@ def _applied_to(value: ast.expr, block: str) -> str:
     return "x"
 
 
-def misapplied_blocks(tree: ast.Module, first: int = 1) -> list[tuple[int, str]]:
+def misapplied_blocks(
+    tree: ast.Module, first: int = 1, made_only: bool = False
+) -> list[tuple[int, str]]:
     """(line, why) of each assignment on line `first` or later that applies a taught block
-    (`self.pre_block(...)`, TAUGHT_APPLICATIONS) other than as taught. Why: the small model
-    mixes the three input blocks' statements up, and a mixed-up one trains badly: in a
-    default run of 2026-12-07 (2-core AVX512-BF16 EPYC) the 4 of 10 evaluated children that
-    wrote `x = x * self.pre_block(x)`, `x = x * self.input_norm(x)` or `x = x +
-    self.input_norm(x)` scored 0.650-0.799, 0.07-0.22 below their parents."""
+    (`self.pre_block(...)`, TAUGHT_APPLICATIONS) other than as taught; with `made_only`, only
+    of blocks some line of the program assigns to `self` (the statement of a block never made
+    is no fix: 'attribute' faults draw it again). Why: the small model mixes the three input
+    blocks' statements up, and a mixed-up one trains badly: in a default run of 2026-12-07
+    (2-core AVX512-BF16 EPYC) the 4 of 10 evaluated children that wrote `x = x *
+    self.pre_block(x)`, `x = x * self.input_norm(x)` or `x = x + self.input_norm(x)` scored
+    0.650-0.799, 0.07-0.22 below their parents."""
+    made = _self_attributes_in(tree, ast.Store) if made_only else set(TAUGHT_APPLICATIONS)
     found = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Assign) or node.lineno < first or len(node.targets) != 1:
@@ -86,6 +91,8 @@ def misapplied_blocks(tree: ast.Module, first: int = 1) -> list[tuple[int, str]]
         if len(applied) != 1 or not isinstance(node.targets[0], ast.Name):
             continue
         block = applied.pop()
+        if block not in made:
+            continue
         taught = TAUGHT_APPLICATIONS[block].format(x=_applied_to(node.value, block))
         written = ast.unparse(node)
         if written != taught:
@@ -223,12 +230,16 @@ def read_attributes(program: str) -> set[str]:
     return set().union(*map(_self_attributes_in, methods))
 
 
-def _self_attributes_in(node: ast.AST) -> set[str]:
-    """The attributes of `self` that `node` reads or assigns, anywhere inside it."""
+def _self_attributes_in(node: ast.AST, ctx: type[ast.expr_context] = ast.expr_context) -> set[str]:
+    """The attributes of `self` that `node` reads or assigns (`ctx`: only those it assigns,
+    ast.Store, or reads, ast.Load), anywhere inside it."""
     return {
         n.attr
         for n in ast.walk(node)
-        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self"
+        if isinstance(n, ast.Attribute)
+        and isinstance(n.value, ast.Name)
+        and n.value.id == "self"
+        and isinstance(n.ctx, ctx)
     }
 
 

@@ -136,7 +136,7 @@ def test_real_difflib_deltas_of_mutated_seeds(name):
 
 def test_blank_lines_are_bounded_in_number_and_width():
     """A sampler cannot spend its budget on blank lines: at most two in a row, each at most
-    40 spaces or tabs wide (the codec ignores them, so nothing of the parent is lost)."""
+    40 spaces wide, no tab (the codec ignores them, so nothing of the parent is lost)."""
     parent = SEEDS["plain_cnn"]
     grammar = delta_grammar(parent)
     line = next(x for x in parent.splitlines() if "nn.ReLU(inplace=True)" in x)
@@ -145,8 +145,9 @@ def test_blank_lines_are_bounded_in_number_and_width():
         return delta_answer(f"--- baseline.py\n+++ improved.py\n@@ @@\n{gap}-{line}\n+x = 1\n")
 
     assert parent.count(line) == 1 and accepts(grammar, answer(""))
-    assert accepts(grammar, answer(" " + " " * 40 + "\n" + " \t\n"))
+    assert accepts(grammar, answer(" " + " " * 40 + "\n" + "-\n"))
     assert not accepts(grammar, answer(" " + " " * 41 + "\n"))
+    assert not accepts(grammar, answer(" \t\n")) and not accepts(grammar, answer("-  \t\n"))
     assert not accepts(grammar, answer("\n\n\n"))
 
 

@@ -13,6 +13,7 @@ from llmnas_dist.evaluation.datasets import dataset_spec
 from llmnas_dist.generation.constrain import accepts
 from llmnas_dist.generation.engine import TransformersGenerator, chat_text
 from llmnas_dist.generation.lookup import (
+    FIXED_PAST_LIMIT,
     KIND_REDRAWS,
     LINE_REDRAWS,
     REPEAT_REDRAWS,
@@ -473,12 +474,16 @@ MISAPPLIED = (
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("earlier, redrawn", [(KIND_REDRAWS["applied"], True), (LIMIT, False)])
-def test_a_misapplied_block_s_line_is_fixed_until_the_answer_s_limit(tokenizers, earlier, redrawn):
+@pytest.mark.parametrize(
+    "earlier, redrawn",
+    [(KIND_REDRAWS["applied"], True), (LIMIT, True), (LIMIT + FIXED_PAST_LIMIT, False)],
+)
+def test_a_misapplied_block_s_line_is_fixed_past_the_answer_s_limit(tokenizers, earlier, redrawn):
     """`x = x * self.input_norm(x)` (the input gate's statement on the input BatchNorm) goes
     back to be written as taught even after the answer's 'applied' redraws (a build fault
     may have sent the fixed line back to its hunk's header, and the model wrote it mixed up
-    again); once the answer's redraw_limit is spent, it stays."""
+    again), and after its redraw_limit (writing it samples nothing), up to FIXED_PAST_LIMIT
+    more; then it stays."""
     from llmnas_dist.admission.partial import LineFault
 
     row, out = _redrawing_row(tokenizers, "delta", limit=LIMIT), []

@@ -88,6 +88,11 @@ def test_a_block_applied_as_another_one_is_misapplied():
     assert "x = x + self.pre_block(x)" in why
     # an assignment before line `first` is not judged (a delta's lines judged before)
     assert misapplied_blocks(parse_source(mixed), first=line + 1) == []
+    # a block the program makes is judged with `made_only`; one no line makes is not
+    assert misapplied_blocks(parse_source(mixed), made_only=True) == [(line, why)]
+    unmade = mixed.replace("self.pre_block = ", "self.other_block = ")
+    assert len(misapplied_blocks(parse_source(unmade))) == 1
+    assert misapplied_blocks(parse_source(unmade), made_only=True) == []
 
 
 def test_swap_all_activations_leaves_one_kind_and_changes_only_activation_lines():
