@@ -86,46 +86,43 @@ LINE_REDRAWS = 3  # draws of one line after its first, before the line is kept a
 # did not build and had no build redraw left
 END_REDRAWS = 3
 # 'repeat' redraws an answer (within its redraw_limit), then a repeated edit's line stays and
-# admission judges the answer. Near an archive that holds every taught edit of a parent, the
-# small model writes the same block again and again: a repeat run of the default (2026-12-07,
-# 2-core AVX512-BF16 EPYC) redrew 7-12 repeats in 6 of its 15 deltas, 1 of those 6 admitted.
-# bench/replay_bench.py --cycle 1 --samples 3 --calls on that run (15 answers an arm, the
-# same seeds): 8 admitted in 296 s at 3 against 8 in 330 s unbounded (0.90x)
+# admission judges the answer. Near an archive that holds every taught edit of a parent, the small
+# model writes the same block again and again: a repeat run of the default (2026-12-07, 2-core
+# AVX512-BF16 EPYC) redrew 7-12 repeats in 6 of its 15 deltas, 1 of those 6 admitted.
+# bench/replay_bench.py --cycle 1 --samples 3 --calls on that run (15 answers an arm, the same
+# seeds): 8 admitted in 296 s at 3 against 8 in 330 s unbounded (0.90x)
 REPEAT_REDRAWS = 3
 # ... and so do 'applied' faults (a taught block applied other than as taught,
-# `admission.scopes.misapplied_blocks`): the model's preference for its mixed-up statement is
-# strong. In the first default run with the fault (2026-12-07, 2-core AVX512-BF16 EPYC) 3 of 14
-# deltas redrew `x = x * self.input_norm(x)` 8-16 times, spending the answer's redraw_limit; one
-# was cut off at max_new_tokens. Its evaluated children scored 0.003 below their parents on
-# average (9), against 0.076 below (10) in the run before it without the fault; with the bound,
-# the next run's 0.033 below (9). Drawn again, the line came back mixed up as often as not, so
-# since then the redraw writes it as its block is applied (`_fixed_line`); the bound holds where
-# the grammar refuses that line. Since 2026-12-07 (twelfth stop) a line that `_fixed_line` can
-# write is written so whenever it comes back, within the answer's redraw_limit, not its 3
-# 'applied' redraws: a build fault later in the answer sent it back to its hunk's header, the
-# model wrote the mixed-up line again, and after 3 such the line stayed. In a default run that day
-# (2-core AVX512-BF16 Xeon) 4 of the 10 evaluated children had kept `x = x * self.pre_block(x)` so
-# (each after "3 applied, 3 build" redraws) and scored 0.078-0.148 below their parents
-# 'unapplied': a whole program's forward going on without a block it made gets the block's
-# statement written before it (`_fixed_line`), once per input block; where the grammar
-# refuses it the model writes the same line again: before the grammar's APPLY it spent the
-# answer's 16 redraws so (bench/replay_bench.py --mode full, 2026-12-07, 3 of 6 answers)
+# `admission.scopes.misapplied_blocks`): the model prefers its mixed-up statement. In the first
+# default run with the fault (2026-12-07, 2-core AVX512-BF16 EPYC) 3 of 14 deltas redrew `x = x *
+# self.input_norm(x)` 8-16 times; its children scored 0.003 below their parents (9), against 0.076
+# (10) without the fault, 0.033 (9) with the bound. Drawn again, the line came back mixed up as
+# often as not, so the redraw writes it as its block is applied (`_fixed_line`); the bound holds
+# where the grammar refuses that line. Since the twelfth stop a line `_fixed_line` can write is
+# written so whenever it comes back, within the answer's redraw_limit: a build fault sent it back
+# to its hunk's header and the model wrote it mixed up again; in a default run that day (2-core
+# AVX512-BF16 Xeon) 4 of 10 evaluated children had kept `x = x * self.pre_block(x)` after "3
+# applied, 3 build" redraws and scored 0.078-0.148 below their parents
+# 'unapplied': a whole program's forward going on without a block it made gets the block's statement
+# written before it (`_fixed_line`), once per input block; where the grammar refuses it the model
+# writes the same line again: before the grammar's APPLY it spent the answer's 16 redraws so
+# (bench/replay_bench.py --mode full, 2026-12-07, 3 of 6 answers)
 KIND_REDRAWS = {"repeat": REPEAT_REDRAWS, "applied": 3, "unapplied": len(INPUT_BLOCKS)}
-# the faults whose line is written as taught (`_fixed_line`) rather than drawn again
-FIXED_KINDS = ("applied", "unapplied")
+# faults whose line is written as taught (`_fixed_line`), not drawn again ('doubled': as context)
+FIXED_KINDS = ("applied", "unapplied", "doubled")
 # ... past the answer's redraw_limit too, this many more (writing samples nothing): a default
 # run's delta of 2026-12-07 (AVX2 EPYC) spent 16 on 12 'attribute' redraws and 4 fixed lines,
 # kept `x = x * self.pre_block(x)` on its fifth, and scored 0.117 below its parent
 FIXED_PAST_LIMIT = 4
 # A whole program's changed line that faults again is written as its parent's line
-# (`LineJudge.parent_line`) from its second redraw on: drawn again, the change came back the
-# same. bench/replay_bench.py --mode full --set redraw_full=true on a default first run
-# (2026-12-07, 2-core AMX Xeon, its 10 whole-program slots, 2 samples each): 5 of 20 answers
-# failed to build on `channels, height, width = in_shape` (the parent's `in_shape[-3:]`),
-# each after 3 build redraws of that line. With the revert (4 samples, 40 answers an arm):
-# 3 of 40 failed so, 11 of 40 admitted, against 10 of 40 and 8 of 40 without redraws; with
-# the revert and `in_shape`'s unpacking a line fault (admission/unpacks.py): 0 and 9 of 40
-# (they fail on other faults next: 14 of 40 were cut off by the token budget)
+# (`LineJudge.parent_line`) from its second redraw on: drawn again, the change came back the same.
+# bench/replay_bench.py --mode full --set redraw_full=true on a default first run (2026-12-07,
+# 2-core AMX Xeon, its 10 whole-program slots, 2 samples each): 5 of 20 answers failed to build on
+# `channels, height, width = in_shape` (the parent's `in_shape[-3:]`), each after 3 build redraws of
+# that line. With the revert (4 samples, 40 answers an arm): 3 of 40 failed so, 11 of 40 admitted,
+# against 10 of 40 and 8 of 40 without redraws; with the revert and `in_shape`'s unpacking a line
+# fault (admission/unpacks.py): 0 and 9 of 40 (they fail on other faults next: 14 of 40 were cut off
+# by the token budget)
 REVERT_DRAW = 2
 BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
 # Redraws sample as the first draw did. Tried and not kept (2026-12-06, 2-core AVX2 EPYC,
@@ -544,16 +541,19 @@ def _line_redraw(
 def _fixed_line(tokenizer: Any, answer: str, kept: list[int], fault: LineFault) -> list[int]:
     """The tokens that write a taught block's line as its block is made to be applied
     (`taught_statement`), after the `kept` tokens: in place of a misapplied block's line
-    ('applied': drawn again, the line came back mixed up as often as not; the default run of
-    2026-12-07 after the bound: almost every delta of its repeat spent its 3 'applied'
-    redraws), or before the line of forward that went on without applying it ('unapplied').
-    Empty where the kept text does not lead to it (a token that holds the newline also held
-    more), or where the fault is not charged to the block's own line."""
+    ('applied': drawn again, it came back mixed up as often as not), or before the line of
+    forward that went on without applying it ('unapplied'); a 'doubled' line as the context
+    line it repeated. Empty where the kept text does not lead to it (a token that holds the
+    newline also held more), or where the fault is not charged to the block's own line."""
     statement = taught_statement(fault.why)
     lines = answer.split("\n")
-    if statement is None or not 0 < fault.line <= len(lines):
+    if not 0 < fault.line <= len(lines):
         return []
     written = lines[fault.line - 1]
+    if fault.kind == "doubled":
+        return _line_tokens(tokenizer, kept, f" {written[1:]}\n")
+    if statement is None:
+        return []
     prefix = "+" if written.startswith("+") else ""  # a delta's added line
     code = written[len(prefix) :]
     if fault.kind == "applied":

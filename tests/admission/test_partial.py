@@ -372,6 +372,27 @@ def test_a_taught_block_applied_other_than_as_taught_is_a_fault(applied: str, ki
         assert (applied if kind == "applied" else "self.input_gate") in fault.why
 
 
+@pytest.mark.parametrize(
+    "after, doubled",
+    [
+        ("         return self.head(self.conv(x).mean((2, 3)))\n", True),  # copied again
+        ("+        return self.head(self.conv(x).mean((2, 3)))\n", False),  # added twice
+        ("-        return self.head(self.conv(x).mean((2, 3)))\n", False),  # replaced
+    ],
+)
+def test_a_delta_s_added_line_that_the_next_context_line_repeats_is_doubled(
+    after: str, doubled: bool
+) -> None:
+    """The parent's next statement written as an added line, then copied as context: the
+    statement would run twice (the stem applied to its own output did not build)."""
+    answer = DELTA_HEAD + "     def forward(self, x):\n"
+    answer += "+        return self.head(self.conv(x).mean((2, 3)))\n" + after
+    fault = LineJudge(PARENT_NET).fault(answer)
+    assert (fault is not None and fault.kind == "doubled") == doubled
+    if doubled:
+        assert fault is not None and fault.line == answer.count("\n") - 1
+
+
 def test_a_misapplied_block_is_charged_to_its_statement_not_the_line_that_followed() -> None:
     """The fault shows once the hunk applies, a line or more after the statement: it goes
     to the statement's line (redrawn there, `x*self.pre_block(x)` as the model wrote it)."""

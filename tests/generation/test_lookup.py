@@ -494,21 +494,43 @@ def test_a_misapplied_block_s_line_is_fixed_past_the_answer_s_limit(tokenizers, 
         assert row.faults[-1].kind == "applied" and "self.input_norm" in row.faults[-1].why
 
 
-@pytest.mark.integration
-def test_a_misapplied_block_s_line_is_written_again_as_its_block_is_applied(tokenizers):
-    """Drawn again, the mixed-up statement came back as often as not: the redraw writes the
-    line as the block is made to be applied (`x = self.input_norm(x)`), whatever the model's
-    logits say (here flat: greedy would pick the grammar's first allowed token)."""
+def _line_written_after_forward(row, tokenizers, out: list[int]) -> tuple[str, str]:
+    """The answer taken back to `def forward`'s line, and the line the row writes next
+    with flat logits (greedy would pick the grammar's first allowed token)."""
     tokenizer, ll_tokenizer = tokenizers
-    row, out = _redrawing_row(tokenizers, "delta"), []
-    assert _feed(row, tokenizers, MISAPPLIED, out) is not None
     back = tokenizer.decode(out)
     assert back.endswith("     def forward(self, x):\n")
     for _ in range(40):
         out.append(row.pick(torch.zeros(ll_tokenizer.vocab_size)))
         if tokenizer.decode(out).endswith("\n"):
             break
-    assert tokenizer.decode(out) == back + "+        x = self.input_norm(x)\n"
+    return back, tokenizer.decode(out)[len(back) :]
+
+
+@pytest.mark.integration
+def test_a_misapplied_block_s_line_is_written_again_as_its_block_is_applied(tokenizers):
+    """Drawn again, the mixed-up statement came back as often as not: the redraw writes the
+    line as the block is made to be applied (`x = self.input_norm(x)`), whatever the model's
+    logits say (here flat: greedy would pick the grammar's first allowed token)."""
+    row, out = _redrawing_row(tokenizers, "delta"), []
+    assert _feed(row, tokenizers, MISAPPLIED, out) is not None
+    _, line = _line_written_after_forward(row, tokenizers, out)
+    assert line == "+        x = self.input_norm(x)\n"
+
+
+@pytest.mark.integration
+def test_a_doubled_line_is_written_again_as_the_context_line_it_repeated(tokenizers):
+    """`x = self.pool(self.features(x))` added, then copied from the parent after it (the
+    features would run twice): the added line is written as that context line, whatever the
+    logits say, and the answer goes on after it."""
+    statement = "        x = self.pool(self.features(x))"
+    doubled = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n     def forward(self, x):\n"
+    doubled += f"+{statement}\n {statement}\n"
+    row, out = _redrawing_row(tokenizers, "delta"), []
+    assert _feed(row, tokenizers, doubled, out) is not None
+    assert [f.kind for f in row.faults] == ["doubled"]
+    _, line = _line_written_after_forward(row, tokenizers, out)
+    assert line == f" {statement}\n"
 
 
 @pytest.mark.integration
