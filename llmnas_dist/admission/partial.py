@@ -98,10 +98,9 @@ class LineFault:
     `admission.scopes.remade_blocks`), 'unpack' (`in_shape` unpacked into a number of
     names it does not hold, `admission.unpacks`), 'doubled' (a delta's added line that the
     context line after it copies from the parent: the statement runs twice), 'build' (the
-    finished program did not
-    build), 'novelty' (it is a near-copy of an archived program near its parent) or
-    'repeat' (a delta's added line that a near-copy wrote before, an edit already made
-    near the parent), `why` says what."""
+    finished program did not build), 'novelty' (it is a near-copy of an archived program
+    near its parent) or 'repeat' (a delta's added line that a near-copy wrote before, an
+    edit already made near the parent), `why` says what."""
 
     line: int
     kind: str
