@@ -17,7 +17,7 @@ every architecture the archive held when that cycle began (the run's earlier cyc
 seeds included, and the programs of runs created before it: a repeat run's archive),
 each admitted answer joining it; built before it is returned only in the modes the config
 builds (`generation.built`). Per answer: its verdict, its nearest archived program's
-Jaccard, the lines redrawn; in all: the verdict counts, the wall time, the sandboxed builds
+Jaccard, the lines redrawn (and, in the report file, the answer); in all: the verdict counts, the wall time, the sandboxed builds
 generation ran before returning its answers and their seconds.
 
 Compare two versions of the code on the same run (an A/B): run this file from each
@@ -206,8 +206,8 @@ def replay(args: argparse.Namespace) -> dict:
                     "output_tokens": result.output_tokens,
                     "misapplied": misapplied_count(v.canonical) if v.admitted else None,
                 }
-                rows.append(row)
                 print(json.dumps(row), flush=True)
+                rows.append({**row, "answer": result.text})  # in the report file only
     counts = Counter(r["verdict"] for r in rows)
     return {
         "run": run_id,

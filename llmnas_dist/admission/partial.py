@@ -32,6 +32,7 @@ from llmnas_dist.admission.build import SAME_FUNCTION, BuildReport
 from llmnas_dist.admission.calls import misfit_calls
 from llmnas_dist.admission.delta import apply_output, extract_code
 from llmnas_dist.admission.finished import AnswerTarget, BuildFault, line_key
+from llmnas_dist.admission.reach import unreachable_statements
 from llmnas_dist.admission.scopes import (
     made_input_blocks,
     misapplied_blocks,
@@ -96,7 +97,8 @@ class LineFault:
     without applying a taught input block its `__init__` made,
     `admission.scopes.unapplied_blocks`), 'remade' (a taught block made again,
     `admission.scopes.remade_blocks`), 'unpack' (`in_shape` unpacked into a number of
-    names it does not hold, `admission.unpacks`), 'doubled' (a delta's added line that the
+    names it does not hold, `admission.unpacks`), 'unreachable' (a statement after one that
+    leaves its body, `admission.reach`), 'doubled' (a delta's added line that the
     context line after it copies from the parent: the statement runs twice), 'build' (the
     finished program did not build), 'novelty' (it is a near-copy of an archived program
     near its parent) or 'repeat' (a delta's added line that a near-copy wrote before, an
@@ -398,7 +400,8 @@ def program_faults(
 ) -> frozenset[tuple[str, str]]:
     """(kind, why) of every fault of a complete program, without line numbers (they move as
     a delta inserts lines): a syntax error, a name read before it is bound (or never), an
-    attribute read that no line makes, a misfit call, a misapplied block, a misfit unpack."""
+    attribute read that no line makes, a misfit call, a misapplied block, a misfit unpack,
+    a statement that never runs."""
     try:
         tree = parse_source(code)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
@@ -416,7 +419,8 @@ def _meaning_faults(
     its parse cannot show: names read before they are bound, attributes no line makes,
     calls that do not fit their callee (`complete`: as `unbound_reads`), taught blocks
     applied other than as taught (`misapplied_blocks`) or made again (`remade_blocks`),
-    `in_shape` unpacked into a number of names it does not hold (`misfit_unpacks`)."""
+    `in_shape` unpacked into a number of names it does not hold (`misfit_unpacks`),
+    statements that never run (`unreachable_statements`)."""
     return [
         *(
             (line, "name", f"{name!r} is read before it is bound")
@@ -430,6 +434,7 @@ def _meaning_faults(
         *((line, "applied", why) for line, why in misapplied_blocks(tree, first, made_only=True)),
         *((line, "remade", why) for line, why in remade_blocks(tree, first)),
         *((line, "unpack", why) for line, why in misfit_unpacks(tree, first)),
+        *((line, "unreachable", why) for line, why in unreachable_statements(tree, first)),
     ]
 
 

@@ -204,7 +204,7 @@ class TransformersGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from llmnas_dist.generation.lookup import PassCosts
+        from llmnas_dist.generation.draft_width import PassCosts
 
         self.model_path = resolve_model(model)
         self.max_model_len = max_model_len

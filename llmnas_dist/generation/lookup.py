@@ -25,7 +25,7 @@ read of a name that no line has bound there yet, or a call whose arguments do no
 its callee (a made-up keyword of `nn.Conv2d`); the answer, its cache and its grammar go
 back to the start of that line, and the line is sampled again (at most `LINE_REDRAWS`
 times a line, `redraw_limit` times an answer; then the line stays and admission judges
-it). This samples from the model's distribution restricted to lines without such faults,
+it, or a delta ends in its place: `ENDED`). This samples from the model's distribution restricted to lines without such faults,
 as the grammar's mask restricts tokens.
 
 Given an `AnswerTarget` (`generation.redraw_builds`), the answer is also built in the
@@ -58,6 +58,7 @@ from typing import Any, cast
 import torch
 
 from llmnas_dist.admission.finished import AnswerTarget
+from llmnas_dist.admission.grammar import DELTA_END
 from llmnas_dist.admission.loops import MAX_LINE_CHARS
 from llmnas_dist.admission.partial import (
     END_KINDS,
@@ -68,6 +69,7 @@ from llmnas_dist.admission.partial import (
 )
 from llmnas_dist.admission.scopes import INPUT_BLOCKS, misapplied_blocks, taught_statement
 from llmnas_dist.generation.constrain import Constraint, GrammarLogitsProcessor
+from llmnas_dist.generation.draft_width import DraftWidth, PassCosts
 from llmnas_dist.generation.early_stop import EarlyStop
 from llmnas_dist.generation.sampling import Sampling
 from llmnas_dist.program.source import parse_source
@@ -78,7 +80,6 @@ from llmnas_dist.program.source import parse_source
 # drafts were kept in 579 passes (code repeats short runs such as `        self.`)
 MAX_NGRAM = 16
 MIN_NGRAM = 2
-COST_EMA = 0.2  # weight of a pass's time in its width's moving average (PassCosts)
 LINE_REDRAWS = 3  # draws of one line after its first, before the line is kept as it is
 # draws after a finished answer did not build, and as many after it was a near-copy (each
 # redraws a hunk, a program's tail, or goes on from the end tag). Each kind has its own:
@@ -125,6 +126,14 @@ FIXED_PAST_LIMIT = 4
 # by the token budget)
 REVERT_DRAW = 2
 BACKTRACK_LINES = 2  # how far before a faulty line redraws may go once it is spent
+# A delta's faulty line that would be kept (the answer's or the line's redraws spent) is
+# replaced by the delta's end tag, where the grammar allows it (once an answer), instead of
+# kept with the answer going on: in a default first run of 2026-12-07 (2-core AMX Xeon) 4 of 14
+# deltas were cut off by their 384-token budget after spending their redraws on lines that
+# read blocks no line made (13-16 'attribute' faults), 2 of them adding statements after
+# forward's `return` until the budget ran out; none was admitted. Not for 'repeat' faults,
+# whose few redraws end with the line kept for admission to judge (REPEAT_REDRAWS)
+ENDED = "ended"
 # Redraws sample as the first draw did. Tried and not kept (2026-12-06, 2-core AVX2 EPYC,
 # bench/replay_bench.py --cycle 3 --samples 4 on a default first run whose cycle-3 deltas
 # drew `self.input_gate` again 7-8 times each): a redrawn line sampled hotter, top-p off,
@@ -179,81 +188,6 @@ class Row:
         first = self.faults[0]
         counts = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
         return f"redrew {len(self.faults)} lines ({counts}; first: line {first.line}: {first.why})"
-
-
-class PassCosts:
-    """Seconds a forward pass of m tokens has taken on this machine (a moving average per m),
-    kept by the generator across answers. A width not timed yet is guessed low, so that it is
-    tried once and then known: as costly as the widest timed width below it, or, with none
-    below, a timed wider pass's cost scaled down in proportion to its tokens."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[int, float] = {}
-
-    def add(self, tokens: int, seconds: float) -> None:
-        old = self.seconds.get(tokens)
-        self.seconds[tokens] = seconds if old is None else old + COST_EMA * (seconds - old)
-
-    def of(self, tokens: int) -> float:
-        if tokens in self.seconds:
-            return self.seconds[tokens]
-        below = [m for m in self.seconds if m < tokens]
-        if below:
-            return self.seconds[max(below)]
-        above = min((m for m in self.seconds), default=None)
-        return 1.0 if above is None else self.seconds[above] * tokens / above
-
-
-class DraftWidth:
-    """How many drafts the next pass feeds (up to the configured `draft_tokens`): the number
-    that makes the most tokens per second, given this answer's share of drafts kept so far
-    (each draft taken as kept with that probability, while the ones before it were; the
-    share counted apart after a pass that kept all its drafts, inside a copy, and after one
-    that did not) and what passes of each width have cost on this machine (`PassCosts`).
-
-    A pass of k drafts costs more than a one-token pass, and by how much depends on the CPU:
-    SmolLM2-135M at a 900-token context on a 2-core AVX512 Xeon without bf16 (fp32) took 44,
-    59, 59, 104 and 149 ms for passes of 1, 2, 3, 4 and 9 tokens. Deltas copy short runs
-    (150 tokens in 89 passes of up to 8 drafts), whole programs long ones. Greedy answers of
-    the warm-started model on that Xeon, the same tokens in every arm (3 seeds, the default's
-    prompts, grammars and token budgets): deltas (431 tokens) took 25.1 s without drafts,
-    19.5 s with 2 a pass, 24.6 s with 8; whole programs (2,470 tokens) 136.4, 73.6 and 64.8 s.
-    Assisted generation's schedule (2 more after a pass that kept all, one fewer after one
-    that did not) took 23.9 and 63.1 s: it follows the copies, not the cost. This width took
-    23.3 and 70.2 s up to 8 drafts, 22.7 and 56.1 s up to 16 (the default's draft_tokens);
-    with one share for the whole answer 19.9 and 75.3 s up to 8 (whole programs copy in
-    runs: a pass after a kept run is likely kept whole).
-
-    The width changes how many passes an answer takes, not its distribution; since it
-    follows the clock, a replay may split an answer into other passes, whose logits differ
-    only by float rounding (a greedy answer on a loaded CI machine was the same token for
-    token)."""
-
-    def __init__(self, most: int, costs: PassCosts) -> None:
-        self.most, self.costs = most, costs
-        # drafts kept / tried, apart after a pass that kept all its drafts (inside a copy,
-        # the next drafts are likely kept too) and after one that did not; uniform priors
-        self.kept = {True: 1, False: 1}
-        self.tried = {True: 2, False: 2}
-        self.copying = False
-
-    def after(self, kept: int, fed: int, seconds: float) -> None:
-        self.costs.add(fed + 1, seconds)
-        if not fed:
-            return
-        self.kept[self.copying] += kept
-        self.tried[self.copying] += kept + (kept < fed)  # tried once those before are kept
-        self.copying = kept == fed
-
-    @property
-    def now(self) -> int:
-        share = self.kept[self.copying] / self.tried[self.copying]
-        # expected tokens of a pass of k drafts: 1 + share + ... + share^k
-        rates = [
-            (sum(share**i for i in range(k + 1)) / self.costs.of(k + 1), -k)
-            for k in range(self.most + 1)
-        ]
-        return -max(rates)[1]
 
 
 def decode_with_drafts(
@@ -468,6 +402,41 @@ def _line_redraw(
     line_chars: list[int] = []  # per answer token: the length of the line it ends in
     draws: dict[int, int] = {}  # answer line -> redraws so far
 
+    def end_delta(tokens: list[int], fault: LineFault, answer: str) -> int | None:
+        """The delta goes back to the start of the faulty line and writes its end tag there
+        (`ENDED`, once an answer), or, where the grammar refuses the tag there (the line was
+        its hunk's first change), in place of its hunk's header: the hunk is dropped. Where
+        it refuses that too (the delta's first hunk), the hunk is drawn again from its
+        header. None: the answer cannot go back (nothing changed)."""
+        matcher = constraint.matcher
+        cut, at, end = len(tokens), 0, []
+        for line in dict.fromkeys([fault.line, hunk_start(answer, fault.line) or fault.line]):
+            keep = _line_start(newlines, line)
+            if not 0 < keep <= cut or (
+                keep < cut and matcher is not None and not matcher.rollback(cut - keep)
+            ):
+                break
+            cut, at = keep, line
+            end = _line_tokens(tokenizer, tokens[:keep], DELTA_END)
+            if end and (
+                matcher is None or matcher.validate_tokens([tokens[keep - 1], *end]) > len(end)
+            ):
+                break
+            end = []
+        if cut == len(tokens):
+            return None
+        where = "its end tag written at " + (
+            "its line" if at == fault.line else "its hunk's header"
+        )
+        why = (
+            f"{where if end else 'its hunk drawn again'}: redraws spent ({fault.kind}: {fault.why})"
+        )
+        faults.append(LineFault(at, ENDED, why))
+        judge.rewound(at)
+        last[0, 0] = tokens[cut - 1]  # the matcher takes it at the next pick
+        forced[:] = end
+        return cut
+
     def redraw(tokens: list[int]) -> int | None:
         del newlines[len(tokens) - 1 :], line_chars[len(tokens) - 1 :]  # cut back since?
         text = str(tokenizer.decode(tokens[-1:]))
@@ -515,9 +484,14 @@ def _line_redraw(
                 (not fixed or fault.kind == "unapplied")
                 and sum(f.kind == fault.kind for f in faults) >= KIND_REDRAWS.get(fault.kind, limit)
             )
+        kept = spent or (not fixed and draws.get(line, 0) >= LINE_REDRAWS)
+        ends = kept and fault.kind not in (*END_KINDS, "repeat") and "<delta>" in answer.lower()
+        if ends and all(f.kind != ENDED for f in faults):
+            ends_at = end_delta(tokens, fault, answer)
+            if ends_at is not None:
+                return ends_at
         if (
-            spent
-            or (not fixed and draws.get(line, 0) >= LINE_REDRAWS)
+            kept
             or not 0 < keep < len(tokens)
             or (matcher is not None and not matcher.rollback(len(tokens) - keep))
         ):

@@ -11,6 +11,7 @@ import torch
 from llmnas_dist.admission.grammar import full_grammar
 from llmnas_dist.evaluation.datasets import dataset_spec
 from llmnas_dist.generation.constrain import accepts
+from llmnas_dist.generation.draft_width import DraftWidth, PassCosts
 from llmnas_dist.generation.engine import TransformersGenerator, chat_text
 from llmnas_dist.generation.lookup import (
     FIXED_PAST_LIMIT,
@@ -18,8 +19,6 @@ from llmnas_dist.generation.lookup import (
     LINE_REDRAWS,
     REPEAT_REDRAWS,
     REVERT_DRAW,
-    DraftWidth,
-    PassCosts,
     decode_with_drafts,
     lookup_drafts,
     sampling_row,
@@ -475,23 +474,22 @@ MISAPPLIED = (
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    "earlier, redrawn",
-    [(KIND_REDRAWS["applied"], True), (LIMIT, True), (LIMIT + FIXED_PAST_LIMIT, False)],
+    "earlier, kind",
+    [(KIND_REDRAWS["applied"], "applied"), (LIMIT, "applied"), (LIMIT + FIXED_PAST_LIMIT, "ended")],
 )
-def test_a_misapplied_block_s_line_is_fixed_past_the_answer_s_limit(tokenizers, earlier, redrawn):
+def test_a_misapplied_block_s_line_is_fixed_past_the_answer_s_limit(tokenizers, earlier, kind):
     """`x = x * self.input_norm(x)` (the input gate's statement on the input BatchNorm) goes
     back to be written as taught even after the answer's 'applied' redraws (a build fault
     may have sent the fixed line back to its hunk's header, and the model wrote it mixed up
     again), and after its redraw_limit (writing it samples nothing), up to FIXED_PAST_LIMIT
-    more; then it stays."""
+    more; then the delta ends in its place (here its hunk, which changed nothing else, is
+    dropped)."""
     from llmnas_dist.admission.partial import LineFault
 
     row, out = _redrawing_row(tokenizers, "delta", limit=LIMIT), []
     row.faults += [LineFault(5, "applied", "earlier")] * earlier
-    keep = _feed(row, tokenizers, MISAPPLIED, out)
-    assert (keep is not None) == redrawn
-    if redrawn:
-        assert row.faults[-1].kind == "applied" and "self.input_norm" in row.faults[-1].why
+    assert _feed(row, tokenizers, MISAPPLIED, out) is not None
+    assert row.faults[-1].kind == kind and "self.input_norm" in row.faults[-1].why
 
 
 def _line_written_after_forward(row, tokenizers, out: list[int]) -> tuple[str, str]:
@@ -531,6 +529,76 @@ def test_a_doubled_line_is_written_again_as_the_context_line_it_repeated(tokeniz
     assert [f.kind for f in row.faults] == ["doubled"]
     _, line = _line_written_after_forward(row, tokenizers, out)
     assert line == f" {statement}\n"
+
+
+RETURN = "        return self.head(torch.flatten(x, 1))"
+PAST_RETURN = "<delta>\n--- baseline.py\n+++ improved.py\n@@ @@\n     def forward(self, x):\n"
+
+
+@pytest.mark.integration
+def test_a_line_after_forward_s_return_is_drawn_again(tokenizers):
+    """The parent's last line is forward's `return`: a delta that goes on below it adds a
+    statement that never runs ('unreachable'), drawn again."""
+    tokenizer, _ = tokenizers
+    head = PAST_RETURN + "-        x = self.pool(self.features(x))\n"
+    head += "+        x = self.pool(self.features(x)) + 1\n " + RETURN + "\n"
+    row, out = _redrawing_row(tokenizers, "delta"), []
+    assert _feed(row, tokenizers, head + "+        x = x + 1\n", out) is not None
+    assert [f.kind for f in row.faults] == ["unreachable"] and "`x = x + 1`" in row.faults[0].why
+    assert tokenizer.decode(out) == head
+
+
+def _written_next(row, tokenizers, out: list[int]) -> str:
+    """What the row writes next with flat logits (greedy would pick the grammar's first
+    allowed token), up to its end tag or 40 tokens."""
+    tokenizer, ll_tokenizer = tokenizers
+    back = tokenizer.decode(out)
+    for _ in range(40):
+        out.append(row.pick(torch.zeros(ll_tokenizer.vocab_size)))
+        if "</delta>" in tokenizer.decode(out)[len(back) :]:
+            break
+    return tokenizer.decode(out)[len(back) :]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("changed_before", [True, False])
+def test_a_delta_whose_faulty_line_would_be_kept_ends_there(tokenizers, changed_before):
+    """Past the answer's redraw_limit a faulty line was kept and the delta went on (to its
+    token budget, in the default runs); now the delta's end tag is written in its place,
+    whatever the logits say, or, where its hunk changed nothing before it (the tag is
+    refused there), in place of that hunk's header: the hunk is dropped."""
+    from llmnas_dist.admission.partial import LineFault
+    from llmnas_dist.generation.lookup import ENDED
+
+    tokenizer, _ = tokenizers
+    lines, at = _net_lines()
+    first = "@@ @@\n " + lines[at - 1] + "\n+        self.extra = nn.Identity()\n"
+    hunk = "@@ @@\n     def forward(self, x):\n"
+    if changed_before:
+        replaced = "        x = self.pool(self.features(x))"
+        hunk += f"-{replaced}\n+{replaced} + 1\n"
+    head = "<delta>\n--- baseline.py\n+++ improved.py\n" + first + hunk
+    row, out = _redrawing_row(tokenizers, "delta", limit=LIMIT), []
+    row.faults += [LineFault(5, "name", "earlier")] * LIMIT
+    assert _feed(row, tokenizers, head + "+        x = x + self.missing\n", out) is not None
+    assert row.faults[-1].kind == ENDED and "attribute" in row.faults[-1].why
+    kept = head if changed_before else head[: -len(hunk)]
+    assert tokenizer.decode(out) == kept
+    assert _written_next(row, tokenizers, out) == "</delta>"
+
+
+@pytest.mark.integration
+def test_a_delta_ends_once_then_keeps_its_faulty_lines(tokenizers):
+    """Sent back after its end (a build fault, a near-copy), a delta that writes a faulty
+    line again keeps it: the end is written once an answer."""
+    from llmnas_dist.admission.partial import LineFault
+    from llmnas_dist.generation.lookup import ENDED
+
+    row, out = _redrawing_row(tokenizers, "delta", limit=LIMIT), []
+    row.faults += [LineFault(5, "name", "earlier")] * LIMIT
+    row.faults.append(LineFault(7, ENDED, "earlier"))
+    assert _feed(row, tokenizers, PAST_RETURN + "+        x = x + self.missing\n", out) is None
+    assert len(row.faults) == LIMIT + 1
 
 
 @pytest.mark.integration
