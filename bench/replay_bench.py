@@ -17,8 +17,9 @@ every architecture the archive held when that cycle began (the run's earlier cyc
 seeds included, and the programs of runs created before it: a repeat run's archive),
 each admitted answer joining it; built before it is returned only in the modes the config
 builds (`generation.built`). Per answer: its verdict, its nearest archived program's
-Jaccard, the lines redrawn (and, in the report file, the answer); in all: the verdict counts, the wall time, the sandboxed builds
-generation ran before returning its answers and their seconds.
+Jaccard, the lines redrawn (and, in the report file, the answer); in all: the verdict
+counts, the wall time, the sandboxed builds generation ran before returning its answers and
+their seconds.
 
 Compare two versions of the code on the same run (an A/B): run this file from each
 checkout with the same --archive, --run, --cycle and --samples; the answers are drawn

@@ -17,7 +17,8 @@ right-linear state machine over parent positions:
              removed (a hunk starts with a parent line: difflib's hunks do, and an added
              line before it would double the states)
   in_s_p_c   first anchor s, next anchor p, anchors s..p-1 not yet unique in the parent
-             (c: the hunk changed something)
+             (c: the hunk changed something); at most MAX_UNPLACED_ADDED lines are added
+             before they are unique
   free_p_c   next anchor p, the anchors so far are unique; if c, the hunk may end: the
              answer's end, or the next hunk's header (its lines from p on)
 
@@ -33,12 +34,12 @@ whole program keeps its parent's outline and cannot miscopy it either.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections.abc import Callable, Iterable
 from functools import partial
 
 from llmnas_dist.admission.delta import BASELINE_NAME, IMPROVED_NAME, anchor_key, is_blank
+from llmnas_dist.admission.machine import Step, literal, right_linear
 from llmnas_dist.admission.pyline import MAX_DEPTH, scoped_line_terminals
 from llmnas_dist.admission.scopes import (
     INPUT_BLOCKS,
@@ -59,6 +60,13 @@ ANSWER_ENDS = (DELTA_END, "</nn>")  # generation stops at either
 # Earley items per row; a hunk's start holds ~5 per parent line (measured: 1,251 at 250).
 # vLLM builds its matchers with the defaults, so both backends keep them and this bound.
 MAX_PARENT_LINES = 350
+
+# Added lines of a hunk whose anchors are not yet unique (the line judges cannot place it):
+# in a default run of 2026-12-07 (2-core AMX Xeon) 4 of 14 deltas added 5-20 lines below
+# `super().__init__()` (made in 2 classes) until their 384-token budget cut them off
+# (hunk_ambiguous); the 15 admitted deltas of two such runs added at most 3 there, and at 3
+# all 5 such answers of those runs are refused within their first 530 bytes
+MAX_UNPLACED_ADDED = 3
 
 # Characters splitlines() breaks a line at: an added line must hold none of them, or the
 # codec would read one added line as several.
@@ -132,11 +140,6 @@ def unique_lengths(keys: list[str]) -> list[int | None]:
     return out
 
 
-def _literal(text: str) -> str:
-    """A Lark string literal for exactly `text`."""
-    return json.dumps(text, ensure_ascii=False)
-
-
 def _check_parent(lines: list[str], max_lines: int) -> list[str]:
     """The parent's non-blank lines, or GrammarUnsupported naming what stands in the way."""
     anchors = [line for line in lines if not is_blank(line)]
@@ -156,17 +159,13 @@ def _check_parent(lines: list[str], max_lines: int) -> list[str]:
     return anchors
 
 
-# A transition (source state, terminals, target state); target None accepts the answer.
-Step = tuple[str, str, "str | None"]
-
-
 def delta_grammar(parent: str, max_lines: int = MAX_PARENT_LINES) -> str:
     """The Lark grammar of delta answers that apply to `parent` (see the module doc);
     GrammarUnsupported where it cannot be built (above `max_lines` non-blank lines, or a
     parent line that would end the answer's block)."""
     anchors = _check_parent(parent.splitlines(), max_lines)
     steps, terms = _delta_steps(anchors, unique_lengths([anchor_key(x) for x in anchors]))
-    return _right_linear(steps, terms, [*_ADDED, f"HEADER: {_HEADER}"], _BLANK)
+    return right_linear(steps, terms, [*_ADDED, f"HEADER: {_HEADER}"], _BLANK)
 
 
 def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step], dict[str, str]]:
@@ -187,10 +186,10 @@ def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step]
         if not (removed.startswith("--- ") or removed == "---"):
             steps.append((src, f"{term(removed + chr(10))}", target(1)))
 
-    def after(s: int, p: int) -> Callable[[int], str]:
-        """The state after anchor p of a hunk whose first anchor is s."""
+    def after(s: int, p: int, added: int = 0) -> Callable[[int], str]:
+        """The state after anchor p of a hunk whose first anchor is s (`added` lines so far)."""
         unique = need[s] is not None and p + 1 - s >= (need[s] or 0)
-        return partial(_free, p + 1) if unique else (lambda c: f"in_{s}_{p + 1}_{c}")
+        return partial(_free, p + 1) if unique else (lambda c: f"in_{s}_{p + 1}_{c}_{added}")
 
     startable = [s for s in range(m) if need[s] is not None]
     steps.append(("start", "HEAD HEADER", "seek_0"))
@@ -207,92 +206,15 @@ def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step]
                 copy(f"free_{p}_{c}", p, partial(_free, p + 1), c)
     for s in startable:
         for p in range(s + 1, s + (need[s] or 0)):
-            for c in (0, 1):
-                steps.append((f"in_{s}_{p}_{c}", "ADDED", f"in_{s}_{p}_1"))
-                copy(f"in_{s}_{p}_{c}", p, after(s, p), c)
+            for c, added in [(0, 0), *((1, a) for a in range(MAX_UNPLACED_ADDED + 1))]:
+                if added < MAX_UNPLACED_ADDED:
+                    steps.append((f"in_{s}_{p}_{c}_{added}", "ADDED", f"in_{s}_{p}_1_{added + 1}"))
+                copy(f"in_{s}_{p}_{c}_{added}", p, after(s, p, added), c)
     return steps, terms
 
 
 def _free(p: int, c: int) -> str:
     return f"free_{p}_{c}"
-
-
-def _right_linear(
-    steps: list[Step],
-    terms: dict[str, str],
-    tail: list[str],
-    blank: str,
-    blanks: int = 2,
-    after_blank: set[str] | None = None,
-) -> str:
-    """Lark text of the machine, one rule per state. Right-linear, so an Earley row holds
-    only the current state's alternatives (written left-recursively, every rule is predicted
-    at the answer's first byte: ~18 items per parent line, over llguidance's default of
-    2,000 per row at ~110 lines; right-linear, a hunk's start holds ~3 per line). Blank
-    lines (`gap`, at most `blanks`) may precede any line; they are a rule of their own because
-    inside each line's terminal they made llguidance's lexer run out of expressions at
-    ~250 parent lines. Only states that are reachable and can still finish are written.
-    `tail`: the rules and terminals the steps name besides the literal lines; `blank`: the
-    regex of a blank line; `after_blank`: the terminals a blank line may precede (None:
-    any line)."""
-    useful = _forward(steps, "start") & _backward(steps)
-    lines_of: dict[str, list[str]] = {}  # alternatives that start with a line
-    moves: dict[str, list[str]] = {}  # epsilon alternatives (to another state)
-    for src, syms, dst in steps:
-        if src in useful and (dst is None or dst in useful):
-            target = lines_of if syms else moves
-            target.setdefault(src, []).append(f"{syms} {dst or ''}".strip())
-    rules = []
-    for name in dict.fromkeys([*lines_of, *moves]):
-        alts = list(moves.get(name, []))
-        if name in lines_of and name == "start":
-            alts = lines_of[name] + alts
-        elif name in lines_of:
-            rules.append(f"{name}_line: " + " | ".join(lines_of[name]))
-            spaced = [
-                a for a in lines_of[name] if after_blank is None or a.split()[0] in after_blank
-            ]
-            if spaced == lines_of[name]:
-                alts = [f"gap {name}_line", f"{name}_line", *alts]
-            elif spaced:
-                rules.append(f"{name}_spaced: " + " | ".join(spaced))
-                alts = [f"gap {name}_spaced", f"{name}_line", *alts]
-            else:
-                alts = [f"{name}_line", *alts]
-        rules.append(f"{name}: " + " | ".join(alts))
-    rules.append("gap: " + " | ".join(" ".join(["BLANK"] * k) for k in range(1, blanks + 1)))
-    rules += [f"{name}: {_literal(text)}" for text, name in terms.items()]
-    rules += [*tail, f"BLANK: {blank}"]
-    return "\n".join(rules) + "\n"
-
-
-def _reachable(edges: dict[str, list[str]], starts: set[str]) -> set[str]:
-    """Every state reachable from `starts` along `edges` (starts included)."""
-    seen, todo = set(starts), list(starts)
-    while todo:
-        for nxt in edges.get(todo.pop(), []):
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return seen
-
-
-def _forward(steps: list[Step], root: str) -> set[str]:
-    """States reachable from `root`."""
-    targets: dict[str, list[str]] = {}
-    for src, _, dst in steps:
-        if dst is not None:
-            targets.setdefault(src, []).append(dst)
-    return _reachable(targets, {root})
-
-
-def _backward(steps: list[Step]) -> set[str]:
-    """States from which an accepting transition can be reached."""
-    sources: dict[str, list[str]] = {}
-    for src, _, dst in steps:
-        if dst is not None:
-            sources.setdefault(dst, []).append(src)
-    return _reachable(sources, {src for src, _, dst in steps if dst is None})
 
 
 # A whole program is an edited copy of its parent (`full_grammar`), as a delta is: the
@@ -446,10 +368,10 @@ def full_grammar(parent: str, max_lines: int = MAX_FULL_LINES) -> str:
     # inserted statement could stand, and looped in the name `defforward_pre_block_gate_...`
     # (4 and 3 of 12 whole programs of two default runs, 2026-12-05)
     if "APPLY" in named:
-        taught = [_literal(TAUGHT_APPLICATIONS[b].format(x=applies[0][1])) for b in INPUT_BLOCKS]
+        taught = [literal(TAUGHT_APPLICATIONS[b].format(x=applies[0][1])) for b in INPUT_BLOCKS]
         rules.append(_statement("APPLY", levels[forward], " | ".join(taught)))
     spaced = {name for text, name in terms.items() if _DEFINES.match(text) or text == FULL_END}
-    return _right_linear(steps, terms, rules, r"/\n/", blanks=1, after_blank=spaced)
+    return right_linear(steps, terms, rules, r"/\n/", blanks=1, after_blank=spaced)
 
 
 def _full_steps(
@@ -557,7 +479,7 @@ def _rewritable(line: str) -> bool:
 
 def _not_text(lines: Iterable[str]) -> str:
     """Lexeme operands that refuse each of `lines` (their text after the indentation)."""
-    return "".join(f" & ~{_literal(line.lstrip(' '))}" for line in lines)
+    return "".join(f" & ~{literal(line.lstrip(' '))}" for line in lines)
 
 
 def _statement(name: str, level: int, kind: str, but: str = "") -> str:

@@ -25,8 +25,8 @@ read of a name that no line has bound there yet, or a call whose arguments do no
 its callee (a made-up keyword of `nn.Conv2d`); the answer, its cache and its grammar go
 back to the start of that line, and the line is sampled again (at most `LINE_REDRAWS`
 times a line, `redraw_limit` times an answer; then the line stays and admission judges
-it, or a delta ends in its place: `ENDED`). This samples from the model's distribution restricted to lines without such faults,
-as the grammar's mask restricts tokens.
+it, or a delta ends in its place: `ENDED`). This samples from the model's distribution
+restricted to lines without such faults, as the grammar's mask restricts tokens.
 
 Given an `AnswerTarget` (`generation.redraw_builds`), the answer is also built in the
 sandbox when its end tag is written, as admission will build it: where its program does not

@@ -19,6 +19,7 @@ from llmnas_dist.admission.grammar import (
     MAX_INSERTED,
     MAX_PARENT_LINES,
     MAX_SITES,
+    MAX_UNPLACED_ADDED,
     GrammarUnsupported,
     answer_grammar,
     delta_grammar,
@@ -169,6 +170,25 @@ def test_miscopied_context_and_ambiguous_or_empty_hunks_are_refused():
     assert accepts(delta_grammar(repeated), unique)
     one_left = "self.b = nn.Sequential(\n            nn.ReLU(),\n        )"
     assert one_left in patch(repeated, extract_delta(unique)).code
+
+
+@pytest.mark.parametrize("added", [MAX_UNPLACED_ADDED, MAX_UNPLACED_ADDED + 1])
+def test_a_hunk_not_yet_placed_adds_at_most_max_unplaced_added_lines(added):
+    """Below `super().__init__()`, written by Net and by a block class, a hunk cannot be
+    placed (nor its lines judged) until a later parent line makes it unique: at most
+    MAX_UNPLACED_ADDED lines are added before that line; where the anchor is unique, any
+    number."""
+    init = "        super().__init__()"
+    parent = next(p for p in SEEDS.values() if p.count(init + "\n") >= 2)
+    lines = parent.splitlines()
+    after = lines[lines.index(init, lines.index("class Net(nn.Module):")) + 1]
+    assert parent.count(after + "\n") == 1  # the line after Net's super().__init__() places it
+    block = "".join(f"+        self.extra{i} = nn.Identity()\n" for i in range(added))
+    head = "--- baseline.py\n+++ improved.py\n@@ @@\n"
+    answer = delta_answer(f"{head} {init}\n{block} {after}\n")
+    assert accepts(delta_grammar(parent), answer) == (added <= MAX_UNPLACED_ADDED)
+    unique = delta_answer(f"{head} {after}\n{block}")
+    assert accepts(delta_grammar(parent), unique)
 
 
 def test_added_lines_that_would_break_the_codec_are_refused():
