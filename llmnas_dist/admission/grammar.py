@@ -62,7 +62,7 @@ ANSWER_ENDS = (DELTA_END, "</nn>")  # generation stops at either
 MAX_PARENT_LINES = 350
 
 # Added lines of a hunk whose anchors are not yet unique (the line judges cannot place it):
-# in a default run of 2026-12-07 (2-core AMX Xeon) 4 of 14 deltas added 5-20 lines below
+# in a default run of 2026-12-07 (2-core AMX Xeon) 4 of 14 deltas added up to 20 lines below
 # `super().__init__()` (made in 2 classes) until their 384-token budget cut them off
 # (hunk_ambiguous); the 15 admitted deltas of two such runs added at most 3 there, and at 3
 # all 5 such answers of those runs are refused within their first 530 bytes
