@@ -180,10 +180,13 @@ def _delta_steps(anchors: list[str], need: list[int | None]) -> tuple[list[Step]
     terms[DELTA_HEAD] = "HEAD"  # the answer's opening: no blank lines before it
 
     def copy(src: str, p: int, target: Callable[[int], str], c: int) -> None:
-        """Parent line p as a context line, or (unless it would read as `---`) removed."""
+        """Parent line p as a context line, or removed, unless it would read as `---` or
+        it defines (`def`, `class`, a decorator: the outline stays the parent's, as in
+        whole programs; a replayed delta and one of a default run of 2026-12-07 removed
+        `def forward` with the lines around it: a contract violation, a syntax error)."""
         steps.append((src, f"{term(' ' + anchors[p] + chr(10))}", target(c)))
         removed = "-" + anchors[p]
-        if not (removed.startswith("--- ") or removed == "---"):
+        if not (removed.startswith("--- ") or removed == "---" or _DEFINES.match(anchors[p])):
             steps.append((src, f"{term(removed + chr(10))}", target(1)))
 
     def after(s: int, p: int, added: int = 0) -> Callable[[int], str]:

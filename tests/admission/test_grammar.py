@@ -191,6 +191,20 @@ def test_a_hunk_not_yet_placed_adds_at_most_max_unplaced_added_lines(added):
     assert accepts(delta_grammar(parent), unique)
 
 
+def test_a_delta_removes_no_line_that_defines():
+    """The outline stays the parent's: `def forward` (or a `class`) is never a removed line;
+    the statement below it may be."""
+    parent = SEEDS["plain_cnn"]
+    lines = parent.splitlines()
+    forward = next(x for x in lines if x.strip().startswith("def forward"))
+    body = lines[lines.index(forward) + 1]
+    head = "--- baseline.py\n+++ improved.py\n@@ @@\n"
+    assert not accepts(delta_grammar(parent), delta_answer(f"{head}-{forward}\n-{body}\n"))
+    assert accepts(delta_grammar(parent), delta_answer(f"{head} {forward}\n-{body}\n"))
+    net = "class Net(nn.Module):"
+    assert not accepts(delta_grammar(parent), delta_answer(f"{head}-{net}\n+class Net2:\n"))
+
+
 def test_added_lines_that_would_break_the_codec_are_refused():
     parent = SEEDS["plain_cnn"]
     grammar = delta_grammar(parent)
